@@ -1,0 +1,18 @@
+//! Shared plumbing for TELENET services, so each service's `main.rs` stays
+//! thin and every service behaves the same at its edges:
+//!
+//! - [`config`]: defaults → TOML file → `TELENET_…` env → flags, with errors
+//!   naming the exact key and its origin;
+//! - [`telemetry`]: `tracing` logs, OpenTelemetry traces over OTLP, W3C trace
+//!   context over gRPC metadata and AMQP headers;
+//! - [`error`]: the one error-code table mapped to gRPC codes and HTTP
+//!   statuses;
+//! - [`grpc`]: the gRPC server (health, reflection, timeouts, limits,
+//!   readiness) and client channel (timeouts, keepalive, retries);
+//! - [`shutdown`]: signal handling and listener binding.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,108 @@
+//! The loop every event consumer runs: take a delivery, let the handler apply
+//! it (the handler commits its own transaction, recording the event id with
+//! `idempotency::mark_processed`), then acknowledge. Acknowledgement happens
+//! only after the handler returned, i.e. after commit.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use telenet_bus::{Delivery, Event, SharedBus, SubscribeSpec};
+use tokio_util::sync::CancellationToken;
+
+/// What went wrong while handling an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth retrying later (a dependency is down, a lock timed out).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Can never succeed (undecodable payload, unknown reference); goes to the dead-letter queue.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<crate::StoreError> for HandleError {
+    fn from(e: crate::StoreError) -> Self {
+        if e.is_transient() {
+            HandleError::Transient(e.to_string())
+        } else {
+            HandleError::Permanent(e.to_string())
+        }
+    }
+}
+
+/// One delivery as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub event: Event,
+    /// 1 for the first delivery, then 2, 3, … after retries.
+    pub attempt: u32,
+}
+
+/// Consume `spec` until `token` is cancelled, with up to `concurrency`
+/// deliveries handled at once.
+pub async fn run<H, F>(
+    bus: SharedBus,
+    spec: SubscribeSpec,
+    concurrency: usize,
+    token: CancellationToken,
+    handler: H,
+) -> Result<(), telenet_bus::BusError>
+where
+    H: Fn(Incoming) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    let group = spec.group.clone();
+    let mut sub = bus.subscribe(spec).await?;
+    let handler = Arc::new(handler);
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let delivery = tokio::select! {
+            _ = token.cancelled() => break,
+            d = sub.next() => match d {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let handler = handler.clone();
+        let group = group.clone();
+        tasks.spawn(async move {
+            settle(&group, delivery, &*handler).await;
+            drop(permit);
+        });
+    }
+    // Stop taking new work, let in-flight handlers finish and settle.
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+async fn settle<H, F>(group: &str, delivery: Delivery, handler: &H)
+where
+    H: Fn(Incoming) -> F,
+    F: Future<Output = Result<(), HandleError>>,
+{
+    let event = delivery.event.clone();
+    let result = handler(Incoming {
+        event: event.clone(),
+        attempt: delivery.attempt,
+    })
+    .await;
+    let settled = match result {
+        Ok(()) => delivery.ack().await,
+        Err(HandleError::Transient(reason)) => {
+            tracing::warn!(group, event_id = %event.id, key = %event.routing_key, attempt = delivery.attempt, %reason, "event will be retried");
+            delivery.retry(&reason).await
+        }
+        Err(HandleError::Permanent(reason)) => {
+            tracing::error!(group, event_id = %event.id, key = %event.routing_key, %reason, "event dead-lettered");
+            delivery.dead_letter(&reason).await
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(group, event_id = %event.id, error = %e, "could not settle delivery; it will be redelivered");
+    }
+}

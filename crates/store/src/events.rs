@@ -1,0 +1,106 @@
+//! Events as they travel: a `telenet.events.v1.EventEnvelope` encoded as
+//! protobuf in a bus `Event`, routed by the payload's case.
+
+use prost::Message as _;
+use telenet_bus::Event;
+use telenet_proto::events::v1::{EventEnvelope, TraceContext, event_envelope::Payload};
+
+use crate::consumer::HandleError;
+
+/// The routing key of a payload (`<area>.<event>`).
+pub fn routing_key(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::InboundMessageReceived(_) => "inbound.message",
+        Payload::InboundStatusReceived(_) => "inbound.status",
+        Payload::ConversationOpened(_) => "conversation.opened",
+        Payload::ConversationAssigned(_) => "conversation.assigned",
+        Payload::ConversationUnassigned(_) => "conversation.unassigned",
+        Payload::ConversationClosed(_) => "conversation.closed",
+        Payload::MessageCreated(_) => "message.created",
+        Payload::OutboundRequested(_) => "outbound.requested",
+        Payload::OutboundStatusChanged(_) => "outbound.status",
+        Payload::MessageStatusChanged(_) => "message.status",
+        Payload::ContactCreated(_) => "contact.created",
+        Payload::PresenceChanged(_) => "presence.changed",
+    }
+}
+
+/// A new envelope: fresh UUIDv7 id, occurred now, in `workspace_id`.
+/// `traceparent` (W3C) continues the caller's trace when given.
+pub fn envelope(workspace_id: &str, payload: Payload, traceparent: Option<String>) -> EventEnvelope {
+    let now = std::time::SystemTime::now();
+    EventEnvelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        workspace_id: workspace_id.to_owned(),
+        occurred_at: Some(prost_types::Timestamp::from(now)),
+        trace: traceparent.map(|tp| TraceContext {
+            traceparent: tp,
+            tracestate: String::new(),
+        }),
+        payload: Some(payload),
+    }
+}
+
+/// Encode an envelope for the bus. Envelopes without payload are a bug of the
+/// caller and get the routing key `invalid`, which no consumer binds.
+pub fn to_bus(env: &EventEnvelope) -> Event {
+    let key = env.payload.as_ref().map_or("invalid", routing_key);
+    let mut event = Event::new(key, env.encode_to_vec());
+    event.id = env.event_id.clone();
+    if let Some(trace) = &env.trace {
+        if !trace.traceparent.is_empty() {
+            event
+                .headers
+                .insert("traceparent".into(), trace.traceparent.clone());
+        }
+        if !trace.tracestate.is_empty() {
+            event
+                .headers
+                .insert("tracestate".into(), trace.tracestate.clone());
+        }
+    }
+    event
+}
+
+/// Decode a bus event; undecodable bodies can never succeed (dead letter).
+pub fn from_bus(event: &Event) -> Result<EventEnvelope, HandleError> {
+    let env = EventEnvelope::decode(event.payload.as_ref())
+        .map_err(|e| HandleError::Permanent(format!("undecodable event {}: {e}", event.id)))?;
+    if env.payload.is_none() {
+        return Err(HandleError::Permanent(format!(
+            "event {} has no payload",
+            event.id
+        )));
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telenet_proto::events::v1::ContactCreated;
+
+    #[test]
+    fn envelopes_round_trip_through_bus_events() {
+        let env = envelope(
+            "ws",
+            Payload::ContactCreated(ContactCreated {
+                contact_id: "c".into(),
+                channel_id: "ch".into(),
+                display_name: "Ana".into(),
+            }),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        );
+        let event = to_bus(&env);
+        assert_eq!(event.routing_key, "contact.created");
+        assert_eq!(event.id, env.event_id);
+        assert!(event.headers.contains_key("traceparent"));
+        assert_eq!(from_bus(&event).ok(), Some(env));
+    }
+
+    #[test]
+    fn garbage_is_permanent() {
+        let event = Event::new("contact.created", vec![0xff, 0xff, 0xff]);
+        assert!(matches!(from_bus(&event), Err(HandleError::Permanent(_))));
+    }
+}

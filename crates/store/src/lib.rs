@@ -1,0 +1,370 @@
+//! Database access shared by every service: a pool chosen by URL
+//! (`postgres://…` or `sqlite://…`), embedded migrations per service and
+//! backend, the transactional outbox and consumer idempotency.
+//!
+//! Queries are written once with `$1`-style parameters and portable SQL and run
+//! through sqlx's `Any` driver on both backends. Ids are stored as TEXT
+//! (UUIDs) and times as BIGINT microseconds since the Unix epoch, so the same
+//! code reads both backends the same way.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+
+pub mod consumer;
+pub mod cursor;
+pub mod events;
+pub mod idempotency;
+pub mod outbox;
+#[doc(hidden)]
+pub mod testing;
+
+pub use sqlx;
+
+/// A transaction on the service's database.
+pub type Tx<'a> = sqlx::Transaction<'a, Any>;
+
+/// Which database engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database url {url:?}: {reason}")]
+    Config { url: String, reason: String },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("event bus: {0}")]
+    Bus(#[from] telenet_bus::BusError),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (connection trouble, lock timeouts).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ) || e
+                .as_database_error()
+                .is_some_and(|d| {
+                    let msg = d.message();
+                    msg.contains("database is locked") || msg.contains("deadlock")
+                }),
+            StoreError::Bus(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this is a unique-constraint violation.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(d)) => {
+                d.kind() == sqlx::error::ErrorKind::UniqueViolation
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One migration of a service, embedded at compile time.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationFile {
+    /// Ordering number; versions below 100 are reserved for this crate.
+    pub version: i64,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// A service's migrations for both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub postgres: &'static [MigrationFile],
+    pub sqlite: &'static [MigrationFile],
+}
+
+/// Embed a service's migrations: `migrations!("0100_init")` includes
+/// `migrations/postgres/0100_init.sql` and `migrations/sqlite/0100_init.sql`
+/// relative to the calling crate; the number before `_` is the version.
+#[macro_export]
+macro_rules! migrations {
+    ($($name:literal),+ $(,)?) => {
+        $crate::Migrations {
+            postgres: &[$($crate::MigrationFile {
+                version: $crate::version_of($name),
+                description: $name,
+                sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres/", $name, ".sql")),
+            }),+],
+            sqlite: &[$($crate::MigrationFile {
+                version: $crate::version_of($name),
+                description: $name,
+                sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/", $name, ".sql")),
+            }),+],
+        }
+    };
+}
+
+/// The leading number of a migration name (`"0100_init"` → 100).
+pub const fn version_of(name: &str) -> i64 {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    let mut v: i64 = 0;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        v = v * 10 + (bytes[i] - b'0') as i64;
+        i += 1;
+    }
+    v
+}
+
+/// This crate's own tables (outbox, processed events).
+const INFRA: Migrations = Migrations {
+    postgres: &[MigrationFile {
+        version: 1,
+        description: "outbox",
+        sql: include_str!("../migrations/postgres/0001_outbox.sql"),
+    }],
+    sqlite: &[MigrationFile {
+        version: 1,
+        description: "outbox",
+        sql: include_str!("../migrations/sqlite/0001_outbox.sql"),
+    }],
+};
+
+#[derive(Debug)]
+struct Embedded(Vec<MigrationFile>);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .into_iter()
+                .map(|m| {
+                    Migration::new(
+                        m.version,
+                        Cow::Borrowed(m.description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(m.sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// A service's database.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    outbox_wakeup: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish()
+    }
+}
+
+impl Db {
+    /// Connect to `url`. For PostgreSQL every service keeps its tables in its
+    /// own schema (`schema`), created when missing, so services can share one
+    /// database without seeing each other's tables. For SQLite the file is
+    /// created when missing.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let config_err = |reason: String| StoreError::Config {
+            url: redact(url),
+            reason,
+        };
+        if !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') || schema.is_empty() {
+            return Err(config_err(format!("invalid schema name {schema:?}")));
+        }
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(config_err(
+                "unsupported scheme: expected postgres://… or sqlite://…".into(),
+            ));
+        };
+        let opts = AnyConnectOptions::from_str(url)
+            .map_err(|e| config_err(e.to_string()))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+
+        let pool = match backend {
+            Backend::Postgres => {
+                // Create the schema on a plain connection first, then make
+                // every pooled connection use it.
+                let mut conn = opts.connect().await?;
+                conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                    .await?;
+                drop(conn);
+                let set_path = format!("SET search_path TO {schema}");
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(move |conn, _| {
+                        let set_path = set_path.clone();
+                        Box::pin(async move {
+                            conn.execute(set_path.as_str()).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            Backend::Sqlite => {
+                // One connection: SQLite has one writer at a time, and a single
+                // connection avoids lock-upgrade failures between transactions.
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                                 PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+        };
+        Ok(Self {
+            pool,
+            backend,
+            outbox_wakeup: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// Apply this crate's tables and the service's migrations, in version order.
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StoreError> {
+        let (infra, own) = match self.backend {
+            Backend::Postgres => (INFRA.postgres, migrations.postgres),
+            Backend::Sqlite => (INFRA.sqlite, migrations.sqlite),
+        };
+        let mut all: Vec<MigrationFile> = infra.iter().chain(own.iter()).copied().collect();
+        all.sort_by_key(|m| m.version);
+        let migrator = Migrator::new(Embedded(all)).await?;
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Start a transaction.
+    pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commit a transaction that wrote to the outbox and wake the relay.
+    pub async fn commit(&self, tx: Tx<'_>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.outbox_wakeup.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn outbox_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_wakeup.clone()
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Microseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_micros() -> i64 {
+    chrono_free_now()
+}
+
+fn chrono_free_now() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The URL without its password, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_the_name() {
+        assert_eq!(version_of("0100_init"), 100);
+        assert_eq!(version_of("7_x"), 7);
+        assert_eq!(version_of("x"), 0);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
+
+/// A stored time (microseconds) as a protobuf timestamp.
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// A protobuf timestamp as stored microseconds.
+pub fn micros_of(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(ts.nanos) / 1000)
+}

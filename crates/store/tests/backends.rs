@@ -1,0 +1,87 @@
+//! The store's contract, run on PostgreSQL and on SQLite: migrations apply
+//! (twice, idempotently), the outbox relays committed events in order and
+//! drops rolled-back ones, and idempotency marks an event once per consumer.
+
+use std::sync::Arc;
+
+use telenet_bus::{Event, EventBus, SubscribeSpec};
+use telenet_store::{Db, Migrations, idempotency, outbox, testing};
+
+const NO_MIGRATIONS: Migrations = Migrations {
+    postgres: &[],
+    sqlite: &[],
+};
+
+async fn check_contract(db: Db) {
+    db.migrate(&NO_MIGRATIONS).await.expect("migrate");
+    db.migrate(&NO_MIGRATIONS).await.expect("migrate again");
+    db.ping().await.expect("ping");
+
+    // Idempotency: first mark wins, per consumer.
+    let mut tx = db.begin().await.expect("begin");
+    assert!(idempotency::mark_processed(&mut tx, "a", "e1").await.expect("mark"));
+    assert!(!idempotency::mark_processed(&mut tx, "a", "e1").await.expect("mark"));
+    assert!(idempotency::mark_processed(&mut tx, "b", "e1").await.expect("mark"));
+    tx.commit().await.expect("commit");
+
+    // A rolled-back mark does not count.
+    let mut tx = db.begin().await.expect("begin");
+    assert!(idempotency::mark_processed(&mut tx, "a", "e2").await.expect("mark"));
+    tx.rollback().await.expect("rollback");
+    let mut tx = db.begin().await.expect("begin");
+    assert!(idempotency::mark_processed(&mut tx, "a", "e2").await.expect("mark"));
+    tx.commit().await.expect("commit");
+
+    // Outbox: committed events are relayed in order, rolled-back ones never.
+    let bus = Arc::new(telenet_bus::memory::MemoryBus::new(Default::default()));
+    let mut sub = bus
+        .subscribe(SubscribeSpec::new("t", &["test.#"]))
+        .await
+        .expect("subscribe");
+    let mut tx = db.begin().await.expect("begin");
+    let first = Event::new("test.one", b"1".to_vec());
+    let second = Event::new("test.two", b"2".to_vec());
+    outbox::enqueue(&mut tx, &[first.clone(), second.clone()])
+        .await
+        .expect("enqueue");
+    db.commit(tx).await.expect("commit");
+    let mut tx = db.begin().await.expect("begin");
+    outbox::enqueue(&mut tx, &[Event::new("test.lost", b"x".to_vec())])
+        .await
+        .expect("enqueue");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(outbox::backlog(&db).await.expect("backlog"), 2);
+
+    let relay = outbox::Relay::new(db.clone(), bus.clone());
+    assert_eq!(relay.relay_once().await.expect("relay"), 2);
+    assert_eq!(outbox::backlog(&db).await.expect("backlog"), 0);
+    for expected in [first, second] {
+        let d = sub.next().await.expect("delivery");
+        assert_eq!(d.event, expected);
+        d.ack().await.expect("ack");
+    }
+    assert_eq!(relay.relay_once().await.expect("relay"), 0);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::connect(&testing::sqlite_in(dir.path(), "store"), "store")
+        .await
+        .expect("connect sqlite");
+    check_contract(db).await;
+}
+
+#[tokio::test]
+async fn postgres_backend() {
+    let url = testing::fresh_postgres().await;
+    let db = Db::connect(&url, "store").await.expect("connect postgres");
+    check_contract(db).await;
+}
+
+#[tokio::test]
+async fn unknown_schemes_are_named() {
+    let err = Db::connect("mysql://x", "s").await.expect_err("must fail");
+    assert!(err.to_string().contains("unsupported scheme"), "{err}");
+}

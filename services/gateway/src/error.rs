@@ -1,0 +1,134 @@
+//! The gateway's error type; converted to problem+json only at the boundary
+//! (its `IntoResponse`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use telenet_presence::PresenceError;
+
+use crate::problem::Problem;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization: Bearer …` header (or not a bearer one).
+    #[error("missing bearer token")]
+    MissingToken,
+    /// A bearer token that is malformed, unknown or revoked.
+    #[error("invalid bearer token")]
+    InvalidToken,
+    /// The member may not do this (access level).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A query, path or body value is invalid.
+    #[error("{message}")]
+    InvalidField {
+        /// The field as the client spells it.
+        field: &'static str,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// A request axum could not turn into the handler's arguments.
+    #[error("{detail}")]
+    Rejected {
+        /// The status axum chose (400, 413, 415, …).
+        status: StatusCode,
+        /// axum's explanation.
+        detail: String,
+    },
+    /// An upstream service answered with an error status.
+    #[error("upstream error: {}", .0.message())]
+    Upstream(Box<tonic::Status>),
+    /// An upstream service did not answer within the configured timeout.
+    #[error("upstream call timed out")]
+    UpstreamTimeout,
+    /// An upstream answer lacked a field it always sets.
+    #[error("upstream response lacks {0}")]
+    Incomplete(&'static str),
+    /// The presence store failed.
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        ApiError::Upstream(Box::new(status))
+    }
+}
+
+impl ApiError {
+    /// A 400 naming `field`.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The problem document for this error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            ApiError::MissingToken | ApiError::InvalidToken => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
+            }
+            ApiError::Forbidden(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "permission_denied", detail.clone())
+            }
+            ApiError::InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
+            ApiError::Rejected { status, detail } => Problem::from_rejection(*status, detail),
+            ApiError::Upstream(status) => Problem::from_grpc(status),
+            ApiError::UpstreamTimeout => {
+                tracing::warn!("upstream call timed out");
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    "a service the gateway depends on did not answer in time",
+                )
+            }
+            ApiError::Incomplete(_) => {
+                tracing::error!(error = %self, "incomplete upstream response");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+            ApiError::Presence(error) => presence_problem(error),
+        }
+    }
+}
+
+fn presence_problem(error: &PresenceError) -> Problem {
+    match error {
+        PresenceError::Timeout(_) | PresenceError::Backend(_) => {
+            tracing::warn!(%error, "presence store unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "presence is unavailable; retry later",
+            )
+        }
+        // Ids come from the members service, so a rejected one is our bug.
+        _ => {
+            tracing::error!(%error, "presence store failed");
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.problem().into_response();
+        // RFC 6750 §3: a 401 names the scheme, and says why a presented token
+        // was refused.
+        let challenge = match self {
+            ApiError::MissingToken => Some("Bearer"),
+            ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            ApiError::Upstream(ref status) if status.code() == tonic::Code::Unauthenticated => {
+                Some("Bearer")
+            }
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}

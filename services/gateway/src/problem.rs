@@ -1,0 +1,263 @@
+//! Errors as `application/problem+json` (RFC 9457), for every failure the
+//! gateway answers: its own validation, authentication, upstream gRPC statuses
+//! and axum's own rejections (unknown route, wrong method, bad JSON, body too
+//! large).
+//!
+//! Problems use the `about:blank` type, so `title` is the HTTP reason phrase;
+//! the extension member `code` carries a stable snake_case name clients can
+//! branch on (several codes share an HTTP status, e.g. 409), and `field`
+//! names the offending query or body field of a validation error.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Metadata key a TELENET service may set next to the gRPC code with the
+/// precise error code name, so codes sharing a gRPC code (payload too large
+/// and resource exhausted) can be told apart.
+pub const ERROR_CODE_METADATA: &str = "telenet-error-code";
+
+/// What the client sees instead of an internal error's own text, which may
+/// contain SQL, hostnames or other details it must not see.
+const INTERNAL_DETAIL: &str = "internal error";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// Problem type URI; always `about:blank` (the HTTP status says it all).
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub type_uri: String,
+    /// The HTTP reason phrase of `status`.
+    #[schema(example = "Bad Request")]
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(example = 400)]
+    pub status: u16,
+    /// What went wrong, for humans (lowercase; never internal details).
+    #[schema(example = "page_size must be between 1 and 200")]
+    pub detail: String,
+    /// Stable machine-readable error code, e.g. `invalid_argument`,
+    /// `not_found`, `failed_precondition`.
+    #[schema(example = "invalid_argument")]
+    pub code: String,
+    /// The query or body field that is invalid, for validation errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "page_size")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    /// A problem with `status`, a stable `code` and a human `detail`.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            field: None,
+        }
+    }
+
+    /// 400 for an invalid `field`; `detail` should name the field too, since
+    /// many clients only show `detail`.
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_argument", detail)
+        }
+    }
+
+    /// The HTTP status (500 if `status` was set to something out of range).
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The problem for a status an upstream TELENET service answered with.
+    ///
+    /// Client errors keep the upstream message (services write them for
+    /// callers: lowercase, naming the field). Server-side failures are logged
+    /// here and returned opaque, since a transport error's text names hosts
+    /// and ports.
+    pub fn from_grpc(status: &tonic::Status) -> Self {
+        use tonic::Code;
+        let message = status.message();
+        let precise = status
+            .metadata()
+            .get(ERROR_CODE_METADATA)
+            .and_then(|value| value.to_str().ok());
+        let (http, code) = match (status.code(), precise) {
+            (Code::ResourceExhausted, Some("payload_too_large")) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            (Code::ResourceExhausted, _) if says_too_large(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            (Code::ResourceExhausted, _) => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
+            (Code::InvalidArgument | Code::OutOfRange, _) => {
+                (StatusCode::BAD_REQUEST, "invalid_argument")
+            }
+            (Code::Unauthenticated, _) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            (Code::PermissionDenied, _) => (StatusCode::FORBIDDEN, "permission_denied"),
+            (Code::NotFound, _) => (StatusCode::NOT_FOUND, "not_found"),
+            (Code::AlreadyExists, _) => (StatusCode::CONFLICT, "already_exists"),
+            (Code::Aborted, _) => (StatusCode::CONFLICT, "aborted"),
+            // "Not in a state that allows this" (e.g. replying to a closed
+            // conversation) is a conflict with the resource's current state.
+            (Code::FailedPrecondition, _) => (StatusCode::CONFLICT, "failed_precondition"),
+            // tonic reports its own client-side timeouts as CANCELLED.
+            (Code::Unavailable | Code::Cancelled, _) => {
+                tracing::warn!(code = ?status.code(), message, "upstream unavailable");
+                return Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "a service the gateway depends on is unavailable; retry later",
+                );
+            }
+            (Code::DeadlineExceeded, _) => {
+                tracing::warn!(message, "upstream deadline exceeded");
+                return Self::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    "a service the gateway depends on did not answer in time",
+                );
+            }
+            (Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss, _) => {
+                tracing::error!(code = ?status.code(), message, "upstream internal error");
+                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", INTERNAL_DETAIL);
+            }
+        };
+        Self::new(http, code, message)
+    }
+
+    /// The problem for a rejection axum (or a tower layer) produced with
+    /// `status` and plain-text `text`: keeps the text as detail for client
+    /// errors and hides it for server errors.
+    pub fn from_rejection(status: StatusCode, text: &str) -> Self {
+        if status.is_server_error() {
+            tracing::error!(%status, text, "request rejected with a server error");
+            return Self::new(status, "internal", INTERNAL_DETAIL);
+        }
+        let detail = lowercase_first(text.trim());
+        let detail = if detail.is_empty() {
+            status
+                .canonical_reason()
+                .map(str::to_lowercase)
+                .unwrap_or_default()
+        } else {
+            detail
+        };
+        Self::new(status, code_for_http(status), detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// Whether a RESOURCE_EXHAUSTED message is about size rather than rate;
+/// gRPC itself reports oversized messages with that code.
+fn says_too_large(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("too large") || message.contains("too big")
+}
+
+/// A code name for HTTP statuses that did not come from a gRPC status.
+fn code_for_http(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_argument",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "permission_denied",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "failed_precondition",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_argument",
+        StatusCode::TOO_MANY_REQUESTS => "resource_exhausted",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "deadline_exceeded",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Fallback for paths no route matches.
+pub async fn route_not_found(request: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", request.uri().path()),
+    )
+}
+
+/// Fallback for known paths called with a method they do not have (axum adds
+/// the `Allow` header).
+pub async fn method_not_allowed(request: Request) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}
+
+/// The largest non-problem error body kept as a problem's detail.
+const MAX_PLAIN_DETAIL: usize = 1024;
+
+/// Turns any error response that is not a problem yet into one.
+///
+/// Handlers and our extractors already answer with problems; this catches
+/// what is produced outside them, such as the body-limit layer's 413 for a
+/// declared `Content-Length` over the limit. Headers (e.g. `Allow`,
+/// `WWW-Authenticate`) are kept.
+pub async fn ensure_problem_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_PLAIN_DETAIL).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let problem = Problem::from_rejection(status, &text);
+    let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(PROBLEM_JSON))
+}

@@ -1,0 +1,339 @@
+//! Conversations, their messages, assignment and closing.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use telenet_proto::conversations::v1 as conv;
+use telenet_proto::conversations::v1::conversations_client::ConversationsClient;
+use utoipa::IntoParams;
+
+use super::{PageQuery, page_request, parse_id, present};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::dto::{
+    AssignBody, CloseBody, ConversationPage, ConversationView, MessagePage, SendMessageBody, SentMessage,
+};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::problem::Problem;
+
+/// Longest idempotency key accepted, in bytes.
+const MAX_CLIENT_MESSAGE_ID_LEN: usize = 200;
+
+/// Filters and paging of `GET /v1/conversations`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConversationQuery {
+    /// `open`, `closed` or `any` (default `any`).
+    #[param(value_type = Option<String>, example = "open")]
+    pub status: Option<String>,
+    /// `me`, `unassigned`, `any` (default) or a user id.
+    #[param(value_type = Option<String>, example = "me")]
+    pub assignee: Option<String>,
+    /// Only this contact's conversations.
+    pub contact_id: Option<String>,
+    /// Items per page, 1–200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// The conversation id in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ConversationPath {
+    /// Conversation id.
+    pub id: String,
+}
+
+/// The upstream status filter for the `status` query value.
+pub(crate) fn status_filter(raw: Option<&str>) -> Result<conv::ConversationStatus, ApiError> {
+    match present(raw) {
+        None | Some("any") => Ok(conv::ConversationStatus::Unspecified),
+        Some("open") => Ok(conv::ConversationStatus::Open),
+        Some("closed") => Ok(conv::ConversationStatus::Closed),
+        Some(_) => Err(ApiError::invalid("status", "status must be open, closed or any")),
+    }
+}
+
+/// The upstream assignee filter (and user) for the `assignee` query value.
+pub(crate) fn assignee_filter(raw: Option<&str>) -> Result<(conv::AssigneeFilter, String), ApiError> {
+    match present(raw) {
+        None | Some("any") => Ok((conv::AssigneeFilter::Any, String::new())),
+        Some("me") => Ok((conv::AssigneeFilter::Me, String::new())),
+        Some("unassigned") => Ok((conv::AssigneeFilter::Unassigned, String::new())),
+        Some(user) => match parse_id("assignee", user) {
+            Ok(user_id) => Ok((conv::AssigneeFilter::User, user_id)),
+            Err(_) => Err(ApiError::invalid(
+                "assignee",
+                "assignee must be me, unassigned, any or a user id",
+            )),
+        },
+    }
+}
+
+/// Builds the upstream request of `GET /v1/conversations` from its query.
+pub(crate) fn list_request(caller: &Caller, query: &ConversationQuery) -> Result<conv::ListConversationsRequest, ApiError> {
+    let status = status_filter(query.status.as_deref())?;
+    let (assignee, assignee_user_id) = assignee_filter(query.assignee.as_deref())?;
+    let contact_id = present(query.contact_id.as_deref())
+        .map(|id| parse_id("contact_id", id))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(conv::ListConversationsRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        caller_user_id: caller.user_id().to_owned(),
+        status: status.into(),
+        assignee: assignee.into(),
+        assignee_user_id,
+        contact_id,
+        page: Some(page_request(query.page_size.as_deref(), query.page_token.as_deref())?),
+    })
+}
+
+fn client(state: &AppState) -> ConversationsClient<tonic::transport::Channel> {
+    ConversationsClient::new(state.upstreams.conversations.clone())
+}
+
+/// The workspace's conversations, newest activity first.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "conversations",
+    params(ConversationQuery),
+    responses(
+        (status = 200, description = "a page of conversations", body = ConversationPage),
+        (status = 400, description = "invalid filter or paging", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn list_conversations(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ConversationQuery>,
+) -> Result<Json<ConversationPage>, ApiError> {
+    let request = list_request(&caller, &query)?;
+    let response = state.call(client(&state).list_conversations(caller.request(request))).await?;
+    Ok(Json(ConversationPage {
+        items: response.conversations.into_iter().map(Into::into).collect(),
+        next_page_token: super::next_token(response.page),
+    }))
+}
+
+/// One conversation.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(ConversationPath),
+    responses(
+        (status = 200, description = "the conversation", body = ConversationView),
+        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn get_conversation(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ConversationPath>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let request = conv::GetConversationRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        conversation_id: parse_id("id", &path.id)?,
+    };
+    let conversation = state.call(client(&state).get_conversation(caller.request(request))).await?;
+    Ok(Json(conversation.into()))
+}
+
+/// A conversation's messages, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    params(ConversationPath, PageQuery),
+    responses(
+        (status = 200, description = "a page of messages", body = MessagePage),
+        (status = 400, description = "invalid paging", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ConversationPath>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let request = conv::ListMessagesRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        conversation_id: parse_id("id", &path.id)?,
+        page: Some(query.to_proto()?),
+    };
+    let response = state.call(client(&state).list_messages(caller.request(request))).await?;
+    Ok(Json(MessagePage {
+        items: response.messages.into_iter().map(Into::into).collect(),
+        next_page_token: super::next_token(response.page),
+    }))
+}
+
+/// Replies in a conversation. Replying to an unassigned conversation assigns
+/// it to the replier.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    params(ConversationPath),
+    request_body = SendMessageBody,
+    responses(
+        (status = 201, description = "the stored message and the conversation after the reply", body = SentMessage),
+        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the conversation does not accept replies", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn send_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ConversationPath>,
+    ApiJson(body): ApiJson<SendMessageBody>,
+) -> Result<(StatusCode, Json<SentMessage>), ApiError> {
+    let conversation_id = parse_id("id", &path.id)?;
+    let request = send_request(&caller, conversation_id, body)?;
+    let sent = state.call(client(&state).send_message(caller.request(request))).await?;
+    let message = sent.message.ok_or(ApiError::Incomplete("the sent message"))?;
+    let conversation = sent.conversation.ok_or(ApiError::Incomplete("the replied conversation"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SentMessage {
+            message: message.into(),
+            conversation: conversation.into(),
+        }),
+    ))
+}
+
+/// Validates a reply and builds the upstream request.
+pub(crate) fn send_request(
+    caller: &Caller,
+    conversation_id: String,
+    body: SendMessageBody,
+) -> Result<conv::SendMessageRequest, ApiError> {
+    if body.text.trim().is_empty() {
+        return Err(ApiError::invalid("text", "text must not be blank"));
+    }
+    let client_message_id = match body.client_message_id {
+        None => String::new(),
+        Some(id) => {
+            let valid = !id.is_empty()
+                && id.len() <= MAX_CLIENT_MESSAGE_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(ApiError::invalid(
+                    "client_message_id",
+                    format!(
+                        "client_message_id must be 1 to {MAX_CLIENT_MESSAGE_ID_LEN} printable ascii characters without spaces"
+                    ),
+                ));
+            }
+            id
+        }
+    };
+    Ok(conv::SendMessageRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        conversation_id,
+        author_user_id: caller.user_id().to_owned(),
+        text: body.text,
+        attachments: Vec::new(),
+        client_message_id,
+    })
+}
+
+/// Assigns a conversation to a member of the workspace.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/assign",
+    tag = "conversations",
+    params(ConversationPath),
+    request_body = AssignBody,
+    responses(
+        (status = 200, description = "the conversation after assignment", body = ConversationView),
+        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such conversation or member in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the conversation cannot be assigned (e.g. closed)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn assign(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ConversationPath>,
+    ApiJson(body): ApiJson<AssignBody>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let request = conv::AssignConversationRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        conversation_id: parse_id("id", &path.id)?,
+        user_id: parse_id("user_id", &body.user_id)?,
+        caller_user_id: caller.user_id().to_owned(),
+    };
+    let conversation = state.call(client(&state).assign_conversation(caller.request(request))).await?;
+    Ok(Json(conversation.into()))
+}
+
+/// Unassigns a conversation.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/unassign",
+    tag = "conversations",
+    params(ConversationPath),
+    responses(
+        (status = 200, description = "the conversation after unassignment", body = ConversationView),
+        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn unassign(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ConversationPath>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let request = conv::UnassignConversationRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        conversation_id: parse_id("id", &path.id)?,
+        caller_user_id: caller.user_id().to_owned(),
+    };
+    let conversation = state.call(client(&state).unassign_conversation(caller.request(request))).await?;
+    Ok(Json(conversation.into()))
+}
+
+/// Closes (resolves) a conversation, optionally with a closing note: it
+/// leaves the queue and is unassigned from everyone. The body may be empty.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/close",
+    tag = "conversations",
+    params(ConversationPath),
+    request_body(content = Option<CloseBody>, description = "optional; an empty body closes without a note"),
+    responses(
+        (status = 200, description = "the closed conversation", body = ConversationView),
+        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the conversation is already closed", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn close(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ConversationPath>,
+    OptionalJson(body): OptionalJson<CloseBody>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let closing_note = body.unwrap_or_default().closing_note.map(|note| conv::ClosingNote {
+        category: note.category.map(|c| c.trim().to_owned()).unwrap_or_default(),
+        summary: note.summary.unwrap_or_default(),
+        closed_by_user_id: caller.user_id().to_owned(),
+    });
+    let request = conv::CloseConversationRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        conversation_id: parse_id("id", &path.id)?,
+        caller_user_id: caller.user_id().to_owned(),
+        closing_note,
+    };
+    let conversation = state.call(client(&state).close_conversation(caller.request(request))).await?;
+    Ok(Json(conversation.into()))
+}

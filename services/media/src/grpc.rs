@@ -1,0 +1,63 @@
+//! The `telenet.media.v1.Media` gRPC API over [`MediaService`]: message
+//! framing (header first, then chunks) and status codes; the rules live in
+//! the service.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt, stream};
+use telenet_proto::media::v1 as pb;
+use telenet_proto::media::v1::media_server::Media;
+use telenet_proto::media::v1::upload_request::Part;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{Download, Error, MediaService};
+
+#[tonic::async_trait]
+impl Media for MediaService {
+    async fn upload(&self, request: Request<Streaming<pb::UploadRequest>>) -> Result<Response<pb::Blob>, Status> {
+        let mut messages = request.into_inner();
+        let header = match messages.message().await {
+            Ok(Some(pb::UploadRequest {
+                part: Some(Part::Header(header)),
+            })) => header,
+            Ok(_) => {
+                return Err(Error::InvalidArgument("the first upload message must carry the header".into()).to_status());
+            }
+            Err(status) => return Err(Error::Stream(status).to_status()),
+        };
+        let chunks = messages.map(|message| match message {
+            Ok(pb::UploadRequest {
+                part: Some(Part::Chunk(chunk)),
+            }) => Ok(chunk),
+            Ok(pb::UploadRequest {
+                part: Some(Part::Header(_)),
+            }) => Err(Error::InvalidArgument("header must be sent once, in the first message".into())),
+            Ok(pb::UploadRequest { part: None }) => {
+                Err(Error::InvalidArgument("upload message carries neither header nor chunk".into()))
+            }
+            Err(status) => Err(Error::Stream(status)),
+        });
+        MediaService::upload(self, &header, chunks)
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
+    type DownloadStream = Pin<Box<dyn Stream<Item = Result<pb::DownloadResponse, Status>> + Send>>;
+
+    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+        let Download { blob, chunks } = MediaService::download(self, request.get_ref())
+            .await
+            .map_err(|e| e.to_status())?;
+        let first = pb::DownloadResponse {
+            blob: Some(blob),
+            chunk: Vec::new(),
+        };
+        let rest = chunks.map(|chunk| {
+            chunk
+                .map(|chunk| pb::DownloadResponse { blob: None, chunk })
+                .map_err(|e| e.to_status())
+        });
+        Ok(Response::new(Box::pin(stream::once(async { Ok(first) }).chain(rest))))
+    }
+}
