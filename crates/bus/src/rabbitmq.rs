@@ -526,7 +526,17 @@ async fn declare_queue(
     )
     .await
     .map(|_| ())
-    .map_err(amqp("declare queue"))
+    .map_err(|err| {
+        if is_soft(&err, AMQPSoftError::PRECONDITIONFAILED) {
+            // Typically a retry queue declared earlier with another delay.
+            BusError::Config(format!(
+                "queue {queue} exists with other arguments (a changed retry policy?); \
+                 delete it or keep its settings: {err}"
+            ))
+        } else {
+            amqp("declare queue")(err)
+        }
+    })
 }
 
 /// A retry queue holds each message for `delay`, then dead-letters it through
@@ -750,14 +760,17 @@ impl Link {
     async fn close(&self) {
         let mut state = self.state.lock().await;
         state.closed = true;
-        if let Some(live) = state.live.take()
-            && live.conn.status().connected()
-            && let Err(err) =
-                tokio::time::timeout(OP_TIMEOUT, live.conn.close(REPLY_SUCCESS, "OK".into()))
-                    .await
-                    .unwrap_or(Ok(()))
-        {
-            debug!(error = %err, "closing the broker connection");
+        let Some(live) = state.live.take() else {
+            return;
+        };
+        if !live.conn.status().connected() {
+            return;
+        }
+        let closing = live.conn.close(REPLY_SUCCESS, "OK".into());
+        match tokio::time::timeout(OP_TIMEOUT, closing).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => debug!(error = %err, "closing the broker connection"),
+            Err(_) => debug!("closing the broker connection timed out"),
         }
     }
 }

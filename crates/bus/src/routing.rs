@@ -61,11 +61,8 @@ fn matches_words(pattern: &[&str], key: &[&str]) -> bool {
                     next[j] = row[j] || next[j - 1];
                 }
             }
-            "*" => {
-                for j in 1..=key.len() {
-                    next[j] = row[j - 1];
-                }
-            }
+            // exactly one word: shift by one
+            "*" => next[1..].copy_from_slice(&row[..key.len()]),
             literal => {
                 for j in 1..=key.len() {
                     next[j] = row[j - 1] && key[j - 1] == literal;

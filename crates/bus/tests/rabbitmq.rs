@@ -129,3 +129,36 @@ async fn a_killed_connection_is_repaired_on_the_next_call() {
     common::clean_up(&[bus]).await;
     outcome.expect("publish right after a drop reconnects");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_retry_delay_is_a_config_error_naming_the_queue() {
+    let prefix = common::unique_prefix();
+    let group = "policy";
+    let url = common::amqp_url();
+    let short = RetryPolicy {
+        delays: vec![Duration::from_millis(100)],
+    };
+    let long = RetryPolicy {
+        delays: vec![Duration::from_millis(200)],
+    };
+    let first = RabbitBus::connect(&url, &prefix, short)
+        .await
+        .expect("connect");
+    let second = RabbitBus::connect(&url, &prefix, long)
+        .await
+        .expect("connect");
+    let kept = first.subscribe(SubscribeSpec::new(group, &["p.#"])).await;
+    let changed = second.subscribe(SubscribeSpec::new(group, &["p.#"])).await;
+    drop(kept);
+    second.close().await;
+    common::clean_up(&[std::sync::Arc::new(first)]).await;
+    match changed {
+        Err(BusError::Config(message)) => {
+            assert!(
+                message.contains(&format!("{prefix}{group}.retry.1")),
+                "{message}"
+            )
+        }
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+}

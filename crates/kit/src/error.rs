@@ -101,7 +101,9 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
             // gRPC itself reports oversized messages as RESOURCE_EXHAUSTED.
-            ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => {
+                tonic::Code::ResourceExhausted
+            }
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorCode::Internal => tonic::Code::Internal,
@@ -142,7 +144,9 @@ impl ErrorCode {
             // tonic reports client-side timeouts as CANCELLED.
             Code::Unavailable | Code::Cancelled => ErrorCode::Unavailable,
             Code::DeadlineExceeded => ErrorCode::DeadlineExceeded,
-            Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => ErrorCode::Internal,
+            Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => {
+                ErrorCode::Internal
+            }
         }
     }
 
@@ -176,7 +180,9 @@ impl ErrorCode {
 
     /// The inverse of [`ErrorCode::as_str`].
     pub fn from_name(name: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|code| code.as_str() == name)
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
     }
 
     /// Whether a caller may retry the same request later with a chance of
@@ -229,9 +235,10 @@ pub fn to_status<E: ServiceError + ?Sized>(error: &E) -> tonic::Status {
         error.to_string()
     };
     let mut status = tonic::Status::new(code.grpc_code(), message);
-    status
-        .metadata_mut()
-        .insert(ERROR_CODE_METADATA, MetadataValue::from_static(code.as_str()));
+    status.metadata_mut().insert(
+        ERROR_CODE_METADATA,
+        MetadataValue::from_static(code.as_str()),
+    );
     status
 }
 
@@ -312,10 +319,19 @@ mod tests {
     #[test]
     fn table_matches_conventions() {
         assert_eq!(ErrorCode::NotFound.http_status(), StatusCode::NOT_FOUND);
-        assert_eq!(ErrorCode::Unauthenticated.http_status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(ErrorCode::PayloadTooLarge.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            ErrorCode::Unauthenticated.http_status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ErrorCode::PayloadTooLarge.http_status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         assert_eq!(ErrorCode::Unavailable.grpc_code(), tonic::Code::Unavailable);
-        assert_eq!(ErrorCode::from_grpc(tonic::Code::Unknown), ErrorCode::Internal);
+        assert_eq!(
+            ErrorCode::from_grpc(tonic::Code::Unknown),
+            ErrorCode::Internal
+        );
         assert!(ErrorCode::Unavailable.is_transient());
         assert!(!ErrorCode::InvalidArgument.is_transient());
     }

@@ -204,7 +204,11 @@ impl GrpcServer {
     /// Serves on `listener` until `shutdown` is cancelled, then marks every
     /// status NOT_SERVING, stops accepting, and waits up to
     /// [`GrpcServerConfig::shutdown_grace`] for in-flight requests.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
         let GrpcServer {
             config,
@@ -302,7 +306,10 @@ impl<S: Clone> Layer<S> for ProtectLayer {
             .layer(self.limit.clone())
             .timeout(self.timeout)
             .service(inner.clone());
-        Protect { direct: inner, limited }
+        Protect {
+            direct: inner,
+            limited,
+        }
     }
 }
 
@@ -408,7 +415,9 @@ impl Readiness {
             .cloned()
             .collect();
         for name in names.iter().map(String::as_str).chain([""]) {
-            self.reporter.set_service_status(name, ServingStatus::NotServing).await;
+            self.reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
         }
     }
 
@@ -523,7 +532,9 @@ pub enum ChannelError {
     },
     /// TLS is not compiled in; in-cluster traffic is plain HTTP/2 and TLS,
     /// where wanted, belongs to the mesh.
-    #[error("grpc endpoint `{0}` uses https, which is not supported; use http:// (TLS is the service mesh's job)")]
+    #[error(
+        "grpc endpoint `{0}` uses https, which is not supported; use http:// (TLS is the service mesh's job)"
+    )]
     TlsUnsupported(String),
     /// The channel's background task needs a Tokio runtime.
     #[error("grpc channel to `{0}` created outside a tokio runtime")]
@@ -592,7 +603,9 @@ impl RetryPolicy {
     /// The delay before retry number `retry` (1-based), without jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
@@ -665,13 +678,13 @@ fn jittered(delay: Duration) -> Duration {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus as PbStatus;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
 
     use super::*;
@@ -690,12 +703,13 @@ mod tests {
     async fn wait_for(channel: &Channel, service: &str, want: PbStatus) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            if let Ok(status) = health(channel, service).await
-                && status == want
-            {
+            if health(channel, service).await.ok() == Some(want) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{service} never became {want:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service} never became {want:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -736,13 +750,23 @@ mod tests {
             .await
             .expect("reflection call")
             .into_inner();
-        let response = stream.message().await.expect("reflection reply").expect("one reply");
+        let response = stream
+            .message()
+            .await
+            .expect("reflection reply")
+            .expect("one reply");
         let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
             panic!("unexpected reflection reply: {response:?}");
         };
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
-        assert!(names.contains(&"grpc.reflection.v1.ServerReflection".to_owned()), "{names:?}");
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
+            "{names:?}"
+        );
 
         let alpha_request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
             host: String::new(),
@@ -783,7 +807,10 @@ mod tests {
     }
 
     fn request(path: &str) -> http::Request<()> {
-        http::Request::builder().uri(path).body(()).expect("valid request")
+        http::Request::builder()
+            .uri(path)
+            .body(())
+            .expect("valid request")
     }
 
     fn status_of(error: BoxError) -> Status {
@@ -800,7 +827,10 @@ mod tests {
             ..GrpcServerConfig::default()
         };
         let service = ProtectLayer::new(&config).layer(slow_service(Duration::from_secs(5)));
-        let error = service.oneshot(request("/telenet.x.v1.X/Slow")).await.expect_err("times out");
+        let error = service
+            .oneshot(request("/telenet.x.v1.X/Slow"))
+            .await
+            .expect_err("times out");
         assert_eq!(status_of(error).code(), Code::DeadlineExceeded);
     }
 
@@ -952,6 +982,31 @@ mod tests {
         let status = health(&channel, "").await.expect_err("nobody listens");
         assert_eq!(status.code(), Code::Unavailable);
         assert!(is_retryable(&status));
+    }
+
+    #[test]
+    fn server_config_loads_from_env() {
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Service {
+            grpc: GrpcServerConfig,
+            contacts: ClientConfig,
+        }
+        let env = [
+            ("TELENET_GRPC__CONCURRENCY_LIMIT", "10"),
+            ("TELENET_GRPC__REQUEST_TIMEOUT", "5s"),
+            ("TELENET_CONTACTS__CONNECT_TIMEOUT", "250ms"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config: Service = crate::config::load_with_env(None, (), env).expect("loads");
+        assert_eq!(config.grpc.concurrency_limit.get(), 10);
+        assert_eq!(config.grpc.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.contacts.connect_timeout, Duration::from_millis(250));
+
+        let zero = [("TELENET_GRPC__CONCURRENCY_LIMIT".to_owned(), "0".to_owned())];
+        let error =
+            crate::config::load_with_env::<Service, _>(None, (), zero).expect_err("zero limit");
+        assert_eq!(error.issues()[0].key, "grpc.concurrency_limit");
     }
 
     #[test]

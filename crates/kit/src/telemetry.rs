@@ -21,12 +21,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -51,7 +51,17 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const UNTRACED_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines, for terminals.
@@ -68,7 +78,9 @@ impl FromStr for LogFormat {
         match s.to_ascii_lowercase().as_str() {
             "pretty" | "text" => Ok(LogFormat::Pretty),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format `{other}`, expected `pretty` or `json`")),
+            other => Err(format!(
+                "unknown log format `{other}`, expected `pretty` or `json`"
+            )),
         }
     }
 }
@@ -99,12 +111,18 @@ pub enum TelemetryError {
     #[error("cannot export traces to {OTLP_ENDPOINT_ENV}: {0}")]
     Exporter(String),
     /// OTLP export over gRPC needs a Tokio runtime to run its client on.
-    #[error("trace export is configured ({OTLP_ENDPOINT_ENV}) but telemetry::init was called outside a tokio runtime")]
+    #[error(
+        "trace export is configured ({OTLP_ENDPOINT_ENV}) but telemetry::init was called outside a tokio runtime"
+    )]
     NoRuntime,
 }
 
 /// Keeps trace export running; dropping it flushes buffered spans and shuts
 /// the exporter down. Hold it until the end of `main`.
+///
+/// Drop it on a multi-threaded runtime (the `#[tokio::main]` default) or
+/// outside any runtime: on a current-thread runtime the flush cannot make
+/// progress and waits out its 5 s timeout.
 #[must_use = "dropping the guard stops trace export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -148,7 +166,11 @@ impl Drop for TelemetryGuard {
 ///
 /// Calling it again (tests, the dev server starting several services) keeps
 /// the first subscriber and returns an inert guard.
-pub fn init(service: &str, format: LogFormat, default_filter: &str) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service: &str,
+    format: LogFormat,
+    default_filter: &str,
+) -> Result<TelemetryGuard, TelemetryError> {
     let (origin, directives) = filter_directives(
         std::env::var(LOG_ENV).ok(),
         std::env::var("RUST_LOG").ok(),
@@ -193,7 +215,10 @@ pub fn init(service: &str, format: LogFormat, default_filter: &str) -> Result<Te
             // Nobody will use this provider; stop it now (it has no pending
             // spans) rather than let it linger.
             let _ = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
-            tracing::debug!(service, "telemetry already initialised; keeping the existing subscriber");
+            tracing::debug!(
+                service,
+                "telemetry already initialised; keeping the existing subscriber"
+            );
             Ok(TelemetryGuard { provider: None })
         }
     }
@@ -220,7 +245,9 @@ fn filter_directives(
 /// endpoint, headers and timeout from the standard `OTEL_EXPORTER_OTLP_*`
 /// variables.
 fn tracer_provider(service: &str, export: bool) -> Result<SdkTracerProvider, TelemetryError> {
-    let resource = Resource::builder().with_service_name(service.to_owned()).build();
+    let resource = Resource::builder()
+        .with_service_name(service.to_owned())
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if export {
         // tonic's client spawns onto the current runtime and would panic
@@ -318,8 +345,19 @@ impl Extractor for MapExtractor<'_> {
 // W3C trace context over gRPC
 
 /// Client interceptor adding the current trace context to the request
-/// metadata: `Client::with_interceptor(channel, inject_grpc)` or
-/// `InterceptedService::new(channel, inject_grpc)`.
+/// metadata, so the server's request span joins the caller's trace.
+///
+/// ```no_run
+/// # fn run() -> Result<(), telenet_kit::grpc::ChannelError> {
+/// use tonic::service::interceptor::InterceptedService;
+/// use telenet_kit::{grpc, telemetry};
+///
+/// let channel = grpc::channel("contacts:50051", &grpc::ClientConfig::default())?;
+/// let traced = InterceptedService::new(channel, telemetry::inject_grpc);
+/// // or: ContactServiceClient::with_interceptor(channel, telemetry::inject_grpc)
+/// # drop(traced);
+/// # Ok(()) }
+/// ```
 pub fn inject_grpc(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     inject_metadata(request.metadata_mut());
     Ok(request)
@@ -328,7 +366,8 @@ pub fn inject_grpc(mut request: tonic::Request<()>) -> Result<tonic::Request<()>
 /// Adds the current trace context to gRPC metadata, for requests built by
 /// hand (streaming calls, requests with a message already attached).
 pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
-    TraceContextPropagator::new().inject_context(&current_context(), &mut MetadataInjector(metadata));
+    TraceContextPropagator::new()
+        .inject_context(&current_context(), &mut MetadataInjector(metadata));
 }
 
 /// Reads the trace context from HTTP/2 request headers.
@@ -407,8 +446,8 @@ mod tests {
     /// `init` would install globally.
     fn with_otel<R>(f: impl FnOnce() -> R) -> R {
         let provider = SdkTracerProvider::builder().build();
-        let subscriber =
-            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, f)
     }
 
@@ -423,7 +462,10 @@ mod tests {
         assert_eq!(headers.get(TRACEPARENT).map(String::as_str), Some(PARENT));
 
         let extracted = extract_parent(&headers);
-        assert_eq!(extracted.span().span_context().trace_id().to_string(), TRACE_ID);
+        assert_eq!(
+            extracted.span().span_context().trace_id().to_string(),
+            TRACE_ID
+        );
     }
 
     #[test]
@@ -432,7 +474,12 @@ mod tests {
         assert!(!extract_parent(&garbage).span().span_context().is_valid());
 
         let capitalised = BTreeMap::from([("Traceparent".to_owned(), PARENT.to_owned())]);
-        assert!(extract_parent(&capitalised).span().span_context().is_valid());
+        assert!(
+            extract_parent(&capitalised)
+                .span()
+                .span_context()
+                .is_valid()
+        );
     }
 
     #[test]
@@ -498,7 +545,10 @@ mod tests {
             filter_directives(Some(" ".into()), Some("warn".into()), "info"),
             ("RUST_LOG", "warn".to_owned())
         );
-        assert_eq!(filter_directives(None, None, "info"), ("default", "info".to_owned()));
+        assert_eq!(
+            filter_directives(None, None, "info"),
+            ("default", "info".to_owned())
+        );
     }
 
     #[test]
@@ -532,6 +582,9 @@ mod tests {
 
     #[test]
     fn exporting_outside_a_runtime_is_an_error() {
-        assert!(matches!(tracer_provider("kit-test", true), Err(TelemetryError::NoRuntime)));
+        assert!(matches!(
+            tracer_provider("kit-test", true),
+            Err(TelemetryError::NoRuntime)
+        ));
     }
 }

@@ -498,6 +498,23 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn connect_names_an_unsupported_scheme() {
+        let err = connect("amqp://localhost", "", Thresholds::default())
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unsupported presence url scheme `amqp`: expected redis:// or memory://")
+        );
+        assert!(
+            connect("memory://", "", Thresholds::default())
+                .await
+                .is_ok()
+        );
+    }
+
     #[test]
     fn ids_that_could_reach_other_keys_are_rejected() {
         assert!(validate_ids("ws-1", "user-1").is_ok());

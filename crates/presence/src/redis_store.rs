@@ -33,6 +33,10 @@ const FIELD_CHOSEN: &str = "chosen";
 
 /// How long to wait for a connection or for an answer before giving up.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between two attempts to (re)connect, in milliseconds.
+const RECONNECT_MAX_DELAY_MS: u64 = 2_000;
+/// Attempts to (re)connect after the first one fails.
+const RECONNECT_RETRIES: usize = 3;
 
 /// Presence kept in Redis. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -68,9 +72,15 @@ impl RedisPresence {
     ) -> Result<Self, PresenceError> {
         thresholds.validate()?;
         let client = redis::Client::open(url)?;
+        // redis 0.32 feeds `factor` to backon as the growth multiplier over a
+        // 1 s first delay (its default of 100 would wait up to a minute per
+        // retry, minutes in all when Redis is down): keep reconnects short.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(IO_TIMEOUT)
-            .set_response_timeout(IO_TIMEOUT);
+            .set_response_timeout(IO_TIMEOUT)
+            .set_factor(2)
+            .set_max_delay(RECONNECT_MAX_DELAY_MS)
+            .set_number_of_retries(RECONNECT_RETRIES);
         let commands = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
             client,

@@ -6,7 +6,9 @@
 
 use sqlx::Row;
 use telenet_proto::dispatch::v1 as pb;
-use telenet_proto::events::v1::{OutboundRequested, OutboundStatusChanged, event_envelope::Payload};
+use telenet_proto::events::v1::{
+    OutboundRequested, OutboundStatusChanged, event_envelope::Payload,
+};
 use telenet_store::{Db, StoreError, events, idempotency, now_micros, outbox, sqlx, timestamp};
 
 /// Consumer name for `processed_events`.

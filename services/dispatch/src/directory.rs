@@ -109,11 +109,9 @@ fn error_of(status: &tonic::Status) -> DirectoryError {
         | Code::PermissionDenied
         | Code::Unauthenticated
         | Code::FailedPrecondition
-        | Code::Unimplemented => DirectoryError::Rejected(format!(
-            "{:?}: {}",
-            status.code(),
-            status.message()
-        )),
+        | Code::Unimplemented => {
+            DirectoryError::Rejected(format!("{:?}: {}", status.code(), status.message()))
+        }
         _ => DirectoryError::Unavailable(format!("{:?}: {}", status.code(), status.message())),
     }
 }
@@ -151,10 +149,13 @@ impl CachedDirectory {
         }
         let key = (workspace_id.to_owned(), channel_id.to_owned());
         let now = Instant::now();
-        if let Some((at, creds)) = self.lock().get(&key) {
-            if now.duration_since(*at) < self.ttl {
-                return Ok(creds.clone());
-            }
+        let fresh = self
+            .lock()
+            .get(&key)
+            .filter(|(at, _)| now.duration_since(*at) < self.ttl)
+            .map(|(_, creds)| creds.clone());
+        if let Some(creds) = fresh {
+            return Ok(creds);
         }
         let creds = self.inner.credentials(workspace_id, channel_id).await?;
         let mut entries = self.lock();
@@ -188,7 +189,11 @@ mod tests {
 
     #[async_trait]
     impl ChannelDirectory for Counting {
-        async fn credentials(&self, _: &str, channel_id: &str) -> Result<ChannelCredentials, DirectoryError> {
+        async fn credentials(
+            &self,
+            _: &str,
+            channel_id: &str,
+        ) -> Result<ChannelCredentials, DirectoryError> {
             self.0.fetch_add(1, Ordering::SeqCst);
             if channel_id == "missing" {
                 return Err(DirectoryError::NotFound);
@@ -215,7 +220,10 @@ mod tests {
         cache.credentials("ws", "ch").await.expect("found");
         assert_eq!(inner.0.load(Ordering::SeqCst), 3);
         for _ in 0..2 {
-            assert_eq!(cache.credentials("ws", "missing").await, Err(DirectoryError::NotFound));
+            assert_eq!(
+                cache.credentials("ws", "missing").await,
+                Err(DirectoryError::NotFound)
+            );
         }
         assert_eq!(inner.0.load(Ordering::SeqCst), 5);
     }
@@ -231,7 +239,10 @@ mod tests {
 
     #[test]
     fn only_final_answers_are_permanent() {
-        assert_eq!(error_of(&tonic::Status::not_found("x")), DirectoryError::NotFound);
+        assert_eq!(
+            error_of(&tonic::Status::not_found("x")),
+            DirectoryError::NotFound
+        );
         assert!(matches!(
             error_of(&tonic::Status::invalid_argument("x")),
             DirectoryError::Rejected(_)

@@ -265,10 +265,7 @@ impl DispatchService {
         };
         log_attempt(&request, attempts, state, &error);
         let retry_reason = error.clone();
-        let traceparent = env
-            .trace
-            .map(|t| t.traceparent)
-            .filter(|tp| !tp.is_empty());
+        let traceparent = env.trace.map(|t| t.traceparent).filter(|tp| !tp.is_empty());
         let recorded = deliveries::record(
             &self.inner.db,
             Attempted {
@@ -342,10 +339,22 @@ fn log_attempt(request: &OutboundRequested, attempts: u32, state: State, error: 
     match state {
         State::Sent => tracing::info!(message_id, channel_id, attempts, "outbound message sent"),
         State::Pending => {
-            tracing::warn!(message_id, channel_id, attempts, error, "outbound attempt failed; will retry")
+            tracing::warn!(
+                message_id,
+                channel_id,
+                attempts,
+                error,
+                "outbound attempt failed; will retry"
+            )
         }
         State::Failed => {
-            tracing::warn!(message_id, channel_id, attempts, error, "outbound message failed")
+            tracing::warn!(
+                message_id,
+                channel_id,
+                attempts,
+                error,
+                "outbound message failed"
+            )
         }
     }
 }

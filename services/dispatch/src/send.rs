@@ -34,7 +34,10 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(timeout)
@@ -254,11 +257,17 @@ mod tests {
         );
         for retry in [500, 502, 503, 504, 408, 429] {
             let status = StatusCode::from_u16(retry).expect("status");
-            assert!(matches!(classify(status, b""), Outcome::Retry(_)), "{retry}");
+            assert!(
+                matches!(classify(status, b""), Outcome::Retry(_)),
+                "{retry}"
+            );
         }
         for reject in [400, 401, 403, 404, 410, 422, 301] {
             let status = StatusCode::from_u16(reject).expect("status");
-            assert!(matches!(classify(status, b""), Outcome::Reject(_)), "{reject}");
+            assert!(
+                matches!(classify(status, b""), Outcome::Reject(_)),
+                "{reject}"
+            );
         }
     }
 
@@ -268,7 +277,10 @@ mod tests {
         let Outcome::Reject(reason) = classify(StatusCode::BAD_REQUEST, long.as_bytes()) else {
             panic!("400 is permanent");
         };
-        assert!(reason.starts_with("http 400 Bad Request: bad recipient x"), "{reason}");
+        assert!(
+            reason.starts_with("http 400 Bad Request: bad recipient x"),
+            "{reason}"
+        );
         assert!(reason.chars().count() < 250, "{reason}");
         assert_eq!(
             http_error(StatusCode::SERVICE_UNAVAILABLE, b""),
@@ -292,8 +304,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let body: serde_json::Value =
-            serde_json::from_slice(&custom_body(&message)).expect("json");
+        let body: serde_json::Value = serde_json::from_slice(&custom_body(&message)).expect("json");
         assert_eq!(
             body,
             serde_json::json!({

@@ -76,7 +76,10 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
         let request_id = parts.headers.get(REQUEST_ID_HEADER).cloned();
-        let member = state.auth.authenticate(state, token, request_id.as_ref()).await?;
+        let member = state
+            .auth
+            .authenticate(state, token, request_id.as_ref())
+            .await?;
         Ok(Caller { member, request_id })
     }
 }
@@ -156,7 +159,10 @@ impl AuthCache {
         let mut request = tonic::Request::new(AuthenticateRequest {
             token: token.to_owned(),
         });
-        if let Some(id) = request_id.and_then(|id| id.to_str().ok()).and_then(|id| id.parse().ok()) {
+        if let Some(id) = request_id
+            .and_then(|id| id.to_str().ok())
+            .and_then(|id| id.parse().ok())
+        {
             request.metadata_mut().insert(REQUEST_ID_HEADER, id);
         }
         let mut client = MembersClient::new(state.upstreams.members.clone());
@@ -167,7 +173,10 @@ impl AuthCache {
             // as 503/504/500.
             Err(other) => return Err(other),
         };
-        if member.as_ref().is_some_and(|m| m.workspace_id.is_empty() || m.user_id.is_empty()) {
+        if member
+            .as_ref()
+            .is_some_and(|m| m.workspace_id.is_empty() || m.user_id.is_empty())
+        {
             return Err(ApiError::Incomplete("the member's workspace or user id"));
         }
         if !self.ttl.is_zero() {

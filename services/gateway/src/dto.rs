@@ -407,7 +407,9 @@ impl From<conv::Conversation> for ConversationView {
                 summary: non_empty(note.summary),
                 closed_by_user_id: non_empty(note.closed_by_user_id),
             };
-            let empty = note.category.is_none() && note.summary.is_none() && note.closed_by_user_id.is_none();
+            let empty = note.category.is_none()
+                && note.summary.is_none()
+                && note.closed_by_user_id.is_none();
             (!empty).then_some(note)
         });
         Self {

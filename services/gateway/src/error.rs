@@ -67,13 +67,17 @@ impl ApiError {
     /// The problem document for this error.
     pub fn problem(&self) -> Problem {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken => {
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
-            }
+            ApiError::MissingToken | ApiError::InvalidToken => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                self.to_string(),
+            ),
             ApiError::Forbidden(detail) => {
                 Problem::new(StatusCode::FORBIDDEN, "permission_denied", detail.clone())
             }
-            ApiError::InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
+            ApiError::InvalidField { field, message } => {
+                Problem::invalid_field(field, message.clone())
+            }
             ApiError::Rejected { status, detail } => Problem::from_rejection(*status, detail),
             ApiError::Upstream(status) => Problem::from_grpc(status),
             ApiError::UpstreamTimeout => {
@@ -86,7 +90,11 @@ impl ApiError {
             }
             ApiError::Incomplete(_) => {
                 tracing::error!(error = %self, "incomplete upstream response");
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
             ApiError::Presence(error) => presence_problem(error),
         }
@@ -106,7 +114,11 @@ fn presence_problem(error: &PresenceError) -> Problem {
         // Ids come from the members service, so a rejected one is our bug.
         _ => {
             tracing::error!(%error, "presence store failed");
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
         }
     }
 }
@@ -125,9 +137,10 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         if let Some(challenge) = challenge {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

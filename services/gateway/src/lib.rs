@@ -141,7 +141,9 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
     let state = AppState {
         upstreams,
         presence,
-        auth: Arc::new(auth::AuthCache::new(Duration::from_millis(cfg.auth_cache_ttl_ms))),
+        auth: Arc::new(auth::AuthCache::new(Duration::from_millis(
+            cfg.auth_cache_ttl_ms,
+        ))),
         upstream_timeout: Duration::from_millis(cfg.upstream_timeout_ms),
     };
 
@@ -170,17 +172,35 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
             "/v1/channels",
             get(routes::channels::list_channels).post(routes::channels::create_channel),
         )
-        .route("/v1/conversations", get(routes::conversations::list_conversations))
-        .route("/v1/conversations/{id}", get(routes::conversations::get_conversation))
+        .route(
+            "/v1/conversations",
+            get(routes::conversations::list_conversations),
+        )
+        .route(
+            "/v1/conversations/{id}",
+            get(routes::conversations::get_conversation),
+        )
         .route(
             "/v1/conversations/{id}/messages",
             get(routes::conversations::list_messages).post(routes::conversations::send_message),
         )
-        .route("/v1/conversations/{id}/assign", post(routes::conversations::assign))
-        .route("/v1/conversations/{id}/unassign", post(routes::conversations::unassign))
-        .route("/v1/conversations/{id}/close", post(routes::conversations::close))
+        .route(
+            "/v1/conversations/{id}/assign",
+            post(routes::conversations::assign),
+        )
+        .route(
+            "/v1/conversations/{id}/unassign",
+            post(routes::conversations::unassign),
+        )
+        .route(
+            "/v1/conversations/{id}/close",
+            post(routes::conversations::close),
+        )
         .route("/v1/contacts/{id}", get(routes::contacts::get_contact))
-        .route("/v1/reports/daily-volume", get(routes::reports::daily_volume))
+        .route(
+            "/v1/reports/daily-volume",
+            get(routes::reports::daily_volume),
+        )
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
@@ -197,7 +217,11 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
 
 /// Serves `app` on `listener` until `token` is cancelled, then lets
 /// in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, token: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    token: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await

@@ -50,7 +50,7 @@ const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
     ),
     components(schemas(Problem, dto::PresenceStatus, dto::AccessLevel, dto::ChannelKind)),
     modifiers(&SecurityAndErrors),
-    security((BEARER = [])),
+    security(("bearer" = [])),
     tags(
         (name = "me", description = "The calling agent and their presence"),
         (name = "members", description = "The workspace's users"),
@@ -99,7 +99,10 @@ impl Modify for SecurityAndErrors {
                 for (status, description) in [
                     ("500", "internal error (details are logged, not returned)"),
                     ("503", "a service the gateway depends on is unavailable"),
-                    ("504", "a service the gateway depends on did not answer in time"),
+                    (
+                        "504",
+                        "a service the gateway depends on did not answer in time",
+                    ),
                 ] {
                     responses
                         .entry(status.to_owned())

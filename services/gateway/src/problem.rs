@@ -130,9 +130,16 @@ impl Problem {
                     "a service the gateway depends on did not answer in time",
                 );
             }
-            (Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss, _) => {
+            (
+                Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss,
+                _,
+            ) => {
                 tracing::error!(code = ?status.code(), message, "upstream internal error");
-                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", INTERNAL_DETAIL);
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    INTERNAL_DETAIL,
+                );
             }
         };
         Self::new(http, code, message)
@@ -221,7 +228,11 @@ pub async fn method_not_allowed(request: Request) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("method {} is not allowed on {}", request.method(), request.uri().path()),
+        format!(
+            "method {} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
 }
 

@@ -272,7 +272,9 @@ impl LocalDirStore {
             if stale {
                 let path = entry.path();
                 match tokio::fs::remove_file(&path).await {
-                    Ok(()) => tracing::info!(path = %path.display(), "removed stale blob temporary"),
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed stale blob temporary")
+                    }
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove stale blob temporary")
                     }
@@ -378,7 +380,9 @@ impl BlobWriter for LocalWriter {
             store,
         } = *self;
         file.flush().await.map_err(BlobError::io("flush", &temp))?;
-        file.sync_all().await.map_err(BlobError::io("fsync", &temp))?;
+        file.sync_all()
+            .await
+            .map_err(BlobError::io("fsync", &temp))?;
         drop(file);
         let id = BlobId::of_digest(&hasher.finalize());
         let target = store.path_of(&id);

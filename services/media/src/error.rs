@@ -29,6 +29,13 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// The stored bytes disagree with the recorded size.
+    #[error("blob {blob_id} is {stored} bytes in the store but {recorded} bytes were recorded")]
+    Corrupt {
+        blob_id: String,
+        recorded: u64,
+        stored: u64,
+    },
     /// Reading bytes of a blob already opened failed.
     #[error("reading blob {blob_id}: {source}")]
     Read {
@@ -59,7 +66,11 @@ impl Error {
                 tracing::warn!(error = %e, "media store unavailable");
                 Status::unavailable("media store unavailable")
             }
-            Error::Config { .. } | Error::Store(_) | Error::Blob(_) | Error::Read { .. } => {
+            Error::Config { .. }
+            | Error::Store(_)
+            | Error::Blob(_)
+            | Error::Corrupt { .. }
+            | Error::Read { .. } => {
                 // A blob NotFound here means metadata without bytes: the
                 // client asked for something that should exist, so it is our
                 // fault, not theirs.

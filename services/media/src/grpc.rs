@@ -14,14 +14,20 @@ use crate::{Download, Error, MediaService};
 
 #[tonic::async_trait]
 impl Media for MediaService {
-    async fn upload(&self, request: Request<Streaming<pb::UploadRequest>>) -> Result<Response<pb::Blob>, Status> {
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::Blob>, Status> {
         let mut messages = request.into_inner();
         let header = match messages.message().await {
             Ok(Some(pb::UploadRequest {
                 part: Some(Part::Header(header)),
             })) => header,
             Ok(_) => {
-                return Err(Error::InvalidArgument("the first upload message must carry the header".into()).to_status());
+                return Err(Error::InvalidArgument(
+                    "the first upload message must carry the header".into(),
+                )
+                .to_status());
             }
             Err(status) => return Err(Error::Stream(status).to_status()),
         };
@@ -31,10 +37,12 @@ impl Media for MediaService {
             }) => Ok(chunk),
             Ok(pb::UploadRequest {
                 part: Some(Part::Header(_)),
-            }) => Err(Error::InvalidArgument("header must be sent once, in the first message".into())),
-            Ok(pb::UploadRequest { part: None }) => {
-                Err(Error::InvalidArgument("upload message carries neither header nor chunk".into()))
-            }
+            }) => Err(Error::InvalidArgument(
+                "header must be sent once, in the first message".into(),
+            )),
+            Ok(pb::UploadRequest { part: None }) => Err(Error::InvalidArgument(
+                "upload message carries neither header nor chunk".into(),
+            )),
             Err(status) => Err(Error::Stream(status)),
         });
         MediaService::upload(self, &header, chunks)
@@ -45,7 +53,10 @@ impl Media for MediaService {
 
     type DownloadStream = Pin<Box<dyn Stream<Item = Result<pb::DownloadResponse, Status>> + Send>>;
 
-    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
         let Download { blob, chunks } = MediaService::download(self, request.get_ref())
             .await
             .map_err(|e| e.to_status())?;
@@ -58,6 +69,8 @@ impl Media for MediaService {
                 .map(|chunk| pb::DownloadResponse { blob: None, chunk })
                 .map_err(|e| e.to_status())
         });
-        Ok(Response::new(Box::pin(stream::once(async { Ok(first) }).chain(rest))))
+        Ok(Response::new(Box::pin(
+            stream::once(async { Ok(first) }).chain(rest),
+        )))
     }
 }

@@ -146,7 +146,11 @@ impl MediaService {
     /// The bytes are checked against the limit and the declared size while
     /// they stream in; any failure (including an error from `chunks`) drops
     /// the unfinished blob, so nothing — neither bytes nor row — is left.
-    pub async fn upload<S>(&self, header: &pb::UploadHeader, mut chunks: S) -> Result<pb::Blob, Error>
+    pub async fn upload<S>(
+        &self,
+        header: &pb::UploadHeader,
+        mut chunks: S,
+    ) -> Result<pb::Blob, Error>
     where
         S: Stream<Item = Result<Vec<u8>, Error>> + Send + Unpin,
     {
@@ -178,7 +182,9 @@ impl MediaService {
             return Err(size_mismatch(declared, writer.written(), ""));
         }
         let stored = writer.commit().await?;
-        let blob = self.record(&header.workspace_id, &stored, &mime_type).await?;
+        let blob = self
+            .record(&header.workspace_id, &stored, &mime_type)
+            .await?;
         tracing::info!(
             workspace_id = %blob.workspace_id,
             blob_id = %blob.id,
@@ -192,7 +198,12 @@ impl MediaService {
     /// Record `stored` for the workspace. A workspace uploading the same
     /// bytes again keeps its first record (and MIME type): the answer always
     /// describes what is stored.
-    async fn record(&self, workspace_id: &str, stored: &StoredBlob, mime_type: &str) -> Result<pb::Blob, Error> {
+    async fn record(
+        &self,
+        workspace_id: &str,
+        stored: &StoredBlob,
+        mime_type: &str,
+    ) -> Result<pb::Blob, Error> {
         sqlx::query(
             "INSERT INTO blobs (workspace_id, blob_id, size_bytes, mime_type, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, blob_id) DO NOTHING",
@@ -204,7 +215,9 @@ impl MediaService {
         .bind(now_micros())
         .execute(self.db.pool())
         .await?;
-        self.find(workspace_id, &stored.id).await?.ok_or(Error::NotFound)
+        self.find(workspace_id, &stored.id)
+            .await?
+            .ok_or(Error::NotFound)
     }
 
     async fn find(&self, workspace_id: &str, id: &BlobId) -> Result<Option<pb::Blob>, Error> {
@@ -247,9 +260,20 @@ impl MediaService {
         };
         // Check against the recorded size first, so the error is the
         // client's and does not depend on the store.
-        range.within(blob.size_bytes).map_err(|e| Error::OutOfRange(e.to_string()))?;
+        range
+            .within(blob.size_bytes)
+            .map_err(|e| Error::OutOfRange(e.to_string()))?;
         let id = parse_blob_id(&blob.id)?;
         let reader = self.store.reader(&id, range).await?;
+        if reader.size_bytes != blob.size_bytes {
+            // Bytes are addressed by their hash, so this is damage to the
+            // store; sending them would hand the client a corrupt file.
+            return Err(Error::Corrupt {
+                blob_id: blob.id,
+                recorded: blob.size_bytes,
+                stored: reader.size_bytes,
+            });
+        }
         Ok(Download {
             blob,
             chunks: read_in_chunks(reader.bytes, self.config.chunk_size, id).boxed(),
@@ -302,9 +326,7 @@ fn parse_blob_id(value: &str) -> Result<BlobId, Error> {
 }
 
 fn too_large(limit: u64) -> Error {
-    Error::ResourceExhausted(format!(
-        "upload exceeds max_upload_bytes ({limit} bytes)"
-    ))
+    Error::ResourceExhausted(format!("upload exceeds max_upload_bytes ({limit} bytes)"))
 }
 
 fn size_mismatch(declared: u64, received: u64, qualifier: &str) -> Error {

@@ -34,7 +34,10 @@ pub fn normalize(declared: &str) -> Result<String, String> {
             .trim()
             .split_once('=')
             .ok_or_else(|| format!("mime_type parameter {:?} must be name=value", param.trim()))?;
-        if !is_restricted_name(name) || value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        if !is_restricted_name(name)
+            || value.is_empty()
+            || !value.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(format!(
                 "mime_type parameter {:?} must be name=value",
                 param.trim()

@@ -44,7 +44,9 @@ async fn read(store: &LocalDirStore, id: &BlobId, range: ByteRange) -> Vec<u8> {
 #[tokio::test]
 async fn blobs_are_stored_under_their_hash_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = LocalDirStore::new(tmp.path().join("blobs")).await.expect("store");
+    let store = LocalDirStore::new(tmp.path().join("blobs"))
+        .await
+        .expect("store");
     let data = b"hello, voice note".repeat(1000);
 
     let a = put(&store, &[&data[..5000], &data[5000..]]).await;
@@ -66,7 +68,10 @@ async fn blobs_are_stored_under_their_hash_once() {
     assert!(!b.newly_stored);
     assert_eq!(files_under(&tmp.path().join("blobs/sha256")), vec![path]);
     assert!(files_under(&store.tmp_dir()).is_empty(), "temporaries left");
-    assert_eq!(store.size_of(&a.id).await.expect("size"), Some(data.len() as u64));
+    assert_eq!(
+        store.size_of(&a.id).await.expect("size"),
+        Some(data.len() as u64)
+    );
 
     // The empty blob is a blob too.
     let empty = put(&store, &[]).await;
@@ -80,7 +85,11 @@ async fn an_unfinished_write_leaves_nothing() {
     let store = LocalDirStore::new(tmp.path()).await.expect("store");
     let mut w = store.writer().await.expect("writer");
     w.write(b"half a file").await.expect("write");
-    assert_eq!(files_under(&store.tmp_dir()).len(), 1, "writes go to a temporary");
+    assert_eq!(
+        files_under(&store.tmp_dir()).len(),
+        1,
+        "writes go to a temporary"
+    );
     drop(w);
     assert!(files_under(&store.tmp_dir()).is_empty());
     assert!(files_under(&tmp.path().join("sha256")).is_empty());
@@ -97,10 +106,25 @@ async fn ranges_are_read_and_clamped() {
     assert_eq!(read(&store, &id, ByteRange::ALL).await, data);
     assert_eq!(read(&store, &id, range(10, Some(20))).await, &data[10..30]);
     assert_eq!(read(&store, &id, range(9_990, None)).await, &data[9_990..]);
-    assert_eq!(read(&store, &id, range(9_990, Some(100))).await, &data[9_990..]);
+    assert_eq!(
+        read(&store, &id, range(9_990, Some(100))).await,
+        &data[9_990..]
+    );
     assert_eq!(read(&store, &id, range(10_000, None)).await, b"");
-    let err = store.reader(&id, range(10_001, None)).await.expect_err("past the end");
-    assert!(matches!(err, BlobError::OutOfRange { offset: 10_001, size: 10_000 }), "{err}");
+    let err = store
+        .reader(&id, range(10_001, None))
+        .await
+        .expect_err("past the end");
+    assert!(
+        matches!(
+            err,
+            BlobError::OutOfRange {
+                offset: 10_001,
+                size: 10_000
+            }
+        ),
+        "{err}"
+    );
 
     let missing = BlobId::parse(&"0".repeat(64)).expect("id");
     assert!(matches!(

@@ -24,9 +24,10 @@ pub async fn rabbit(retry: RetryPolicy) -> Arc<RabbitBus> {
     match RabbitBus::connect(&url, &unique_prefix(), retry).await {
         Ok(bus) => Arc::new(bus),
         Err(err) => panic!(
-            "RabbitMQ is required by this test and is not usable at {url} ({err}). \
+            "RabbitMQ is required by this test and is not usable at {} ({err}). \
              Start a broker there (e.g. `docker run -p 5672:5672 rabbitmq:3`) \
-             or point TELENET_TEST_AMQP_URL at one."
+             or point TELENET_TEST_AMQP_URL at one.",
+            without_credentials(&url)
         ),
     }
 }
@@ -37,5 +38,13 @@ pub async fn clean_up(buses: &[Arc<RabbitBus>]) {
         if let Err(err) = bus.close_and_delete_declared().await {
             eprintln!("cleaning up {bus:?}: {err}");
         }
+    }
+}
+
+/// The URL with any user and password removed, for failure messages in CI logs.
+fn without_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://{}", &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }

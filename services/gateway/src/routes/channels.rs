@@ -9,7 +9,7 @@ use telenet_proto::ingress::v1::{CreateChannelRequest, ListChannelsRequest};
 use super::PageQuery;
 use crate::AppState;
 use crate::auth::Caller;
-use crate::dto::{ChannelKind, ChannelPage, ChannelView, CreateChannelBody, CreatedChannel};
+use crate::dto::{ChannelKind, ChannelPage, CreateChannelBody, CreatedChannel};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::Problem;
@@ -42,8 +42,12 @@ pub(crate) async fn create_channel(
     }
     let request = validate_create(caller.workspace_id(), body)?;
     let mut client = ChannelsClient::new(state.upstreams.ingress.clone());
-    let created = state.call(client.create_channel(caller.request(request))).await?;
-    let channel = created.channel.ok_or(ApiError::Incomplete("the created channel"))?;
+    let created = state
+        .call(client.create_channel(caller.request(request)))
+        .await?;
+    let channel = created
+        .channel
+        .ok_or(ApiError::Incomplete("the created channel"))?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedChannel::new(channel.into(), created.secret)),
@@ -52,7 +56,10 @@ pub(crate) async fn create_channel(
 
 /// Checks what the gateway can check without the registry and builds the
 /// upstream request; the registry validates URLs and secrets itself.
-fn validate_create(workspace_id: &str, body: CreateChannelBody) -> Result<CreateChannelRequest, ApiError> {
+fn validate_create(
+    workspace_id: &str,
+    body: CreateChannelBody,
+) -> Result<CreateChannelRequest, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid(
@@ -68,7 +75,11 @@ fn validate_create(workspace_id: &str, body: CreateChannelBody) -> Result<Create
         ));
     }
     let secret = body.secret.unwrap_or_default();
-    if body.accepted_voice_types.iter().any(|t| t.trim().is_empty()) {
+    if body
+        .accepted_voice_types
+        .iter()
+        .any(|t| t.trim().is_empty())
+    {
         return Err(ApiError::invalid(
             "accepted_voice_types",
             "accepted_voice_types must not contain empty mime types",
@@ -105,7 +116,9 @@ pub(crate) async fn list_channels(
         page: Some(query.to_proto()?),
     };
     let mut client = ChannelsClient::new(state.upstreams.ingress.clone());
-    let response = state.call(client.list_channels(caller.request(request))).await?;
+    let response = state
+        .call(client.list_channels(caller.request(request)))
+        .await?;
     Ok(Json(ChannelPage {
         items: response.channels.into_iter().map(Into::into).collect(),
         next_page_token: super::next_token(response.page),

@@ -44,6 +44,8 @@ pub(crate) async fn get_contact(
         contact_id: parse_id("id", &path.id)?,
     };
     let mut client = ContactsClient::new(state.upstreams.contacts.clone());
-    let contact = state.call(client.get_contact(caller.request(request))).await?;
+    let contact = state
+        .call(client.get_contact(caller.request(request)))
+        .await?;
     Ok(Json(contact.into()))
 }

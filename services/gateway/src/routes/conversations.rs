@@ -12,7 +12,8 @@ use super::{PageQuery, page_request, parse_id, present};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::dto::{
-    AssignBody, CloseBody, ConversationPage, ConversationView, MessagePage, SendMessageBody, SentMessage,
+    AssignBody, CloseBody, ConversationPage, ConversationView, MessagePage, SendMessageBody,
+    SentMessage,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -55,12 +56,17 @@ pub(crate) fn status_filter(raw: Option<&str>) -> Result<conv::ConversationStatu
         None | Some("any") => Ok(conv::ConversationStatus::Unspecified),
         Some("open") => Ok(conv::ConversationStatus::Open),
         Some("closed") => Ok(conv::ConversationStatus::Closed),
-        Some(_) => Err(ApiError::invalid("status", "status must be open, closed or any")),
+        Some(_) => Err(ApiError::invalid(
+            "status",
+            "status must be open, closed or any",
+        )),
     }
 }
 
 /// The upstream assignee filter (and user) for the `assignee` query value.
-pub(crate) fn assignee_filter(raw: Option<&str>) -> Result<(conv::AssigneeFilter, String), ApiError> {
+pub(crate) fn assignee_filter(
+    raw: Option<&str>,
+) -> Result<(conv::AssigneeFilter, String), ApiError> {
     match present(raw) {
         None | Some("any") => Ok((conv::AssigneeFilter::Any, String::new())),
         Some("me") => Ok((conv::AssigneeFilter::Me, String::new())),
@@ -76,7 +82,10 @@ pub(crate) fn assignee_filter(raw: Option<&str>) -> Result<(conv::AssigneeFilter
 }
 
 /// Builds the upstream request of `GET /v1/conversations` from its query.
-pub(crate) fn list_request(caller: &Caller, query: &ConversationQuery) -> Result<conv::ListConversationsRequest, ApiError> {
+pub(crate) fn list_request(
+    caller: &Caller,
+    query: &ConversationQuery,
+) -> Result<conv::ListConversationsRequest, ApiError> {
     let status = status_filter(query.status.as_deref())?;
     let (assignee, assignee_user_id) = assignee_filter(query.assignee.as_deref())?;
     let contact_id = present(query.contact_id.as_deref())
@@ -90,7 +99,10 @@ pub(crate) fn list_request(caller: &Caller, query: &ConversationQuery) -> Result
         assignee: assignee.into(),
         assignee_user_id,
         contact_id,
-        page: Some(page_request(query.page_size.as_deref(), query.page_token.as_deref())?),
+        page: Some(page_request(
+            query.page_size.as_deref(),
+            query.page_token.as_deref(),
+        )?),
     })
 }
 
@@ -115,7 +127,9 @@ pub(crate) async fn list_conversations(
     ApiQuery(query): ApiQuery<ConversationQuery>,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let request = list_request(&caller, &query)?;
-    let response = state.call(client(&state).list_conversations(caller.request(request))).await?;
+    let response = state
+        .call(client(&state).list_conversations(caller.request(request)))
+        .await?;
     Ok(Json(ConversationPage {
         items: response.conversations.into_iter().map(Into::into).collect(),
         next_page_token: super::next_token(response.page),
@@ -142,7 +156,9 @@ pub(crate) async fn get_conversation(
         workspace_id: caller.workspace_id().to_owned(),
         conversation_id: parse_id("id", &path.id)?,
     };
-    let conversation = state.call(client(&state).get_conversation(caller.request(request))).await?;
+    let conversation = state
+        .call(client(&state).get_conversation(caller.request(request)))
+        .await?;
     Ok(Json(conversation.into()))
 }
 
@@ -169,7 +185,9 @@ pub(crate) async fn list_messages(
         conversation_id: parse_id("id", &path.id)?,
         page: Some(query.to_proto()?),
     };
-    let response = state.call(client(&state).list_messages(caller.request(request))).await?;
+    let response = state
+        .call(client(&state).list_messages(caller.request(request)))
+        .await?;
     Ok(Json(MessagePage {
         items: response.messages.into_iter().map(Into::into).collect(),
         next_page_token: super::next_token(response.page),
@@ -199,9 +217,15 @@ pub(crate) async fn send_message(
 ) -> Result<(StatusCode, Json<SentMessage>), ApiError> {
     let conversation_id = parse_id("id", &path.id)?;
     let request = send_request(&caller, conversation_id, body)?;
-    let sent = state.call(client(&state).send_message(caller.request(request))).await?;
-    let message = sent.message.ok_or(ApiError::Incomplete("the sent message"))?;
-    let conversation = sent.conversation.ok_or(ApiError::Incomplete("the replied conversation"))?;
+    let sent = state
+        .call(client(&state).send_message(caller.request(request)))
+        .await?;
+    let message = sent
+        .message
+        .ok_or(ApiError::Incomplete("the sent message"))?;
+    let conversation = sent
+        .conversation
+        .ok_or(ApiError::Incomplete("the replied conversation"))?;
     Ok((
         StatusCode::CREATED,
         Json(SentMessage {
@@ -273,7 +297,9 @@ pub(crate) async fn assign(
         user_id: parse_id("user_id", &body.user_id)?,
         caller_user_id: caller.user_id().to_owned(),
     };
-    let conversation = state.call(client(&state).assign_conversation(caller.request(request))).await?;
+    let conversation = state
+        .call(client(&state).assign_conversation(caller.request(request)))
+        .await?;
     Ok(Json(conversation.into()))
 }
 
@@ -298,7 +324,9 @@ pub(crate) async fn unassign(
         conversation_id: parse_id("id", &path.id)?,
         caller_user_id: caller.user_id().to_owned(),
     };
-    let conversation = state.call(client(&state).unassign_conversation(caller.request(request))).await?;
+    let conversation = state
+        .call(client(&state).unassign_conversation(caller.request(request)))
+        .await?;
     Ok(Json(conversation.into()))
 }
 
@@ -323,17 +351,25 @@ pub(crate) async fn close(
     ApiPath(path): ApiPath<ConversationPath>,
     OptionalJson(body): OptionalJson<CloseBody>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let closing_note = body.unwrap_or_default().closing_note.map(|note| conv::ClosingNote {
-        category: note.category.map(|c| c.trim().to_owned()).unwrap_or_default(),
-        summary: note.summary.unwrap_or_default(),
-        closed_by_user_id: caller.user_id().to_owned(),
-    });
+    let closing_note = body
+        .unwrap_or_default()
+        .closing_note
+        .map(|note| conv::ClosingNote {
+            category: note
+                .category
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default(),
+            summary: note.summary.unwrap_or_default(),
+            closed_by_user_id: caller.user_id().to_owned(),
+        });
     let request = conv::CloseConversationRequest {
         workspace_id: caller.workspace_id().to_owned(),
         conversation_id: parse_id("id", &path.id)?,
         caller_user_id: caller.user_id().to_owned(),
         closing_note,
     };
-    let conversation = state.call(client(&state).close_conversation(caller.request(request))).await?;
+    let conversation = state
+        .call(client(&state).close_conversation(caller.request(request)))
+        .await?;
     Ok(Json(conversation.into()))
 }

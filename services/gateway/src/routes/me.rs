@@ -22,8 +22,14 @@ use crate::problem::Problem;
     tag = "me",
     responses((status = 200, description = "the calling member", body = MemberView)),
 )]
-pub(crate) async fn get_me(State(state): State<AppState>, caller: Caller) -> Result<Json<MemberView>, ApiError> {
-    let presence = state.presence.get(caller.workspace_id(), caller.user_id()).await?;
+pub(crate) async fn get_me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<MemberView>, ApiError> {
+    let presence = state
+        .presence
+        .get(caller.workspace_id(), caller.user_id())
+        .await?;
     Ok(Json(MemberView::new(caller.member, presence.status)))
 }
 
@@ -58,8 +64,14 @@ pub(crate) async fn set_status(
     tag = "me",
     responses((status = 200, description = "the agent's presence", body = Presence)),
 )]
-pub(crate) async fn heartbeat(State(state): State<AppState>, caller: Caller) -> Result<Json<Presence>, ApiError> {
-    let presence = state.presence.heartbeat(caller.workspace_id(), caller.user_id()).await?;
+pub(crate) async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Presence>, ApiError> {
+    let presence = state
+        .presence
+        .heartbeat(caller.workspace_id(), caller.user_id())
+        .await?;
     Ok(Json(presence.into()))
 }
 
@@ -70,7 +82,10 @@ pub(crate) async fn heartbeat(State(state): State<AppState>, caller: Caller) -> 
     tag = "members",
     responses((status = 200, description = "the workspace's members", body = MemberList)),
 )]
-pub(crate) async fn list_members(State(state): State<AppState>, caller: Caller) -> Result<Json<MemberList>, ApiError> {
+pub(crate) async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<MemberList>, ApiError> {
     let mut client = MembersClient::new(state.upstreams.members.clone());
     let request = caller.request(ListMembersRequest {
         workspace_id: caller.workspace_id().to_owned(),
@@ -87,7 +102,10 @@ pub(crate) async fn list_members(State(state): State<AppState>, caller: Caller) 
     let items = members
         .into_iter()
         .map(|member| {
-            let status = statuses.get(&member.user_id).copied().unwrap_or(Status::Offline);
+            let status = statuses
+                .get(&member.user_id)
+                .copied()
+                .unwrap_or(Status::Offline);
             MemberView::new(member, status)
         })
         .collect();

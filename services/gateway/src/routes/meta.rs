@@ -32,7 +32,10 @@ pub(crate) async fn healthz() -> Json<Health> {
 )]
 pub(crate) async fn openapi_json() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         crate::openapi::document_json(),
     )
 }

@@ -45,7 +45,10 @@ pub(crate) fn present(value: Option<&str>) -> Option<&str> {
 
 /// The upstream page request for the `page_size` and `page_token` query
 /// values.
-pub(crate) fn page_request(size: Option<&str>, token: Option<&str>) -> Result<PageRequest, ApiError> {
+pub(crate) fn page_request(
+    size: Option<&str>,
+    token: Option<&str>,
+) -> Result<PageRequest, ApiError> {
     let page_size = match present(size) {
         None => 0,
         Some(raw) => match raw.parse::<u32>() {
@@ -60,7 +63,10 @@ pub(crate) fn page_request(size: Option<&str>, token: Option<&str>) -> Result<Pa
     };
     let page_token = present(token).unwrap_or_default();
     if page_token.len() > MAX_PAGE_TOKEN_LEN || !page_token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid("page_token", "page_token is not a valid page token"));
+        return Err(ApiError::invalid(
+            "page_token",
+            "page_token is not a valid page token",
+        ));
     }
     Ok(PageRequest {
         page_size,

@@ -44,7 +44,8 @@ pub(crate) struct DailyVolumeSpan {
 }
 
 fn day(field: &'static str, raw: Option<&str>) -> Result<NaiveDate, ApiError> {
-    let raw = present(raw).ok_or_else(|| ApiError::invalid(field, format!("{field} is required (YYYY-MM-DD)")))?;
+    let raw = present(raw)
+        .ok_or_else(|| ApiError::invalid(field, format!("{field} is required (YYYY-MM-DD)")))?;
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a date as YYYY-MM-DD")))
 }
@@ -59,13 +60,20 @@ impl DailyVolumeQuery {
         if (to - from).num_days() >= MAX_REPORT_DAYS {
             return Err(ApiError::invalid(
                 "to",
-                format!("a report covers at most {MAX_REPORT_DAYS} days"),
+                format!(
+                    "to must be at most {} days after from (a report covers at most {MAX_REPORT_DAYS} days)",
+                    MAX_REPORT_DAYS - 1
+                ),
             ));
         }
         let channel_id = present(self.channel_id.as_deref())
             .map(|id| parse_id("channel_id", id))
             .transpose()?;
-        Ok(DailyVolumeSpan { from, to, channel_id })
+        Ok(DailyVolumeSpan {
+            from,
+            to,
+            channel_id,
+        })
     }
 }
 
@@ -100,7 +108,9 @@ pub(crate) async fn daily_volume(
         channel_id: span.channel_id.clone().unwrap_or_default(),
     };
     let mut client = ReportsClient::new(state.upstreams.reporting.clone());
-    let response = state.call(client.get_daily_volume(caller.request(request))).await?;
+    let response = state
+        .call(client.get_daily_volume(caller.request(request)))
+        .await?;
     Ok(Json(DailyVolumeReport {
         from: span.from,
         to: span.to,

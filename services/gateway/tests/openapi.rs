@@ -1,0 +1,130 @@
+//! `GET /openapi.json` is an OpenAPI 3.1 document describing every endpoint.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{get, offline_app, send};
+
+const OPERATIONS: [(&str, &str); 17] = [
+    ("/v1/me", "get"),
+    ("/v1/me/status", "put"),
+    ("/v1/me/heartbeat", "post"),
+    ("/v1/members", "get"),
+    ("/v1/channels", "post"),
+    ("/v1/channels", "get"),
+    ("/v1/conversations", "get"),
+    ("/v1/conversations/{id}", "get"),
+    ("/v1/conversations/{id}/messages", "get"),
+    ("/v1/conversations/{id}/messages", "post"),
+    ("/v1/conversations/{id}/assign", "post"),
+    ("/v1/conversations/{id}/unassign", "post"),
+    ("/v1/conversations/{id}/close", "post"),
+    ("/v1/contacts/{id}", "get"),
+    ("/v1/reports/daily-volume", "get"),
+    ("/healthz", "get"),
+    ("/openapi.json", "get"),
+];
+
+async fn document() -> serde_json::Value {
+    let reply = send(&offline_app(), get("/openapi.json", None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    reply.json()
+}
+
+#[tokio::test]
+async fn document_is_openapi_3_1_with_every_operation() {
+    let doc = document().await;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths object");
+    for (path, method) in OPERATIONS {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "missing {method} {path}"
+        );
+    }
+    let listed: usize = paths
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(listed, OPERATIONS.len(), "unexpected extra operations");
+}
+
+#[tokio::test]
+async fn document_declares_bearer_auth_except_for_public_paths() {
+    let doc = document().await;
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+    for public in ["/healthz", "/openapi.json"] {
+        assert_eq!(
+            doc["paths"][public]["get"]["security"],
+            serde_json::json!([{}]),
+            "{public}"
+        );
+        assert!(doc["paths"][public]["get"]["responses"]["401"].is_null());
+    }
+    assert!(doc["paths"]["/v1/me"]["get"]["responses"]["401"].is_object());
+}
+
+#[tokio::test]
+async fn every_schema_reference_resolves() {
+    let doc = document().await;
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for name in [
+        "Problem",
+        "MemberView",
+        "ConversationView",
+        "MessageView",
+        "CreatedChannel",
+        "DailyVolumeReport",
+    ] {
+        assert!(schemas.contains_key(name), "missing schema {name}");
+    }
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for reference in refs {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected $ref {reference}"));
+        assert!(schemas.contains_key(name), "dangling $ref {reference}");
+    }
+}
+
+#[tokio::test]
+async fn errors_are_documented_as_problem_json() {
+    let doc = document().await;
+    let not_found = &doc["paths"]["/v1/conversations/{id}"]["get"]["responses"]["404"];
+    assert_eq!(
+        not_found["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+    let created = &doc["paths"]["/v1/channels"]["post"]["responses"]["201"];
+    assert!(created.is_object());
+}
+
+fn collect_refs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                if key == "$ref" {
+                    if let Some(r) = value.as_str() {
+                        out.push(r.to_owned());
+                    }
+                } else {
+                    collect_refs(value, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}

@@ -1,0 +1,282 @@
+//! Query, path and body values are validated before any upstream call, with
+//! a 400 problem naming the field.
+
+mod common;
+
+use common::{OWNER_TOKEN, get, harness, json, send};
+
+async fn expect_field(method: &str, uri: &str, body: Option<&str>, field: &str) {
+    let h = harness().await;
+    let request = match body {
+        None => get(uri, Some(OWNER_TOKEN)),
+        Some(body) => json(method, uri, Some(OWNER_TOKEN), body.to_owned()),
+    };
+    let reply = send(&h.app, request).await;
+    let problem = reply.problem(400);
+    assert_eq!(problem["code"], "invalid_argument", "{uri}");
+    assert_eq!(problem["field"], field, "{method} {uri}: {problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(field),
+        "{uri}: detail {detail:?} should name {field}"
+    );
+}
+
+#[tokio::test]
+async fn conversation_filters_are_validated() {
+    expect_field("GET", "/v1/conversations?status=pending", None, "status").await;
+    expect_field(
+        "GET",
+        "/v1/conversations?assignee=someone",
+        None,
+        "assignee",
+    )
+    .await;
+    expect_field("GET", "/v1/conversations?contact_id=42", None, "contact_id").await;
+    expect_field("GET", "/v1/conversations?page_size=0", None, "page_size").await;
+    expect_field("GET", "/v1/conversations?page_size=201", None, "page_size").await;
+    expect_field("GET", "/v1/conversations?page_size=ten", None, "page_size").await;
+    expect_field(
+        "GET",
+        "/v1/conversations?page_token=a%20b",
+        None,
+        "page_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_are_refused() {
+    let h = harness().await;
+    let reply = send(
+        &h.app,
+        get("/v1/conversations?stauts=open", Some(OWNER_TOKEN)),
+    )
+    .await;
+    let problem = reply.problem(400);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stauts"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn valid_filters_reach_the_upstream() {
+    let h = harness().await;
+    let user = "0198a3c1-0000-7000-8000-0000000000ff";
+    for query in [
+        "",
+        "?status=open&assignee=me",
+        "?status=closed&assignee=unassigned&page_size=200",
+        "?status=any&assignee=any",
+        &format!("?assignee={user}&page_size=1&page_token=abc"),
+    ] {
+        let reply = send(
+            &h.app,
+            get(&format!("/v1/conversations{query}"), Some(OWNER_TOKEN)),
+        )
+        .await;
+        // Validation passed: the (unreachable) conversations service was called.
+        reply.problem(503);
+    }
+}
+
+#[tokio::test]
+async fn ids_in_paths_are_validated() {
+    expect_field("GET", "/v1/conversations/not-a-uuid", None, "id").await;
+    expect_field("GET", "/v1/conversations/not-a-uuid/messages", None, "id").await;
+    expect_field("GET", "/v1/contacts/123", None, "id").await;
+    expect_field("POST", "/v1/conversations/nope/unassign", Some(""), "id").await;
+}
+
+#[tokio::test]
+async fn paging_of_other_lists_is_validated() {
+    expect_field("GET", "/v1/channels?page_size=500", None, "page_size").await;
+    let id = "0198a3c1-0000-7000-8000-0000000000cc";
+    expect_field(
+        "GET",
+        &format!("/v1/conversations/{id}/messages?page_size=-1"),
+        None,
+        "page_size",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bodies_are_validated() {
+    let id = "0198a3c1-0000-7000-8000-0000000000cc";
+    expect_field(
+        "POST",
+        &format!("/v1/conversations/{id}/messages"),
+        Some(r#"{"text":"   "}"#),
+        "text",
+    )
+    .await;
+    expect_field(
+        "POST",
+        &format!("/v1/conversations/{id}/messages"),
+        Some(r#"{"text":"hi","client_message_id":"has space"}"#),
+        "client_message_id",
+    )
+    .await;
+    expect_field(
+        "POST",
+        &format!("/v1/conversations/{id}/assign"),
+        Some(r#"{"user_id":"bob"}"#),
+        "user_id",
+    )
+    .await;
+    expect_field(
+        "POST",
+        "/v1/channels",
+        Some(r#"{"kind":"custom","name":"  ","outbound_url":"https://x.test"}"#),
+        "name",
+    )
+    .await;
+    expect_field(
+        "POST",
+        "/v1/channels",
+        Some(r#"{"kind":"custom","name":"Support"}"#),
+        "outbound_url",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_or_mistyped_body_fields_are_400() {
+    let h = harness().await;
+    let id = "0198a3c1-0000-7000-8000-0000000000cc";
+    let cases = [
+        (format!("/v1/conversations/{id}/messages"), r#"{}"#, "text"),
+        (
+            format!("/v1/conversations/{id}/messages"),
+            r#"{"text":5}"#,
+            "text",
+        ),
+        (
+            format!("/v1/conversations/{id}/assign"),
+            r#"{"user":"x"}"#,
+            "user",
+        ),
+        (
+            "/v1/channels".to_owned(),
+            r#"{"kind":"fax","name":"x","outbound_url":"https://x.test"}"#,
+            "fax",
+        ),
+    ];
+    for (uri, body, mention) in cases {
+        let reply = send(&h.app, json("POST", &uri, Some(OWNER_TOKEN), body)).await;
+        let problem = reply.problem(400);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(mention), "{uri} {body}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn close_accepts_an_empty_body_and_validates_a_given_one() {
+    let h = harness().await;
+    let id = "0198a3c1-0000-7000-8000-0000000000cc";
+    let uri = format!("/v1/conversations/{id}/close");
+    // Empty body: valid, reaches the (unreachable) service.
+    send(&h.app, json("POST", &uri, Some(OWNER_TOKEN), ""))
+        .await
+        .problem(503);
+    send(
+        &h.app,
+        json(
+            "POST",
+            &uri,
+            Some(OWNER_TOKEN),
+            r#"{"closing_note":{"category":"billing","summary":"refunded"}}"#,
+        ),
+    )
+    .await
+    .problem(503);
+    send(
+        &h.app,
+        json(
+            "POST",
+            &uri,
+            Some(OWNER_TOKEN),
+            r#"{"closing_note":{"categori":"x"}}"#,
+        ),
+    )
+    .await
+    .problem(400);
+}
+
+#[tokio::test]
+async fn report_dates_are_validated() {
+    let base = "/v1/reports/daily-volume";
+    expect_field("GET", &format!("{base}?to=2025-01-31"), None, "from").await;
+    expect_field("GET", &format!("{base}?from=2025-01-01"), None, "to").await;
+    expect_field(
+        "GET",
+        &format!("{base}?from=2025-13-01&to=2025-12-31"),
+        None,
+        "from",
+    )
+    .await;
+    expect_field(
+        "GET",
+        &format!("{base}?from=01/02/2025&to=2025-12-31"),
+        None,
+        "from",
+    )
+    .await;
+    expect_field(
+        "GET",
+        &format!("{base}?from=2025-02-01&to=2025-01-31"),
+        None,
+        "to",
+    )
+    .await;
+    expect_field(
+        "GET",
+        &format!("{base}?from=2024-01-01&to=2025-01-01"),
+        None,
+        "to",
+    )
+    .await;
+    expect_field(
+        "GET",
+        &format!("{base}?from=2025-01-01&to=2025-01-31&channel_id=web"),
+        None,
+        "channel_id",
+    )
+    .await;
+
+    let h = harness().await;
+    let reply = send(
+        &h.app,
+        get(
+            &format!("{base}?from=2024-01-01&to=2024-12-31"),
+            Some(OWNER_TOKEN),
+        ),
+    )
+    .await;
+    reply.problem(503);
+}
+
+#[tokio::test]
+async fn presence_status_must_be_known() {
+    let h = harness().await;
+    for body in [r#"{"status":"busy"}"#, r#"{"status":"ONLINE"}"#, r#"{}"#] {
+        let reply = send(
+            &h.app,
+            json("PUT", "/v1/me/status", Some(OWNER_TOKEN), body),
+        )
+        .await;
+        let problem = reply.problem(400);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("status"),
+            "{body}: {problem}"
+        );
+    }
+}

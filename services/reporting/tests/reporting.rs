@@ -1,0 +1,378 @@
+//! Reporting on both backends: events fed through the in-memory bus are
+//! counted per UTC day and channel, once each however often they arrive, and
+//! a workspace only ever sees its own counts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use telenet_bus::memory::MemoryBus;
+use telenet_bus::{Event, RetryPolicy, SharedBus};
+use telenet_proto::common::v1::TimeRange;
+use telenet_proto::conversations::v1::{Conversation, Message, MessageDirection};
+use telenet_proto::events::v1::{
+    ConversationClosed, ConversationOpened, MessageCreated, event_envelope::Payload,
+};
+use telenet_proto::reporting::v1::reports_server::Reports;
+use telenet_proto::reporting::v1::{DailyVolume, GetDailyVolumeRequest};
+use telenet_reporting::{Config, MIGRATIONS, ReportingService, subscription};
+use telenet_store::{Db, events, testing};
+use tokio_util::sync::CancellationToken;
+
+// 2024-03-01T00:00:00Z
+const MARCH_1: i64 = 1_709_251_200;
+const DAY: i64 = 86_400;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Harness {
+    db: Db,
+    bus: SharedBus,
+    svc: ReportingService,
+    token: CancellationToken,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Harness {
+    async fn start(backend: Backend) -> Self {
+        let (url, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                (testing::sqlite_in(dir.path(), "reporting"), Some(dir))
+            }
+            Backend::Postgres => (testing::fresh_postgres().await, None),
+        };
+        let db = Db::connect(&url, "reporting").await.expect("connect");
+        db.migrate(&MIGRATIONS).await.expect("migrate");
+        let bus: SharedBus = Arc::new(MemoryBus::new(RetryPolicy {
+            delays: vec![Duration::from_millis(20); 5],
+        }));
+        // Declare the group's queue before anything is published.
+        drop(bus.subscribe(subscription()).await.expect("declare queue"));
+        let svc = ReportingService::new(db.clone(), bus.clone(), Config { concurrency: 4 })
+            .await
+            .expect("service");
+        let token = CancellationToken::new();
+        tokio::spawn(svc.clone().run(token.clone()));
+        Self {
+            db,
+            bus,
+            svc,
+            token,
+            _dir: dir,
+        }
+    }
+
+    async fn publish(&self, events: &[Event]) {
+        self.bus.publish(events).await.expect("publish");
+    }
+
+    async fn volume(&self, ws: &str, start: i64, end: i64, channel: &str) -> Vec<DailyVolume> {
+        self.svc
+            .daily_volume(&request(ws, start, end, channel))
+            .await
+            .expect("daily volume")
+    }
+
+    /// Poll until the report equals `expected`, then make sure it stays so
+    /// (nothing counted twice arrives late).
+    async fn expect_volume(&self, ws: &str, start: i64, end: i64, expected: &[Row]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = rows(&self.volume(ws, start, end, "").await);
+            if rows == expected {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "report of {ws}: {rows:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rows(&self.volume(ws, start, end, "").await), expected);
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.db.close().await;
+    }
+}
+
+/// (day, channel, opened, closed, in, out)
+type Row = (String, String, u64, u64, u64, u64);
+
+fn row(day: &str, channel: &str, counts: [u64; 4]) -> Row {
+    (
+        day.into(),
+        channel.into(),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+    )
+}
+
+fn rows(volume: &[DailyVolume]) -> Vec<Row> {
+    volume
+        .iter()
+        .map(|v| {
+            (
+                v.day.clone(),
+                v.channel_id.clone(),
+                v.conversations_opened,
+                v.conversations_closed,
+                v.messages_in,
+                v.messages_out,
+            )
+        })
+        .collect()
+}
+
+fn request(ws: &str, start: i64, end: i64, channel: &str) -> GetDailyVolumeRequest {
+    GetDailyVolumeRequest {
+        workspace_id: ws.into(),
+        range: Some(TimeRange {
+            start: Some(prost_types::Timestamp {
+                seconds: start,
+                nanos: 0,
+            }),
+            end: Some(prost_types::Timestamp {
+                seconds: end,
+                nanos: 0,
+            }),
+        }),
+        channel_id: channel.into(),
+    }
+}
+
+/// An event of `ws` that happened at `seconds` + `nanos`.
+fn event(ws: &str, seconds: i64, nanos: i32, payload: Payload) -> Event {
+    let mut env = events::envelope(ws, payload, None);
+    env.occurred_at = Some(prost_types::Timestamp { seconds, nanos });
+    events::to_bus(&env)
+}
+
+fn conversation(channel: &str) -> Conversation {
+    Conversation {
+        id: "conv".into(),
+        channel_id: channel.into(),
+        ..Default::default()
+    }
+}
+
+fn opened(ws: &str, at: i64, channel: &str) -> Event {
+    event(
+        ws,
+        at,
+        0,
+        Payload::ConversationOpened(ConversationOpened {
+            conversation: Some(conversation(channel)),
+        }),
+    )
+}
+
+fn closed(ws: &str, at: i64, channel: &str) -> Event {
+    event(
+        ws,
+        at,
+        0,
+        Payload::ConversationClosed(ConversationClosed {
+            conversation: Some(conversation(channel)),
+        }),
+    )
+}
+
+fn message(ws: &str, at: i64, channel: &str, direction: MessageDirection) -> Event {
+    event(
+        ws,
+        at,
+        0,
+        Payload::MessageCreated(MessageCreated {
+            message: Some(Message {
+                id: "msg".into(),
+                direction: direction as i32,
+                ..Default::default()
+            }),
+            channel_id: channel.into(),
+            contact_id: "contact".into(),
+        }),
+    )
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await;
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await;
+            })+
+        }
+    };
+}
+
+on_both_backends!(
+    counts_per_utc_day_and_channel_once_each,
+    workspaces_are_isolated,
+    ranges_are_validated,
+);
+
+async fn counts_per_utc_day_and_channel_once_each(backend: Backend) {
+    let h = Harness::start(backend).await;
+    use MessageDirection::{Inbound, Outbound, Unspecified};
+    // The last nanosecond of 29 February and the first of 1 March (UTC).
+    let late = event(
+        "ws1",
+        MARCH_1 - 1,
+        999_999_999,
+        Payload::ConversationOpened(ConversationOpened {
+            conversation: Some(conversation("ch1")),
+        }),
+    );
+    let first_in = message("ws1", MARCH_1, "ch1", Inbound);
+    h.publish(&[
+        late.clone(),
+        opened("ws1", MARCH_1, "ch1"),
+        first_in.clone(),
+        message("ws1", MARCH_1 + 60, "ch1", Inbound),
+        message("ws1", MARCH_1 + 120, "ch1", Outbound),
+        // Without a direction it counts nowhere.
+        message("ws1", MARCH_1 + 130, "ch1", Unspecified),
+        closed("ws1", MARCH_1 + 3600, "ch1"),
+        opened("ws1", MARCH_1 + DAY - 1, "ch2"),
+        message("ws1", MARCH_1 + DAY, "ch2", Outbound),
+    ])
+    .await;
+    // Duplicates: at once, and again later.
+    h.publish(&[late.clone(), first_in.clone(), first_in.clone()])
+        .await;
+
+    let feb_29 = MARCH_1 - DAY;
+    let expected = vec![
+        row("2024-02-29", "ch1", [1, 0, 0, 0]),
+        row("2024-03-01", "ch1", [1, 1, 2, 1]),
+        row("2024-03-01", "ch2", [1, 0, 0, 0]),
+        row("2024-03-02", "ch2", [0, 0, 0, 1]),
+    ];
+    h.expect_volume("ws1", feb_29, MARCH_1 + 2 * DAY, &expected)
+        .await;
+    h.publish(&[late, first_in]).await;
+    h.expect_volume("ws1", feb_29, MARCH_1 + 2 * DAY, &expected)
+        .await;
+
+    // The range is [start, end): ending at midnight leaves that day out, and
+    // any part of a day brings the whole day in.
+    assert_eq!(
+        rows(&h.volume("ws1", feb_29, MARCH_1, "").await),
+        expected[..1]
+    );
+    assert_eq!(
+        rows(&h.volume("ws1", MARCH_1 + 3600, MARCH_1 + DAY + 1, "").await),
+        expected[1..]
+    );
+    assert!(
+        h.volume("ws1", MARCH_1 + 2 * DAY, MARCH_1 + 3 * DAY, "")
+            .await
+            .is_empty()
+    );
+
+    // Channel filter.
+    assert_eq!(
+        rows(&h.volume("ws1", feb_29, MARCH_1 + 2 * DAY, "ch2").await),
+        vec![expected[2].clone(), expected[3].clone()]
+    );
+    assert!(
+        h.volume("ws1", feb_29, MARCH_1 + 2 * DAY, "ch9")
+            .await
+            .is_empty()
+    );
+
+    // Through the gRPC adapter as well.
+    let reply = Reports::get_daily_volume(
+        &h.svc,
+        tonic::Request::new(request("ws1", feb_29, MARCH_1 + 2 * DAY, "ch1")),
+    )
+    .await
+    .expect("report")
+    .into_inner();
+    assert_eq!(rows(&reply.rows), expected[..2]);
+    h.stop().await;
+}
+
+async fn workspaces_are_isolated(backend: Backend) {
+    let h = Harness::start(backend).await;
+    h.publish(&[
+        opened("wsA", MARCH_1 + 10, "shared-channel"),
+        message(
+            "wsA",
+            MARCH_1 + 20,
+            "shared-channel",
+            MessageDirection::Inbound,
+        ),
+        opened("wsB", MARCH_1 + 30, "shared-channel"),
+        opened("wsB", MARCH_1 + 40, "shared-channel"),
+    ])
+    .await;
+    h.expect_volume(
+        "wsA",
+        MARCH_1,
+        MARCH_1 + DAY,
+        &[row("2024-03-01", "shared-channel", [1, 0, 1, 0])],
+    )
+    .await;
+    h.expect_volume(
+        "wsB",
+        MARCH_1,
+        MARCH_1 + DAY,
+        &[row("2024-03-01", "shared-channel", [2, 0, 0, 0])],
+    )
+    .await;
+    assert!(h.volume("wsC", MARCH_1, MARCH_1 + DAY, "").await.is_empty());
+    h.stop().await;
+}
+
+async fn ranges_are_validated(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let invalid = |req: GetDailyVolumeRequest, field: &'static str| {
+        let svc = h.svc.clone();
+        async move {
+            let status = Reports::get_daily_volume(&svc, tonic::Request::new(req))
+                .await
+                .expect_err("invalid request");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(field), "{}", status.message());
+        }
+    };
+    invalid(request("", MARCH_1, MARCH_1 + DAY, ""), "workspace_id").await;
+    let mut no_range = request("ws1", MARCH_1, MARCH_1 + DAY, "");
+    no_range.range = None;
+    invalid(no_range, "range").await;
+    let mut no_start = request("ws1", MARCH_1, MARCH_1 + DAY, "");
+    if let Some(range) = no_start.range.as_mut() {
+        range.start = None;
+    }
+    invalid(no_start, "range.start").await;
+    invalid(request("ws1", MARCH_1, MARCH_1, ""), "range.end").await;
+    invalid(request("ws1", MARCH_1 + DAY, MARCH_1, ""), "range.end").await;
+    invalid(
+        request("ws1", MARCH_1, MARCH_1 + 366 * DAY + 1, ""),
+        "366 days",
+    )
+    .await;
+    // A full leap year is allowed.
+    assert!(
+        h.volume("ws1", MARCH_1, MARCH_1 + 366 * DAY, "")
+            .await
+            .is_empty()
+    );
+    h.stop().await;
+}

@@ -1,0 +1,144 @@
+//! The suite's configuration: defaults are the dev server's; then an optional
+//! TOML file, `TELENET_…` environment variables (nested with `__`), and flags.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A service the suite can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    Ingress,
+    Contacts,
+    Conversations,
+    Media,
+    Dispatch,
+    Reporting,
+    Gateway,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 7] = [
+        ServiceName::Ingress,
+        ServiceName::Contacts,
+        ServiceName::Conversations,
+        ServiceName::Media,
+        ServiceName::Dispatch,
+        ServiceName::Reporting,
+        ServiceName::Gateway,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Ingress => "ingress",
+            ServiceName::Contacts => "contacts",
+            ServiceName::Conversations => "conversations",
+            ServiceName::Media => "media",
+            ServiceName::Dispatch => "dispatch",
+            ServiceName::Reporting => "reporting",
+            ServiceName::Gateway => "gateway",
+        }
+    }
+
+    /// Whether the service owns a database.
+    pub fn has_database(self) -> bool {
+        !matches!(self, ServiceName::Gateway)
+    }
+}
+
+/// Where each service's gRPC API is reached by the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Endpoints {
+    pub ingress: String,
+    pub contacts: String,
+    pub conversations: String,
+    pub media: String,
+    pub dispatch: String,
+    pub reporting: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        let local = "http://127.0.0.1:50051".to_owned();
+        Self {
+            ingress: local.clone(),
+            contacts: local.clone(),
+            conversations: local.clone(),
+            media: local.clone(),
+            dispatch: local.clone(),
+            reporting: local,
+        }
+    }
+}
+
+/// Everything the suite needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the dev server keeps its SQLite databases, blobs and token.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to keep every service's tables in PostgreSQL (one
+    /// schema per service); empty: one SQLite file per service in `data_dir`.
+    pub database_url: String,
+    /// `memory://` (in-process) or `amqp://…` (RabbitMQ).
+    pub bus_url: String,
+    /// Put in front of every exchange and queue name.
+    pub bus_prefix: String,
+    /// `memory://` or `redis://…`.
+    pub presence_url: String,
+    /// Put in front of every presence key.
+    pub presence_prefix: String,
+    /// Where the gRPC server binds (all services of this process).
+    pub grpc_listen: String,
+    /// Where the other services are reached.
+    pub endpoints: Endpoints,
+    /// Log format.
+    pub log_format: telenet_kit::telemetry::LogFormat,
+    /// Seed a workspace, an owner and a token on first start (dev server).
+    pub seed: bool,
+    pub grpc_server: telenet_kit::grpc::GrpcServerConfig,
+    pub grpc_client: telenet_kit::grpc::ClientConfig,
+    pub ingress: telenet_ingress::Config,
+    pub contacts: telenet_contacts::Config,
+    pub conversations: telenet_conversations::Config,
+    pub media: telenet_media::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".telenet"),
+            database_url: String::new(),
+            bus_url: "memory://".into(),
+            bus_prefix: String::new(),
+            presence_url: "memory://".into(),
+            presence_prefix: String::new(),
+            grpc_listen: "127.0.0.1:50051".into(),
+            endpoints: Endpoints::default(),
+            log_format: telenet_kit::telemetry::LogFormat::Pretty,
+            seed: true,
+            grpc_server: Default::default(),
+            grpc_client: Default::default(),
+            ingress: Default::default(),
+            contacts: Default::default(),
+            conversations: Default::default(),
+            media: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL of one service.
+    pub fn database_url_of(&self, service: ServiceName) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join(format!("{}.db", service.as_str())).display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+}

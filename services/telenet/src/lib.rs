@@ -1,0 +1,8 @@
+//! The `telenet` command: the whole suite in one process (`telenet dev`),
+//! chosen services for production (`telenet serve`), and migrations.
+
+pub mod config;
+pub mod suite;
+
+pub use config::{Config, ServiceName};
+pub use suite::{Running, Suite};
