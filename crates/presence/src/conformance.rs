@@ -1,5 +1,6 @@
-//! The contract every [`PresenceStore`] implementation must meet, as one
-//! suite run against each of them (see `tests/conformance.rs`).
+//! The contract every [`PresenceStore`](crate::PresenceStore) implementation
+//! must meet, as one suite run against each of them (see
+//! `tests/conformance.rs`).
 //!
 //! Every case works in workspaces of its own (random ids), so the suite can
 //! share a store with other runs. Timing is relative to the store's

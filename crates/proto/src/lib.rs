@@ -5,7 +5,8 @@
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 /// The encoded `FileDescriptorSet` of every TELENET proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/telenet_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/telenet_descriptor.bin"));
 
 pub mod telenet {
     pub mod common {

@@ -79,7 +79,10 @@ impl Secret {
 
     /// The `webhook-signature` value for a message.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let tag = self.mac(id, &timestamp.to_string(), body).finalize().into_bytes();
+        let tag = self
+            .mac(id, &timestamp.to_string(), body)
+            .finalize()
+            .into_bytes();
         format!("v1,{}", STANDARD.encode(tag))
     }
 
@@ -111,7 +114,11 @@ impl Secret {
             let Ok(tag) = STANDARD.decode(b64) else {
                 continue;
             };
-            if self.mac(id, ts_text.trim(), body).verify_slice(&tag).is_ok() {
+            if self
+                .mac(id, ts_text.trim(), body)
+                .verify_slice(&tag)
+                .is_ok()
+            {
                 return Ok(());
             }
         }
@@ -143,7 +150,13 @@ mod tests {
         let secret = Secret::parse(SPEC_SECRET).expect("spec secret parses");
         assert_eq!(secret.sign(SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
         assert_eq!(
-            secret.verify(Some(SPEC_ID), Some("1614265330"), Some(SPEC_SIG), SPEC_BODY, SPEC_TS + 10),
+            secret.verify(
+                Some(SPEC_ID),
+                Some("1614265330"),
+                Some(SPEC_SIG),
+                SPEC_BODY,
+                SPEC_TS + 10
+            ),
             Ok(())
         );
     }
@@ -161,15 +174,33 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            secret.verify(Some(SPEC_ID), Some(ts), Some(SPEC_SIG), SPEC_BODY, SPEC_TS + 301),
+            secret.verify(
+                Some(SPEC_ID),
+                Some(ts),
+                Some(SPEC_SIG),
+                SPEC_BODY,
+                SPEC_TS + 301
+            ),
             Err(SignatureError::StaleTimestamp)
         );
         assert_eq!(
-            secret.verify(Some(SPEC_ID), Some(ts), Some(SPEC_SIG), SPEC_BODY, SPEC_TS - 301),
+            secret.verify(
+                Some(SPEC_ID),
+                Some(ts),
+                Some(SPEC_SIG),
+                SPEC_BODY,
+                SPEC_TS - 301
+            ),
             Err(SignatureError::StaleTimestamp)
         );
         assert_eq!(
-            secret.verify(Some(SPEC_ID), Some("soon"), Some(SPEC_SIG), SPEC_BODY, SPEC_TS),
+            secret.verify(
+                Some(SPEC_ID),
+                Some("soon"),
+                Some(SPEC_SIG),
+                SPEC_BODY,
+                SPEC_TS
+            ),
             Err(SignatureError::BadTimestamp)
         );
         assert_eq!(
@@ -187,8 +218,14 @@ mod tests {
     #[test]
     fn secrets_are_validated_and_generated() {
         assert_eq!(Secret::parse("abc").err(), Some(SignatureError::BadSecret));
-        assert_eq!(Secret::parse("whsec_!!").err(), Some(SignatureError::BadSecret));
-        assert_eq!(Secret::parse("whsec_AAAA").err(), Some(SignatureError::BadSecret));
+        assert_eq!(
+            Secret::parse("whsec_!!").err(),
+            Some(SignatureError::BadSecret)
+        );
+        assert_eq!(
+            Secret::parse("whsec_AAAA").err(),
+            Some(SignatureError::BadSecret)
+        );
         let s = Secret::generate().expect("os randomness");
         let again = Secret::parse(&s.expose()).expect("generated secret parses");
         assert_eq!(again.sign("a", 1, b"b"), s.sign("a", 1, b"b"));

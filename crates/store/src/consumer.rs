@@ -52,7 +52,47 @@ where
     F: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
     let group = spec.group.clone();
-    let mut sub = bus.subscribe(spec).await?;
+    let sub = bus.subscribe(spec).await?;
+    consume(group, sub, concurrency, token, handler).await;
+    Ok(())
+}
+
+/// Subscribe now (so the group's queue exists and keeps every event from
+/// this moment on), then consume in a spawned task until `token` is
+/// cancelled. Services start their consumers this way before they accept
+/// requests.
+pub async fn spawn<H, F>(
+    bus: SharedBus,
+    spec: SubscribeSpec,
+    concurrency: usize,
+    token: CancellationToken,
+    handler: H,
+) -> Result<tokio::task::JoinHandle<()>, telenet_bus::BusError>
+where
+    H: Fn(Incoming) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    let group = spec.group.clone();
+    let sub = bus.subscribe(spec).await?;
+    Ok(tokio::spawn(consume(
+        group,
+        sub,
+        concurrency,
+        token,
+        handler,
+    )))
+}
+
+async fn consume<H, F>(
+    group: String,
+    mut sub: telenet_bus::Subscription,
+    concurrency: usize,
+    token: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Incoming) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let tasks = tokio_util::task::TaskTracker::new();
@@ -77,7 +117,6 @@ where
     // Stop taking new work, let in-flight handlers finish and settle.
     tasks.close();
     tasks.wait().await;
-    Ok(())
 }
 
 async fn settle<H, F>(group: &str, delivery: Delivery, handler: &H)

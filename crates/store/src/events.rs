@@ -27,7 +27,11 @@ pub fn routing_key(payload: &Payload) -> &'static str {
 
 /// A new envelope: fresh UUIDv7 id, occurred now, in `workspace_id`.
 /// `traceparent` (W3C) continues the caller's trace when given.
-pub fn envelope(workspace_id: &str, payload: Payload, traceparent: Option<String>) -> EventEnvelope {
+pub fn envelope(
+    workspace_id: &str,
+    payload: Payload,
+    traceparent: Option<String>,
+) -> EventEnvelope {
     let now = std::time::SystemTime::now();
     EventEnvelope {
         event_id: uuid::Uuid::now_v7().to_string(),

@@ -26,7 +26,10 @@ pub async fn fresh_postgres() -> String {
         ),
     };
     let name = format!("telenet_test_{}", uuid::Uuid::new_v4().simple());
-    if let Err(e) = conn.execute(format!("CREATE DATABASE {name}").as_str()).await {
+    if let Err(e) = conn
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+    {
         panic!("cannot create test database {name}: {e}");
     }
     match admin.rfind('/') {
@@ -41,5 +44,8 @@ pub async fn fresh_postgres() -> String {
 
 /// A SQLite URL for a file in `dir`.
 pub fn sqlite_in(dir: &std::path::Path, name: &str) -> String {
-    format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.join(format!("{name}.db")).display()
+    )
 }

@@ -19,17 +19,37 @@ async fn check_contract(db: Db) {
 
     // Idempotency: first mark wins, per consumer.
     let mut tx = db.begin().await.expect("begin");
-    assert!(idempotency::mark_processed(&mut tx, "a", "e1").await.expect("mark"));
-    assert!(!idempotency::mark_processed(&mut tx, "a", "e1").await.expect("mark"));
-    assert!(idempotency::mark_processed(&mut tx, "b", "e1").await.expect("mark"));
+    assert!(
+        idempotency::mark_processed(&mut tx, "a", "e1")
+            .await
+            .expect("mark")
+    );
+    assert!(
+        !idempotency::mark_processed(&mut tx, "a", "e1")
+            .await
+            .expect("mark")
+    );
+    assert!(
+        idempotency::mark_processed(&mut tx, "b", "e1")
+            .await
+            .expect("mark")
+    );
     tx.commit().await.expect("commit");
 
     // A rolled-back mark does not count.
     let mut tx = db.begin().await.expect("begin");
-    assert!(idempotency::mark_processed(&mut tx, "a", "e2").await.expect("mark"));
+    assert!(
+        idempotency::mark_processed(&mut tx, "a", "e2")
+            .await
+            .expect("mark")
+    );
     tx.rollback().await.expect("rollback");
     let mut tx = db.begin().await.expect("begin");
-    assert!(idempotency::mark_processed(&mut tx, "a", "e2").await.expect("mark"));
+    assert!(
+        idempotency::mark_processed(&mut tx, "a", "e2")
+            .await
+            .expect("mark")
+    );
     tx.commit().await.expect("commit");
 
     // Outbox: committed events are relayed in order, rolled-back ones never.

@@ -111,7 +111,10 @@ impl ContactsService {
         if inserted.rows_affected() == 0 {
             // Someone created it concurrently: theirs wins.
             tx.rollback().await?;
-            let id = self.contact_of_identity(req).await?.ok_or(Error::NotFound)?;
+            let id = self
+                .contact_of_identity(req)
+                .await?
+                .ok_or(Error::NotFound)?;
             return Ok((self.get(&req.workspace_id, &id).await?, false));
         }
         let env = events::envelope(
@@ -193,14 +196,15 @@ impl ContactsService {
         )
         .bind(&req.workspace_id)
         .bind(key)
-        .bind(if id.is_empty() { "\u{10FFFF}".to_owned() } else { id })
+        .bind(if id.is_empty() {
+            "\u{10FFFF}".to_owned()
+        } else {
+            id
+        })
         .bind(size + 1)
         .fetch_all(self.db.pool())
         .await?;
-        let mut contacts = rows
-            .iter()
-            .map(contact_of)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut contacts = rows.iter().map(contact_of).collect::<Result<Vec<_>, _>>()?;
         let next = if contacts.len() as i64 > size {
             contacts.truncate(size as usize);
             contacts.last().map_or(String::new(), |c| {
@@ -266,7 +270,10 @@ impl Contacts for ContactsService {
         &self,
         request: Request<pb::ListContactsRequest>,
     ) -> Result<Response<pb::ListContactsResponse>, Status> {
-        let (contacts, next) = self.list(request.get_ref()).await.map_err(|e| e.to_status())?;
+        let (contacts, next) = self
+            .list(request.get_ref())
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListContactsResponse {
             contacts,
             page: Some(telenet_proto::common::v1::PageInfo {

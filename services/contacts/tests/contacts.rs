@@ -2,8 +2,8 @@
 //! listed, pages are stable, and workspaces never see each other's contacts.
 
 use telenet_contacts::{ContactsService, MIGRATIONS};
-use telenet_proto::contacts::v1::{ListContactsRequest, UpsertByIdentityRequest};
 use telenet_proto::common::v1::PageRequest;
+use telenet_proto::contacts::v1::{ListContactsRequest, UpsertByIdentityRequest};
 use telenet_store::{Db, outbox, testing};
 
 fn upsert(ws: &str, ext: &str, name: &str) -> UpsertByIdentityRequest {
@@ -21,12 +21,18 @@ async fn contract(db: Db) {
         .await
         .expect("service");
 
-    let (a, created) = svc.upsert_by_identity(&upsert("wsA", "+1", "Ana")).await.expect("upsert");
+    let (a, created) = svc
+        .upsert_by_identity(&upsert("wsA", "+1", "Ana"))
+        .await
+        .expect("upsert");
     assert!(created);
     assert_eq!(a.display_name, "Ana");
     assert_eq!(a.identities.len(), 1);
     assert_eq!(a.identities[0].external_id, "+1");
-    let (again, created) = svc.upsert_by_identity(&upsert("wsA", "+1", "Other")).await.expect("upsert");
+    let (again, created) = svc
+        .upsert_by_identity(&upsert("wsA", "+1", "Other"))
+        .await
+        .expect("upsert");
     assert!(!created);
     assert_eq!(again.id, a.id);
     assert_eq!(again.display_name, "Ana");
@@ -34,25 +40,36 @@ async fn contract(db: Db) {
     assert_eq!(outbox::backlog(&db).await.expect("backlog"), 1);
 
     // The same identity in another workspace is another contact.
-    let (b, created) = svc.upsert_by_identity(&upsert("wsB", "+1", "Bea")).await.expect("upsert");
+    let (b, created) = svc
+        .upsert_by_identity(&upsert("wsB", "+1", "Bea"))
+        .await
+        .expect("upsert");
     assert!(created);
     assert_ne!(b.id, a.id);
     let err = svc.get("wsB", &a.id).await.expect_err("isolated");
     assert_eq!(err.to_status().code(), tonic::Code::NotFound);
 
     // An empty name falls back to the identity.
-    let (c, _) = svc.upsert_by_identity(&upsert("wsA", "+2", " ")).await.expect("upsert");
+    let (c, _) = svc
+        .upsert_by_identity(&upsert("wsA", "+2", " "))
+        .await
+        .expect("upsert");
     assert_eq!(c.display_name, "+2");
 
     // Paging: 3 contacts in wsA, pages of 2.
-    svc.upsert_by_identity(&upsert("wsA", "+3", "Cid")).await.expect("upsert");
+    svc.upsert_by_identity(&upsert("wsA", "+3", "Cid"))
+        .await
+        .expect("upsert");
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
         let (items, next) = svc
             .list(&ListContactsRequest {
                 workspace_id: "wsA".into(),
-                page: Some(PageRequest { page_size: 2, page_token: token.clone() }),
+                page: Some(PageRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                }),
             })
             .await
             .expect("list");
@@ -78,7 +95,10 @@ async fn contract(db: Db) {
     let err = svc
         .list(&ListContactsRequest {
             workspace_id: "wsA".into(),
-            page: Some(PageRequest { page_size: 2, page_token: "%%".into() }),
+            page: Some(PageRequest {
+                page_size: 2,
+                page_token: "%%".into(),
+            }),
         })
         .await
         .expect_err("bad token");
@@ -88,7 +108,12 @@ async fn contract(db: Db) {
 #[tokio::test]
 async fn contacts_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
-    contract(Db::connect(&testing::sqlite_in(dir.path(), "contacts"), "contacts").await.expect("db")).await;
+    contract(
+        Db::connect(&testing::sqlite_in(dir.path(), "contacts"), "contacts")
+            .await
+            .expect("db"),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -87,7 +87,9 @@ impl Inbox {
             })
             .await
             .map_err(|s| match s.code() {
-                tonic::Code::InvalidArgument => HandleError::Permanent(format!("contacts: {}", s.message())),
+                tonic::Code::InvalidArgument => {
+                    HandleError::Permanent(format!("contacts: {}", s.message()))
+                }
                 _ => HandleError::Transient(format!("contacts: {}", s.message())),
             })?
             .into_inner()
@@ -96,7 +98,9 @@ impl Inbox {
 
         let mut tx = self.db.begin().await?;
         if !idempotency::mark_processed(&mut tx, "conversations.inbound", event_id).await? {
-            tx.rollback().await.map_err(telenet_store::StoreError::from)?;
+            tx.rollback()
+                .await
+                .map_err(telenet_store::StoreError::from)?;
             return Ok(());
         }
         // The same provider message delivered under another event id.
@@ -128,7 +132,9 @@ impl Inbox {
         .await
         .map_err(telenet_store::StoreError::from)?;
         let conversation_id = match open {
-            Some(row) => row.try_get::<String, _>("id").map_err(telenet_store::StoreError::from)?,
+            Some(row) => row
+                .try_get::<String, _>("id")
+                .map_err(telenet_store::StoreError::from)?,
             None => {
                 let id = uuid::Uuid::now_v7().to_string();
                 let inserted = sqlx::query(
@@ -154,9 +160,11 @@ impl Inbox {
                     });
                 }
                 let conv = self.conversation_in(&mut tx, workspace_id, &id).await?;
-                changes.payloads.push(Payload::ConversationOpened(ev::ConversationOpened {
-                    conversation: Some(conv),
-                }));
+                changes
+                    .payloads
+                    .push(Payload::ConversationOpened(ev::ConversationOpened {
+                        conversation: Some(conv),
+                    }));
                 id
             }
         };
@@ -180,11 +188,13 @@ impl Inbox {
         .map_err(telenet_store::StoreError::from)?;
         touch(&mut tx, &conversation_id, now).await?;
         let message = self.message_in(&mut tx, workspace_id, &message_id).await?;
-        changes.payloads.push(Payload::MessageCreated(ev::MessageCreated {
-            message: Some(message),
-            channel_id: msg.channel_id.clone(),
-            contact_id: contact.id.clone(),
-        }));
+        changes
+            .payloads
+            .push(Payload::MessageCreated(ev::MessageCreated {
+                message: Some(message),
+                channel_id: msg.channel_id.clone(),
+                contact_id: contact.id.clone(),
+            }));
         changes.write(&mut tx).await?;
         self.db.commit(tx).await?;
         Ok(())
@@ -206,17 +216,23 @@ impl Inbox {
         };
         let mut tx = self.db.begin().await?;
         if !idempotency::mark_processed(&mut tx, "conversations.status", event_id).await? {
-            tx.rollback().await.map_err(telenet_store::StoreError::from)?;
+            tx.rollback()
+                .await
+                .map_err(telenet_store::StoreError::from)?;
             return Ok(());
         }
-        let by_id = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = $1 AND id = $2");
+        let by_id =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = $1 AND id = $2");
         let by_external = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
              WHERE workspace_id = $1 AND channel_id = $2 AND direction = $3 AND external_id = $4"
         );
         let query = match target {
             StatusTarget::MessageId(id) => sqlx::query(&by_id).bind(workspace_id).bind(id),
-            StatusTarget::External { channel_id, external_id } => sqlx::query(&by_external)
+            StatusTarget::External {
+                channel_id,
+                external_id,
+            } => sqlx::query(&by_external)
                 .bind(workspace_id)
                 .bind(channel_id)
                 .bind(MessageDirection::Outbound as i64)
@@ -229,7 +245,9 @@ impl Inbox {
         let Some(row) = row else {
             // A channel's status can overtake dispatch's record of the
             // provider id; try again later.
-            return Err(HandleError::Transient("message of status not found (yet)".into()));
+            return Err(HandleError::Transient(
+                "message of status not found (yet)".into(),
+            ));
         };
         let message = rows::message(&row).map_err(telenet_store::StoreError::from)?;
         let current = MessageStatus::try_from(message.status).unwrap_or(MessageStatus::Unspecified);
@@ -238,7 +256,11 @@ impl Inbox {
             return Ok(());
         }
         let now = now_micros();
-        let external = if external_id.is_empty() { message.external_id.clone() } else { external_id.to_owned() };
+        let external = if external_id.is_empty() {
+            message.external_id.clone()
+        } else {
+            external_id.to_owned()
+        };
         sqlx::query(
             "UPDATE messages SET status = $1, error = $2, external_id = $3, status_changed_at = $4 WHERE id = $5",
         )
@@ -250,15 +272,19 @@ impl Inbox {
         .execute(&mut *tx)
         .await
         .map_err(telenet_store::StoreError::from)?;
-        let channel_id: String = row.try_get("channel_id").map_err(telenet_store::StoreError::from)?;
+        let channel_id: String = row
+            .try_get("channel_id")
+            .map_err(telenet_store::StoreError::from)?;
         let mut changes = Changes::new(workspace_id);
-        changes.payloads.push(Payload::MessageStatusChanged(ev::MessageStatusChanged {
-            message_id: message.id.clone(),
-            conversation_id: message.conversation_id.clone(),
-            status: new_status as i32,
-            error: error.to_owned(),
-            channel_id,
-        }));
+        changes
+            .payloads
+            .push(Payload::MessageStatusChanged(ev::MessageStatusChanged {
+                message_id: message.id.clone(),
+                conversation_id: message.conversation_id.clone(),
+                status: new_status as i32,
+                error: error.to_owned(),
+                channel_id,
+            }));
         changes.write(&mut tx).await?;
         self.db.commit(tx).await?;
         Ok(())
@@ -268,12 +294,17 @@ impl Inbox {
 
     /// Reply in a conversation; assigns an unassigned conversation to the
     /// replier and asks dispatch to send.
-    pub async fn send_message(&self, req: &pb::SendMessageRequest) -> Result<pb::SendMessageResponse, Error> {
+    pub async fn send_message(
+        &self,
+        req: &pb::SendMessageRequest,
+    ) -> Result<pb::SendMessageResponse, Error> {
         require("workspace_id", &req.workspace_id)?;
         require("conversation_id", &req.conversation_id)?;
         require("author_user_id", &req.author_user_id)?;
         if req.text.trim().is_empty() && req.attachments.is_empty() {
-            return Err(Error::InvalidArgument("text or attachments are required".into()));
+            return Err(Error::InvalidArgument(
+                "text or attachments are required".into(),
+            ));
         }
         if req.text.chars().count() > self.config.max_text_chars {
             return Err(Error::InvalidArgument(format!(
@@ -282,22 +313,30 @@ impl Inbox {
             )));
         }
         if req.client_message_id.len() > 200 {
-            return Err(Error::InvalidArgument("client_message_id is longer than 200 bytes".into()));
+            return Err(Error::InvalidArgument(
+                "client_message_id is longer than 200 bytes".into(),
+            ));
         }
         if !members::is_member(&self.db, &req.workspace_id, &req.author_user_id).await? {
-            return Err(Error::NotFound("author is not a member of the workspace".into()));
+            return Err(Error::NotFound(
+                "author is not a member of the workspace".into(),
+            ));
         }
         if !req.client_message_id.is_empty()
             && let Some(existing) = self.message_by_client_id(req).await?
         {
-            let conversation = self.get(&req.workspace_id, &existing.conversation_id).await?;
+            let conversation = self
+                .get(&req.workspace_id, &existing.conversation_id)
+                .await?;
             return Ok(pb::SendMessageResponse {
                 message: Some(existing),
                 conversation: Some(conversation),
             });
         }
         let mut tx = self.db.begin().await?;
-        let conv = self.conversation_in(&mut tx, &req.workspace_id, &req.conversation_id).await?;
+        let conv = self
+            .conversation_in(&mut tx, &req.workspace_id, &req.conversation_id)
+            .await?;
         if conv.status == ConversationStatus::Closed as i32 {
             return Err(Error::FailedPrecondition(
                 "conversation is closed; the contact's next message opens a new one".into(),
@@ -329,21 +368,27 @@ impl Inbox {
         .await?;
         touch(&mut tx, &conv.id, now).await?;
         let message = self.message_in(&mut tx, &req.workspace_id, &id).await?;
-        changes.payloads.push(Payload::MessageCreated(ev::MessageCreated {
-            message: Some(message.clone()),
-            channel_id: conv.channel_id.clone(),
-            contact_id: conv.contact_id.clone(),
-        }));
-        changes.payloads.push(Payload::OutboundRequested(ev::OutboundRequested {
-            message_id: id.clone(),
-            conversation_id: conv.id.clone(),
-            channel_id: conv.channel_id.clone(),
-            recipient_external_id: conv.contact_external_id.clone(),
-            text: req.text.clone(),
-            attachments: req.attachments.clone(),
-        }));
+        changes
+            .payloads
+            .push(Payload::MessageCreated(ev::MessageCreated {
+                message: Some(message.clone()),
+                channel_id: conv.channel_id.clone(),
+                contact_id: conv.contact_id.clone(),
+            }));
+        changes
+            .payloads
+            .push(Payload::OutboundRequested(ev::OutboundRequested {
+                message_id: id.clone(),
+                conversation_id: conv.id.clone(),
+                channel_id: conv.channel_id.clone(),
+                recipient_external_id: conv.contact_external_id.clone(),
+                text: req.text.clone(),
+                attachments: req.attachments.clone(),
+            }));
         changes.write(&mut tx).await?;
-        let conversation = self.conversation_in(&mut tx, &req.workspace_id, &conv.id).await?;
+        let conversation = self
+            .conversation_in(&mut tx, &req.workspace_id, &conv.id)
+            .await?;
         self.db.commit(tx).await?;
         Ok(pb::SendMessageResponse {
             message: Some(message),
@@ -352,75 +397,108 @@ impl Inbox {
     }
 
     /// Assign to a member (manual assignment).
-    pub async fn assign(&self, req: &pb::AssignConversationRequest) -> Result<pb::Conversation, Error> {
+    pub async fn assign(
+        &self,
+        req: &pb::AssignConversationRequest,
+    ) -> Result<pb::Conversation, Error> {
         require("workspace_id", &req.workspace_id)?;
         require("conversation_id", &req.conversation_id)?;
         require("user_id", &req.user_id)?;
         if !members::is_member(&self.db, &req.workspace_id, &req.user_id).await? {
-            return Err(Error::NotFound("user is not a member of the workspace".into()));
+            return Err(Error::NotFound(
+                "user is not a member of the workspace".into(),
+            ));
         }
         let mut tx = self.db.begin().await?;
-        let conv = self.conversation_in(&mut tx, &req.workspace_id, &req.conversation_id).await?;
+        let conv = self
+            .conversation_in(&mut tx, &req.workspace_id, &req.conversation_id)
+            .await?;
         if conv.status == ConversationStatus::Closed as i32 {
-            return Err(Error::FailedPrecondition("a closed conversation cannot be assigned".into()));
+            return Err(Error::FailedPrecondition(
+                "a closed conversation cannot be assigned".into(),
+            ));
         }
         if conv.assignee_user_id == req.user_id {
             return Ok(conv);
         }
         let mut changes = Changes::new(&req.workspace_id);
         set_assignee(&mut tx, &conv, Some(&req.user_id)).await?;
-        changes.payloads.push(Payload::ConversationAssigned(ev::ConversationAssigned {
-            conversation_id: conv.id.clone(),
-            assignee_user_id: req.user_id.clone(),
-            previous_assignee_user_id: conv.assignee_user_id.clone(),
-            by_user_id: req.caller_user_id.clone(),
-            reason: "manual".into(),
-            channel_id: conv.channel_id.clone(),
-        }));
+        changes
+            .payloads
+            .push(Payload::ConversationAssigned(ev::ConversationAssigned {
+                conversation_id: conv.id.clone(),
+                assignee_user_id: req.user_id.clone(),
+                previous_assignee_user_id: conv.assignee_user_id.clone(),
+                by_user_id: req.caller_user_id.clone(),
+                reason: "manual".into(),
+                channel_id: conv.channel_id.clone(),
+            }));
         changes.write(&mut tx).await?;
-        let updated = self.conversation_in(&mut tx, &req.workspace_id, &conv.id).await?;
+        let updated = self
+            .conversation_in(&mut tx, &req.workspace_id, &conv.id)
+            .await?;
         self.db.commit(tx).await?;
         Ok(updated)
     }
 
-    pub async fn unassign(&self, req: &pb::UnassignConversationRequest) -> Result<pb::Conversation, Error> {
+    pub async fn unassign(
+        &self,
+        req: &pb::UnassignConversationRequest,
+    ) -> Result<pb::Conversation, Error> {
         require("workspace_id", &req.workspace_id)?;
         require("conversation_id", &req.conversation_id)?;
         let mut tx = self.db.begin().await?;
-        let conv = self.conversation_in(&mut tx, &req.workspace_id, &req.conversation_id).await?;
+        let conv = self
+            .conversation_in(&mut tx, &req.workspace_id, &req.conversation_id)
+            .await?;
         if conv.assignee_user_id.is_empty() {
             return Ok(conv);
         }
         let mut changes = Changes::new(&req.workspace_id);
         set_assignee(&mut tx, &conv, None).await?;
-        changes.payloads.push(Payload::ConversationUnassigned(ev::ConversationUnassigned {
-            conversation_id: conv.id.clone(),
-            previous_assignee_user_id: conv.assignee_user_id.clone(),
-            by_user_id: req.caller_user_id.clone(),
-            channel_id: conv.channel_id.clone(),
-        }));
+        changes.payloads.push(Payload::ConversationUnassigned(
+            ev::ConversationUnassigned {
+                conversation_id: conv.id.clone(),
+                previous_assignee_user_id: conv.assignee_user_id.clone(),
+                by_user_id: req.caller_user_id.clone(),
+                channel_id: conv.channel_id.clone(),
+            },
+        ));
         changes.write(&mut tx).await?;
-        let updated = self.conversation_in(&mut tx, &req.workspace_id, &conv.id).await?;
+        let updated = self
+            .conversation_in(&mut tx, &req.workspace_id, &conv.id)
+            .await?;
         self.db.commit(tx).await?;
         Ok(updated)
     }
 
     /// Close (resolve): out of the queue, unassigned from everyone, with an
     /// optional closing note.
-    pub async fn close(&self, req: &pb::CloseConversationRequest) -> Result<pb::Conversation, Error> {
+    pub async fn close(
+        &self,
+        req: &pb::CloseConversationRequest,
+    ) -> Result<pb::Conversation, Error> {
         require("workspace_id", &req.workspace_id)?;
         require("conversation_id", &req.conversation_id)?;
         let note = req.closing_note.clone().unwrap_or_default();
         if note.category.chars().count() > 100 {
-            return Err(Error::InvalidArgument("closing_note.category is longer than 100 characters".into()));
+            return Err(Error::InvalidArgument(
+                "closing_note.category is longer than 100 characters".into(),
+            ));
         }
         if note.summary.chars().count() > 10_000 {
-            return Err(Error::InvalidArgument("closing_note.summary is longer than 10000 characters".into()));
+            return Err(Error::InvalidArgument(
+                "closing_note.summary is longer than 10000 characters".into(),
+            ));
         }
         let mut tx = self.db.begin().await?;
-        let conv = self.conversation_in(&mut tx, &req.workspace_id, &req.conversation_id).await?;
+        let conv = self
+            .conversation_in(&mut tx, &req.workspace_id, &req.conversation_id)
+            .await?;
         if conv.status == ConversationStatus::Closed as i32 {
-            return Err(Error::FailedPrecondition("conversation is already closed".into()));
+            return Err(Error::FailedPrecondition(
+                "conversation is already closed".into(),
+            ));
         }
         let now = now_micros();
         sqlx::query(
@@ -435,19 +513,25 @@ impl Inbox {
         .bind(&conv.id)
         .execute(&mut *tx)
         .await?;
-        let closed = self.conversation_in(&mut tx, &req.workspace_id, &conv.id).await?;
+        let closed = self
+            .conversation_in(&mut tx, &req.workspace_id, &conv.id)
+            .await?;
         let mut changes = Changes::new(&req.workspace_id);
         if !conv.assignee_user_id.is_empty() {
-            changes.payloads.push(Payload::ConversationUnassigned(ev::ConversationUnassigned {
-                conversation_id: conv.id.clone(),
-                previous_assignee_user_id: conv.assignee_user_id.clone(),
-                by_user_id: req.caller_user_id.clone(),
-                channel_id: conv.channel_id.clone(),
-            }));
+            changes.payloads.push(Payload::ConversationUnassigned(
+                ev::ConversationUnassigned {
+                    conversation_id: conv.id.clone(),
+                    previous_assignee_user_id: conv.assignee_user_id.clone(),
+                    by_user_id: req.caller_user_id.clone(),
+                    channel_id: conv.channel_id.clone(),
+                },
+            ));
         }
-        changes.payloads.push(Payload::ConversationClosed(ev::ConversationClosed {
-            conversation: Some(closed.clone()),
-        }));
+        changes
+            .payloads
+            .push(Payload::ConversationClosed(ev::ConversationClosed {
+                conversation: Some(closed.clone()),
+            }));
         changes.write(&mut tx).await?;
         self.db.commit(tx).await?;
         Ok(closed)
@@ -455,7 +539,11 @@ impl Inbox {
 
     // ---- reads -----------------------------------------------------------
 
-    pub async fn get(&self, workspace_id: &str, conversation_id: &str) -> Result<pb::Conversation, Error> {
+    pub async fn get(
+        &self,
+        workspace_id: &str,
+        conversation_id: &str,
+    ) -> Result<pb::Conversation, Error> {
         require("workspace_id", workspace_id)?;
         require("conversation_id", conversation_id)?;
         let row = sqlx::query(&format!(
@@ -470,7 +558,10 @@ impl Inbox {
     }
 
     /// Conversations by latest activity, newest first.
-    pub async fn list(&self, req: &pb::ListConversationsRequest) -> Result<(Vec<pb::Conversation>, String), Error> {
+    pub async fn list(
+        &self,
+        req: &pb::ListConversationsRequest,
+    ) -> Result<(Vec<pb::Conversation>, String), Error> {
         require("workspace_id", &req.workspace_id)?;
         let page = req.page.clone().unwrap_or_default();
         let size = page_size(page.page_size);
@@ -511,7 +602,10 @@ impl Inbox {
             sql.push_str(&format!(" AND contact_id = ${}", binds.len()));
         }
         binds.push(Bind::Int(size + 1));
-        sql.push_str(&format!(" ORDER BY last_message_at DESC, id DESC LIMIT ${}", binds.len()));
+        sql.push_str(&format!(
+            " ORDER BY last_message_at DESC, id DESC LIMIT ${}",
+            binds.len()
+        ));
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = match b {
@@ -520,7 +614,10 @@ impl Inbox {
             };
         }
         let rows = query.fetch_all(self.db.pool()).await?;
-        let mut items = rows.iter().map(rows::conversation).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .iter()
+            .map(rows::conversation)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut next = String::new();
         if items.len() as i64 > size {
             items.truncate(size as usize);
@@ -536,7 +633,10 @@ impl Inbox {
     }
 
     /// Messages of a conversation, oldest first.
-    pub async fn messages(&self, req: &pb::ListMessagesRequest) -> Result<(Vec<pb::Message>, String), Error> {
+    pub async fn messages(
+        &self,
+        req: &pb::ListMessagesRequest,
+    ) -> Result<(Vec<pb::Message>, String), Error> {
         let conv = self.get(&req.workspace_id, &req.conversation_id).await?;
         let page = req.page.clone().unwrap_or_default();
         let size = page_size(page.page_size);
@@ -553,7 +653,10 @@ impl Inbox {
         .bind(size + 1)
         .fetch_all(self.db.pool())
         .await?;
-        let mut items = rows.iter().map(rows::message).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut next = String::new();
         if items.len() as i64 > size {
             items.truncate(size as usize);
@@ -568,7 +671,10 @@ impl Inbox {
         Ok((items, next))
     }
 
-    async fn message_by_client_id(&self, req: &pb::SendMessageRequest) -> Result<Option<pb::Message>, Error> {
+    async fn message_by_client_id(
+        &self,
+        req: &pb::SendMessageRequest,
+    ) -> Result<Option<pb::Message>, Error> {
         let row = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = $1 AND author_user_id = $2 AND client_message_id = $3"
         ))
@@ -597,7 +703,12 @@ impl Inbox {
         Ok(rows::conversation(&row)?)
     }
 
-    async fn message_in(&self, tx: &mut Tx<'_>, workspace_id: &str, id: &str) -> Result<pb::Message, Error> {
+    async fn message_in(
+        &self,
+        tx: &mut Tx<'_>,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<pb::Message, Error> {
         let row = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = $1 AND id = $2"
         ))
@@ -614,7 +725,10 @@ impl Inbox {
 #[derive(Debug, Clone, Copy)]
 pub enum StatusTarget<'a> {
     MessageId(&'a str),
-    External { channel_id: &'a str, external_id: &'a str },
+    External {
+        channel_id: &'a str,
+        external_id: &'a str,
+    },
 }
 
 enum Bind {
@@ -640,18 +754,24 @@ async fn assign_on_reply(
     changes: &mut Changes,
 ) -> Result<(), Error> {
     set_assignee(tx, conv, Some(replier)).await?;
-    changes.payloads.push(Payload::ConversationAssigned(ev::ConversationAssigned {
-        conversation_id: conv.id.clone(),
-        assignee_user_id: replier.to_owned(),
-        previous_assignee_user_id: String::new(),
-        by_user_id: replier.to_owned(),
-        reason: "reply".into(),
-        channel_id: conv.channel_id.clone(),
-    }));
+    changes
+        .payloads
+        .push(Payload::ConversationAssigned(ev::ConversationAssigned {
+            conversation_id: conv.id.clone(),
+            assignee_user_id: replier.to_owned(),
+            previous_assignee_user_id: String::new(),
+            by_user_id: replier.to_owned(),
+            reason: "reply".into(),
+            channel_id: conv.channel_id.clone(),
+        }));
     Ok(())
 }
 
-async fn set_assignee(tx: &mut Tx<'_>, conv: &pb::Conversation, user: Option<&str>) -> Result<(), Error> {
+async fn set_assignee(
+    tx: &mut Tx<'_>,
+    conv: &pb::Conversation,
+    user: Option<&str>,
+) -> Result<(), Error> {
     sqlx::query("UPDATE conversations SET assignee_user_id = $1 WHERE id = $2")
         .bind(user.map(str::to_owned))
         .bind(&conv.id)
@@ -660,7 +780,11 @@ async fn set_assignee(tx: &mut Tx<'_>, conv: &pb::Conversation, user: Option<&st
     Ok(())
 }
 
-async fn touch(tx: &mut Tx<'_>, conversation_id: &str, now: i64) -> Result<(), telenet_store::StoreError> {
+async fn touch(
+    tx: &mut Tx<'_>,
+    conversation_id: &str,
+    now: i64,
+) -> Result<(), telenet_store::StoreError> {
     sqlx::query(
         "UPDATE conversations SET last_message_at = $1, message_count = message_count + 1 WHERE id = $2",
     )
@@ -706,10 +830,15 @@ impl Conversations for Inbox {
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
-        let (conversations, next) = self.list(request.get_ref()).await.map_err(|e| e.to_status())?;
+        let (conversations, next) = self
+            .list(request.get_ref())
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListConversationsResponse {
             conversations,
-            page: Some(PageInfo { next_page_token: next }),
+            page: Some(PageInfo {
+                next_page_token: next,
+            }),
         }))
     }
 
@@ -728,31 +857,45 @@ impl Conversations for Inbox {
         &self,
         request: Request<pb::AssignConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        self.assign(request.get_ref()).await.map(Response::new).map_err(|e| e.to_status())
+        self.assign(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
     }
 
     async fn unassign_conversation(
         &self,
         request: Request<pb::UnassignConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        self.unassign(request.get_ref()).await.map(Response::new).map_err(|e| e.to_status())
+        self.unassign(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
     }
 
     async fn close_conversation(
         &self,
         request: Request<pb::CloseConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        self.close(request.get_ref()).await.map(Response::new).map_err(|e| e.to_status())
+        self.close(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
     }
 
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let (messages, next) = self.messages(request.get_ref()).await.map_err(|e| e.to_status())?;
+        let (messages, next) = self
+            .messages(request.get_ref())
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListMessagesResponse {
             messages,
-            page: Some(PageInfo { next_page_token: next }),
+            page: Some(PageInfo {
+                next_page_token: next,
+            }),
         }))
     }
 

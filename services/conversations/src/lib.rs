@@ -17,8 +17,7 @@ mod rows;
 pub use inbox::Inbox;
 pub use members::MembersService;
 
-pub const MIGRATIONS: telenet_store::Migrations =
-    telenet_store::migrations!("0100_conversations");
+pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_conversations");
 
 /// Conversations service settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,7 +109,12 @@ pub struct ConversationsService {
 
 impl ConversationsService {
     /// `contacts` is a channel to the contacts service.
-    pub async fn new(db: Db, bus: SharedBus, contacts: Channel, config: Config) -> Result<Self, Error> {
+    pub async fn new(
+        db: Db,
+        bus: SharedBus,
+        contacts: Channel,
+        config: Config,
+    ) -> Result<Self, Error> {
         Ok(Self {
             inbox: Inbox::new(db.clone(), ContactsClient::new(contacts), config.clone()),
             members: MembersService::new(db),
@@ -141,8 +145,18 @@ impl ConversationsService {
         telenet_proto::conversations::v1::members_server::MembersServer::new(self.members.clone())
     }
 
-    /// Run the consumers until cancelled.
-    pub async fn run(self, token: tokio_util::sync::CancellationToken) {
-        consumers::run(self.inbox, self.bus, self.config.consumer_concurrency, token).await;
+    /// Subscribe the consumers (their queues keep events from now on), then
+    /// consume in spawned tasks until cancelled.
+    pub async fn start(
+        &self,
+        token: tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, telenet_bus::BusError> {
+        consumers::start(
+            self.inbox.clone(),
+            self.bus.clone(),
+            self.config.consumer_concurrency,
+            token,
+        )
+        .await
     }
 }

@@ -44,7 +44,16 @@ impl MembersService {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        insert_member(&mut tx, &ws, &user, owner_name, &email, pb::AccessLevel::Owner, now).await?;
+        insert_member(
+            &mut tx,
+            &ws,
+            &user,
+            owner_name,
+            &email,
+            pb::AccessLevel::Owner,
+            now,
+        )
+        .await?;
         insert_token(&mut tx, &ws, &user, "initial", &token, now).await?;
         tx.commit().await?;
         Ok(pb::CreateWorkspaceResponse {
@@ -82,21 +91,30 @@ impl MembersService {
         require("workspace_id", &req.workspace_id)?;
         let name = bounded("name", &req.name, 100)?;
         let email = email(&req.email)?;
-        let level = pb::AccessLevel::try_from(req.access_level).unwrap_or(pb::AccessLevel::Unspecified);
+        let level =
+            pb::AccessLevel::try_from(req.access_level).unwrap_or(pb::AccessLevel::Unspecified);
         if level == pb::AccessLevel::Unspecified {
             return Err(Error::InvalidArgument("access_level is required".into()));
         }
         self.workspace_exists(&req.workspace_id).await?;
         let user = uuid::Uuid::now_v7().to_string();
         let mut tx = self.db.begin().await?;
-        insert_member(&mut tx, &req.workspace_id, &user, name, &email, level, now_micros())
-            .await
-            .map_err(|e| match e {
-                Error::Store(s) if s.is_unique_violation() => {
-                    Error::AlreadyExists(format!("a member with email {email} already exists"))
-                }
-                other => other,
-            })?;
+        insert_member(
+            &mut tx,
+            &req.workspace_id,
+            &user,
+            name,
+            &email,
+            level,
+            now_micros(),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Store(s) if s.is_unique_violation() => {
+                Error::AlreadyExists(format!("a member with email {email} already exists"))
+            }
+            other => other,
+        })?;
         tx.commit().await?;
         self.get(&req.workspace_id, &user).await
     }
@@ -132,7 +150,15 @@ impl MembersService {
         self.get(&req.workspace_id, &req.user_id).await?;
         let token = new_token()?;
         let mut tx = self.db.begin().await?;
-        insert_token(&mut tx, &req.workspace_id, &req.user_id, &req.label, &token, now_micros()).await?;
+        insert_token(
+            &mut tx,
+            &req.workspace_id,
+            &req.user_id,
+            &req.label,
+            &token,
+            now_micros(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -149,12 +175,14 @@ impl MembersService {
 
 /// Whether `user_id` is a member of the workspace.
 pub async fn is_member(db: &Db, workspace_id: &str, user_id: &str) -> Result<bool, Error> {
-    Ok(sqlx::query("SELECT user_id FROM members WHERE workspace_id = $1 AND user_id = $2")
-        .bind(workspace_id)
-        .bind(user_id)
-        .fetch_optional(db.pool())
-        .await?
-        .is_some())
+    Ok(
+        sqlx::query("SELECT user_id FROM members WHERE workspace_id = $1 AND user_id = $2")
+            .bind(workspace_id)
+            .bind(user_id)
+            .fetch_optional(db.pool())
+            .await?
+            .is_some(),
+    )
 }
 
 async fn insert_member(
@@ -237,7 +265,9 @@ fn bounded<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, Error
 fn email(value: &str) -> Result<String, Error> {
     let v = value.trim().to_lowercase();
     match v.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && domain.contains('.') && v.len() <= 254 => Ok(v),
+        Some((local, domain)) if !local.is_empty() && domain.contains('.') && v.len() <= 254 => {
+            Ok(v)
+        }
         _ => Err(Error::InvalidArgument(format!(
             "email {value:?} is not an e-mail address"
         ))),

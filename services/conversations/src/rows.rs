@@ -19,9 +19,15 @@ pub fn conversation(row: &sqlx::any::AnyRow) -> Result<pb::Conversation, sqlx::E
     let closed_at: Option<i64> = row.try_get("closed_at")?;
     let closing_note = match closed_at {
         Some(_) => Some(pb::ClosingNote {
-            category: row.try_get::<Option<String>, _>("closing_category")?.unwrap_or_default(),
-            summary: row.try_get::<Option<String>, _>("closing_summary")?.unwrap_or_default(),
-            closed_by_user_id: row.try_get::<Option<String>, _>("closed_by")?.unwrap_or_default(),
+            category: row
+                .try_get::<Option<String>, _>("closing_category")?
+                .unwrap_or_default(),
+            summary: row
+                .try_get::<Option<String>, _>("closing_summary")?
+                .unwrap_or_default(),
+            closed_by_user_id: row
+                .try_get::<Option<String>, _>("closed_by")?
+                .unwrap_or_default(),
         }),
         None => None,
     };
@@ -32,7 +38,9 @@ pub fn conversation(row: &sqlx::any::AnyRow) -> Result<pb::Conversation, sqlx::E
         contact_id: row.try_get("contact_id")?,
         channel_id: row.try_get("channel_id")?,
         status: i32::try_from(status).unwrap_or(0),
-        assignee_user_id: row.try_get::<Option<String>, _>("assignee_user_id")?.unwrap_or_default(),
+        assignee_user_id: row
+            .try_get::<Option<String>, _>("assignee_user_id")?
+            .unwrap_or_default(),
         opened_at: Some(timestamp(row.try_get("opened_at")?)),
         closed_at: closed_at.map(timestamp),
         closing_note,
@@ -78,5 +86,7 @@ pub fn encode_attachments(items: &[Attachment]) -> Vec<u8> {
 }
 
 fn decode_attachments(raw: &[u8]) -> Vec<Attachment> {
-    Attachments::decode(raw).map(|a| a.items).unwrap_or_default()
+    Attachments::decode(raw)
+        .map(|a| a.items)
+        .unwrap_or_default()
 }

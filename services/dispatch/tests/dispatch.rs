@@ -581,7 +581,10 @@ async fn client_errors_fail_at_once(backend: Backend) {
 
 async fn duplicates_post_once_and_redeliveries_keep_counting(backend: Backend) {
     let mut h = Harness::start(backend).await;
-    h.channel("ws1", "once", vec![reply(200, r#"{"external_id":"e1"}"#)]);
+    // A slow answer keeps the first POST in flight while the duplicate arrives.
+    let mut slow_ok = reply(200, r#"{"external_id":"e1"}"#);
+    slow_ok.delay = Duration::from_millis(150);
+    h.channel("ws1", "once", vec![slow_ok]);
     // The same event twice at once (at-least-once publishing does this).
     let event = requested("ws1", "m-dup", "once");
     h.bus

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::{
-    AGENT_TOKEN, OWNER_ID, OWNER_TOKEN, WORKSPACE, dead_channel, get, harness, harness_with, json,
-    send,
+    AGENT_ID, AGENT_TOKEN, OTHER_ID, OTHER_TOKEN, OTHER_WORKSPACE, OWNER_ID, OWNER_TOKEN,
+    WORKSPACE, dead_channel, get, harness, harness_with, json, send,
 };
 use telenet_gateway::{Config, Upstreams};
 use telenet_presence::{MemoryPresence, SharedPresence, Thresholds};
@@ -190,4 +190,68 @@ async fn only_owners_and_managers_create_channels() {
     )
     .await;
     reply.problem(503);
+}
+
+#[tokio::test]
+async fn members_are_listed_with_presence_within_the_callers_workspace() {
+    let h = harness().await;
+    h.presence
+        .heartbeat(WORKSPACE, OWNER_ID)
+        .await
+        .expect("heartbeat");
+    // Same user id in another workspace must not leak into this one.
+    h.presence
+        .heartbeat(OTHER_WORKSPACE, AGENT_ID)
+        .await
+        .expect("heartbeat");
+
+    let reply = send(&h.app, get("/v1/members", Some(AGENT_TOKEN))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    let items = body["items"].as_array().expect("items");
+    let summary: Vec<(&str, &str, &str)> = items
+        .iter()
+        .map(|m| {
+            (
+                m["user_id"].as_str().unwrap_or_default(),
+                m["access_level"].as_str().unwrap_or_default(),
+                m["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (AGENT_ID, "agent", "offline"),
+            (OWNER_ID, "owner", "online")
+        ]
+    );
+
+    let reply = send(&h.app, get("/v1/members", Some(OTHER_TOKEN))).await;
+    let body = reply.json();
+    let ids: Vec<&str> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["user_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![OTHER_ID]);
+    assert_eq!(body["items"][0]["workspace_id"], OTHER_WORKSPACE);
+}
+
+#[tokio::test]
+async fn request_id_is_forwarded_upstream() {
+    let h = harness().await;
+    let request = Request::get("/v1/members")
+        .header(header::AUTHORIZATION, format!("Bearer {OWNER_TOKEN}"))
+        .header("x-request-id", "req-members-1")
+        .body(Body::empty())
+        .expect("request");
+    let reply = send(&h.app, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-request-id"), Some("req-members-1"));
+    assert_eq!(
+        h.members.request_ids(),
+        vec!["req-members-1", "req-members-1"]
+    );
 }

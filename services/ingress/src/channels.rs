@@ -60,7 +60,8 @@ impl ChannelRegistry {
             Secret::generate()
                 .map_err(|e| Error::Internal(format!("no randomness for a secret: {e}")))?
         } else {
-            Secret::parse(&req.secret).map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?
+            Secret::parse(&req.secret)
+                .map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?
         };
         for t in &req.accepted_voice_types {
             if !t.contains('/') {
@@ -71,7 +72,8 @@ impl ChannelRegistry {
         }
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_micros();
-        let voice = serde_json::to_string(&req.accepted_voice_types).unwrap_or_else(|_| "[]".into());
+        let voice =
+            serde_json::to_string(&req.accepted_voice_types).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO channels (id, workspace_id, kind, name, outbound_url, secret, accepted_voice_types, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -115,7 +117,10 @@ impl ChannelRegistry {
         row.map(|r| self.stored(&r)).transpose()
     }
 
-    pub async fn list(&self, req: &pb::ListChannelsRequest) -> Result<(Vec<pb::Channel>, String), Error> {
+    pub async fn list(
+        &self,
+        req: &pb::ListChannelsRequest,
+    ) -> Result<(Vec<pb::Channel>, String), Error> {
         require("workspace_id", &req.workspace_id)?;
         let page = req.page.clone().unwrap_or_default();
         let size = page_size(page.page_size);
@@ -202,7 +207,10 @@ impl Channels for ChannelRegistry {
         &self,
         request: Request<pb::CreateChannelRequest>,
     ) -> Result<Response<pb::CreateChannelResponse>, Status> {
-        let stored = self.create(request.get_ref()).await.map_err(|e| e.to_status())?;
+        let stored = self
+            .create(request.get_ref())
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::CreateChannelResponse {
             channel: Some(stored.channel),
             secret: stored.secret,
@@ -214,7 +222,10 @@ impl Channels for ChannelRegistry {
         request: Request<pb::GetChannelRequest>,
     ) -> Result<Response<pb::Channel>, Status> {
         let r = request.get_ref();
-        let stored = self.get(&r.workspace_id, &r.channel_id).await.map_err(|e| e.to_status())?;
+        let stored = self
+            .get(&r.workspace_id, &r.channel_id)
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(stored.channel))
     }
 
@@ -222,7 +233,10 @@ impl Channels for ChannelRegistry {
         &self,
         request: Request<pb::ListChannelsRequest>,
     ) -> Result<Response<pb::ListChannelsResponse>, Status> {
-        let (channels, next) = self.list(request.get_ref()).await.map_err(|e| e.to_status())?;
+        let (channels, next) = self
+            .list(request.get_ref())
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListChannelsResponse {
             channels,
             page: Some(PageInfo {
@@ -236,7 +250,9 @@ impl Channels for ChannelRegistry {
         request: Request<pb::DeleteChannelRequest>,
     ) -> Result<Response<pb::DeleteChannelResponse>, Status> {
         let r = request.get_ref();
-        self.delete(&r.workspace_id, &r.channel_id).await.map_err(|e| e.to_status())?;
+        self.delete(&r.workspace_id, &r.channel_id)
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::DeleteChannelResponse {}))
     }
 
@@ -245,7 +261,10 @@ impl Channels for ChannelRegistry {
         request: Request<pb::GetChannelRequest>,
     ) -> Result<Response<pb::ChannelCredentials>, Status> {
         let r = request.get_ref();
-        let stored = self.get(&r.workspace_id, &r.channel_id).await.map_err(|e| e.to_status())?;
+        let stored = self
+            .get(&r.workspace_id, &r.channel_id)
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ChannelCredentials {
             channel: Some(stored.channel),
             secret: stored.secret,

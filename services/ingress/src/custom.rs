@@ -89,13 +89,17 @@ pub fn parse(body: &[u8], channel_id: &str, webhook_id: &str) -> Result<Parsed, 
             non_empty("message.external_id", &message.external_id)?;
             non_empty("message.sender.external_id", &message.sender.external_id)?;
             if message.text.len() > MAX_TEXT_BYTES {
-                return Err(format!("message.text is longer than {MAX_TEXT_BYTES} bytes"));
+                return Err(format!(
+                    "message.text is longer than {MAX_TEXT_BYTES} bytes"
+                ));
             }
             if message.text.trim().is_empty() && message.attachments.is_empty() {
                 return Err("message has neither text nor attachments".into());
             }
             if message.attachments.len() > MAX_ATTACHMENTS {
-                return Err(format!("message has more than {MAX_ATTACHMENTS} attachments"));
+                return Err(format!(
+                    "message has more than {MAX_ATTACHMENTS} attachments"
+                ));
             }
             let attachments = message
                 .attachments
@@ -158,7 +162,9 @@ fn attachment(i: usize, a: AttachmentBody) -> Result<Attachment, String> {
     let url = url::Url::parse(&a.url)
         .map_err(|e| format!("message.attachments[{i}].url is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("message.attachments[{i}].url must be http or https"));
+        return Err(format!(
+            "message.attachments[{i}].url must be http or https"
+        ));
     }
     if !a.mime_type.is_empty() && !a.mime_type.contains('/') {
         return Err(format!(
@@ -208,7 +214,10 @@ mod tests {
             panic!("not a status");
         };
         assert_eq!(s.state, DeliveryState::Delivered as i32);
-        assert_eq!(Parsed::Status(s).dedup_keys(), vec!["status:x9:2".to_owned()]);
+        assert_eq!(
+            Parsed::Status(s).dedup_keys(),
+            vec!["status:x9:2".to_owned()]
+        );
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl Ingress {
     /// The gRPC channel registry.
     pub fn grpc(
         &self,
-    ) -> telenet_proto::ingress::v1::channels_server::ChannelsServer<channels::ChannelRegistry> {
+    ) -> telenet_proto::ingress::v1::channels_server::ChannelsServer<channels::ChannelRegistry>
+    {
         telenet_proto::ingress::v1::channels_server::ChannelsServer::new(
             channels::ChannelRegistry::new(self.clone()),
         )
@@ -131,10 +132,11 @@ impl Ingress {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
             }
             let cutoff = telenet_store::now_micros() - retention;
-            if let Err(e) = telenet_store::sqlx::query("DELETE FROM webhook_keys WHERE created_at < $1")
-                .bind(cutoff)
-                .execute(self.db.pool())
-                .await
+            if let Err(e) =
+                telenet_store::sqlx::query("DELETE FROM webhook_keys WHERE created_at < $1")
+                    .bind(cutoff)
+                    .execute(self.db.pool())
+                    .await
             {
                 tracing::warn!(error = %e, "pruning webhook keys failed");
             }

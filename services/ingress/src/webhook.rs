@@ -87,7 +87,14 @@ async fn receive(
         Ok(p) => p,
         Err(e) => return reject(StatusCode::BAD_REQUEST, e),
     };
-    accept(&ingress, &channel.channel.workspace_id, &channel.channel.id, &webhook_id, parsed).await
+    accept(
+        &ingress,
+        &channel.channel.workspace_id,
+        &channel.channel.id,
+        &webhook_id,
+        parsed,
+    )
+    .await
 }
 
 /// Record the de-duplication keys and publish in one go: the keys are
@@ -102,7 +109,10 @@ async fn accept(
 ) -> Response {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, channel_id, "{what}");
-        reject(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry later")
+        reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily unavailable, retry later",
+        )
     };
     let mut keys = vec![format!("webhook:{webhook_id}")];
     keys.extend(parsed.dedup_keys());

@@ -6,7 +6,19 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// A service the suite can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceName {
     Ingress,
@@ -135,7 +147,9 @@ impl Config {
         if self.database_url.is_empty() {
             format!(
                 "sqlite://{}?mode=rwc",
-                self.data_dir.join(format!("{}.db", service.as_str())).display()
+                self.data_dir
+                    .join(format!("{}.db", service.as_str()))
+                    .display()
             )
         } else {
             self.database_url.clone()

@@ -85,7 +85,10 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -116,7 +119,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let _telemetry = telenet_kit::telemetry::init("telenet-dev", config.log_format, "info,opentelemetry=warn")?;
+            let _telemetry = telenet_kit::telemetry::init(
+                "telenet-dev",
+                config.log_format,
+                "info,opentelemetry=warn",
+            )?;
             let result = serve(config, ServiceName::ALL.to_vec(), true).await;
             drop(temp);
             result
@@ -124,7 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let mut config = load(&args.common)?;
             config.seed = false;
-            let _telemetry = telenet_kit::telemetry::init("telenet", config.log_format, "info,opentelemetry=warn")?;
+            let _telemetry = telenet_kit::telemetry::init(
+                "telenet",
+                config.log_format,
+                "info,opentelemetry=warn",
+            )?;
             let services = if args.services.is_empty() {
                 ServiceName::ALL.to_vec()
             } else {
@@ -134,7 +145,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             let config = load(&args.common)?;
-            let _telemetry = telenet_kit::telemetry::init("telenet", config.log_format, "info,opentelemetry=warn")?;
+            let _telemetry = telenet_kit::telemetry::init(
+                "telenet",
+                config.log_format,
+                "info,opentelemetry=warn",
+            )?;
             let services = if args.services.is_empty() {
                 ServiceName::ALL.to_vec()
             } else {

@@ -130,11 +130,16 @@ impl Suite {
             };
             *endpoint = local.clone();
         }
-        let client = |endpoint: &str| telenet_kit::grpc::channel(endpoint, &self.config.grpc_client);
+        let client =
+            |endpoint: &str| telenet_kit::grpc::channel(endpoint, &self.config.grpc_client);
 
-        let bus = telenet_bus::connect(&self.config.bus_url, &self.config.bus_prefix, self.retry.clone())
-            .await
-            .context("event bus")?;
+        let bus = telenet_bus::connect(
+            &self.config.bus_url,
+            &self.config.bus_prefix,
+            self.retry.clone(),
+        )
+        .await
+        .context("event bus")?;
         let readiness = Readiness::new();
         let mut server = GrpcServer::new(self.config.grpc_server.clone())
             .with_readiness(readiness.clone())
@@ -174,12 +179,18 @@ impl Suite {
                     server = server.add_service(ingress.grpc());
                     let listener = telenet_kit::shutdown::bind(&ingress.config().listen).await?;
                     webhook_listener = Some(listener.local_addr()?);
-                    tasks.spawn(serve_http(listener, ingress.router(), token.clone(), "webhooks"));
+                    tasks.spawn(serve_http(
+                        listener,
+                        ingress.router(),
+                        token.clone(),
+                        "webhooks",
+                    ));
                     tasks.spawn(ingress.run(token.clone()));
                 }
                 (ServiceName::Contacts, Some(db)) => {
                     let contacts =
-                        telenet_contacts::ContactsService::new(db, self.config.contacts.clone()).await?;
+                        telenet_contacts::ContactsService::new(db, self.config.contacts.clone())
+                            .await?;
                     server = server.add_service(contacts.grpc());
                 }
                 (ServiceName::Conversations, Some(db)) => {
@@ -196,7 +207,11 @@ impl Suite {
                     if self.config.seed {
                         seed = Some(seed_workspace(&self.config, conversations.members()).await?);
                     }
-                    tasks.spawn(conversations.run(token.clone()));
+                    for handle in conversations.start(token.clone()).await? {
+                        tasks.spawn(async move {
+                            let _ = handle.await;
+                        });
+                    }
                 }
                 (ServiceName::Media, Some(db)) => {
                     let mut media_config = self.config.media.clone();
@@ -212,7 +227,10 @@ impl Suite {
                     server = server.add_service(media.grpc());
                 }
                 (other, _) => {
-                    tracing::warn!(service = other.as_str(), "service not available in this build yet");
+                    tracing::warn!(
+                        service = other.as_str(),
+                        "service not available in this build yet"
+                    );
                 }
             }
         }
@@ -245,7 +263,12 @@ pub fn grpc_name(service: ServiceName) -> String {
 }
 
 /// Serve an axum router until cancelled, finishing in-flight requests.
-async fn serve_http(listener: TcpListener, router: axum::Router, token: CancellationToken, what: &'static str) {
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    token: CancellationToken,
+    what: &'static str,
+) {
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await;
@@ -263,9 +286,14 @@ async fn seed_workspace(
 ) -> anyhow::Result<Seed> {
     let path = config.data_dir.join("dev-seed.json");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
         let seed = Seed {
             workspace_id: field("workspace_id"),
             user_id: field("user_id"),

@@ -28,7 +28,7 @@ pub struct DailyVolumeQuery {
     /// First day to include (UTC), `YYYY-MM-DD`.
     #[param(value_type = String, format = Date, example = "2025-01-01")]
     pub from: Option<String>,
-    /// Last day to include (UTC), `YYYY-MM-DD`; at most 366 days after `from`.
+    /// Last day to include (UTC), `YYYY-MM-DD`; a report spans at most 366 days.
     #[param(value_type = String, format = Date, example = "2025-01-31")]
     pub to: Option<String>,
     /// Only this channel.

@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -28,20 +28,31 @@ pub const OWNER_ID: &str = "0198a3c1-0000-7000-8000-000000000001";
 pub const AGENT_ID: &str = "0198a3c1-0000-7000-8000-000000000002";
 pub const OWNER_TOKEN: &str = "tok_owner_0123456789";
 pub const AGENT_TOKEN: &str = "tok_agent_0123456789";
+pub const OTHER_WORKSPACE: &str = "0198a3c1-0000-7000-8000-00000000000b";
+pub const OTHER_ID: &str = "0198a3c1-0000-7000-8000-000000000003";
+pub const OTHER_TOKEN: &str = "tok_other_0123456789";
 
-/// `Members` answering `Authenticate` from a fixed table and counting calls;
-/// every other method is unimplemented.
+/// `Members` answering `Authenticate` and `ListMembers` from a fixed token
+/// table, counting calls; every other method is unimplemented.
 #[derive(Clone, Default)]
 pub struct FakeMembers {
     pub tokens: HashMap<String, Member>,
+    /// `Authenticate` calls so far.
     pub calls: Arc<AtomicUsize>,
+    /// The `x-request-id` metadata of every call.
+    pub request_ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeMembers {
     pub fn standard() -> Self {
         let member = |user_id: &str, name: &str, level: AccessLevel| Member {
             user_id: user_id.to_owned(),
-            workspace_id: WORKSPACE.to_owned(),
+            workspace_id: if user_id == OTHER_ID {
+                OTHER_WORKSPACE
+            } else {
+                WORKSPACE
+            }
+            .to_owned(),
             name: name.to_owned(),
             email: format!("{}@example.com", name.to_lowercase()),
             access_level: level.into(),
@@ -59,14 +70,36 @@ impl FakeMembers {
             AGENT_TOKEN.to_owned(),
             member(AGENT_ID, "Arturo", AccessLevel::Agent),
         );
+        tokens.insert(
+            OTHER_TOKEN.to_owned(),
+            member(OTHER_ID, "Oscar", AccessLevel::Manager),
+        );
         Self {
             tokens,
             calls: Arc::default(),
+            request_ids: Arc::default(),
         }
     }
 
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn request_ids(&self) -> Vec<String> {
+        self.request_ids
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default()
+    }
+
+    fn record<T>(&self, request: &tonic::Request<T>) {
+        let id = request
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok());
+        if let (Some(id), Ok(mut ids)) = (id, self.request_ids.lock()) {
+            ids.push(id.to_owned());
+        }
     }
 }
 
@@ -84,6 +117,7 @@ impl Members for FakeMembers {
         request: tonic::Request<AuthenticateRequest>,
     ) -> Result<tonic::Response<Member>, tonic::Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.record(&request);
         match self.tokens.get(&request.into_inner().token) {
             Some(member) => Ok(tonic::Response::new(member.clone())),
             None => Err(tonic::Status::unauthenticated("unknown or revoked token")),
@@ -106,9 +140,18 @@ impl Members for FakeMembers {
 
     async fn list_members(
         &self,
-        _: tonic::Request<ListMembersRequest>,
+        request: tonic::Request<ListMembersRequest>,
     ) -> Result<tonic::Response<ListMembersResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not in this fake"))
+        self.record(&request);
+        let workspace_id = request.into_inner().workspace_id;
+        let mut members: Vec<Member> = self
+            .tokens
+            .values()
+            .filter(|m| m.workspace_id == workspace_id)
+            .cloned()
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tonic::Response::new(ListMembersResponse { members }))
     }
 
     async fn create_token(
