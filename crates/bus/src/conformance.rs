@@ -1,4 +1,4 @@
-//! The contract of [`EventBus`], as checks every implementation must pass.
+//! The contract of [`EventBus`](crate::EventBus), as checks every implementation must pass.
 //!
 //! `tests/conformance.rs` runs [`run_all`] against the in-memory bus and
 //! against a real RabbitMQ; a new implementation gets the same call. The

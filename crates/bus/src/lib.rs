@@ -53,7 +53,8 @@ pub struct SubscribeSpec {
     pub group: String,
     /// Routing-key patterns (`*` one word, `#` zero or more words).
     pub bindings: Vec<String>,
-    /// How many unacknowledged deliveries a subscriber may hold.
+    /// How many unacknowledged deliveries a subscriber may hold (0: no limit,
+    /// as in AMQP).
     pub prefetch: u16,
 }
 

@@ -107,7 +107,7 @@ pub(crate) async fn claim(
     .await?;
     let taken = sqlx::query(
         "UPDATE deliveries SET lease_owner = $3, lease_until = $4 \
-         WHERE workspace_id = $1 AND message_id = $2 AND state = $5 AND $6 >= 0",
+         WHERE workspace_id = $1 AND message_id = $2 AND state = $5 AND lease_until <= $6",
     )
     .bind(workspace_id)
     .bind(&request.message_id)

@@ -227,12 +227,17 @@ impl DispatchService {
             }
         }
         let workspace_id = env.workspace_id.as_str();
+        let event_id = if env.event_id.is_empty() {
+            incoming.event.id.as_str()
+        } else {
+            env.event_id.as_str()
+        };
         let lease_micros = i64::try_from(self.inner.config.lease().as_micros()).unwrap_or(i64::MAX);
         let (previous, lease) = match deliveries::claim(
             &self.inner.db,
             workspace_id,
             &request,
-            &env.event_id,
+            event_id,
             lease_micros,
         )
         .await?
@@ -276,7 +281,7 @@ impl DispatchService {
                 state,
                 external_id,
                 error,
-                event_id: &env.event_id,
+                event_id,
                 traceparent,
             },
         )
@@ -389,5 +394,28 @@ impl Dispatch for DispatchService {
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListDeadLettersResponse { deliveries }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_durations_with_units_and_keeps_defaults() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "http_timeout": "2s",
+            "directory_cache_ttl": "0s",
+            "max_attempts": 3,
+        }))
+        .expect("config");
+        assert_eq!(config.http_timeout, Duration::from_secs(2));
+        assert_eq!(config.directory_cache_ttl, Duration::ZERO);
+        assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.concurrency, 32);
+        assert_eq!(config.http_connect_timeout, Duration::from_secs(5));
+        let written = serde_json::to_value(Config::default()).expect("serialize");
+        assert_eq!(written["http_timeout"], "15s");
+        assert!(serde_json::from_value::<Config>(serde_json::json!({"max_attempt": 3})).is_err());
     }
 }

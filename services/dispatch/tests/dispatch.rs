@@ -233,11 +233,14 @@ struct Harness {
 }
 
 const MAX_ATTEMPTS: u32 = 4;
+/// Generous enough for a loaded machine: an unplanned timeout would add an
+/// attempt and break the exact counts the tests expect.
+const HTTP_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn test_config() -> Config {
     Config {
-        http_connect_timeout: Duration::from_millis(500),
-        http_timeout: Duration::from_millis(500),
+        http_connect_timeout: HTTP_TIMEOUT,
+        http_timeout: HTTP_TIMEOUT,
         max_attempts: MAX_ATTEMPTS,
         concurrency: 8,
         ..Config::default()
@@ -660,9 +663,9 @@ impl Harness {
 
 async fn timeouts_and_unreachable_receivers_are_retried(backend: Backend) {
     let mut h = Harness::start(backend).await;
-    // Slower than the 500 ms budget once, then prompt.
+    // Slower than the time budget once, then prompt.
     let mut slow = reply(200, r#"{"external_id":"late"}"#);
-    slow.delay = Duration::from_secs(2);
+    slow.delay = HTTP_TIMEOUT * 2;
     h.channel(
         "ws1",
         "slow",

@@ -57,7 +57,7 @@ async fn unknown_or_malformed_token_is_401_invalid_token() {
 }
 
 #[tokio::test]
-async fn unknown_route_check_comes_before_auth_but_bodies_after() {
+async fn token_is_checked_before_the_body() {
     let h = harness().await;
     // A malformed body with no token is refused for the token, not the body.
     let reply = send(&h.app, json("PUT", "/v1/me/status", None, "{not json")).await;

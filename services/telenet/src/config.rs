@@ -116,6 +116,7 @@ pub struct Config {
     pub contacts: telenet_contacts::Config,
     pub conversations: telenet_conversations::Config,
     pub media: telenet_media::Config,
+    pub gateway: telenet_gateway::Config,
 }
 
 impl Default for Config {
@@ -137,6 +138,7 @@ impl Default for Config {
             contacts: Default::default(),
             conversations: Default::default(),
             media: Default::default(),
+            gateway: Default::default(),
         }
     }
 }

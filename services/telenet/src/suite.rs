@@ -146,6 +146,7 @@ impl Suite {
             .file_descriptor_sets(&[telenet_proto::FILE_DESCRIPTOR_SET]);
         let mut webhook_listener = None;
         let mut seed = None;
+        let mut gateway_addr = None;
 
         for &service in &self.services.clone() {
             let db = if service.has_database() {
@@ -173,18 +174,17 @@ impl Suite {
             }
             match (service, db) {
                 (ServiceName::Ingress, Some(db)) => {
-                    let ingress =
-                        telenet_ingress::Ingress::new(db, bus.clone(), self.config.ingress.clone())
-                            .await?;
+                    let listener = telenet_kit::shutdown::bind(&self.config.ingress.listen).await?;
+                    let addr = listener.local_addr()?;
+                    let mut ingress_config = self.config.ingress.clone();
+                    // With an ephemeral port, the default public URL follows it.
+                    if ingress_config.public_url == telenet_ingress::Config::default().public_url {
+                        ingress_config.public_url = format!("http://{addr}");
+                    }
+                    let ingress = telenet_ingress::Ingress::new(db, bus.clone(), ingress_config).await?;
                     server = server.add_service(ingress.grpc());
-                    let listener = telenet_kit::shutdown::bind(&ingress.config().listen).await?;
-                    webhook_listener = Some(listener.local_addr()?);
-                    tasks.spawn(serve_http(
-                        listener,
-                        ingress.router(),
-                        token.clone(),
-                        "webhooks",
-                    ));
+                    webhook_listener = Some(addr);
+                    tasks.spawn(serve_http(listener, ingress.router(), token.clone(), "webhooks"));
                     tasks.spawn(ingress.run(token.clone()));
                 }
                 (ServiceName::Contacts, Some(db)) => {
@@ -226,6 +226,27 @@ impl Suite {
                     let media = telenet_media::MediaService::new(db, media_config).await?;
                     server = server.add_service(media.grpc());
                 }
+                (ServiceName::Gateway, _) => {
+                    let presence = telenet_presence::connect(
+                        &self.config.presence_url,
+                        &self.config.presence_prefix,
+                        Default::default(),
+                    )
+                    .await
+                    .context("presence store")?;
+                    let e = &self.config.endpoints;
+                    let upstreams = telenet_gateway::Upstreams {
+                        conversations: client(&e.conversations)?,
+                        members: client(&e.conversations)?,
+                        ingress: client(&e.ingress)?,
+                        contacts: client(&e.contacts)?,
+                        reporting: client(&e.reporting)?,
+                    };
+                    let router = telenet_gateway::router(upstreams, presence, self.config.gateway.clone());
+                    let listener = telenet_kit::shutdown::bind(&self.config.gateway.listen.to_string()).await?;
+                    gateway_addr = Some(listener.local_addr()?);
+                    tasks.spawn(serve_http(listener, router, token.clone(), "gateway"));
+                }
                 (other, _) => {
                     tracing::warn!(
                         service = other.as_str(),
@@ -247,7 +268,7 @@ impl Suite {
         Ok(Running {
             grpc_addr,
             webhook_addr: webhook_listener,
-            gateway_addr: None,
+            gateway_addr,
             seed,
             bus,
             token,
