@@ -22,7 +22,15 @@ pub async fn send_webhook(
     webhook_id: &str,
     body: &serde_json::Value,
 ) -> reqwest::Response {
-    send_raw(http, url, secret, webhook_id, telenet_signing::unix_now(), body.to_string().as_bytes()).await
+    send_raw(
+        http,
+        url,
+        secret,
+        webhook_id,
+        telenet_signing::unix_now(),
+        body.to_string().as_bytes(),
+    )
+    .await
 }
 
 /// POST raw bytes signed at `timestamp`.
@@ -164,7 +172,13 @@ async fn receive(
     let Some(secret) = r.secret.lock().await.clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no secret yet".into());
     };
-    if let Err(e) = secret.verify(h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), &body, telenet_signing::unix_now()) {
+    if let Err(e) = secret.verify(
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature"),
+        &body,
+        telenet_signing::unix_now(),
+    ) {
         r.rejected.lock().await.push(e.to_string());
         return (StatusCode::UNAUTHORIZED, e.to_string());
     }
@@ -172,7 +186,10 @@ async fn receive(
         let mut fail = r.fail_next.lock().await;
         if !fail.is_empty() {
             let status = fail.remove(0);
-            return (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "planned failure".into());
+            return (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "planned failure".into(),
+            );
         }
     }
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -184,7 +201,10 @@ async fn receive(
         body: json,
     });
     let n = received.len();
-    (StatusCode::OK, serde_json::json!({"external_id": format!("out-{n}")}).to_string())
+    (
+        StatusCode::OK,
+        serde_json::json!({"external_id": format!("out-{n}")}).to_string(),
+    )
 }
 
 /// A TCP forwarder to `target` that can be cut (every connection closed and
@@ -209,7 +229,11 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let (tx, _) = tokio::sync::watch::channel(0u64);
         let generation = Arc::new(tx);
-        let me = Self { addr, up: up.clone(), generation: generation.clone() };
+        let me = Self {
+            addr,
+            up: up.clone(),
+            generation: generation.clone(),
+        };
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !up.load(Ordering::SeqCst) {

@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 /// Short retry delays so tests see retries and dead letters quickly.
 pub fn test_retry() -> telenet_bus::RetryPolicy {
     telenet_bus::RetryPolicy {
-        delays: vec![Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(300)],
+        delays: vec![
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+            Duration::from_millis(300),
+        ],
     }
 }
 
@@ -29,7 +33,8 @@ pub fn embedded(dir: &std::path::Path) -> Config {
 
 /// RabbitMQ URL of this machine (`TELENET_TEST_AMQP_URL` overrides).
 pub fn amqp_url() -> String {
-    std::env::var("TELENET_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TELENET_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// Redis URL of this machine (`TELENET_TEST_REDIS_URL` overrides).

@@ -27,14 +27,20 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("gateway request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, None).await
@@ -93,7 +99,9 @@ async fn separate(dir: &std::path::Path) -> Deployment {
                 token = running.seed.clone().expect("seed").token;
             }
             ServiceName::Dispatch => endpoints.dispatch = addr,
-            ServiceName::Gateway => gateway = format!("http://{}", running.gateway_addr.expect("gateway")),
+            ServiceName::Gateway => {
+                gateway = format!("http://{}", running.gateway_addr.expect("gateway"))
+            }
         }
         stop.push((running, cancel));
     }
@@ -107,7 +115,11 @@ async fn separate(dir: &std::path::Path) -> Deployment {
 
 async fn slice(d: Deployment) {
     let http = reqwest::Client::new();
-    let api = Api { http: http.clone(), base: d.gateway.clone(), token: d.token.clone() };
+    let api = Api {
+        http: http.clone(),
+        base: d.gateway.clone(),
+        token: d.token.clone(),
+    };
     let receiver = Receiver::start().await;
 
     let (status, me) = api.get("/v1/me").await;
@@ -116,32 +128,58 @@ async fn slice(d: Deployment) {
 
     // Connect a custom channel.
     let (status, channel) = api
-        .post("/v1/channels", json!({"kind": "custom", "name": "Shop", "outbound_url": receiver.url()}))
+        .post(
+            "/v1/channels",
+            json!({"kind": "custom", "name": "Shop", "outbound_url": receiver.url()}),
+        )
         .await;
     assert_eq!(status, 201, "{channel}");
     let secret = channel["secret"].as_str().expect("secret").to_owned();
-    let webhook_url = channel["webhook_url"].as_str().expect("webhook url").to_owned();
+    let webhook_url = channel["webhook_url"]
+        .as_str()
+        .expect("webhook url")
+        .to_owned();
     receiver.set_secret(&secret).await;
     let (_, list) = api.get("/v1/channels").await;
     assert_eq!(list["items"].as_array().expect("items").len(), 1);
 
     // A contact writes in: an open, unassigned conversation.
-    let r = send_webhook(&http, &webhook_url, &secret, "wh-1", &inbound_text("in-1", "+34600111222", "Hola, ¿mi pedido? 📦")).await;
+    let r = send_webhook(
+        &http,
+        &webhook_url,
+        &secret,
+        "wh-1",
+        &inbound_text("in-1", "+34600111222", "Hola, ¿mi pedido? 📦"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let conv = eventually("an unassigned conversation", WAIT, || async {
-        let (_, page) = api.get("/v1/conversations?status=open&assignee=unassigned").await;
+        let (_, page) = api
+            .get("/v1/conversations?status=open&assignee=unassigned")
+            .await;
         page["items"].as_array().and_then(|a| a.first().cloned())
     })
     .await;
     let conv_id = conv["id"].as_str().expect("id").to_owned();
-    assert!(conv["assignee_user_id"].is_null() || conv["assignee_user_id"] == "", "{conv}");
-    let (status, contact) = api.get(&format!("/v1/contacts/{}", conv["contact_id"].as_str().expect("contact"))).await;
+    assert!(
+        conv["assignee_user_id"].is_null() || conv["assignee_user_id"] == "",
+        "{conv}"
+    );
+    let (status, contact) = api
+        .get(&format!(
+            "/v1/contacts/{}",
+            conv["contact_id"].as_str().expect("contact")
+        ))
+        .await;
     assert_eq!(status, 200, "{contact}");
     assert_eq!(contact["identities"][0]["external_id"], "+34600111222");
 
     // Reply: assigns the replier; the channel receives it signed.
     let (status, sent) = api
-        .post(&format!("/v1/conversations/{conv_id}/messages"), json!({"text": "¡Hola! Ya lo miro."}))
+        .post(
+            &format!("/v1/conversations/{conv_id}/messages"),
+            json!({"text": "¡Hola! Ya lo miro."}),
+        )
         .await;
     assert_eq!(status, 201, "{sent}");
     assert_eq!(sent["conversation"]["assignee_user_id"], my_id.as_str());
@@ -155,7 +193,10 @@ async fn slice(d: Deployment) {
     assert_eq!(got.webhook_id, reply_id);
     assert_eq!(got.body["type"], "message.outbound");
     assert_eq!(got.body["message"]["id"], reply_id.as_str());
-    assert_eq!(got.body["message"]["recipient"]["external_id"], "+34600111222");
+    assert_eq!(
+        got.body["message"]["recipient"]["external_id"],
+        "+34600111222"
+    );
     assert_eq!(got.body["message"]["text"], "¡Hola! Ya lo miro.");
     let reply_status = |want: &'static str| {
         let api = &api;
@@ -163,8 +204,14 @@ async fn slice(d: Deployment) {
         let reply_id = reply_id.clone();
         async move {
             eventually(want, WAIT, || async {
-                let (_, msgs) = api.get(&format!("/v1/conversations/{conv_id}/messages")).await;
-                let m = msgs["items"].as_array()?.iter().find(|m| m["id"] == reply_id.as_str())?.clone();
+                let (_, msgs) = api
+                    .get(&format!("/v1/conversations/{conv_id}/messages"))
+                    .await;
+                let m = msgs["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["id"] == reply_id.as_str())?
+                    .clone();
                 (m["status"] == want).then_some(m)
             })
             .await
@@ -187,7 +234,10 @@ async fn slice(d: Deployment) {
 
     // Close with a closing note: unassigned, out of the open queue.
     let (status, closed) = api
-        .post(&format!("/v1/conversations/{conv_id}/close"), json!({"closing_note": {"category": "orders", "summary": "order located"}}))
+        .post(
+            &format!("/v1/conversations/{conv_id}/close"),
+            json!({"closing_note": {"category": "orders", "summary": "order located"}}),
+        )
         .await;
     assert_eq!(status, 200, "{closed}");
     assert_eq!(closed["status"], "closed");
@@ -197,9 +247,18 @@ async fn slice(d: Deployment) {
     assert_eq!(open["items"].as_array().expect("items").len(), 0);
 
     // The next message opens a new unassigned conversation.
-    send_webhook(&http, &webhook_url, &secret, "wh-3", &inbound_text("in-2", "+34600111222", "Otra pregunta")).await;
+    send_webhook(
+        &http,
+        &webhook_url,
+        &secret,
+        "wh-3",
+        &inbound_text("in-2", "+34600111222", "Otra pregunta"),
+    )
+    .await;
     let next = eventually("a new conversation", WAIT, || async {
-        let (_, page) = api.get("/v1/conversations?status=open&assignee=unassigned").await;
+        let (_, page) = api
+            .get("/v1/conversations?status=open&assignee=unassigned")
+            .await;
         page["items"].as_array().and_then(|a| a.first().cloned())
     })
     .await;
@@ -209,38 +268,74 @@ async fn slice(d: Deployment) {
     // Reports count it: 2 opened, 1 closed, 2 in, 1 out today.
     let today = chrono_today();
     eventually("the daily report", WAIT, || async {
-        let (_, rep) = api.get(&format!("/v1/reports/daily-volume?from={today}&to={today}")).await;
+        let (_, rep) = api
+            .get(&format!("/v1/reports/daily-volume?from={today}&to={today}"))
+            .await;
         let row = rep["rows"].as_array()?.first()?.clone();
-        (row["conversations_opened"] == 2 && row["conversations_closed"] == 1 && row["messages_in"] == 2 && row["messages_out"] == 1)
+        (row["conversations_opened"] == 2
+            && row["conversations_closed"] == 1
+            && row["messages_in"] == 2
+            && row["messages_out"] == 1)
             .then_some(())
     })
     .await;
 
     // Presence.
-    let (status, p) = api.call(reqwest::Method::PUT, "/v1/me/status", Some(json!({"status": "away"}))).await;
+    let (status, p) = api
+        .call(
+            reqwest::Method::PUT,
+            "/v1/me/status",
+            Some(json!({"status": "away"})),
+        )
+        .await;
     assert_eq!(status, 200, "{p}");
     let (_, members) = api.get("/v1/members").await;
     assert_eq!(members["items"][0]["status"], "away");
 
     // Another workspace: sees nothing of the first.
-    let grpc = telenet_kit::grpc::channel(&d.grpc_conversations, &Default::default()).expect("channel");
+    let grpc =
+        telenet_kit::grpc::channel(&d.grpc_conversations, &Default::default()).expect("channel");
     let other = MembersClient::new(grpc)
-        .create_workspace(CreateWorkspaceRequest { name: "Other".into(), owner_name: "Oz".into(), owner_email: "oz@other.test".into() })
+        .create_workspace(CreateWorkspaceRequest {
+            name: "Other".into(),
+            owner_name: "Oz".into(),
+            owner_email: "oz@other.test".into(),
+        })
         .await
         .expect("workspace")
         .into_inner();
-    let api_b = Api { http: http.clone(), base: d.gateway.clone(), token: other.token };
+    let api_b = Api {
+        http: http.clone(),
+        base: d.gateway.clone(),
+        token: other.token,
+    };
     let (status, _) = api_b.get(&format!("/v1/conversations/{conv_id}")).await;
     assert_eq!(status, 404);
-    let (status, _) = api_b.get(&format!("/v1/contacts/{}", conv["contact_id"].as_str().expect("contact"))).await;
+    let (status, _) = api_b
+        .get(&format!(
+            "/v1/contacts/{}",
+            conv["contact_id"].as_str().expect("contact")
+        ))
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = api_b.post(&format!("/v1/conversations/{conv_id}/messages"), json!({"text": "hi"})).await;
+    let (status, _) = api_b
+        .post(
+            &format!("/v1/conversations/{conv_id}/messages"),
+            json!({"text": "hi"}),
+        )
+        .await;
     assert_eq!(status, 404);
     let (_, page) = api_b.get("/v1/conversations").await;
     assert_eq!(page["items"].as_array().expect("items").len(), 0);
     let (_, chans) = api_b.get("/v1/channels").await;
     assert_eq!(chans["items"].as_array().expect("items").len(), 0);
-    let (status, _) = Api { http: http.clone(), base: d.gateway.clone(), token: "tlnt_wrong".into() }.get("/v1/me").await;
+    let (status, _) = Api {
+        http: http.clone(),
+        base: d.gateway.clone(),
+        token: "tlnt_wrong".into(),
+    }
+    .get("/v1/me")
+    .await;
     assert_eq!(status, 401);
 
     for (running, token) in d.stop.into_iter().rev() {

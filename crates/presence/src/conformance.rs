@@ -242,6 +242,8 @@ async fn chosen_status_caps_effective_status(ctx: &Ctx) {
     assert_eq!(ctx.get(&ws, "alice").await.status, Status::Online);
 }
 
+/// Choosing online or away is done by a user at the keyboard, so it counts
+/// as activity; choosing offline does not.
 async fn set_online_counts_as_heartbeat(ctx: &Ctx) {
     let ws = fresh_workspace();
     let online = ctx.set_status(&ws, "alice", Status::Online).await;
@@ -252,10 +254,17 @@ async fn set_online_counts_as_heartbeat(ctx: &Ctx) {
         vec![("alice".to_owned(), Status::Online)]
     );
 
-    // Choosing away without a heartbeat does not make a user seen.
     let away = ctx.set_status(&ws, "bob", Status::Away).await;
-    assert_eq!((away.status, away.chosen), (Status::Offline, Status::Away));
-    assert_eq!(away.last_seen_ms, None);
+    assert_eq!((away.status, away.chosen), (Status::Away, Status::Away));
+    assert!(away.last_seen_ms.is_some());
+
+    // Choosing offline without a heartbeat does not make a user seen.
+    let offline = ctx.set_status(&ws, "carol", Status::Offline).await;
+    assert_eq!(
+        (offline.status, offline.chosen),
+        (Status::Offline, Status::Offline)
+    );
+    assert_eq!(offline.last_seen_ms, None);
 }
 
 async fn chosen_status_is_forgotten_when_user_is_gone(ctx: &Ctx) {

@@ -275,7 +275,7 @@ pub trait PresenceStore: Send + Sync + 'static {
         user_id: &str,
     ) -> Result<UserPresence, PresenceError>;
 
-    /// Sets the status the user chose; `Online` also counts as a heartbeat.
+    /// Sets the status the user chose; choosing online or away also counts as activity (a heartbeat).
     /// The choice lasts while the user is around (until `offline_after`
     /// without heartbeats).
     async fn set_status(

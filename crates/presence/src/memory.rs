@@ -139,7 +139,8 @@ impl PresenceStore for MemoryPresence {
         validate_ids(workspace_id, user_id)?;
         Ok(self.update(workspace_id, user_id, |entry, now| {
             entry.chosen = chosen;
-            if chosen == Status::Online {
+            // Choosing online or away is activity; choosing offline is not.
+            if chosen != Status::Offline {
                 entry.last_seen_ms = Some(now);
             }
         }))

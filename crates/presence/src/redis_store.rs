@@ -251,7 +251,8 @@ impl PresenceStore for RedisPresence {
         chosen: Status,
     ) -> Result<UserPresence, PresenceError> {
         validate_ids(workspace_id, user_id)?;
-        let seen = chosen == Status::Online;
+        // Choosing online or away is activity; choosing offline is not.
+        let seen = chosen != Status::Offline;
         self.write_user(workspace_id, user_id, seen, Some(chosen))
             .await
     }

@@ -117,6 +117,8 @@ pub struct Config {
     pub conversations: telenet_conversations::Config,
     pub media: telenet_media::Config,
     pub gateway: telenet_gateway::Config,
+    pub dispatch: telenet_dispatch::Config,
+    pub reporting: telenet_reporting::Config,
 }
 
 impl Default for Config {
@@ -139,6 +141,8 @@ impl Default for Config {
             conversations: Default::default(),
             media: Default::default(),
             gateway: Default::default(),
+            dispatch: Default::default(),
+            reporting: Default::default(),
         }
     }
 }

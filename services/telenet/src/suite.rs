@@ -94,6 +94,8 @@ impl Suite {
             ServiceName::Contacts => telenet_contacts::MIGRATIONS,
             ServiceName::Conversations => telenet_conversations::MIGRATIONS,
             ServiceName::Media => telenet_media::MIGRATIONS,
+            ServiceName::Dispatch => telenet_dispatch::MIGRATIONS,
+            ServiceName::Reporting => telenet_reporting::MIGRATIONS,
             _ => telenet_store::Migrations {
                 postgres: &[],
                 sqlite: &[],
@@ -108,11 +110,9 @@ impl Suite {
     /// Start every selected service; cancel `token` to stop them.
     pub async fn start(mut self, token: CancellationToken) -> anyhow::Result<Running> {
         let ephemeral = None;
-        if self.config.database_url.is_empty() || self.services.contains(&ServiceName::Media) {
-            std::fs::create_dir_all(&self.config.data_dir).with_context(|| {
-                format!("creating data directory {}", self.config.data_dir.display())
-            })?;
-        }
+        std::fs::create_dir_all(&self.config.data_dir).with_context(|| {
+            format!("creating data directory {}", self.config.data_dir.display())
+        })?;
         let tasks = TaskTracker::new();
         let grpc_listener = telenet_kit::shutdown::bind(&self.config.grpc_listen).await?;
         let grpc_addr = grpc_listener.local_addr()?;
@@ -181,10 +181,16 @@ impl Suite {
                     if ingress_config.public_url == telenet_ingress::Config::default().public_url {
                         ingress_config.public_url = format!("http://{addr}");
                     }
-                    let ingress = telenet_ingress::Ingress::new(db, bus.clone(), ingress_config).await?;
+                    let ingress =
+                        telenet_ingress::Ingress::new(db, bus.clone(), ingress_config).await?;
                     server = server.add_service(ingress.grpc());
                     webhook_listener = Some(addr);
-                    tasks.spawn(serve_http(listener, ingress.router(), token.clone(), "webhooks"));
+                    tasks.spawn(serve_http(
+                        listener,
+                        ingress.router(),
+                        token.clone(),
+                        "webhooks",
+                    ));
                     tasks.spawn(ingress.run(token.clone()));
                 }
                 (ServiceName::Contacts, Some(db)) => {
@@ -226,6 +232,35 @@ impl Suite {
                     let media = telenet_media::MediaService::new(db, media_config).await?;
                     server = server.add_service(media.grpc());
                 }
+                (ServiceName::Dispatch, Some(db)) => {
+                    let directory = Arc::new(telenet_dispatch::GrpcChannelDirectory::new(
+                        telenet_proto::ingress::v1::channels_client::ChannelsClient::new(client(
+                            &self.config.endpoints.ingress,
+                        )?),
+                    ));
+                    let dispatch = telenet_dispatch::DispatchService::new(
+                        db,
+                        bus.clone(),
+                        directory,
+                        self.config.dispatch.clone(),
+                    )
+                    .await?;
+                    server = server.add_service(dispatch.grpc());
+                    // Declare the queue now so no request is missed before the consumer runs.
+                    drop(bus.subscribe(telenet_dispatch::subscription()).await?);
+                    tasks.spawn(log_failure("dispatch", dispatch.run(token.clone())));
+                }
+                (ServiceName::Reporting, Some(db)) => {
+                    let reporting = telenet_reporting::ReportingService::new(
+                        db,
+                        bus.clone(),
+                        self.config.reporting.clone(),
+                    )
+                    .await?;
+                    server = server.add_service(reporting.grpc());
+                    drop(bus.subscribe(telenet_reporting::subscription()).await?);
+                    tasks.spawn(log_failure("reporting", reporting.run(token.clone())));
+                }
                 (ServiceName::Gateway, _) => {
                     let presence = telenet_presence::connect(
                         &self.config.presence_url,
@@ -242,8 +277,11 @@ impl Suite {
                         contacts: client(&e.contacts)?,
                         reporting: client(&e.reporting)?,
                     };
-                    let router = telenet_gateway::router(upstreams, presence, self.config.gateway.clone());
-                    let listener = telenet_kit::shutdown::bind(&self.config.gateway.listen.to_string()).await?;
+                    let router =
+                        telenet_gateway::router(upstreams, presence, self.config.gateway.clone());
+                    let listener =
+                        telenet_kit::shutdown::bind(&self.config.gateway.listen.to_string())
+                            .await?;
                     gateway_addr = Some(listener.local_addr()?);
                     tasks.spawn(serve_http(listener, router, token.clone(), "gateway"));
                 }
@@ -281,6 +319,16 @@ impl Suite {
 /// The health-service name a service's readiness is reported under.
 pub fn grpc_name(service: ServiceName) -> String {
     format!("telenet.{}", service.as_str())
+}
+
+/// Run a service's background work, logging how it ended.
+async fn log_failure<E: std::fmt::Display>(
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<(), E>>,
+) {
+    if let Err(e) = work.await {
+        tracing::error!(error = %e, what, "background work stopped");
+    }
 }
 
 /// Serve an axum router until cancelled, finishing in-flight requests.
