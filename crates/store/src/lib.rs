@@ -310,10 +310,6 @@ impl Db {
 
 /// Microseconds since the Unix epoch, the time unit of every stored timestamp.
 pub fn now_micros() -> i64 {
-    chrono_free_now()
-}
-
-fn chrono_free_now() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -335,6 +331,21 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A stored time (microseconds) as a protobuf timestamp.
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// A protobuf timestamp as stored microseconds.
+pub fn micros_of(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(ts.nanos) / 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,19 +365,4 @@ mod tests {
         );
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }
-}
-
-/// A stored time (microseconds) as a protobuf timestamp.
-pub fn timestamp(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
-/// A protobuf timestamp as stored microseconds.
-pub fn micros_of(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(ts.nanos) / 1000)
 }
