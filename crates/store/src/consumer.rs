@@ -124,11 +124,16 @@ where
     H: Fn(Incoming) -> F,
     F: Future<Output = Result<(), HandleError>>,
 {
+    use tracing::Instrument as _;
     let event = delivery.event.clone();
+    // Continue the producer's trace (W3C context in the event's headers).
+    let span = tracing::info_span!("consume", group, key = %event.routing_key, event_id = %event.id, attempt = delivery.attempt);
+    telenet_kit::telemetry::set_span_parent(&span, &event.headers);
     let result = handler(Incoming {
         event: event.clone(),
         attempt: delivery.attempt,
     })
+    .instrument(span)
     .await;
     let settled = match result {
         Ok(()) => delivery.ack().await,

@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(s.state, DeliveryState::Delivered as i32);
         assert_eq!(
             Parsed::Status(s).dedup_keys(),
-            vec!["status:x9:2".to_owned()]
+            vec![format!("status:x9:{}", DeliveryState::Delivered as i32)]
         );
     }
 

@@ -28,6 +28,7 @@ pub fn router(ingress: Ingress) -> Router {
         .route("/webhooks/{channel_id}", post(receive))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(ingress)
 }
 

@@ -2,9 +2,7 @@
 //! framing (header first, then chunks) and status codes; the rules live in
 //! the service.
 
-use std::pin::Pin;
-
-use futures::{Stream, StreamExt, stream};
+use futures::{StreamExt, stream};
 use telenet_proto::media::v1 as pb;
 use telenet_proto::media::v1::media_server::Media;
 use telenet_proto::media::v1::upload_request::Part;
@@ -51,12 +49,10 @@ impl Media for MediaService {
             .map_err(|e| e.to_status())
     }
 
-    type DownloadStream = Pin<Box<dyn Stream<Item = Result<pb::DownloadResponse, Status>> + Send>>;
-
     async fn download(
         &self,
         request: Request<pb::DownloadRequest>,
-    ) -> Result<Response<Self::DownloadStream>, Status> {
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::DownloadResponse>>, Status> {
         let Download { blob, chunks } = MediaService::download(self, request.get_ref())
             .await
             .map_err(|e| e.to_status())?;

@@ -1,6 +1,7 @@
 //! The `telenet` command: the whole suite in one process (`telenet dev`),
 //! chosen services for production (`telenet serve`), and migrations.
 
+pub mod cli;
 pub mod config;
 pub mod suite;
 

@@ -1,0 +1,212 @@
+//! The command line of `telenet` and of the per-service binaries.
+//!
+//! - `telenet dev` — every service in one process on embedded defaults
+//!   (SQLite in `.telenet/`, in-memory bus and presence); prints a token.
+//! - `telenet serve --service <name>…` — chosen services, for production.
+//! - `telenet migrate` — apply database migrations and exit.
+//! - `telenet-<service>` — one service, same flags as `telenet serve`.
+
+use std::path::PathBuf;
+
+use crate::{Config, ServiceName, Suite};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "telenet", version, about = "TELENET business messaging inbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in one process on embedded defaults.
+    Dev(DevArgs),
+    /// Run the chosen services (default: all).
+    Serve(ServeArgs),
+    /// Apply the database migrations of the chosen services (default: all) and exit.
+    Migrate(ServeArgs),
+}
+
+/// Flags shared by every command; each overrides the configuration key named in its help.
+#[derive(Args, Serialize, Default)]
+pub struct Common {
+    /// Optional TOML configuration file.
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// `data_dir`: where SQLite databases, blobs and the dev token live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `database_url`: PostgreSQL URL instead of SQLite files.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `bus_url`: `memory://` or `amqp://…`.
+    #[arg(long)]
+    bus_url: Option<String>,
+    /// `presence_url`: `memory://` or `redis://…`.
+    #[arg(long)]
+    presence_url: Option<String>,
+    /// `grpc_listen`: gRPC address of this process.
+    #[arg(long)]
+    grpc_listen: Option<String>,
+    /// `ingress.listen`: webhook listener address.
+    #[arg(long)]
+    #[serde(rename = "ingress.listen")]
+    webhook_listen: Option<String>,
+    /// `ingress.public_url`: public base URL of the webhook listener.
+    #[arg(long)]
+    #[serde(rename = "ingress.public_url")]
+    webhook_public_url: Option<String>,
+    /// `log_format`: pretty or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Keep nothing: use a temporary data directory removed at exit.
+    #[arg(long)]
+    ephemeral: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A service to run (repeat for several); default all.
+    #[arg(long = "service", value_enum)]
+    services: Vec<ServiceName>,
+}
+
+/// `telenet …`
+pub fn main() -> std::process::ExitCode {
+    block_on(run(Cli::parse()))
+}
+
+/// A single service's binary: `telenet serve --service <service>` with the
+/// remaining flags of the command line.
+pub fn main_service(service: ServiceName) -> std::process::ExitCode {
+    #[derive(Parser)]
+    #[command(version, about = "One TELENET service (see `telenet serve --help`)")]
+    struct One {
+        #[command(flatten)]
+        common: Common,
+    }
+    let one = One::parse();
+    block_on(run(Cli {
+        command: Command::Serve(ServeArgs {
+            common: one.common,
+            services: vec![service],
+        }),
+    }))
+}
+
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(common: &Common) -> anyhow::Result<Config> {
+    Ok(telenet_kit::config::load(common.config.as_deref(), common)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => {
+            let mut config = load(&args.common)?;
+            let temp = if args.ephemeral {
+                let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+                config.data_dir = dir.path().to_owned();
+                Some(dir)
+            } else {
+                None
+            };
+            let _telemetry = telenet_kit::telemetry::init(
+                "telenet-dev",
+                config.log_format,
+                "info,opentelemetry=warn",
+            )?;
+            let result = serve(config, ServiceName::ALL.to_vec(), true).await;
+            drop(temp);
+            result
+        }
+        Command::Serve(args) => {
+            let mut config = load(&args.common)?;
+            config.seed = false;
+            let _telemetry = telenet_kit::telemetry::init(
+                "telenet",
+                config.log_format,
+                "info,opentelemetry=warn",
+            )?;
+            let services = if args.services.is_empty() {
+                ServiceName::ALL.to_vec()
+            } else {
+                args.services
+            };
+            serve(config, services, false).await
+        }
+        Command::Migrate(args) => {
+            let config = load(&args.common)?;
+            let _telemetry = telenet_kit::telemetry::init(
+                "telenet",
+                config.log_format,
+                "info,opentelemetry=warn",
+            )?;
+            let services = if args.services.is_empty() {
+                ServiceName::ALL.to_vec()
+            } else {
+                args.services
+            };
+            Suite::new(config, services).migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, services: Vec<ServiceName>, dev: bool) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    telenet_kit::shutdown::on_signal(token.clone());
+    let data_dir = config.data_dir.clone();
+    let running = Suite::new(config, services).start(token.clone()).await?;
+    if dev {
+        println!("TELENET dev server");
+        println!("data: {}", data_dir.display());
+        println!("grpc: {}", running.grpc_addr);
+        if let Some(a) = running.webhook_addr {
+            println!("webhooks: http://{a}/webhooks/{{channel_id}}");
+        }
+        if let Some(a) = running.gateway_addr {
+            println!("gateway: http://{a}");
+        }
+        if let Some(seed) = &running.seed {
+            println!("workspace: {}", seed.workspace_id);
+            println!("token: {}", seed.token);
+        }
+    }
+    token.cancelled().await;
+    tracing::info!("shutting down");
+    running.wait().await;
+    Ok(())
+}
