@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Every check the project runs, in order; CI runs it through .ci/run, and so
-# can you (the services must be up: scripts/services.sh ensure).
+# Every check the project runs, in order: the README's test command, and what
+# CI runs through .ci/run. It first makes sure PostgreSQL, Redis and RabbitMQ
+# answer (starting or installing them), since integration tests use them.
 # To add a check, add another header and command below.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "==> services (PostgreSQL, Redis, RabbitMQ)"
+scripts/services.sh ensure
 
 echo "==> cargo fmt --all --check"
 cargo fmt --all --check

@@ -24,7 +24,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .generate_default_stubs(true)
         .compile_fds(fds)?;
+    std::fs::write(
+        out.join("event_routing.rs"),
+        routing_keys(&std::fs::read_to_string(
+            root.join("telenet/events/v1/events.proto"),
+        )?)?,
+    )?;
     Ok(())
+}
+
+/// The routing key of every `EventEnvelope.payload` case is written in the
+/// proto, as a comment `// \`area.event\`` right above the field; generate
+/// `Payload::routing_key` from it so the proto stays the one source.
+fn routing_keys(proto: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let block = proto
+        .split_once("oneof payload {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(block, _)| block)
+        .ok_or("events.proto: no `oneof payload` in EventEnvelope")?;
+    let mut arms = String::new();
+    let mut key: Option<String> = None;
+    for line in block.lines().map(str::trim) {
+        if let Some(comment) = line.strip_prefix("//") {
+            let comment = comment.trim();
+            if let Some(k) = comment.strip_prefix('`').and_then(|c| c.strip_suffix('`')) {
+                key = Some(k.to_owned());
+            }
+        } else if let Some(field) = line.split_whitespace().nth(1) {
+            let k = key.take().ok_or_else(|| {
+                format!("events.proto: payload field `{field}` has no routing-key comment")
+            })?;
+            let variant: String = field
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            arms.push_str(&format!("            Payload::{variant}(_) => \"{k}\",\n"));
+        }
+    }
+    Ok(format!(
+        "impl event_envelope::Payload {{\n    /// The routing key (`<area>.<event>`) this case is published under.\n    pub fn routing_key(&self) -> &'static str {{\n        use event_envelope::Payload;\n        match self {{\n{arms}        }}\n    }}\n}}\n"
+    ))
 }
 
 fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -17,6 +17,7 @@ pub mod telenet {
     pub mod events {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/telenet.events.v1.rs"));
+            include!(concat!(env!("OUT_DIR"), "/event_routing.rs"));
         }
     }
     pub mod ingress {

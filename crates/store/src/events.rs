@@ -7,22 +7,9 @@ use telenet_proto::events::v1::{EventEnvelope, TraceContext, event_envelope::Pay
 
 use crate::consumer::HandleError;
 
-/// The routing key of a payload (`<area>.<event>`).
+/// The routing key of a payload (`<area>.<event>`), as written in events.proto.
 pub fn routing_key(payload: &Payload) -> &'static str {
-    match payload {
-        Payload::InboundMessageReceived(_) => "inbound.message",
-        Payload::InboundStatusReceived(_) => "inbound.status",
-        Payload::ConversationOpened(_) => "conversation.opened",
-        Payload::ConversationAssigned(_) => "conversation.assigned",
-        Payload::ConversationUnassigned(_) => "conversation.unassigned",
-        Payload::ConversationClosed(_) => "conversation.closed",
-        Payload::MessageCreated(_) => "message.created",
-        Payload::OutboundRequested(_) => "outbound.requested",
-        Payload::OutboundStatusChanged(_) => "outbound.status",
-        Payload::MessageStatusChanged(_) => "message.status",
-        Payload::ContactCreated(_) => "contact.created",
-        Payload::PresenceChanged(_) => "presence.changed",
-    }
+    payload.routing_key()
 }
 
 /// A new envelope: fresh UUIDv7 id, occurred now, in `workspace_id`.
