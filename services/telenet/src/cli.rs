@@ -61,6 +61,10 @@ pub struct Common {
     #[arg(long)]
     #[serde(rename = "ingress.public_url")]
     webhook_public_url: Option<String>,
+    /// `gateway.listen`: REST gateway address.
+    #[arg(long)]
+    #[serde(rename = "gateway.listen")]
+    gateway_listen: Option<String>,
     /// `log_format`: pretty or json.
     #[arg(long)]
     log_format: Option<String>,

@@ -1,0 +1,148 @@
+//! The `telenet` command as a newcomer uses it: `telenet dev` prints where
+//! things listen and a token on a `token: …` line; the token works at the
+//! gateway; data (and the token) survive a restart; `--ephemeral` keeps
+//! nothing; a wrong configuration key is named.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Dev {
+    child: Child,
+    lines: Vec<String>,
+}
+
+impl Dev {
+    fn start(args: &[&str]) -> Dev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_telenet"))
+            .arg("dev")
+            .args(["--grpc-listen", "127.0.0.1:0", "--webhook-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("TELENET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("telenet dev starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !lines.iter().any(|l: &String| l.starts_with("token: ")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no token line within 60 s; output so far: {lines:?}");
+                }
+            }
+        }
+        Dev { child, lines }
+    }
+
+    fn value(&self, prefix: &str) -> String {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {:?}", self.lines))
+            .trim()
+            .to_owned()
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: a graceful stop.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "telenet dev exited with {status}");
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("telenet dev did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn me(gateway: &str, token: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{gateway}/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("gateway answers");
+    (r.status().as_u16(), r.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn dev_prints_a_token_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let first = Dev::start(&["--data-dir", data]);
+    let token = first.value("token: ");
+    let gateway = first.value("gateway: ");
+    let (status, who) = me(&gateway, &token).await;
+    assert_eq!(status, 200, "{who}");
+    let created = reqwest::Client::new()
+        .post(format!("{gateway}/v1/channels"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"kind": "custom", "name": "Kept", "outbound_url": "http://127.0.0.1:9/"}))
+        .send()
+        .await
+        .expect("create channel");
+    assert_eq!(created.status(), 201);
+    first.stop();
+
+    let second = Dev::start(&["--data-dir", data]);
+    assert_eq!(second.value("token: "), token, "the same workspace and token after a restart");
+    let gateway = second.value("gateway: ");
+    let (status, again) = me(&gateway, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["user_id"], who["user_id"]);
+    let channels: serde_json::Value = reqwest::Client::new()
+        .get(format!("{gateway}/v1/channels"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(channels["items"][0]["name"], "Kept");
+    second.stop();
+}
+
+#[tokio::test]
+async fn ephemeral_keeps_nothing() {
+    let one = Dev::start(&["--ephemeral"]);
+    let data = one.value("data: ");
+    let token = one.value("token: ");
+    assert!(std::path::Path::new(&data).exists());
+    one.stop();
+    assert!(!std::path::Path::new(&data).exists(), "{data} removed at exit");
+    let two = Dev::start(&["--ephemeral"]);
+    assert_ne!(two.value("token: "), token);
+    two.stop();
+}
+
+#[test]
+fn a_wrong_configuration_key_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_telenet"))
+        .args(["dev", "--ephemeral"])
+        .env("TELENET_INGRESS__LISTN", "127.0.0.1:1")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ingress.listn") && err.contains("TELENET_INGRESS__LISTN"), "{err}");
+}
