@@ -29,6 +29,24 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations of the chosen services (default: all) and exit.
     Migrate(ServeArgs),
+    /// Create a workspace with its first owner through the conversations
+    /// service (`endpoints.conversations`) and print the owner's token.
+    CreateWorkspace(CreateWorkspaceArgs),
+}
+
+#[derive(Args)]
+pub struct CreateWorkspaceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Workspace name.
+    #[arg(long)]
+    name: String,
+    /// The first owner's name.
+    #[arg(long)]
+    owner_name: String,
+    /// The first owner's e-mail.
+    #[arg(long)]
+    owner_email: String,
 }
 
 /// Flags shared by every command; each overrides the configuration key named in its help.
@@ -169,6 +187,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.services
             };
             serve(config, services, false).await
+        }
+        Command::CreateWorkspace(args) => {
+            let config = load(&args.common)?;
+            let channel =
+                telenet_kit::grpc::channel(&config.endpoints.conversations, &config.grpc_client)?;
+            let created =
+                telenet_proto::conversations::v1::members_client::MembersClient::new(channel)
+                    .create_workspace(telenet_proto::conversations::v1::CreateWorkspaceRequest {
+                        name: args.name,
+                        owner_name: args.owner_name,
+                        owner_email: args.owner_email,
+                    })
+                    .await
+                    .map_err(|s| {
+                        anyhow::anyhow!("creating the workspace: {}: {}", s.code(), s.message())
+                    })?
+                    .into_inner();
+            println!(
+                "workspace: {}",
+                created.workspace.map(|w| w.id).unwrap_or_default()
+            );
+            println!(
+                "owner: {}",
+                created.owner.map(|o| o.user_id).unwrap_or_default()
+            );
+            println!("token: {}", created.token);
+            Ok(())
         }
         Command::Migrate(args) => {
             let config = load(&args.common)?;

@@ -16,7 +16,14 @@ impl Dev {
     fn start(args: &[&str]) -> Dev {
         let mut child = Command::new(env!("CARGO_BIN_EXE_telenet"))
             .arg("dev")
-            .args(["--grpc-listen", "127.0.0.1:0", "--webhook-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--webhook-listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env("TELENET_LOG", "warn")
             .stdout(Stdio::piped())
@@ -58,7 +65,9 @@ impl Dev {
 
     fn stop(mut self) {
         // SIGTERM: a graceful stop.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -104,7 +113,11 @@ async fn dev_prints_a_token_and_keeps_data_across_restarts() {
     first.stop();
 
     let second = Dev::start(&["--data-dir", data]);
-    assert_eq!(second.value("token: "), token, "the same workspace and token after a restart");
+    assert_eq!(
+        second.value("token: "),
+        token,
+        "the same workspace and token after a restart"
+    );
     let gateway = second.value("gateway: ");
     let (status, again) = me(&gateway, &token).await;
     assert_eq!(status, 200);
@@ -129,7 +142,10 @@ async fn ephemeral_keeps_nothing() {
     let token = one.value("token: ");
     assert!(std::path::Path::new(&data).exists());
     one.stop();
-    assert!(!std::path::Path::new(&data).exists(), "{data} removed at exit");
+    assert!(
+        !std::path::Path::new(&data).exists(),
+        "{data} removed at exit"
+    );
     let two = Dev::start(&["--ephemeral"]);
     assert_ne!(two.value("token: "), token);
     two.stop();
@@ -144,5 +160,63 @@ fn a_wrong_configuration_key_is_named() {
         .expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ingress.listn") && err.contains("TELENET_INGRESS__LISTN"), "{err}");
+    assert!(
+        err.contains("ingress.listn") && err.contains("TELENET_INGRESS__LISTN"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn create_workspace_talks_to_a_running_conversations_service() {
+    let dev = Dev::start(&["--ephemeral"]);
+    let grpc = dev.value("grpc: ");
+    let gateway = dev.value("gateway: ");
+    let out = Command::new(env!("CARGO_BIN_EXE_telenet"))
+        .args([
+            "create-workspace",
+            "--name",
+            "Acme",
+            "--owner-name",
+            "Olga",
+            "--owner-email",
+            "olga@acme.test",
+        ])
+        .env("TELENET_ENDPOINTS__CONVERSATIONS", format!("http://{grpc}"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token line")
+        .to_owned();
+    let (status, who) = me(&gateway, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(who["email"], "olga@acme.test");
+    assert_eq!(who["access_level"], "owner");
+    let bad = Command::new(env!("CARGO_BIN_EXE_telenet"))
+        .args([
+            "create-workspace",
+            "--name",
+            "",
+            "--owner-name",
+            "O",
+            "--owner-email",
+            "not-an-email",
+        ])
+        .env("TELENET_ENDPOINTS__CONVERSATIONS", format!("http://{grpc}"))
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    dev.stop();
 }
