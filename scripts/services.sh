@@ -2,7 +2,8 @@
 # Local services for the tests: PostgreSQL (127.0.0.1:5432), Redis (6379) and
 # RabbitMQ (5672), started the way this kind of machine starts them.
 #
-#   scripts/services.sh ensure   start whatever does not answer (installing it
+#   scripts/services.sh ensure   install missing build tools (BUILD_TOOLS), then
+#                                start whatever does not answer (installing it
 #                                from Debian's packages if it is missing), wait
 #                                for it, fail naming any service still down
 #   scripts/services.sh status   only report; non-zero if any service is down
@@ -116,6 +117,31 @@ rabbitmq_after_install() {
 }
 rabbitmq_after_start() { :; }
 
+# --- tools the build needs (not services, but installed the same way) -----
+
+# command:package pairs. cmake builds the libopus that the `opus` crate
+# bundles (media service); pkg-config is how build scripts find libraries.
+# ffmpeg (with ffprobe) and sox are the media service's external encoders
+# (AAC, still-image MP4, AMR-NB through libopencore-amrnb) and what its
+# tests check outputs with.
+BUILD_TOOLS=(cmake:cmake pkg-config:pkg-config ffmpeg:ffmpeg ffprobe:ffmpeg sox:sox)
+
+ensure_build_tools() {
+    local entry missing=()
+    for entry in "${BUILD_TOOLS[@]}"; do
+        command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
+    done
+    [ "${#missing[@]}" -gt 0 ] || return 0
+    if [ "$APT_UPDATED" = no ]; then
+        log "apt-get update"
+        apt-get update -q || fail "build tools: apt-get update failed"
+        APT_UPDATED=yes
+    fi
+    log "build tools: DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" ||
+        fail "build tools: apt-get install ${missing[*]} failed"
+}
+
 # --- shared steps ----------------------------------------------------------
 
 install_package() {
@@ -187,6 +213,7 @@ main() {
     case "${1:-}" in
         ensure)
             local service
+            ensure_build_tools
             for service in "${SERVICES[@]}"; do
                 ensure "$service"
             done

@@ -12,6 +12,9 @@ scripts/services.sh ensure
 echo "==> cargo fmt --all --check"
 cargo fmt --all --check
 
+echo "==> deploy checks (chart, images, k8s/, Tiltfile)"
+scripts/check-deploy.sh
+
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

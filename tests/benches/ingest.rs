@@ -88,6 +88,7 @@ impl Settings {
 #[tokio::main]
 async fn main() {
     install_log_counter();
+    sqlx::any::install_default_drivers();
     let s = Settings::from_env();
     println!("TELENET end-to-end ingest benchmark");
     println!("{}", machine());
@@ -102,20 +103,11 @@ async fn main() {
         println!("== embedded defaults: SQLite files, in-memory bus and presence ==");
         let dir = tempfile::tempdir().expect("tempdir");
         let ceiling_url = testing::sqlite_in(dir.path(), "ceiling");
-        let single = commit_ceiling(&ceiling_url, s.messages, 1).await;
-        line(
-            "ceiling",
-            "SQLite single-row commits, 8 tasks, our Db",
-            single,
-            "rows/s",
-        );
-        let batched = commit_ceiling(&ceiling_url, s.messages * 10, BATCH_ROWS).await;
-        line(
-            "ceiling",
-            "SQLite 100-row INSERTs, 8 tasks, our Db",
-            batched,
-            "rows/s",
-        );
+        let (single, cpu) = with_cpu(commit_ceiling(&ceiling_url, s.messages, 1)).await;
+        line("SQLite single-row commits, 8 tasks, our Db", single, "rows/s", &cpu);
+        let (batched, cpu) =
+            with_cpu(commit_ceiling(&ceiling_url, s.messages * 10, BATCH_ROWS)).await;
+        line("SQLite 100-row INSERTs, 8 tasks, our Db", batched, "rows/s", &cpu);
         let run_dir = dir.path().join("suite");
         let r = ingest(world::embedded(&run_dir), &s).await;
         r.print();
@@ -148,46 +140,37 @@ async fn main() {
         } else {
             println!("{}", versions().await);
             let db_url = testing::fresh_postgres().await;
-            let single = commit_ceiling(&db_url, s.messages, 1).await;
-            line(
-                "ceiling",
-                "PostgreSQL single-row commits, 8 tasks, our Db",
-                single,
-                "rows/s",
-            );
-            let batched = commit_ceiling(&db_url, s.messages * 10, BATCH_ROWS).await;
-            line(
-                "ceiling",
-                "PostgreSQL 100-row INSERTs, 8 tasks, our Db",
-                batched,
-                "rows/s",
-            );
+            let (single, cpu) = with_cpu(commit_ceiling(&db_url, s.messages, 1)).await;
+            line("PostgreSQL single-row commits, 8 tasks, our Db", single, "rows/s", &cpu);
+            let (batched, cpu) =
+                with_cpu(commit_ceiling(&db_url, s.messages * 10, BATCH_ROWS)).await;
+            line("PostgreSQL 100-row INSERTs, 8 tasks, our Db", batched, "rows/s", &cpu);
             drop_database(&db_url).await;
             let rabbit = rabbit_ceilings(&world::amqp_url(), s.messages).await;
             line(
-                "ceiling",
                 "RabbitMQ publish+confirm, 4 tasks x 100/publish",
-                rabbit.publish_batched,
+                rabbit.publish_batched.0,
                 "msgs/s",
+                &rabbit.publish_batched.1,
             );
             line(
-                "ceiling",
                 "RabbitMQ publish+confirm, 64 tasks x 1/publish",
-                rabbit.publish_single,
+                rabbit.publish_single.0,
                 "msgs/s",
+                &rabbit.publish_single.1,
             );
             line(
-                "ceiling",
                 "RabbitMQ end to end: publish+confirm, consume+ack",
-                rabbit.end_to_end,
+                rabbit.end_to_end.0,
                 "msgs/s",
+                &rabbit.end_to_end.1,
             );
             let run_dir = tempfile::tempdir().expect("tempdir");
             let config = world::real(run_dir.path()).await;
             let r = ingest(config, &s).await;
             r.print();
-            let slower = rabbit.end_to_end.min(single);
-            let which = if rabbit.end_to_end < single {
+            let slower = rabbit.end_to_end.0.min(single);
+            let which = if rabbit.end_to_end.0 < single {
                 "RabbitMQ end to end"
             } else {
                 "PostgreSQL single-row"
@@ -209,9 +192,9 @@ async fn main() {
                 r.check_word(),
                 single,
                 batched,
-                rabbit.end_to_end,
-                rabbit.publish_batched,
-                rabbit.publish_single,
+                rabbit.end_to_end.0,
+                rabbit.publish_batched.0,
+                rabbit.publish_single.0,
                 ratio
             ));
         }
@@ -226,8 +209,18 @@ async fn main() {
     }
 }
 
-fn line(kind: &str, what: &str, value: f64, unit: &str) {
-    println!("{kind:<8} {what:<52} {value:>9.0} {unit}");
+fn line(what: &str, value: f64, unit: &str, cpu: &CpuUse) {
+    println!(
+        "ceiling  {what:<52} {value:>9.0} {unit}  (cores: {})",
+        cpu.short()
+    );
+}
+
+/// Run `work` and report the CPU the machine spent meanwhile.
+async fn with_cpu<T>(work: impl std::future::Future<Output = T>) -> (T, CpuUse) {
+    let before = cpu_snapshot();
+    let value = work.await;
+    (value, cpu_snapshot().since(&before))
 }
 
 // ---------------------------------------------------------------------------
@@ -294,7 +287,19 @@ struct Ingest {
     conversations: usize,
     expected_conversations: usize,
     cpu: CpuUse,
+    /// PostgreSQL work per message over the suite's life (real infrastructure).
+    pg: Option<PgWork>,
     logs: Vec<String>,
+}
+
+/// What PostgreSQL did for the suite's database, per message.
+struct PgWork {
+    messages: usize,
+    transactions: f64,
+    rollbacks: f64,
+    inserted: f64,
+    updated: f64,
+    deleted: f64,
 }
 
 impl Ingest {
@@ -373,6 +378,22 @@ impl Ingest {
             if self.exact() { "exact" } else { "NOT EXACT" }
         );
         println!("         {}", self.cpu);
+        println!(
+            "         CPU per persisted message: {}",
+            self.cpu.per_item(self.accepted)
+        );
+        if self.cpu.others() > 0.2 {
+            println!(
+                "         NOISE: other processes used {:.2} cores on average during this run",
+                self.cpu.others()
+            );
+        }
+        if let Some(pg) = &self.pg {
+            println!(
+                "         PostgreSQL per message ({} messages incl. warm-up, all services): {:.1} transactions ({:.2} rolled back), rows {:.1} inserted, {:.1} updated, {:.1} deleted",
+                pg.messages, pg.transactions, pg.rollbacks, pg.inserted, pg.updated, pg.deleted
+            );
+        }
         if self.logs.is_empty() {
             println!("         logs: no warnings or errors");
         } else {
@@ -385,6 +406,7 @@ impl Ingest {
 }
 
 async fn ingest(config: Config, s: &Settings) -> Ingest {
+    OBSERVER_QUERIES.store(0, Ordering::SeqCst);
     let conversations_url = config.database_url_of(ServiceName::Conversations);
     let real = (!config.database_url.is_empty())
         .then(|| (config.database_url.clone(), config.bus_prefix.clone()));
@@ -540,7 +562,7 @@ async fn ingest(config: Config, s: &Settings) -> Ingest {
             *refused.entry(why.clone()).or_insert(0) += 1;
         }
     }
-    let result = Ingest {
+    let mut result = Ingest {
         sent: sent.len(),
         accepted: accepted.len(),
         duplicates: sent
@@ -561,8 +583,10 @@ async fn ingest(config: Config, s: &Settings) -> Ingest {
         conversations: usize::try_from(conversations).unwrap_or(0),
         expected_conversations: s.senders.min(s.messages),
         cpu,
+        pg: None,
         logs: take_logs(),
     };
+    let messages_total = warm_ok + accepted.len();
 
     observer.close().await;
     if tokio::time::timeout(Duration::from_secs(30), running.shutdown())
@@ -573,15 +597,47 @@ async fn ingest(config: Config, s: &Settings) -> Ingest {
     }
     if let Some((database_url, bus_prefix)) = real {
         delete_suite_queues(&bus_prefix).await;
+        // Closed connections have flushed their statistics.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        result.pg = pg_work(&database_url, messages_total).await;
         drop_database(&database_url).await;
     }
     result
+}
+
+/// Queries the benchmark made itself on the suite's database (to subtract).
+static OBSERVER_QUERIES: AtomicUsize = AtomicUsize::new(0);
+
+/// PostgreSQL's counters for the suite's database, per message.
+async fn pg_work(url: &str, messages: usize) -> Option<PgWork> {
+    use sqlx::ConnectOptions as _;
+    let opts: sqlx::any::AnyConnectOptions = url.parse().ok()?;
+    let mut conn = opts.connect().await.ok()?;
+    let row = sqlx::query(
+        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted \
+         FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok()?;
+    let get = |i: usize| row.try_get::<i64, _>(i).ok().map(|v| v as f64);
+    let own = OBSERVER_QUERIES.swap(0, Ordering::SeqCst) as f64;
+    let per = |v: f64| v / messages.max(1) as f64;
+    Some(PgWork {
+        messages,
+        transactions: per(get(0)? - own),
+        rollbacks: per(get(1)?),
+        inserted: per(get(2)?),
+        updated: per(get(3)?),
+        deleted: per(get(4)?),
+    })
 }
 
 /// Sum of `message_count` over the workspace's conversations: kept in the
 /// same transaction as the message row, and cheap to read (one row per
 /// conversation rather than per message).
 async fn persisted(observer: &Db, workspace: &str) -> usize {
+    OBSERVER_QUERIES.fetch_add(1, Ordering::Relaxed);
     let n: i64 = sqlx::query(
         "SELECT CAST(COALESCE(SUM(message_count), 0) AS BIGINT) FROM conversations WHERE workspace_id = $1",
     )
@@ -786,9 +842,9 @@ async fn commit_ceiling(url: &str, rows: usize, batch: usize) -> f64 {
 // Ceilings: RabbitMQ
 
 struct RabbitCeilings {
-    publish_batched: f64,
-    publish_single: f64,
-    end_to_end: f64,
+    publish_batched: (f64, CpuUse),
+    publish_single: (f64, CpuUse),
+    end_to_end: (f64, CpuUse),
 }
 
 /// An event the size of what ingress publishes for one inbound message.
@@ -866,13 +922,21 @@ async fn rabbit_ceilings(url: &str, count: usize) -> RabbitCeilings {
         .await
         .expect("declare the publish queue");
     let template = sample_event("ceiling.publish");
+    let cpu = cpu_snapshot();
     let started = Instant::now();
     publish_many(&bus, &template, count, PUBLISH_TASKS, PUBLISH_BATCH).await;
-    let publish_batched = count as f64 / started.elapsed().as_secs_f64();
+    let publish_batched = (
+        count as f64 / started.elapsed().as_secs_f64(),
+        cpu_snapshot().since(&cpu),
+    );
     let singles = count / 2;
+    let cpu = cpu_snapshot();
     let started = Instant::now();
     publish_many(&bus, &template, singles, 64, 1).await;
-    let publish_single = singles as f64 / started.elapsed().as_secs_f64();
+    let publish_single = (
+        singles as f64 / started.elapsed().as_secs_f64(),
+        cpu_snapshot().since(&cpu),
+    );
     drop(parked);
 
     // End to end: our consumer loop (prefetch 64, 16 handlers, ack after the
@@ -902,17 +966,21 @@ async fn rabbit_ceilings(url: &str, count: usize) -> RabbitCeilings {
         .expect("ceiling consumer")
     };
     let template = sample_event("ceiling.e2e");
+    let cpu = cpu_snapshot();
     let started = Instant::now();
     let waited = done.notified();
     publish_many(&bus, &template, count, PUBLISH_TASKS, PUBLISH_BATCH).await;
     let end_to_end = match tokio::time::timeout(Duration::from_secs(120), waited).await {
-        Ok(()) => count as f64 / started.elapsed().as_secs_f64(),
+        Ok(()) => (
+            count as f64 / started.elapsed().as_secs_f64(),
+            cpu_snapshot().since(&cpu),
+        ),
         Err(_) => {
             println!(
                 "WARNING  RabbitMQ end-to-end ceiling: only {} of {count} consumed within 120 s",
                 received.load(Ordering::SeqCst)
             );
-            0.0
+            (0.0, cpu_snapshot().since(&cpu))
         }
     };
     stop.cancel();
@@ -1138,9 +1206,46 @@ struct CpuUse {
     groups: BTreeMap<&'static str, f64>,
 }
 
+impl CpuUse {
+    /// Cores used by processes other than this one and the servers.
+    fn others(&self) -> f64 {
+        (self.busy - self.groups.values().sum::<f64>()).max(0.0)
+    }
+
+    fn group(&self, name: &str) -> f64 {
+        self.groups.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Cores of this process, the servers and everything else.
+    fn short(&self) -> String {
+        format!(
+            "this process {:.2}, postgres {:.2}, rabbitmq {:.2}, other processes {:.2}",
+            self.group(SELF),
+            self.group("postgres"),
+            self.group("rabbitmq"),
+            self.others()
+        )
+    }
+
+    /// CPU milliseconds per item of `count` items.
+    fn per_item(&self, count: usize) -> String {
+        let ms = |cores: f64| cores * self.secs * 1000.0 / count.max(1) as f64;
+        format!(
+            "this process {:.2} ms, postgres {:.2} ms, rabbitmq {:.2} ms, whole machine {:.2} ms (of which other processes {:.2} ms)",
+            ms(self.group(SELF)),
+            ms(self.group("postgres")),
+            ms(self.group("rabbitmq")),
+            ms(self.busy),
+            ms(self.others())
+        )
+    }
+}
+
+/// The group of this process in CPU accounting.
+const SELF: &str = "this process (clients + suite)";
+
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let known: f64 = self.groups.values().sum();
         write!(
             f,
             "CPU in cores over {:.1} s: machine busy {:.2}",
@@ -1151,8 +1256,8 @@ impl std::fmt::Display for CpuUse {
         }
         write!(
             f,
-            ", anything else {:.2}; iowait {:.2}",
-            (self.busy - known).max(0.0),
+            ", other processes {:.2}; iowait {:.2}",
+            self.others(),
             self.iowait
         )
     }
@@ -1176,12 +1281,7 @@ fn cpu_snapshot() -> CpuSnapshot {
     let busy = f(0) + f(1) + f(2) + f(5) + f(6) + f(7);
     let me = std::process::id().to_string();
     let mut groups: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for name in [
-        "this process (clients + suite)",
-        "postgres",
-        "rabbitmq",
-        "redis",
-    ] {
+    for name in [SELF, "postgres", "rabbitmq", "redis"] {
         groups.insert(name, 0);
     }
     if let Ok(dir) = std::fs::read_dir("/proc") {
@@ -1206,7 +1306,7 @@ fn cpu_snapshot() -> CpuSnapshot {
                     .and_then(|x| x.parse::<u64>().ok())
                     .unwrap_or(0);
             let group = if pid == me {
-                "this process (clients + suite)"
+                SELF
             } else if comm.starts_with("postgres") {
                 "postgres"
             } else if comm == "beam.smp" || comm == "erl_child_setup" || comm == "epmd" {

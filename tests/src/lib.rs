@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use telenet_signing::Secret;
 
+pub mod flow;
 pub mod world;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -97,6 +98,8 @@ where
 pub struct Received {
     pub webhook_id: String,
     pub body: serde_json::Value,
+    /// The W3C `traceparent` header, when the sender passed its trace on.
+    pub traceparent: Option<String>,
 }
 
 /// A custom channel's receiving end: verifies the Standard Webhooks
@@ -199,6 +202,7 @@ async fn receive(
     received.push(Received {
         webhook_id: h("webhook-id").unwrap_or_default().to_owned(),
         body: json,
+        traceparent: h("traceparent").map(str::to_owned),
     });
     let n = received.len();
     (

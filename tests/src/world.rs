@@ -28,6 +28,7 @@ pub fn embedded(dir: &std::path::Path) -> Config {
     };
     c.ingress.listen = "127.0.0.1:0".into();
     c.gateway.listen = ([127, 0, 0, 1], 0).into();
+    c.metrics_listen = "127.0.0.1:0".into();
     c
 }
 

@@ -21,7 +21,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::{
-    BusError, DeadLetter, Delivery, Event, RetryPolicy, SharedBus, SubscribeSpec, Subscription,
+    BusError, DeadLetter, Delivery, Event, QueueDepth, RetryPolicy, SharedBus, SubscribeSpec,
+    Subscription,
 };
 
 /// Short delays, so the retry cases take well under a second.
@@ -70,6 +71,7 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         empty_publish_and_ping,
         unknown_group_has_no_dead_letters,
         invalid_input_is_a_config_error,
+        queue_depth_counts_waiting_and_dead_letters,
     ]
 }
 
@@ -616,4 +618,70 @@ async fn invalid_input_is_a_config_error(bus: SharedBus) {
         "pattern over 255 bytes: {:?}",
         outcome.err()
     );
+}
+
+/// Waits until the group's queue depth is `want` (brokers count
+/// asynchronously), or panics with the last value seen.
+async fn depth_becomes(bus: &SharedBus, group: &str, want: QueueDepth, what: &str) {
+    let deadline = Instant::now() + ARRIVAL;
+    loop {
+        let depth = match bus.queue_depth(group).await {
+            Ok(depth) => depth,
+            Err(err) => panic!("{what}: queue depth of {group}: {err}"),
+        };
+        if depth == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: queue depth {depth:?}, expected {want:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn queue_depth_counts_waiting_and_dead_letters(bus: SharedBus) {
+    let g = group("depth");
+    depth_becomes(&bus, &g, QueueDepth::default(), "a group never subscribed").await;
+    let mut sub = subscribe(&bus, &g, &["depth.#"], 1).await;
+    let events: Vec<Event> = (0..4).map(|i| event("depth.e", &i.to_string())).collect();
+    publish(&bus, &events).await;
+    let first = next(&mut sub, "first").await;
+    depth_becomes(
+        &bus,
+        &g,
+        QueueDepth {
+            ready: 3,
+            dead_letters: 0,
+        },
+        "one held (prefetch 1), three waiting",
+    )
+    .await;
+    if let Err(err) = first.dead_letter("bad").await {
+        panic!("dead_letter: {err}");
+    }
+    let second = next(&mut sub, "second").await;
+    depth_becomes(
+        &bus,
+        &g,
+        QueueDepth {
+            ready: 2,
+            dead_letters: 1,
+        },
+        "after a dead letter",
+    )
+    .await;
+    ack(second).await;
+    for _ in 0..2 {
+        ack(next(&mut sub, "rest").await).await;
+    }
+    depth_becomes(
+        &bus,
+        &g,
+        QueueDepth {
+            ready: 0,
+            dead_letters: 1,
+        },
+        "all consumed",
+    )
+    .await;
 }

@@ -16,8 +16,11 @@ use bytes::Bytes;
 #[doc(hidden)]
 pub mod conformance;
 pub mod memory;
+pub mod metered;
 pub mod rabbitmq;
 pub mod routing;
+
+pub use metered::MeteredBus;
 
 /// One event on the bus. The payload is opaque to the bus (in TELENET it is an
 /// encoded `telenet.events.v1.EventEnvelope`).
@@ -219,17 +222,36 @@ pub(crate) fn check_spec(spec: &SubscribeSpec) -> Result<(), BusError> {
 /// A stream of deliveries for one consumer-group member.
 pub struct Subscription {
     rx: tokio::sync::mpsc::Receiver<Delivery>,
+    /// Set by [`MeteredBus`]: every delivery handed out is measured.
+    meter: Option<metered::ConsumeMeter>,
 }
 
 impl Subscription {
     pub fn from_receiver(rx: tokio::sync::mpsc::Receiver<Delivery>) -> Self {
-        Self { rx }
+        Self { rx, meter: None }
     }
 
     /// The next delivery; `None` when the bus shut the subscription down.
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        let mut delivery = self.rx.recv().await?;
+        if let Some(meter) = &self.meter {
+            if let Some(settle) = delivery.disarm() {
+                delivery.settle = Some(meter.wrap(&delivery.event.routing_key, settle));
+            }
+        }
+        Some(delivery)
     }
+}
+
+/// How many messages wait in a consumer group's queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready in the group's queue: published, not yet delivered to a
+    /// consumer (the group's lag). Deliveries held unsettled and retries
+    /// waiting out their delay are not counted.
+    pub ready: u64,
+    /// In the group's dead-letter queue.
+    pub dead_letters: u64,
 }
 
 /// A dead-lettered event, as listed for operators.
@@ -258,6 +280,10 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Whether the broker answers (readiness).
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// How many messages wait in the group's queue and dead-letter queue;
+    /// zeros for a group that never subscribed.
+    async fn queue_depth(&self, group: &str) -> Result<QueueDepth, BusError>;
 }
 
 pub type SharedBus = Arc<dyn EventBus>;

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::{
-    BusError, DeadLetter, Delivery, Event, EventBus, RetryPolicy, Settle, SubscribeSpec,
-    Subscription, check_event, check_spec, routing,
+    BusError, DeadLetter, Delivery, Event, EventBus, QueueDepth, RetryPolicy, Settle,
+    SubscribeSpec, Subscription, check_event, check_spec, routing,
 };
 
 /// The in-memory event bus. Cloning it is cheap and clones share the queues.
@@ -368,6 +368,19 @@ impl EventBus for MemoryBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    async fn queue_depth(&self, group: &str) -> Result<QueueDepth, BusError> {
+        Ok(self.shared.with_state(|_, state, _| {
+            state
+                .groups
+                .get(group)
+                .map(|g| QueueDepth {
+                    ready: g.ready.len() as u64,
+                    dead_letters: g.dead.len() as u64,
+                })
+                .unwrap_or_default()
+        }))
     }
 }
 

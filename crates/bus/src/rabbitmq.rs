@@ -54,8 +54,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    BusError, DeadLetter, Delivery, Event, EventBus, RetryPolicy, Settle, SubscribeSpec,
-    Subscription, check_event, check_spec, is_reserved_header,
+    BusError, DeadLetter, Delivery, Event, EventBus, QueueDepth, RetryPolicy, Settle,
+    SubscribeSpec, Subscription, check_event, check_spec, is_reserved_header,
 };
 
 /// Header carrying the delivery attempt (absent on the first delivery).
@@ -363,6 +363,43 @@ impl EventBus for RabbitBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         self.shared.link.live().await.map(|_| ())
+    }
+
+    async fn queue_depth(&self, group: &str) -> Result<QueueDepth, BusError> {
+        let queue = self.shared.names.queue(group)?;
+        let dlq = self.shared.names.dlq(group)?;
+        let link = &self.shared.link;
+        within("read queue depth", async {
+            let live = link.live().await?;
+            Ok(QueueDepth {
+                ready: ready_messages(&live.conn, queue).await?,
+                dead_letters: ready_messages(&live.conn, dlq).await?,
+            })
+        })
+        .await
+    }
+}
+
+/// Messages ready in `queue` (0 if it does not exist), read with a passive
+/// declare on a channel of its own: a missing queue closes the channel.
+async fn ready_messages(conn: &Connection, queue: ShortString) -> Result<u64, BusError> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(amqp("open channel"))?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch.queue_declare(queue, passive, FieldTable::default()).await {
+        Ok(declared) => {
+            if let Err(err) = ch.close(REPLY_SUCCESS, "OK".into()).await {
+                debug!(error = %err, "closing the queue-depth channel");
+            }
+            Ok(u64::from(declared.message_count()))
+        }
+        Err(err) if is_soft(&err, AMQPSoftError::NOTFOUND) => Ok(0),
+        Err(err) => Err(amqp("read queue depth")(err)),
     }
 }
 

@@ -6,13 +6,27 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::rabbitmq::RabbitBus;
-use telenet_bus::{SharedBus, conformance};
+use telenet_bus::{MeteredBus, SharedBus, conformance};
+use telenet_kit::metrics::Metrics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_bus_conforms() {
     let outcome =
         conformance::run_all(|retry| async move { Arc::new(MemoryBus::new(retry)) as SharedBus })
             .await;
+    if let Err(report) = outcome {
+        panic!("{report}");
+    }
+}
+
+/// The metrics wrapper must not change what the bus does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metered_memory_bus_conforms() {
+    let outcome = conformance::run_all(|retry| async move {
+        let inner = Arc::new(MemoryBus::new(retry)) as SharedBus;
+        MeteredBus::new(inner, Metrics::new()) as SharedBus
+    })
+    .await;
     if let Err(report) = outcome {
         panic!("{report}");
     }

@@ -81,6 +81,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::config::duration;
 use crate::error::ErrorCode;
+use crate::metrics::{self, GrpcMetricsLayer, Metrics};
 use crate::telemetry;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -153,6 +154,7 @@ pub struct GrpcServer {
     readiness: Readiness,
     routes: RoutesBuilder,
     descriptor_sets: Vec<&'static [u8]>,
+    metrics: Option<Metrics>,
 }
 
 impl GrpcServer {
@@ -163,7 +165,17 @@ impl GrpcServer {
             readiness: Readiness::new(),
             routes: RoutesBuilder::default(),
             descriptor_sets: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// Records requests, errors and duration per method into `metrics`
+    /// (health checks excepted). Methods are known from the descriptor sets
+    /// given to [`file_descriptor_sets`](Self::file_descriptor_sets); calls
+    /// to anything else are counted under `unknown`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Uses `readiness` instead of the server's own, e.g. one created before
@@ -215,6 +227,7 @@ impl GrpcServer {
             readiness,
             mut routes,
             descriptor_sets,
+            metrics,
         } = self;
 
         let reflection = || {
@@ -232,10 +245,20 @@ impl GrpcServer {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(config.tcp_keepalive));
+        let mut known_sets = descriptor_sets.clone();
+        known_sets.extend([
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]);
         let mut server = Server::builder()
             .trace_fn(telemetry::grpc_request_span)
             .http2_keepalive_interval(Some(config.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+            // Outermost, so requests shed or timed out below are counted too.
+            .layer(GrpcMetricsLayer::new(
+                metrics,
+                metrics::grpc_methods(&known_sets),
+            ))
             .layer(ProtectLayer::new(&config));
         let router = server.add_routes(routes.routes());
 
@@ -720,8 +743,10 @@ mod tests {
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
 
+        let metrics = Metrics::new();
         let server = GrpcServer::new(GrpcServerConfig::default())
-            .file_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]);
+            .file_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET])
+            .with_metrics(metrics.clone());
         let dependency_up = Arc::new(AtomicBool::new(false));
         let check_flag = dependency_up.clone();
         let watcher = server.readiness().watch(
@@ -788,6 +813,18 @@ mod tests {
             .expect("server task")
             .expect("clean shutdown");
         watcher.await.expect("watcher ends on cancel");
+
+        // Reflection calls are measured under their method; health checks are not.
+        let text = metrics.encode().expect("metrics encode");
+        assert!(
+            text.contains(r#"telenet_grpc_server_requests_total{grpc_service="grpc.reflection.v1.ServerReflection",grpc_method="ServerReflectionInfo""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grpc_service="grpc.reflection.v1alpha.ServerReflection""#),
+            "{text}"
+        );
+        assert!(!text.contains("grpc.health"), "{text}");
     }
 
     fn slow_service(

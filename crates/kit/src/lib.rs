@@ -9,10 +9,13 @@
 //!   statuses;
 //! - [`grpc`]: the gRPC server (health, reflection, timeouts, limits,
 //!   readiness) and client channel (timeouts, keepalive, retries);
+//! - [`metrics`]: Prometheus metrics (the process's registry, RED layers
+//!   for gRPC and HTTP, the `/metrics` endpoint);
 //! - [`shutdown`]: signal handling and listener binding.
 
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -370,6 +370,53 @@ pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
         .inject_context(&current_context(), &mut MetadataInjector(metadata));
 }
 
+/// `message` as a gRPC request carrying the current trace context, for
+/// clients without the [`inject_grpc`] interceptor:
+/// `client.get_contact(telemetry::grpc_request(GetContactRequest { .. }))`.
+pub fn grpc_request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    inject_metadata(request.metadata_mut());
+    request
+}
+
+/// Adds the current trace context (`traceparent`, `tracestate`) to the
+/// headers of an outgoing HTTP request, so the receiver can join the trace.
+pub fn inject_http(headers: &mut http::HeaderMap) {
+    TraceContextPropagator::new().inject_context(&current_context(), &mut HeaderInjector(headers));
+}
+
+/// The span for one incoming HTTP request, child of the caller's trace when
+/// the request carries `traceparent`. Install it with tower-http's
+/// `TraceLayer::make_span_with` added by `Router::layer`, so the matched
+/// route template names the span (`POST /webhooks/{channel_id}`); the raw
+/// path and the `x-request-id` header are recorded as fields.
+///
+/// The span is at INFO, the level services log at: a span that is filtered
+/// out cannot carry the trace on to the events and calls the request makes.
+pub fn http_request_span<B>(request: &http::Request<B>) -> Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |path| path.as_str());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        target: "telenet::http",
+        "http.request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = %request.uri().path(),
+        request_id,
+    );
+    set_parent_context(&span, extract_http_parent(request.headers()));
+    span
+}
+
 /// Reads the trace context from HTTP/2 request headers.
 pub fn extract_http_parent(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
@@ -406,6 +453,18 @@ impl Injector for MetadataInjector<'_> {
         let value = tonic::metadata::MetadataValue::try_from(value.as_str());
         if let (Ok(key), Ok(value)) = (key, value) {
             self.0.insert(key, value);
+        }
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes());
+        let value = http::HeaderValue::from_str(&value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            self.0.insert(name, value);
         }
     }
 }
@@ -511,6 +570,37 @@ mod tests {
 
             let outgoing = inject_grpc(tonic::Request::new(())).expect("interceptor never fails");
             let traceparent = outgoing
+                .metadata()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .expect("traceparent in metadata");
+            assert_eq!(trace_id_of(traceparent), TRACE_ID);
+        });
+    }
+
+    #[test]
+    fn http_request_span_continues_caller_trace_and_outgoing_calls_carry_it() {
+        with_otel(|| {
+            let request = http::Request::builder()
+                .method("POST")
+                .uri("/webhooks/abc")
+                .header(TRACEPARENT, PARENT)
+                .body(())
+                .expect("valid request");
+            let span = http_request_span(&request);
+            assert!(!span.is_none(), "an INFO span exists");
+            let _entered = span.enter();
+
+            let mut headers = http::HeaderMap::new();
+            inject_http(&mut headers);
+            let traceparent = headers
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .expect("traceparent header");
+            assert_eq!(trace_id_of(traceparent), TRACE_ID);
+
+            let request = grpc_request(());
+            let traceparent = request
                 .metadata()
                 .get(TRACEPARENT)
                 .and_then(|v| v.to_str().ok())

@@ -14,7 +14,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::time::Instant;
 
-use crate::{PresenceChange, PresenceError, SharedPresence, Status, Thresholds, UserPresence};
+use crate::{
+    PresenceChange, PresenceError, SharedPresence, Status, StatusCounts, Thresholds, UserPresence,
+};
 
 /// Thresholds short enough for tests, with an away window wide enough to be
 /// observed on a busy machine.
@@ -60,6 +62,7 @@ pub async fn run_all(store: SharedPresence, thresholds: Thresholds) {
         subscribe_sees_changes_and_decay,
         subscribe_reports_only_changes,
         invalid_ids_are_rejected,
+        counts_span_workspaces_and_follow_decay,
     );
 }
 
@@ -393,4 +396,45 @@ async fn invalid_ids_are_rejected(ctx: &Ctx) {
         ctx.store.subscribe("a:b").await,
         Err(PresenceError::InvalidId { .. })
     ));
+}
+
+impl Ctx {
+    /// Polls the counts until they are `want`, within the patience.
+    async fn counts_become(&self, want: StatusCounts, what: &str) {
+        let deadline = Instant::now() + self.patience();
+        loop {
+            let counts = ok(self.store.count_by_status().await, "count_by_status");
+            if counts == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: counts {counts:?}, expected {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn counts_span_workspaces_and_follow_decay(ctx: &Ctx) {
+    // Users of the earlier cases decay first.
+    ctx.counts_become(StatusCounts::default(), "before").await;
+    let (a, b) = (fresh_workspace(), fresh_workspace());
+    ctx.heartbeat(&a, "u1").await;
+    ctx.heartbeat(&b, "u2").await;
+    ctx.set_status(&b, "u3", Status::Away).await;
+    ctx.heartbeat(&b, "u4").await;
+    ctx.set_status(&b, "u4", Status::Offline).await;
+    let counts = ok(ctx.store.count_by_status().await, "count_by_status");
+    assert_eq!(
+        counts,
+        StatusCounts {
+            online: 2,
+            away: 1,
+            offline: 1
+        },
+        "right after the heartbeats"
+    );
+    ctx.counts_become(StatusCounts::default(), "after everyone decayed")
+        .await;
 }

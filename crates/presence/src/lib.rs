@@ -308,6 +308,31 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Checks that the backend answers (for readiness probes).
     async fn ping(&self) -> Result<(), PresenceError>;
+
+    /// The users of every workspace with a heartbeat within `offline_after`
+    /// (those [`list`](PresenceStore::list) shows), counted by effective
+    /// status. For metrics: it reads the whole store.
+    async fn count_by_status(&self) -> Result<StatusCounts, PresenceError>;
+}
+
+/// Users by effective status, see [`PresenceStore::count_by_status`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub online: u64,
+    pub away: u64,
+    /// Active users who chose to appear offline.
+    pub offline: u64,
+}
+
+impl StatusCounts {
+    /// Counts one more user with `status`.
+    pub fn add(&mut self, status: Status) {
+        match status {
+            Status::Online => self.online += 1,
+            Status::Away => self.away += 1,
+            Status::Offline => self.offline += 1,
+        }
+    }
 }
 
 /// A presence store shared across tasks.

@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use crate::{
-    PresenceChange, PresenceError, PresenceStore, Status, Thresholds, UserPresence,
+    PresenceChange, PresenceError, PresenceStore, Status, StatusCounts, Thresholds, UserPresence,
     effective_status, now_ms, validate_ids, validate_workspace_id, watch,
 };
 
@@ -196,5 +196,18 @@ impl PresenceStore for MemoryPresence {
 
     async fn ping(&self) -> Result<(), PresenceError> {
         Ok(())
+    }
+
+    async fn count_by_status(&self) -> Result<StatusCounts, PresenceError> {
+        let now = now_ms();
+        let cutoff = now.saturating_sub(self.inner.thresholds.offline_after_ms());
+        let workspaces = self.lock();
+        let mut counts = StatusCounts::default();
+        for (user_id, entry) in workspaces.values().flatten() {
+            if entry.last_seen_ms.is_some_and(|seen| seen > cutoff) {
+                counts.add(self.presence(user_id, Some(entry), now).status);
+            }
+        }
+        Ok(counts)
     }
 }

@@ -22,7 +22,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{
-    PresenceChange, PresenceError, PresenceStore, Status, Thresholds, UserPresence,
+    PresenceChange, PresenceError, PresenceStore, Status, StatusCounts, Thresholds, UserPresence,
     effective_status, now_ms, validate_ids, validate_workspace_id, watch,
 };
 
@@ -325,5 +325,67 @@ impl PresenceStore for RedisPresence {
         let mut commands = self.commands.clone();
         let _pong: String = redis::cmd("PING").query_async(&mut commands).await?;
         Ok(())
+    }
+
+    async fn count_by_status(&self) -> Result<StatusCounts, PresenceError> {
+        // Every workspace with users has a `…presence:<w>:users` set; SCAN
+        // walks the keyspace a slice at a time without blocking Redis.
+        let pattern = format!("{}presence:*:users", escape_glob(&self.prefix));
+        let mut commands = self.commands.clone();
+        let mut workspaces = std::collections::BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut commands)
+                .await?;
+            for key in keys {
+                let workspace = key
+                    .strip_prefix(&self.prefix)
+                    .and_then(|k| k.strip_prefix("presence:"))
+                    .and_then(|k| k.strip_suffix(":users"));
+                if let Some(workspace) = workspace.filter(|w| validate_workspace_id(w).is_ok()) {
+                    workspaces.insert(workspace.to_owned());
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut counts = StatusCounts::default();
+        for workspace in workspaces {
+            for user in self.list(&workspace).await? {
+                counts.add(user.status);
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// `text` matched literally in a Redis glob pattern.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_glob;
+
+    #[test]
+    fn prefixes_are_matched_literally() {
+        assert_eq!(escape_glob("t1."), "t1.");
+        assert_eq!(escape_glob(r"a*b?[c]\d"), r"a\*b\?\[c\]\\d");
     }
 }

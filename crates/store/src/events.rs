@@ -13,23 +13,40 @@ pub fn routing_key(payload: &Payload) -> &'static str {
 }
 
 /// A new envelope: fresh UUIDv7 id, occurred now, in `workspace_id`.
-/// `traceparent` (W3C) continues the caller's trace when given.
+/// `traceparent` (W3C) continues that trace when given; without it the
+/// envelope carries the current span's trace context (the request or the
+/// consumed event that caused it), so consumers continue the same trace.
 pub fn envelope(
     workspace_id: &str,
     payload: Payload,
     traceparent: Option<String>,
 ) -> EventEnvelope {
     let now = std::time::SystemTime::now();
+    let trace = match traceparent {
+        Some(tp) => Some(TraceContext {
+            traceparent: tp,
+            tracestate: String::new(),
+        }),
+        None => current_trace(),
+    };
     EventEnvelope {
         event_id: uuid::Uuid::now_v7().to_string(),
         workspace_id: workspace_id.to_owned(),
         occurred_at: Some(prost_types::Timestamp::from(now)),
-        trace: traceparent.map(|tp| TraceContext {
-            traceparent: tp,
-            tracestate: String::new(),
-        }),
+        trace,
         payload: Some(payload),
     }
+}
+
+/// The current span's W3C trace context; `None` outside any trace.
+fn current_trace() -> Option<TraceContext> {
+    let mut headers = std::collections::BTreeMap::new();
+    telenet_kit::telemetry::inject_current(&mut headers);
+    let traceparent = headers.remove(telenet_kit::telemetry::TRACEPARENT)?;
+    Some(TraceContext {
+        traceparent,
+        tracestate: headers.remove("tracestate").unwrap_or_default(),
+    })
 }
 
 /// Encode an envelope for the bus. Envelopes without payload are a bug of the

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 use telenet_bus::{Event, SharedBus};
+use telenet_kit::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Db, StoreError, Tx, now_micros};
@@ -39,12 +40,29 @@ pub async fn backlog(db: &Db) -> Result<i64, StoreError> {
     Ok(row.try_get::<i64, _>("n")?)
 }
 
+/// Events waiting in the outbox and the time the oldest was written
+/// (microseconds since the epoch; `None` when the outbox is empty).
+pub async fn backlog_and_oldest(db: &Db) -> Result<(i64, Option<i64>), StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox")
+        .fetch_one(db.pool())
+        .await?;
+    Ok((
+        row.try_get::<i64, _>("n")?,
+        row.try_get::<Option<i64>, _>("oldest")?,
+    ))
+}
+
+/// How often the relay counts its backlog for metrics: often enough for
+/// alerting, rarely enough to cost nothing.
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
+
 /// Publishes committed outbox rows in order, in batches.
 pub struct Relay {
     db: Db,
     bus: SharedBus,
     batch: i64,
     idle_poll: Duration,
+    metrics: Option<(Metrics, String)>,
 }
 
 impl Relay {
@@ -54,6 +72,31 @@ impl Relay {
             bus,
             batch: 500,
             idle_poll: Duration::from_millis(500),
+            metrics: None,
+        }
+    }
+
+    /// Reports the events relayed and, every few seconds, the backlog into
+    /// `metrics`, labelled `db` (the owning service's name).
+    pub fn with_metrics(mut self, metrics: Metrics, db: impl Into<String>) -> Self {
+        self.metrics = Some((metrics, db.into()));
+        self
+    }
+
+    /// Counts the backlog into the metrics, if any. A failed count is only
+    /// logged: the relay's own failures already say the database is down.
+    async fn measure(&self) {
+        let Some((metrics, db)) = &self.metrics else {
+            return;
+        };
+        match backlog_and_oldest(&self.db).await {
+            Ok((backlog, oldest)) => {
+                let age = oldest.map_or(Duration::ZERO, |at| {
+                    Duration::from_micros(u64::try_from(now_micros() - at).unwrap_or(0))
+                });
+                metrics.set_outbox_backlog(db, u64::try_from(backlog).unwrap_or(0), age);
+            }
+            Err(e) => tracing::debug!(error = %e, "counting the outbox backlog failed"),
         }
     }
 
@@ -101,12 +144,20 @@ impl Relay {
     pub async fn run(self, token: CancellationToken) {
         let wakeup = self.db.outbox_wakeup();
         let mut backoff = Duration::from_millis(100);
+        let mut measured: Option<std::time::Instant> = None;
         loop {
             if token.is_cancelled() {
                 break;
             }
+            if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+                self.measure().await;
+                measured = Some(std::time::Instant::now());
+            }
             match self.relay_once().await {
                 Ok(n) if n > 0 => {
+                    if let Some((metrics, db)) = &self.metrics {
+                        metrics.count_outbox_relayed(db, n as u64);
+                    }
                     backoff = Duration::from_millis(100);
                     continue;
                 }

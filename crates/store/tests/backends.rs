@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use telenet_bus::{Event, EventBus, SubscribeSpec};
+use telenet_kit::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
 use telenet_store::{Db, Migrations, idempotency, outbox, testing};
 
 const NO_MIGRATIONS: Migrations = Migrations {
@@ -71,16 +73,54 @@ async fn check_contract(db: Db) {
         .expect("enqueue");
     tx.rollback().await.expect("rollback");
     assert_eq!(outbox::backlog(&db).await.expect("backlog"), 2);
+    let (waiting, oldest) = outbox::backlog_and_oldest(&db).await.expect("backlog");
+    assert_eq!(waiting, 2);
+    assert!(
+        oldest.is_some_and(|at| at <= telenet_store::now_micros()),
+        "{oldest:?}"
+    );
 
     let relay = outbox::Relay::new(db.clone(), bus.clone());
     assert_eq!(relay.relay_once().await.expect("relay"), 2);
     assert_eq!(outbox::backlog(&db).await.expect("backlog"), 0);
+    assert_eq!(
+        outbox::backlog_and_oldest(&db).await.expect("backlog"),
+        (0, None)
+    );
     for expected in [first, second] {
         let d = sub.next().await.expect("delivery");
         assert_eq!(d.event, expected);
         d.ack().await.expect("ack");
     }
     assert_eq!(relay.relay_once().await.expect("relay"), 0);
+
+    // A running relay reports its backlog (counted before it publishes) and
+    // what it relayed.
+    let metrics = Metrics::new();
+    let mut tx = db.begin().await.expect("begin");
+    let third = Event::new("test.three", b"3".to_vec());
+    outbox::enqueue(&mut tx, std::slice::from_ref(&third))
+        .await
+        .expect("enqueue");
+    db.commit(tx).await.expect("commit");
+    let token = CancellationToken::new();
+    let running = tokio::spawn(
+        outbox::Relay::new(db.clone(), bus.clone())
+            .with_metrics(metrics.clone(), "store")
+            .run(token.clone()),
+    );
+    let d = sub.next().await.expect("delivery");
+    assert_eq!(d.event, third);
+    d.ack().await.expect("ack");
+    token.cancel();
+    running.await.expect("relay stops");
+    let text = metrics.encode().expect("metrics");
+    for series in [
+        r#"telenet_outbox_backlog_events{db="store"} 1"#,
+        r#"telenet_outbox_relayed_events_total{db="store"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series}\n{text}");
+    }
     db.close().await;
 }
 

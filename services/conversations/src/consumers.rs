@@ -1,5 +1,6 @@
-//! The conversations service's event consumers: inbound messages, and the
-//! delivery states reported by dispatch and by channels.
+//! The conversations service's event consumers: inbound messages, the
+//! delivery states reported by dispatch and by channels, and media's
+//! outcome for inbound attachments.
 
 use telenet_bus::{SharedBus, SubscribeSpec};
 use telenet_proto::dispatch::v1::DeliveryState;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inbox::{Inbox, StatusTarget};
 
-/// Subscribe both consumers, then consume in spawned tasks until cancelled.
+/// Subscribe every consumer, then consume in spawned tasks until cancelled.
 pub async fn start(
     inbox: Inbox,
     bus: SharedBus,
@@ -23,6 +24,10 @@ pub async fn start(
         (
             "conversations.status",
             &["inbound.status", "outbound.status"][..],
+        ),
+        (
+            "conversations.media",
+            &["message.attachment_ready", "message.attachment_failed"][..],
         ),
     ] {
         let inbox = inbox.clone();
@@ -77,6 +82,18 @@ async fn handle(inbox: &Inbox, incoming: Incoming) -> Result<(), HandleError> {
                     "",
                     &s.error,
                 )
+                .await
+        }
+        Some(Payload::MessageAttachmentReady(a)) => {
+            let outcome = a.attachment.unwrap_or_default();
+            inbox
+                .apply_attachment(&env.event_id, ws, &a.message_id, a.index, &outcome)
+                .await
+        }
+        Some(Payload::MessageAttachmentFailed(a)) => {
+            let outcome = a.attachment.unwrap_or_default();
+            inbox
+                .apply_attachment(&env.event_id, ws, &a.message_id, a.index, &outcome)
                 .await
         }
         _ => Ok(()),

@@ -4,7 +4,7 @@
 //! Every state change is written with its events in one transaction.
 
 use sqlx::Row;
-use telenet_proto::common::v1::PageInfo;
+use telenet_proto::common::v1::{Attachment, AttachmentState, PageInfo};
 use telenet_proto::contacts::v1::UpsertByIdentityRequest;
 use telenet_proto::contacts::v1::contacts_client::ContactsClient;
 use telenet_proto::conversations::v1 as pb;
@@ -79,12 +79,12 @@ impl Inbox {
         let contact = self
             .contacts
             .clone()
-            .upsert_by_identity(UpsertByIdentityRequest {
+            .upsert_by_identity(telenet_kit::telemetry::grpc_request(UpsertByIdentityRequest {
                 workspace_id: workspace_id.to_owned(),
                 channel_id: msg.channel_id.clone(),
                 external_id: sender.external_id.clone(),
                 display_name: sender.display_name.clone(),
-            })
+            }))
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::InvalidArgument => {
@@ -286,6 +286,68 @@ impl Inbox {
                 channel_id,
             }));
         changes.write(&mut tx).await?;
+        self.db.commit(tx).await?;
+        Ok(())
+    }
+
+    // ---- inbound media ---------------------------------------------------
+
+    /// Apply media's outcome for one attachment of a stored message (events
+    /// `message.attachment_ready` / `message.attachment_failed`): the state,
+    /// blob id, size, MIME type and error replace the pending ones. A ready
+    /// attachment never goes back to failed.
+    pub async fn apply_attachment(
+        &self,
+        event_id: &str,
+        workspace_id: &str,
+        message_id: &str,
+        index: u32,
+        outcome: &Attachment,
+    ) -> Result<(), HandleError> {
+        let mut tx = self.db.begin().await?;
+        if !idempotency::mark_processed(&mut tx, "conversations.media", event_id).await? {
+            tx.rollback()
+                .await
+                .map_err(telenet_store::StoreError::from)?;
+            return Ok(());
+        }
+        let row = sqlx::query("SELECT attachments FROM messages WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace_id)
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(telenet_store::StoreError::from)?
+            .ok_or_else(|| HandleError::Permanent(format!("message {message_id} not found")))?;
+        let raw: Vec<u8> = row
+            .try_get("attachments")
+            .map_err(telenet_store::StoreError::from)?;
+        let mut attachments = rows::decode_attachments(&raw);
+        let Some(current) = usize::try_from(index)
+            .ok()
+            .and_then(|i| attachments.get_mut(i))
+        else {
+            return Err(HandleError::Permanent(format!(
+                "message {message_id} has no attachment {index}"
+            )));
+        };
+        let ready = AttachmentState::Ready as i32;
+        if current.state != ready || outcome.state == ready {
+            current.state = outcome.state;
+            current.blob_id = outcome.blob_id.clone();
+            current.error = outcome.error.clone();
+            if outcome.size_bytes > 0 {
+                current.size_bytes = outcome.size_bytes;
+            }
+            if !outcome.mime_type.is_empty() {
+                current.mime_type = outcome.mime_type.clone();
+            }
+            sqlx::query("UPDATE messages SET attachments = $1 WHERE id = $2")
+                .bind(rows::encode_attachments(&attachments))
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(telenet_store::StoreError::from)?;
+        }
         self.db.commit(tx).await?;
         Ok(())
     }

@@ -85,7 +85,7 @@ pub fn encode_attachments(items: &[Attachment]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn decode_attachments(raw: &[u8]) -> Vec<Attachment> {
+pub fn decode_attachments(raw: &[u8]) -> Vec<Attachment> {
     Attachments::decode(raw)
         .map(|a| a.items)
         .unwrap_or_default()

@@ -573,3 +573,133 @@ async fn consumers_apply_bus_events() {
     assert_eq!(again[0].message_count, 1);
     w.token.cancel();
 }
+
+#[tokio::test]
+async fn attachment_outcomes_update_the_stored_message() {
+    use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = world(
+        testing::sqlite_in(dir.path(), "conv"),
+        testing::sqlite_in(dir.path(), "contacts"),
+    )
+    .await;
+    let inbox = w.svc.inbox().clone();
+    let ws = w
+        .svc
+        .members()
+        .create_workspace(&pb::CreateWorkspaceRequest {
+            name: "A".into(),
+            owner_name: "O".into(),
+            owner_email: "o@a.test".into(),
+        })
+        .await
+        .expect("ws")
+        .workspace
+        .expect("ws")
+        .id;
+    let announced = |n: u32| Attachment {
+        kind: AttachmentKind::Voice as i32,
+        url: format!("https://cdn.example/{n}.ogg"),
+        mime_type: "audio/ogg".into(),
+        state: AttachmentState::Pending as i32,
+        ..Default::default()
+    };
+    let mut msg = inbound("ch", "m1", "+1", "");
+    msg.attachments = vec![announced(0), announced(1)];
+    inbox
+        .receive_message("ev-in", &ws, &msg)
+        .await
+        .expect("receive");
+    let messages = || async {
+        let conv = list(
+            &w,
+            &ws,
+            "",
+            pb::ConversationStatus::Open,
+            pb::AssigneeFilter::Any,
+        )
+        .await;
+        inbox
+            .messages(&pb::ListMessagesRequest {
+                workspace_id: ws.clone(),
+                conversation_id: conv[0].id.clone(),
+                page: None,
+            })
+            .await
+            .expect("messages")
+            .0
+    };
+    let stored = messages().await;
+    let message_id = stored[0].id.clone();
+    assert_eq!(
+        stored[0].attachments[0].state,
+        AttachmentState::Pending as i32
+    );
+
+    let ready = Attachment {
+        state: AttachmentState::Ready as i32,
+        blob_id: "ab".repeat(32),
+        size_bytes: 1234,
+        mime_type: "audio/ogg; codecs=opus".into(),
+        ..announced(0)
+    };
+    let failed = Attachment {
+        state: AttachmentState::Failed as i32,
+        error: "the provider answered HTTP 404 Not Found".into(),
+        ..announced(1)
+    };
+    inbox
+        .apply_attachment("ev-1", &ws, &message_id, 0, &ready)
+        .await
+        .expect("ready");
+    inbox
+        .apply_attachment("ev-2", &ws, &message_id, 1, &failed)
+        .await
+        .expect("failed");
+    // A redelivered event changes nothing, even with other content.
+    inbox
+        .apply_attachment("ev-2", &ws, &message_id, 1, &ready)
+        .await
+        .expect("redelivery");
+    // A late failure never undoes a stored attachment.
+    inbox
+        .apply_attachment("ev-3", &ws, &message_id, 0, &failed)
+        .await
+        .expect("late failure");
+
+    let after = &messages().await[0].attachments;
+    assert_eq!(after[0].state, AttachmentState::Ready as i32);
+    assert_eq!(after[0].blob_id, "ab".repeat(32));
+    assert_eq!(after[0].size_bytes, 1234);
+    assert_eq!(after[0].mime_type, "audio/ogg; codecs=opus");
+    assert_eq!(after[0].url, "https://cdn.example/0.ogg");
+    assert_eq!(after[1].state, AttachmentState::Failed as i32);
+    assert_eq!(after[1].error, "the provider answered HTTP 404 Not Found");
+    assert!(after[1].blob_id.is_empty());
+
+    // Unknown message or attachment: never applicable, dead-lettered.
+    for (message, index) in [(message_id.as_str(), 7), ("no-such-message", 0)] {
+        let err = inbox
+            .apply_attachment(&format!("ev-{message}-{index}"), &ws, message, index, &ready)
+            .await
+            .expect_err("not applicable");
+        assert!(
+            matches!(err, telenet_store::consumer::HandleError::Permanent(_)),
+            "{err}"
+        );
+    }
+    // Another workspace cannot touch the message.
+    let err = inbox
+        .apply_attachment("ev-other", "other-ws", &message_id, 1, &ready)
+        .await
+        .expect_err("other workspace");
+    assert!(matches!(
+        err,
+        telenet_store::consumer::HandleError::Permanent(_)
+    ));
+    assert_eq!(
+        messages().await[0].attachments[1].state,
+        AttachmentState::Failed as i32
+    );
+    w.token.cancel();
+}

@@ -75,7 +75,6 @@ pub(crate) struct Attempted<'a> {
     pub external_id: String,
     pub error: String,
     pub event_id: &'a str,
-    pub traceparent: Option<String>,
 }
 
 /// Create the delivery if it is new and take its lease when nobody holds a
@@ -182,7 +181,8 @@ pub(crate) async fn record(db: &Db, attempted: Attempted<'_>) -> Result<bool, St
             error: attempted.error,
             attempts: attempted.attempts,
         }),
-        attempted.traceparent,
+        // The consumer's span: the status continues the send's trace.
+        None,
     );
     outbox::enqueue(&mut tx, &[events::to_bus(&env)]).await?;
     if attempted.state.is_final() {

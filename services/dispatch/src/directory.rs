@@ -81,10 +81,10 @@ impl ChannelDirectory for GrpcChannelDirectory {
         let reply = self
             .client
             .clone()
-            .get_channel_credentials(GetChannelRequest {
+            .get_channel_credentials(telenet_kit::telemetry::grpc_request(GetChannelRequest {
                 workspace_id: workspace_id.to_owned(),
                 channel_id: channel_id.to_owned(),
-            })
+            }))
             .await
             .map_err(|status| error_of(&status))?
             .into_inner();

@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
 use telenet_kit::error::{ErrorCode, ServiceError};
+use telenet_kit::metrics::{self, DispatchOutcome, Metrics};
+use tracing::Instrument as _;
 use telenet_proto::common::v1::ChannelKind;
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::dispatch::v1::dispatch_server::{Dispatch, DispatchServer};
@@ -130,6 +132,7 @@ impl Error {
 #[derive(Clone)]
 pub struct DispatchService {
     inner: Arc<Inner>,
+    metrics: Metrics,
 }
 
 struct Inner {
@@ -157,7 +160,15 @@ impl DispatchService {
                 sender,
                 config,
             }),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Records every attempt (by channel kind and outcome) and how long
+    /// channels take to answer into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn grpc(&self) -> DispatchServer<Self> {
@@ -256,7 +267,7 @@ impl DispatchService {
         };
 
         let attempts = previous.saturating_add(1);
-        let outcome = self.attempt(workspace_id, &request).await;
+        let (outcome, kind) = self.attempt(workspace_id, &request).await;
         let max_attempts = self.inner.config.max_attempts.max(1);
         let (state, external_id, error) = match outcome {
             Outcome::Sent { external_id } => (State::Sent, external_id, String::new()),
@@ -269,8 +280,15 @@ impl DispatchService {
             Outcome::Retry(reason) => (State::Pending, String::new(), reason),
         };
         log_attempt(&request, attempts, state, &error);
+        self.metrics.count_dispatch(
+            &kind,
+            match state {
+                State::Sent => DispatchOutcome::Sent,
+                State::Pending => DispatchOutcome::Retry,
+                State::Failed => DispatchOutcome::Failed,
+            },
+        );
         let retry_reason = error.clone();
-        let traceparent = env.trace.map(|t| t.traceparent).filter(|tp| !tp.is_empty());
         let recorded = deliveries::record(
             &self.inner.db,
             Attempted {
@@ -282,7 +300,6 @@ impl DispatchService {
                 external_id,
                 error,
                 event_id,
-                traceparent,
             },
         )
         .await?;
@@ -301,7 +318,20 @@ impl DispatchService {
     }
 
     /// One attempt: find where the channel takes messages, sign, send.
-    async fn attempt(&self, workspace_id: &str, request: &OutboundRequested) -> Outcome {
+    /// Also returns the channel's kind as metrics name it (`unknown` when
+    /// the lookup failed).
+    async fn attempt(&self, workspace_id: &str, request: &OutboundRequested) -> (Outcome, String) {
+        let mut kind = metrics::UNKNOWN.to_owned();
+        let outcome = self.attempt_as(workspace_id, request, &mut kind).await;
+        (outcome, kind)
+    }
+
+    async fn attempt_as(
+        &self,
+        workspace_id: &str,
+        request: &OutboundRequested,
+        kind: &mut String,
+    ) -> Outcome {
         let lookup = tokio::time::timeout(
             self.inner.config.directory_timeout,
             self.inner
@@ -315,6 +345,7 @@ impl DispatchService {
             Ok(Err(e)) => return Outcome::Reject(e.to_string()),
             Err(_) => return Outcome::Retry("channel directory timed out".into()),
         };
+        *kind = kind_label(credentials.kind);
         if credentials.kind != ChannelKind::Custom {
             return Outcome::Reject(format!(
                 "sending on {} channels is not supported",
@@ -324,11 +355,20 @@ impl DispatchService {
         let Ok(secret) = telenet_signing::Secret::parse(&credentials.secret) else {
             return Outcome::Reject("the channel's signing secret is invalid".into());
         };
+        let started = std::time::Instant::now();
         let outcome = self
             .inner
             .sender
             .send_custom(&credentials.outbound_url, &secret, request)
+            .instrument(tracing::info_span!(
+                "dispatch.send",
+                otel.kind = "client",
+                channel_kind = %kind,
+                channel_id = %request.channel_id,
+                message_id = %request.message_id,
+            ))
             .await;
+        self.metrics.observe_dispatch_send(kind, started.elapsed());
         if !matches!(outcome, Outcome::Sent { .. }) {
             self.inner
                 .directory
@@ -336,6 +376,14 @@ impl DispatchService {
         }
         outcome
     }
+}
+
+/// `custom`, `whatsapp`, …: the proto name without its prefix, lowercase.
+fn kind_label(kind: ChannelKind) -> String {
+    let name = kind.as_str_name();
+    name.strip_prefix("CHANNEL_KIND_")
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 fn log_attempt(request: &OutboundRequested, attempts: u32, state: State, error: &str) {
@@ -417,5 +465,11 @@ mod tests {
         let written = serde_json::to_value(Config::default()).expect("serialize");
         assert_eq!(written["http_timeout"], "15s");
         assert!(serde_json::from_value::<Config>(serde_json::json!({"max_attempt": 3})).is_err());
+    }
+
+    #[test]
+    fn channel_kinds_are_labelled_by_their_short_name() {
+        assert_eq!(kind_label(ChannelKind::Custom), "custom");
+        assert_eq!(kind_label(ChannelKind::WebWidget), "web_widget");
     }
 }

@@ -65,9 +65,13 @@ impl Sender {
         let body = custom_body(message);
         let timestamp = telenet_signing::unix_now();
         let signature = secret.sign(&message.message_id, timestamp, &body);
+        // The receiver may join our trace (W3C `traceparent`).
+        let mut trace = reqwest::header::HeaderMap::new();
+        telenet_kit::telemetry::inject_http(&mut trace);
         let sent = self
             .http
             .post(url)
+            .headers(trace)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("webhook-id", &message.message_id)
             .header("webhook-timestamp", timestamp.to_string())

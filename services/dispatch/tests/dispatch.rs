@@ -23,6 +23,7 @@ use telenet_proto::dispatch::v1::{DeliveryState, GetDeliveryRequest, ListDeadLet
 use telenet_proto::events::v1::{
     OutboundRequested, OutboundStatusChanged, event_envelope::Payload,
 };
+use telenet_kit::metrics::Metrics;
 use telenet_signing::Secret;
 use telenet_store::{Db, events, outbox, testing};
 use tokio_util::sync::CancellationToken;
@@ -228,6 +229,7 @@ struct Harness {
     directory: Arc<FixedDirectory>,
     statuses: Subscription,
     seen: Vec<(String, OutboundStatusChanged)>,
+    metrics: Metrics,
     token: CancellationToken,
     _dir: Option<tempfile::TempDir>,
 }
@@ -270,9 +272,11 @@ impl Harness {
         let token = CancellationToken::new();
         let receiver = Receiver::start(token.clone()).await;
         let directory = Arc::new(FixedDirectory::default());
+        let metrics = Metrics::new();
         let svc = DispatchService::new(db.clone(), bus.clone(), directory.clone(), test_config())
             .await
-            .expect("service");
+            .expect("service")
+            .with_metrics(metrics.clone());
         tokio::spawn(outbox::Relay::new(db.clone(), bus.clone()).run(token.clone()));
         tokio::spawn(svc.clone().run(token.clone()));
         Self {
@@ -283,6 +287,7 @@ impl Harness {
             directory,
             statuses,
             seen: Vec::new(),
+            metrics,
             token,
             _dir: dir,
         }
@@ -335,6 +340,13 @@ impl Harness {
             .get_delivery(ws, message_id)
             .await
             .expect("delivery")
+    }
+
+    /// The value of the metric series `series` (name and labels).
+    fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics.encode().expect("metrics encode");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
     }
 
     async fn stop(self) {
@@ -490,6 +502,23 @@ async fn server_errors_are_retried_until_sent(backend: Backend) {
     assert_eq!(delivery.state(), DeliveryState::Sent);
     assert_eq!(delivery.attempts, 3);
     assert!(delivery.error.is_empty());
+
+    for (series, want) in [
+        (
+            r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="retry"}"#,
+            2.0,
+        ),
+        (
+            r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="sent"}"#,
+            1.0,
+        ),
+        (
+            r#"telenet_dispatch_send_duration_seconds_count{channel_kind="custom"}"#,
+            3.0,
+        ),
+    ] {
+        assert_eq!(h.metric(series), Some(want), "{series}");
+    }
     h.stop().await;
 }
 
@@ -579,6 +608,33 @@ async fn client_errors_fail_at_once(backend: Backend) {
         .expect("dead letters");
     let ids: Vec<_> = dead.iter().map(|d| d.message_id.as_str()).collect();
     assert_eq!(ids, vec!["m-wa", "m-nowhere"]);
+
+    // Failures are counted by the kind of channel they were for; nothing
+    // was sent to the channels that could not be sent on.
+    for (series, want) in [
+        (
+            r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="failed"}"#,
+            Some(1.0),
+        ),
+        (
+            r#"telenet_dispatch_attempts_total{channel_kind="unknown",outcome="failed"}"#,
+            Some(1.0),
+        ),
+        (
+            r#"telenet_dispatch_attempts_total{channel_kind="whatsapp",outcome="failed"}"#,
+            Some(1.0),
+        ),
+        (
+            r#"telenet_dispatch_send_duration_seconds_count{channel_kind="custom"}"#,
+            Some(1.0),
+        ),
+        (
+            r#"telenet_dispatch_send_duration_seconds_count{channel_kind="whatsapp"}"#,
+            None,
+        ),
+    ] {
+        assert_eq!(h.metric(series), want, "{series}");
+    }
     h.stop().await;
 }
 

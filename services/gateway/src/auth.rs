@@ -55,9 +55,10 @@ impl Caller {
         )
     }
 
-    /// A gRPC request carrying `message` and the request id.
+    /// A gRPC request carrying `message`, the request id and the trace
+    /// context (so the upstream call joins this request's trace).
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = telenet_kit::telemetry::grpc_request(message);
         if let Some(id) = self
             .request_id
             .as_ref()
@@ -156,7 +157,7 @@ impl AuthCache {
             }
         }
 
-        let mut request = tonic::Request::new(AuthenticateRequest {
+        let mut request = telenet_kit::telemetry::grpc_request(AuthenticateRequest {
             token: token.to_owned(),
         });
         if let Some(id) = request_id

@@ -44,11 +44,13 @@ mod extract;
 mod openapi;
 pub mod problem;
 mod routes;
+mod sniff;
 
 pub use auth::Caller;
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 pub use problem::Problem;
+pub use routes::files::UploadLimits;
 
 /// Gateway settings (`gateway.*`; env `TELENET_GATEWAY__…`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,9 @@ pub struct Config {
     /// How long to wait for an upstream service before answering 504, in
     /// milliseconds.
     pub upstream_timeout_ms: u64,
+    /// Largest file `POST /v1/files` accepts, per kind, in bytes (this, not
+    /// `max_body_bytes`, limits that endpoint).
+    pub max_upload_bytes: UploadLimits,
 }
 
 impl Default for Config {
@@ -75,6 +80,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             auth_cache_ttl_ms: 5_000,
             upstream_timeout_ms: 10_000,
+            max_upload_bytes: UploadLimits::default(),
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct Upstreams {
     pub contacts: Channel,
     /// `telenet.reporting.v1.Reports`.
     pub reporting: Channel,
+    /// `telenet.media.v1.Media`.
+    pub media: Channel,
 }
 
 impl Upstreams {
@@ -106,7 +114,8 @@ impl Upstreams {
             members: channel.clone(),
             ingress: channel.clone(),
             contacts: channel.clone(),
-            reporting: channel,
+            reporting: channel.clone(),
+            media: channel,
         }
     }
 }
@@ -118,6 +127,7 @@ pub(crate) struct AppState {
     pub(crate) presence: SharedPresence,
     pub(crate) auth: Arc<auth::AuthCache>,
     upstream_timeout: Duration,
+    upload_limits: UploadLimits,
 }
 
 impl AppState {
@@ -145,21 +155,13 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
             cfg.auth_cache_ttl_ms,
         ))),
         upstream_timeout: Duration::from_millis(cfg.upstream_timeout_ms),
+        upload_limits: cfg.max_upload_bytes,
     };
 
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        let request_id = request
-            .headers()
-            .get(auth::REQUEST_ID_HEADER)
-            .and_then(|id| id.to_str().ok())
-            .unwrap_or_default();
-        tracing::info_span!(
-            "http",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id,
-        )
-    });
+    // One span per request (with its request id), continuing the caller's
+    // trace; the upstream gRPC calls carry it on.
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| telenet_kit::telemetry::http_request_span(request));
 
     Router::new()
         .route("/healthz", get(routes::meta::healthz))
@@ -201,12 +203,22 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
             "/v1/reports/daily-volume",
             get(routes::reports::daily_volume),
         )
+        // A layer applies to the routes added before it: JSON endpoints get
+        // the small limit, the file endpoints their own (added after).
+        .layer(RequestBodyLimitLayer::new(cfg.max_body_bytes))
+        .merge(
+            Router::new()
+                .route("/v1/files", post(routes::files::upload))
+                .route("/v1/files/{id}", get(routes::files::download))
+                .layer(RequestBodyLimitLayer::new(
+                    cfg.max_upload_bytes.body_limit(),
+                )),
+        )
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
         // Layers run outside-in from the last one added.
-        .layer(RequestBodyLimitLayer::new(cfg.max_body_bytes))
-        // The tower-http limit above is the one limit; axum's own default
+        // The tower-http limits above are the limits; axum's own default
         // (2 MiB) would otherwise cap a larger configured value.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(problem::ensure_problem_json))
@@ -225,6 +237,37 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await
+}
+
+/// Counts agents by presence status across all workspaces every
+/// `interval` into `telenet_presence_users`, until `token` is cancelled.
+/// A failed count keeps the last values (logged once until counting works
+/// again).
+pub async fn watch_presence_counts(
+    presence: SharedPresence,
+    metrics: telenet_kit::metrics::Metrics,
+    interval: Duration,
+    token: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        match presence.count_by_status().await {
+            Ok(counts) => {
+                metrics.set_presence_users(counts.online, counts.away, counts.offline);
+                failing = false;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot count presence for metrics");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 /// Binds `cfg.listen` and serves the gateway until `token` is cancelled.

@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 17] = [
+const OPERATIONS: [(&str, &str); 19] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),
@@ -20,6 +20,8 @@ const OPERATIONS: [(&str, &str); 17] = [
     ("/v1/conversations/{id}/unassign", "post"),
     ("/v1/conversations/{id}/close", "post"),
     ("/v1/contacts/{id}", "get"),
+    ("/v1/files", "post"),
+    ("/v1/files/{id}", "get"),
     ("/v1/reports/daily-volume", "get"),
     ("/healthz", "get"),
     ("/openapi.json", "get"),

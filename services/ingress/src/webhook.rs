@@ -28,7 +28,12 @@ pub fn router(ingress: Ingress) -> Router {
         .route("/webhooks/{channel_id}", post(receive))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The request's span heads the trace of everything the webhook
+        // causes (the event carries it to the consumers).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|r: &http::Request<_>| telenet_kit::telemetry::http_request_span(r)),
+        )
         .with_state(ingress)
 }
 

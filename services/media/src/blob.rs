@@ -8,6 +8,10 @@
 //!
 //! Everything streams: a writer hashes chunks as they arrive and a reader
 //! yields a byte range, so a file is never held whole in memory.
+//!
+//! Two stores: [`LocalDirStore`] (a directory or mounted volume) and
+//! [`S3Store`] (an S3-compatible bucket); `tests/blob_store.rs` holds both
+//! to the same contract.
 
 use std::fmt;
 use std::io;
@@ -21,6 +25,10 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+pub mod s3;
+
+pub use s3::{S3Config, S3Store};
 
 /// The id of a blob: the lowercase hex SHA-256 of its bytes.
 ///
@@ -119,6 +127,17 @@ pub enum BlobError {
         #[source]
         source: io::Error,
     },
+    /// A remote store (S3) failed or refused a request.
+    #[error("blob store: {op} {key}: {source}")]
+    Remote {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A store setting is unusable; `key` is its name in the media config.
+    #[error("config key `{key}`: {reason}")]
+    Config { key: &'static str, reason: String },
 }
 
 impl BlobError {
@@ -128,6 +147,18 @@ impl BlobError {
             op,
             path: path.to_owned(),
             source,
+        }
+    }
+
+    /// `map_err` adapter for a remote store's errors about `key`.
+    fn remote<'k, E>(op: &'static str, key: &'k str) -> impl FnOnce(E) -> BlobError + 'k
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        move |source| BlobError::Remote {
+            op,
+            key: key.to_owned(),
+            source: source.into(),
         }
     }
 }

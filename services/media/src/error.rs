@@ -29,6 +29,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// A file that is not acceptable audio, or over a limit.
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     /// The stored bytes disagree with the recorded size.
     #[error("blob {blob_id} is {stored} bytes in the store but {recorded} bytes were recorded")]
     Corrupt {
@@ -61,6 +64,7 @@ impl Error {
             Error::OutOfRange(m) => Status::out_of_range(m.clone()),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
             Error::Stream(s) => Status::new(s.code(), self.to_string()),
+            Error::Probe(e) => e.to_status(),
             Error::Blob(BlobError::OutOfRange { .. }) => Status::out_of_range(self.to_string()),
             Error::Store(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "media store unavailable");

@@ -69,4 +69,56 @@ impl Media for MediaService {
             stream::once(async { Ok(first) }).chain(rest),
         )))
     }
+
+    async fn probe(
+        &self,
+        request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResult>, Status> {
+        MediaService::probe_blob(self, request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let kind = telenet_proto::common::v1::ChannelKind::try_from(request.get_ref().channel_kind)
+            .map_err(|_| Status::invalid_argument("channel_kind is not a known channel kind"))?;
+        Ok(Response::new(crate::profiles::list_proto(kind)))
+    }
+
+    // Variants (crate::variants).
+
+    async fn transcode(
+        &self,
+        request: Request<pb::TranscodeRequest>,
+    ) -> Result<Response<pb::Variant>, Status> {
+        MediaService::transcode(self, request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
+    async fn get_variant(
+        &self,
+        request: Request<pb::GetVariantRequest>,
+    ) -> Result<Response<pb::Variant>, Status> {
+        MediaService::get_variant(self, request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
+    async fn list_variants(
+        &self,
+        request: Request<pb::ListVariantsRequest>,
+    ) -> Result<Response<pb::ListVariantsResponse>, Status> {
+        let req = request.get_ref();
+        MediaService::list_variants(self, &req.workspace_id, &req.blob_id)
+            .await
+            .map(|variants| Response::new(pb::ListVariantsResponse { variants }))
+            .map_err(|e| e.to_status())
+    }
 }

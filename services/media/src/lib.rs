@@ -20,14 +20,24 @@ use telenet_store::{Db, now_micros};
 use tokio::io::AsyncReadExt;
 
 pub mod blob;
+pub mod encode;
 mod error;
 mod grpc;
+pub mod inbound;
 pub mod mime;
+pub mod probe;
+pub mod profiles;
+pub mod remux;
+mod variants;
 
-pub use blob::{BlobId, BlobStore, BlobWriter, ByteRange, LocalDirStore, StoredBlob};
+pub use blob::{
+    BlobId, BlobStore, BlobWriter, ByteRange, LocalDirStore, S3Config, S3Store, StoredBlob,
+};
 pub use error::Error;
+pub use variants::TranscodeConfig;
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_blobs");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_blobs", "0120_variants");
 
 /// Largest download chunk: big enough to keep per-message overhead
 /// negligible, small enough that a slow client holds little memory.
@@ -51,6 +61,26 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Size of the chunks a download is sent in, in bytes (1 to 262144).
     pub chunk_size: usize,
+    /// Where blob bytes live: `local` (the directory `blob_dir`) or `s3`
+    /// (the bucket described by `s3`).
+    pub blob_store: BlobStoreKind,
+    /// The bucket, for `blob_store = "s3"`.
+    pub s3: S3Config,
+    /// Fetching the attachments of inbound messages.
+    pub inbound: inbound::InboundConfig,
+    /// Transcoding: workers and the external encoders.
+    pub transcode: TranscodeConfig,
+}
+
+/// Which [`BlobStore`] the service uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobStoreKind {
+    /// [`LocalDirStore`] in `blob_dir`.
+    #[default]
+    Local,
+    /// [`S3Store`] in the bucket of `s3`.
+    S3,
 }
 
 impl Default for Config {
@@ -59,6 +89,10 @@ impl Default for Config {
             blob_dir: PathBuf::from(".telenet/blobs"),
             max_upload_bytes: 100 * 1024 * 1024,
             chunk_size: MAX_CHUNK_SIZE,
+            blob_store: BlobStoreKind::Local,
+            s3: S3Config::default(),
+            inbound: inbound::InboundConfig::default(),
+            transcode: TranscodeConfig::default(),
         }
     }
 }
@@ -66,6 +100,17 @@ impl Default for Config {
 impl Config {
     /// Refuse settings that would only fail later, naming the key.
     pub fn validate(&self) -> Result<(), Error> {
+        if self.blob_store == BlobStoreKind::S3 {
+            self.s3
+                .validate()
+                .map_err(|(key, reason)| Error::Config { key, reason })?;
+        }
+        self.inbound
+            .validate()
+            .map_err(|(key, reason)| Error::Config { key, reason })?;
+        self.transcode
+            .validate()
+            .map_err(|(key, reason)| Error::Config { key, reason })?;
         if self.blob_dir.as_os_str().is_empty() {
             return Err(Error::Config {
                 key: "blob_dir",
@@ -101,6 +146,7 @@ pub struct MediaService {
     db: Db,
     store: Arc<dyn BlobStore>,
     config: Arc<Config>,
+    variants: Arc<variants::Variants>,
 }
 
 impl std::fmt::Debug for MediaService {
@@ -113,11 +159,16 @@ impl std::fmt::Debug for MediaService {
 }
 
 impl MediaService {
-    /// The service with a [`LocalDirStore`] in `config.blob_dir`.
+    /// The service with the store `config.blob_store` names: a
+    /// [`LocalDirStore`] in `config.blob_dir`, or an [`S3Store`] in the
+    /// bucket of `config.s3` (checked to be reachable).
     pub async fn new(db: Db, config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let store = LocalDirStore::new(&config.blob_dir).await?;
-        Self::with_store(db, config, Arc::new(store))
+        let store: Arc<dyn BlobStore> = match config.blob_store {
+            BlobStoreKind::Local => Arc::new(LocalDirStore::new(&config.blob_dir).await?),
+            BlobStoreKind::S3 => Arc::new(S3Store::new(&config.s3).await?),
+        };
+        Self::with_store(db, config, store)
     }
 
     /// The service over any blob store.
@@ -126,6 +177,7 @@ impl MediaService {
         Ok(Self {
             db,
             store,
+            variants: Arc::new(variants::Variants::new(&config.transcode)),
             config: Arc::new(config),
         })
     }

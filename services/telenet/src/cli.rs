@@ -4,6 +4,8 @@
 //!   (SQLite in `.telenet/`, in-memory bus and presence); prints a token.
 //! - `telenet serve --service <name>…` — chosen services, for production.
 //! - `telenet migrate` — apply database migrations and exit.
+//! - `telenet healthcheck` — ask a running process's gRPC health service
+//!   whether it is serving (the container image's `HEALTHCHECK`).
 //! - `telenet-<service>` — one service, same flags as `telenet serve`.
 
 use std::path::PathBuf;
@@ -32,6 +34,14 @@ enum Command {
     /// Create a workspace with its first owner through the conversations
     /// service (`endpoints.conversations`) and print the owner's token.
     CreateWorkspace(CreateWorkspaceArgs),
+    /// Ask a TELENET process's gRPC health service whether it is serving:
+    /// exit 0 if SERVING, 1 otherwise (with the reason on stderr).
+    Healthcheck(HealthcheckArgs),
+    /// Probe and transcode media files with the media service's own code
+    /// (no server needed): what an operator runs on a customer's failing
+    /// voice note.
+    #[command(subcommand)]
+    Media(MediaCommand),
 }
 
 #[derive(Args)]
@@ -47,6 +57,20 @@ pub struct CreateWorkspaceArgs {
     /// The first owner's e-mail.
     #[arg(long)]
     owner_email: String,
+}
+
+#[derive(Args)]
+pub struct HealthcheckArgs {
+    /// gRPC address of the process to check.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    grpc: String,
+    /// Health service name: empty for liveness, `telenet.<service>` for a
+    /// service's readiness.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Longest wait for the answer (e.g. `3s`, `500ms`).
+    #[arg(long, default_value = "3s", value_parser = telenet_kit::config::duration::parse)]
+    timeout: std::time::Duration,
 }
 
 /// Flags shared by every command; each overrides the configuration key named in its help.
@@ -71,6 +95,9 @@ pub struct Common {
     /// `grpc_listen`: gRPC address of this process.
     #[arg(long)]
     grpc_listen: Option<String>,
+    /// `metrics_listen`: address of `GET /metrics` (empty: none).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// `ingress.listen`: webhook listener address.
     #[arg(long)]
     #[serde(rename = "ingress.listen")]
@@ -142,10 +169,61 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> std:
     };
     match runtime.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<Logged>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Stands for an error already written to the log: once logging is set up,
+/// a fatal error goes there (as JSON when logs are JSON, so a log collector
+/// reads it like any other line) and is not printed again.
+#[derive(Debug)]
+struct Logged;
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("error logged")
+    }
+}
+
+impl std::error::Error for Logged {}
+
+fn logged(error: anyhow::Error) -> anyhow::Error {
+    tracing::error!(error = format!("{error:#}"), "telenet stopped");
+    anyhow::Error::new(Logged)
+}
+
+/// `telenet healthcheck`: one gRPC health check, bounded by the timeout.
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let client_config = telenet_kit::grpc::ClientConfig {
+        connect_timeout: args.timeout,
+        request_timeout: args.timeout,
+        ..Default::default()
+    };
+    let channel = telenet_kit::grpc::channel(&args.grpc, &client_config)?;
+    let mut client = HealthClient::new(channel);
+    let request = client.check(HealthCheckRequest {
+        service: args.service.clone(),
+    });
+    let what = if args.service.is_empty() {
+        format!("{} (liveness)", args.grpc)
+    } else {
+        format!("{} service {:?}", args.grpc, args.service)
+    };
+    let answer = tokio::time::timeout(args.timeout, request)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what}: no answer within {:?}", args.timeout))?
+        .map_err(|s| anyhow::anyhow!("{what}: {}: {}", s.code(), s.message()))?;
+    match answer.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => anyhow::bail!("{what} is {}", other.as_str_name()),
     }
 }
 
@@ -155,6 +233,8 @@ fn load(common: &Common) -> anyhow::Result<Config> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Healthcheck(args) => healthcheck(args).await,
+        Command::Media(command) => media::run(command),
         Command::Dev(args) => {
             let mut config = load(&args.common)?;
             let temp = if args.ephemeral {
@@ -171,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let result = serve(config, ServiceName::ALL.to_vec(), true).await;
             drop(temp);
-            result
+            result.map_err(logged)
         }
         Command::Serve(args) => {
             let mut config = load(&args.common)?;
@@ -186,7 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 args.services
             };
-            serve(config, services, false).await
+            serve(config, services, false).await.map_err(logged)
         }
         Command::CreateWorkspace(args) => {
             let config = load(&args.common)?;
@@ -227,7 +307,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 args.services
             };
-            Suite::new(config, services).migrate().await?;
+            Suite::new(config, services)
+                .migrate()
+                .await
+                .map_err(logged)?;
             println!("migrations applied");
             Ok(())
         }
@@ -249,6 +332,9 @@ async fn serve(config: Config, services: Vec<ServiceName>, dev: bool) -> anyhow:
         if let Some(a) = running.gateway_addr {
             println!("gateway: http://{a}");
         }
+        if let Some(a) = running.metrics_addr {
+            println!("metrics: http://{a}/metrics");
+        }
         if let Some(seed) = &running.seed {
             println!("workspace: {}", seed.workspace_id);
             println!("token: {}", seed.token);
@@ -258,4 +344,263 @@ async fn serve(config: Config, services: Vec<ServiceName>, dev: bool) -> anyhow:
     tracing::info!("shutting down");
     running.wait().await;
     Ok(())
+}
+
+/// `telenet media …`
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Print what the media service sees in FILE: format, codec, duration
+    /// (counted from the stream), size and waveform peaks.
+    Probe {
+        file: PathBuf,
+        /// Waveform peaks to compute (0 for none, at most 1000).
+        #[arg(long, default_value_t = telenet_media::probe::DEFAULT_PEAKS)]
+        peaks: usize,
+        /// Accept audio longer than a voice note (5 minutes).
+        #[arg(long)]
+        any_length: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write FILE in a profile's form (see `telenet media profiles`); split
+    /// outputs are written as OUT with `-1`, `-2`, … before the extension.
+    Transcode {
+        file: PathBuf,
+        /// The profile's name.
+        #[arg(long)]
+        profile: String,
+        /// Where to write the output.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// List the transcoding profiles and the channel kinds that use them.
+    Profiles,
+}
+
+mod media {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::Context as _;
+    use telenet_media::probe::{self, MAX_INPUT_BYTES, Probe, ProbeOptions};
+    use telenet_media::profiles::{self, Output};
+
+    use super::MediaCommand;
+
+    pub(super) fn run(command: MediaCommand) -> anyhow::Result<()> {
+        match command {
+            MediaCommand::Probe {
+                file,
+                peaks,
+                any_length,
+                json,
+            } => {
+                anyhow::ensure!(
+                    peaks <= probe::MAX_PEAKS,
+                    "--peaks must be at most {}",
+                    probe::MAX_PEAKS
+                );
+                let options = ProbeOptions {
+                    max_duration_ms: (!any_length).then_some(probe::MAX_VOICE_NOTE_MS),
+                    ..ProbeOptions::VOICE_NOTE.with_peaks(peaks)
+                };
+                let bytes = read(&file)?;
+                let p = probe::probe(&bytes, &options)
+                    .with_context(|| format!("{}", file.display()))?;
+                if json {
+                    println!("{}", to_json(&p));
+                } else {
+                    print_probe(&file, &p);
+                }
+                Ok(())
+            }
+            MediaCommand::Transcode {
+                file,
+                profile,
+                output,
+            } => transcode(&file, &profile, &output),
+            MediaCommand::Profiles => {
+                print_profiles();
+                Ok(())
+            }
+        }
+    }
+
+    fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        probe::read_bounded(f, MAX_INPUT_BYTES).with_context(|| format!("{}", file.display()))
+    }
+
+    fn print_probe(file: &Path, p: &Probe) {
+        println!("file:      {}", file.display());
+        println!("format:    {} ({})", p.container, p.mime_type);
+        println!(
+            "codec:     {}, {} Hz, {} channel{}",
+            p.codec,
+            p.sample_rate,
+            p.channels,
+            if p.channels == 1 { "" } else { "s" }
+        );
+        println!(
+            "duration:  {}.{:03} s (counted from {} packets)",
+            p.duration_ms / 1000,
+            p.duration_ms % 1000,
+            p.packets
+        );
+        println!("bit rate:  {:.1} kb/s (audio)", p.bit_rate as f64 / 1000.0);
+        println!("size:      {} bytes", p.size_bytes);
+        for v in &p.video {
+            println!("video:     {} {}x{}", v.codec, v.width, v.height);
+        }
+        if p.peaks.is_empty() {
+            println!("peaks:     none");
+        } else {
+            println!("peaks:     {} of {} ms", p.peaks.len(), p.peak_slice_ms);
+            println!("           {}", sparkline(&p.peaks));
+            let values: Vec<String> = p.peaks.iter().map(u8::to_string).collect();
+            println!("           {}", values.join(" "));
+        }
+    }
+
+    /// Peaks as block characters, for a glance at the waveform.
+    fn sparkline(peaks: &[u8]) -> String {
+        const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+        peaks
+            .iter()
+            .map(|&p| BLOCKS[usize::from(p) * 8 / 256])
+            .collect()
+    }
+
+    fn to_json(p: &Probe) -> serde_json::Value {
+        serde_json::json!({
+            "container": p.container.name(),
+            "codec": p.codec.name(),
+            "mime_type": p.mime_type,
+            "sample_rate": p.sample_rate,
+            "channels": p.channels,
+            "bit_rate": p.bit_rate,
+            "duration_ms": p.duration_ms,
+            "packets": p.packets,
+            "size_bytes": p.size_bytes,
+            "peaks": p.peaks,
+            "peak_slice_ms": p.peak_slice_ms,
+            "video": p.video.iter().map(|v| serde_json::json!({
+                "codec": v.codec, "width": v.width, "height": v.height,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn transcode(file: &Path, name: &str, output: &Path) -> anyhow::Result<()> {
+        let profile = profiles::find(name).with_context(|| {
+            let names: Vec<&str> = profiles::PROFILES.iter().map(|p| p.name).collect();
+            format!("no profile named {name:?}; profiles: {}", names.join(", "))
+        })?;
+        let input = read(file)?;
+        let out = profiles::transcode(&input, profile)
+            .with_context(|| format!("{}", file.display()))?;
+        let many = out.parts.len() > 1;
+        for (i, part) in out.parts.iter().enumerate() {
+            let path = if many {
+                numbered(output, i + 1)
+            } else {
+                output.to_owned()
+            };
+            std::fs::write(&path, &part.data)
+                .with_context(|| format!("writing {}", path.display()))?;
+            // The output is checked by reading it back, not trusted.
+            let check = match probe::probe(&part.data, &ProbeOptions::VOICE_NOTE.with_peaks(0)) {
+                Ok(p) => format!(
+                    "{}/{} {}.{:03} s",
+                    p.container,
+                    p.codec,
+                    p.duration_ms / 1000,
+                    p.duration_ms % 1000
+                ),
+                Err(e) => format!("does not probe: {e}"),
+            };
+            println!(
+                "wrote {} ({} bytes, {}, {}; {check})",
+                path.display(),
+                part.data.len(),
+                part.mime_type,
+                if out.remuxed { "remuxed" } else { "re-encoded" },
+            );
+        }
+        Ok(())
+    }
+
+    /// `out.mp3` → `out-2.mp3`.
+    fn numbered(path: &Path, n: usize) -> PathBuf {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match path.extension() {
+            Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+            None => format!("{stem}-{n}"),
+        };
+        path.with_file_name(name)
+    }
+
+    fn print_profiles() {
+        println!(
+            "{:<20} {:<6} {:<24} {:>8} {:>7} {:>9}  channels",
+            "profile", "output", "format", "bitrate", "part s", "max bytes"
+        );
+        for p in profiles::PROFILES {
+            let output = match p.output {
+                Output::Voice => "voice",
+                Output::Audio => "audio",
+                Output::Video => "video",
+            };
+            let bitrate = if p.bitrate == 0 {
+                "as is".to_owned()
+            } else {
+                format!("{}k", p.bitrate / 1000)
+            };
+            let part = if p.max_part_duration_ms == 0 {
+                "-".to_owned()
+            } else {
+                (p.max_part_duration_ms / 1000).to_string()
+            };
+            let max_bytes = match (p.target_max_bytes, p.max_part_bytes) {
+                (0, 0) => "-".to_owned(),
+                (0, b) | (b, _) => b.to_string(),
+            };
+            let channels: Vec<&str> = p.channels_using.iter().map(|c| c.as_str_name()).collect();
+            println!(
+                "{:<20} {:<6} {:<24} {:>8} {:>7} {:>9}  {}",
+                p.name,
+                output,
+                p.mime_type,
+                bitrate,
+                part,
+                max_bytes,
+                channels
+                    .iter()
+                    .map(|c| c.trim_start_matches("CHANNEL_KIND_").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        println!();
+        println!("{:<12} {:<11} {:<6}  voice profiles (best first)", "channel", "voice as", "else");
+        for policy in profiles::POLICIES {
+            println!(
+                "{:<12} {:<11} {:<6}  {}",
+                policy
+                    .channel
+                    .as_str_name()
+                    .trim_start_matches("CHANNEL_KIND_")
+                    .to_lowercase(),
+                policy.voice_delivery.name(),
+                policy.fallback.name(),
+                if policy.voice_profiles.is_empty() {
+                    "(sent as uploaded)".to_owned()
+                } else {
+                    policy.voice_profiles.join(", ")
+                }
+            );
+        }
+    }
 }

@@ -106,6 +106,9 @@ pub struct Config {
     pub grpc_listen: String,
     /// Where the other services are reached.
     pub endpoints: Endpoints,
+    /// Where Prometheus scrapes this process (`GET /metrics`); empty: no
+    /// metrics listener.
+    pub metrics_listen: String,
     /// Log format.
     pub log_format: telenet_kit::telemetry::LogFormat,
     /// Seed a workspace, an owner and a token on first start (dev server).
@@ -132,6 +135,7 @@ impl Default for Config {
             presence_prefix: String::new(),
             grpc_listen: "127.0.0.1:50051".into(),
             endpoints: Endpoints::default(),
+            metrics_listen: "127.0.0.1:9090".into(),
             log_format: telenet_kit::telemetry::LogFormat::Pretty,
             seed: true,
             grpc_server: Default::default(),

@@ -9,14 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use telenet_bus::{RetryPolicy, SharedBus};
+use telenet_bus::{MeteredBus, RetryPolicy, SharedBus};
 use telenet_kit::grpc::{GrpcServer, Readiness};
+use telenet_kit::metrics::Metrics;
 use telenet_store::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServiceName};
+
+/// How often the depth of this process's consumer queues is read.
+const QUEUE_POLL: Duration = Duration::from_secs(5);
+/// How often agents are counted by presence status.
+const PRESENCE_POLL: Duration = Duration::from_secs(15);
 
 /// The seeded workspace of a dev server.
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub webhook_addr: Option<SocketAddr>,
     pub gateway_addr: Option<SocketAddr>,
+    /// Where `GET /metrics` answers (`None` when `metrics_listen` is empty).
+    pub metrics_addr: Option<SocketAddr>,
     pub seed: Option<Seed>,
     pub bus: SharedBus,
     token: CancellationToken,
@@ -133,6 +141,19 @@ impl Suite {
         let client =
             |endpoint: &str| telenet_kit::grpc::channel(endpoint, &self.config.grpc_client);
 
+        // One registry for everything this process runs, served on its own
+        // listener so scrapes never queue behind API traffic.
+        let metrics = Metrics::new();
+        let metrics_listener = if self.config.metrics_listen.trim().is_empty() {
+            None
+        } else {
+            Some(telenet_kit::shutdown::bind(&self.config.metrics_listen).await?)
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+
         let bus = telenet_bus::connect(
             &self.config.bus_url,
             &self.config.bus_prefix,
@@ -140,10 +161,15 @@ impl Suite {
         )
         .await
         .context("event bus")?;
+        // Every publisher and consumer of this process is measured through it.
+        let metered = MeteredBus::new(bus, metrics.clone());
+        tasks.spawn(metered.clone().watch_queues(QUEUE_POLL, token.clone()));
+        let bus: SharedBus = metered;
         let readiness = Readiness::new();
         let mut server = GrpcServer::new(self.config.grpc_server.clone())
             .with_readiness(readiness.clone())
-            .file_descriptor_sets(&[telenet_proto::FILE_DESCRIPTOR_SET]);
+            .file_descriptor_sets(&[telenet_proto::FILE_DESCRIPTOR_SET])
+            .with_metrics(metrics.clone());
         let mut webhook_listener = None;
         let mut seed = None;
         let mut gateway_addr = None;
@@ -155,7 +181,8 @@ impl Suite {
                 None
             };
             if let Some(db) = &db {
-                let relay = telenet_store::outbox::Relay::new(db.clone(), bus.clone());
+                let relay = telenet_store::outbox::Relay::new(db.clone(), bus.clone())
+                    .with_metrics(metrics.clone(), service.as_str());
                 tasks.spawn(relay.run(token.clone()));
                 let (db2, bus2) = (db.clone(), bus.clone());
                 let name = grpc_name(service);
@@ -187,7 +214,7 @@ impl Suite {
                     webhook_listener = Some(addr);
                     tasks.spawn(serve_http(
                         listener,
-                        ingress.router(),
+                        ingress.router().layer(metrics.http_layer("webhooks")),
                         token.clone(),
                         "webhooks",
                     ));
@@ -231,6 +258,14 @@ impl Suite {
                     }
                     let media = telenet_media::MediaService::new(db, media_config).await?;
                     server = server.add_service(media.grpc());
+                    // Inbound attachments: subscribed before serving, so no
+                    // message created meanwhile is missed.
+                    let fetcher =
+                        telenet_media::inbound::InboundFetcher::new(media.clone(), bus.clone())?;
+                    let handle = fetcher.start(token.clone()).await?;
+                    tasks.spawn(async move {
+                        let _ = handle.await;
+                    });
                 }
                 (ServiceName::Dispatch, Some(db)) => {
                     let directory = Arc::new(telenet_dispatch::GrpcChannelDirectory::new(
@@ -244,7 +279,8 @@ impl Suite {
                         directory,
                         self.config.dispatch.clone(),
                     )
-                    .await?;
+                    .await?
+                    .with_metrics(metrics.clone());
                     server = server.add_service(dispatch.grpc());
                     // Declare the queue now so no request is missed before the consumer runs.
                     drop(bus.subscribe(telenet_dispatch::subscription()).await?);
@@ -276,9 +312,17 @@ impl Suite {
                         ingress: client(&e.ingress)?,
                         contacts: client(&e.contacts)?,
                         reporting: client(&e.reporting)?,
+                        media: client(&e.media)?,
                     };
+                    tasks.spawn(telenet_gateway::watch_presence_counts(
+                        presence.clone(),
+                        metrics.clone(),
+                        PRESENCE_POLL,
+                        token.clone(),
+                    ));
                     let router =
-                        telenet_gateway::router(upstreams, presence, self.config.gateway.clone());
+                        telenet_gateway::router(upstreams, presence, self.config.gateway.clone())
+                            .layer(metrics.http_layer("gateway"));
                     let listener =
                         telenet_kit::shutdown::bind(&self.config.gateway.listen.to_string())
                             .await?;
@@ -294,6 +338,12 @@ impl Suite {
             }
         }
 
+        if let Some(listener) = metrics_listener {
+            tasks.spawn(log_failure(
+                "metrics listener",
+                telenet_kit::metrics::serve(listener, metrics.clone(), token.clone()),
+            ));
+        }
         tasks.spawn({
             let token = token.clone();
             async move {
@@ -307,6 +357,7 @@ impl Suite {
             grpc_addr,
             webhook_addr: webhook_listener,
             gateway_addr,
+            metrics_addr,
             seed,
             bus,
             token,

@@ -1,7 +1,9 @@
 //! The `telenet` command as a newcomer uses it: `telenet dev` prints where
 //! things listen and a token on a `token: …` line; the token works at the
 //! gateway; data (and the token) survive a restart; `--ephemeral` keeps
-//! nothing; a wrong configuration key is named.
+//! nothing; a wrong configuration key is named; `telenet healthcheck`
+//! answers with its exit code; with `TELENET_LOG_FORMAT=json` every log line
+//! is JSON.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +24,8 @@ impl Dev {
                 "--webhook-listen",
                 "127.0.0.1:0",
                 "--gateway-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
                 "127.0.0.1:0",
             ])
             .args(args)
@@ -219,4 +223,153 @@ async fn create_workspace_talks_to_a_running_conversations_service() {
         String::from_utf8_lossy(&bad.stderr)
     );
     dev.stop();
+}
+
+fn healthcheck(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_telenet"))
+        .arg("healthcheck")
+        .args(args)
+        .output()
+        .expect("telenet healthcheck runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn healthcheck_passes_against_a_running_server_and_fails_once_it_stopped() {
+    let dev = Dev::start(&["--ephemeral"]);
+    let grpc = dev.value("grpc: ");
+
+    let (ok, err) = healthcheck(&["--grpc", &grpc]);
+    assert!(ok, "liveness: {err}");
+    // Readiness follows the dependency checks, which start at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, err) = healthcheck(&["--grpc", &grpc, "--service", "telenet.dispatch"]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, err) = healthcheck(&["--grpc", &grpc, "--service", "telenet.nothing"]);
+    assert!(!ok, "an unknown service is not serving");
+    assert!(err.contains("telenet.nothing"), "{err}");
+
+    // The dev server says where its metrics are, and they answer.
+    let metrics = dev.value("metrics: ");
+    let scraped = reqwest::get(&metrics)
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(scraped.contains("telenet_build_info"), "{scraped}");
+
+    dev.stop();
+    let started = Instant::now();
+    let (ok, err) = healthcheck(&["--grpc", &grpc, "--timeout", "2s"]);
+    assert!(!ok, "a stopped server is not healthy");
+    assert!(err.starts_with("error: ") && err.contains(&grpc), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the timeout");
+}
+
+/// Runs `telenet serve --service contacts` with JSON logs until it logged
+/// `until`, then stops it; returns every line it wrote to stdout and stderr.
+fn serve_with_json_logs(env: &[(&str, &str)], until: &str) -> (std::process::ExitStatus, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_telenet"))
+        .args(["serve", "--service", "contacts"])
+        .env("TELENET_LOG_FORMAT", "json")
+        .env("TELENET_LOG", "info")
+        .env("TELENET_DATA_DIR", dir.path())
+        .env("TELENET_GRPC_LISTEN", "127.0.0.1:0")
+        .env("TELENET_METRICS_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("telenet serve starts");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let readers: Vec<_> = [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.iter().any(|l: &String| l.contains(until)) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => lines.push(line),
+            // Both streams closed: the process ended by itself.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("{until:?} not logged within 60 s: {lines:?}");
+            }
+        }
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().expect("telenet exits");
+    for reader in readers {
+        let _ = reader.join();
+    }
+    lines.extend(rx.try_iter());
+    (status, lines)
+}
+
+fn parse_json_lines(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) if value.is_object() => value,
+            _ => panic!("not a JSON log line: {line:?}\nall output: {lines:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_are_json_from_start_to_stop() {
+    let (status, lines) = serve_with_json_logs(&[], "grpc server listening");
+    assert!(status.success(), "{status}: {lines:?}");
+    let logs = parse_json_lines(&lines);
+    let messages: Vec<&str> = logs
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    for expected in ["grpc server listening", "shutting down", "grpc server stopped"] {
+        assert!(messages.contains(&expected), "{expected:?} in {messages:?}");
+    }
+    assert!(logs.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+}
+
+#[test]
+fn a_fatal_error_is_logged_as_json_too() {
+    let (status, lines) =
+        serve_with_json_logs(&[("TELENET_BUS_URL", "nowhere://bus")], "telenet stopped");
+    assert!(!status.success(), "{lines:?}");
+    let logs = parse_json_lines(&lines);
+    let fatal = logs
+        .iter()
+        .find(|l| l["message"] == "telenet stopped")
+        .expect("the fatal error is logged");
+    assert_eq!(fatal["level"], "ERROR");
+    assert!(
+        fatal["error"].as_str().is_some_and(|e| e.contains("unsupported bus url")),
+        "{fatal}"
+    );
 }

@@ -1,0 +1,270 @@
+{{/*
+Shared helpers. Every workload is one of the services in
+"telenet.serviceNames"; their settings are `.Values.defaults` deep-merged
+with `.Values.services.<name>` (see "telenet.component").
+*/}}
+
+{{/* The services, in a fixed order so rendering is stable. */}}
+{{- define "telenet.serviceNames" -}}
+ingress contacts conversations media dispatch reporting gateway
+{{- end -}}
+
+{{/*
+What each service needs: its own PostgreSQL schema, the event bus (outbox
+relay and consumers), the presence store, an HTTP listener, and which
+services it calls over gRPC (the NetworkPolicies allow exactly these
+calls). Only the gateway keeps presence and has no database; it publishes
+no events, so it gets no broker credentials.
+*/}}
+{{- define "telenet.needs" -}}
+{{- $needs := dict
+  "ingress" (dict "database" true "bus" true "presence" false "httpPort" 8081 "httpPortName" "webhooks" "calls" (list))
+  "contacts" (dict "database" true "bus" true "presence" false "calls" (list))
+  "conversations" (dict "database" true "bus" true "presence" false "calls" (list "contacts"))
+  "media" (dict "database" true "bus" true "presence" false "calls" (list))
+  "dispatch" (dict "database" true "bus" true "presence" false "calls" (list "ingress"))
+  "reporting" (dict "database" true "bus" true "presence" false "calls" (list))
+  "gateway" (dict "database" false "bus" false "presence" true "httpPort" 8080 "httpPortName" "http" "calls" (list "conversations" "ingress" "contacts" "reporting"))
+-}}
+{{- toYaml (get $needs .) -}}
+{{- end -}}
+
+{{- define "telenet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The prefix of every resource name: the release name, followed by the chart
+name unless the release name already contains it ("telenet" stays
+"telenet", "prod" becomes "prod-telenet").
+*/}}
+{{- define "telenet.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one service's resources: (dict "root" $ "name" "gateway"). */}}
+{{- define "telenet.componentName" -}}
+{{- printf "%s-%s" (include "telenet.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "telenet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every resource: (dict "root" $ "component" "gateway"). */}}
+{{- define "telenet.labels" -}}
+helm.sh/chart: {{ include "telenet.chart" .root }}
+{{ include "telenet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: telenet
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels a Service or PDB selects pods by. */}}
+{{- define "telenet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "telenet.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+`annotations:` of a top-level resource's metadata (commonAnnotations plus
+extra ones), indented for `metadata`; nothing when there are none:
+(dict "root" $ "extra" map).
+*/}}
+{{- define "telenet.annotations" -}}
+{{- $all := merge (deepCopy (default (dict) .extra)) (deepCopy (default (dict) .root.Values.commonAnnotations)) -}}
+{{- with $all }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Deep merge where every value of `over` wins, including false, 0 and "".
+(Sprig's mergeOverwrite keeps the base value when the override is empty,
+so `enabled: false` over a default `true` would be lost.) Lists are
+replaced, not concatenated. Returns YAML: (dict "base" map "over" map).
+*/}}
+{{- define "telenet.deepMerge" -}}
+{{- $out := deepCopy (default (dict) .base) -}}
+{{- range $key, $value := (default (dict) .over) -}}
+{{- $current := get $out $key -}}
+{{- if and (kindIs "map" $value) (kindIs "map" $current) -}}
+{{- $_ := set $out $key (include "telenet.deepMerge" (dict "base" $current "over" $value) | fromYaml) -}}
+{{- else -}}
+{{- $_ := set $out $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+One service's effective settings: `.Values.defaults` with
+`.Values.services.<name>` merged over it, plus its needs. YAML:
+(dict "root" $ "name" "gateway").
+*/}}
+{{- define "telenet.component" -}}
+{{- $over := get .root.Values.services .name | default (dict) -}}
+{{- $merged := include "telenet.deepMerge" (dict "base" .root.Values.defaults "over" $over) | fromYaml -}}
+{{- $image := include "telenet.deepMerge" (dict "base" .root.Values.image "over" (default (dict) $merged.image)) | fromYaml -}}
+{{- $_ := set $merged "image" $image -}}
+{{- $_ := set $merged "needs" (include "telenet.needs" .name | fromYaml) -}}
+{{- $_ := set $merged "name" .name -}}
+{{- toYaml $merged -}}
+{{- end -}}
+
+{{/* registry/repository:tag or @digest: (dict "root" $ "image" map). */}}
+{{- define "telenet.image" -}}
+{{- $repo := .image.repository -}}
+{{- if .image.registry -}}
+{{- $repo = printf "%s/%s" .image.registry .image.repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repo .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .root.Chart.AppVersion .image.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "telenet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "telenet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret the chart creates for URLs given inline. */}}
+{{- define "telenet.datastoresSecretName" -}}
+{{- printf "%s-datastores" (include "telenet.fullname" .) -}}
+{{- end -}}
+
+{{/*
+Whether the chart must create its datastores Secret: some URL is given
+inline (not through an existing Secret).
+*/}}
+{{- define "telenet.createDatastoresSecret" -}}
+{{- if or (and (not .Values.database.existingSecret) .Values.database.url) (and (not .Values.rabbitmq.existingSecret) .Values.rabbitmq.url) (and (not .Values.redis.existingSecret) .Values.redis.url) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+An env entry reading one datastore URL from its Secret: the existing
+Secret when one is named, else the chart's datastores Secret (whose keys
+are the default key names). A missing URL is reported here, so
+`helm install` fails naming the value to set:
+(dict "root" $ "env" "TELENET_DATABASE_URL" "what" "database" "key" "database-url").
+*/}}
+{{- define "telenet.urlEnv" -}}
+{{- $store := get .root.Values .what -}}
+{{- if and (not $store.existingSecret) (not $store.url) -}}
+{{- fail (printf "%s: set %s.url or %s.existingSecret" .what .what .what) -}}
+{{- end -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "telenet.datastoresSecretName" .root) $store.existingSecret }}
+      key: {{ ternary $store.existingSecretKey .key (not (empty $store.existingSecret)) }}
+{{- end -}}
+
+{{/*
+The public base URL of the webhook listener (channel webhook URLs are
+`{publicUrl}/webhooks/{channel_id}`): `webhooks.publicUrl`, else derived
+from the webhooks Ingress or HTTPRoute host.
+*/}}
+{{- define "telenet.webhooksPublicUrl" -}}
+{{- if .Values.webhooks.publicUrl -}}
+{{- .Values.webhooks.publicUrl | trimSuffix "/" -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.webhooks.host -}}
+{{- printf "%s://%s" (ternary "https" "http" (not (empty .Values.ingress.webhooks.tlsSecretName))) .Values.ingress.webhooks.host -}}
+{{- else if and .Values.httpRoute.enabled .Values.httpRoute.webhooks.hostname -}}
+{{- printf "https://%s" .Values.httpRoute.webhooks.hostname -}}
+{{- else if .Values.services.ingress.enabled -}}
+{{- fail "webhooks.publicUrl: set the public base URL channels reach the webhooks at (or ingress.webhooks.host / httpRoute.webhooks.hostname)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* gRPC endpoint of a service inside the cluster: (dict "root" $ "name" "contacts"). */}}
+{{- define "telenet.endpoint" -}}
+{{- $override := get .root.Values.endpoints .name -}}
+{{- if $override -}}
+{{- $override -}}
+{{- else -}}
+{{- printf "http://%s:%d" (include "telenet.componentName" .) 50051 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Flattens `settings` into TELENET_ environment variables the way the
+binary reads them: `dispatch.concurrency` becomes
+TELENET_DISPATCH__CONCURRENCY. Helm reads every number in values as a
+float; whole numbers are written without a fraction or exponent
+(104857600, not 1.048576e+08). Lines of a ConfigMap's `data`, each
+starting with a newline and indented by two:
+(dict "prefix" "TELENET_" "values" map).
+*/}}
+{{- define "telenet.flattenEnv" -}}
+{{- $prefix := .prefix -}}
+{{- range $key, $value := .values -}}
+{{- $name := printf "%s%s" $prefix (upper $key) -}}
+{{- if kindIs "map" $value -}}
+{{- include "telenet.flattenEnv" (dict "prefix" (printf "%s__" $name) "values" $value) -}}
+{{- else if kindIs "slice" $value }}
+  {{ $name }}: {{ printf "[%s]" (join ", " $value) | quote }}
+{{- else if and (kindIs "float64" $value) (eq $value (floor $value)) }}
+  {{ $name }}: {{ int64 $value | toString | quote }}
+{{- else }}
+  {{ $name }}: {{ toString $value | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A probe without its `enabled` switch and with its handler: the one given
+in values, else the default handler passed in (dict "probe" map "default" map).
+*/}}
+{{- define "telenet.probe" -}}
+{{- $probe := omit .probe "enabled" -}}
+{{- if not (or $probe.grpc $probe.httpGet $probe.tcpSocket $probe.exec) -}}
+{{- $probe = merge $probe .default -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end -}}
+
+{{/* A number (written as an integer) or a percentage string. */}}
+{{- define "telenet.intOrString" -}}
+{{- if kindIs "string" . -}}
+{{- quote . -}}
+{{- else -}}
+{{- int64 . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Egress rule for DNS lookups. */}}
+{{- define "telenet.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with .Values.networkPolicy.dnsTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}

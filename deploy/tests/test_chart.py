@@ -1,0 +1,532 @@
+"""The Helm chart: lint, render with every ci/ values file, schema-validate
+every manifest, and check what the chart promises, including that planted
+mistakes are caught."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+import chart as chartlib
+from chart import SERVICES, by_kind, container, env_of
+
+CI_NAMES = [p.name for p in chartlib.CI_VALUES]
+
+
+def with_values(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """`base` with dotted-path overrides: with_values(v, **{"a.b": 1})."""
+    out = copy.deepcopy(base)
+    for path, value in overrides.items():
+        node = out
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
+def lint(values: dict[str, Any] | None, kube_version: str = "v1.25.0") -> dict[str, Any]:
+    return helm.lint(str(chartlib.CHART), values, strict=True, kube_version=kube_version)
+
+
+# --- Every ci/ values file ---------------------------------------------------
+
+
+def test_there_are_ci_values_files() -> None:
+    assert len(CI_NAMES) >= 5, CI_NAMES
+
+
+def test_a_newer_api_field_fails_on_the_oldest_supported_kubernetes(
+    ci_renders: dict[str, list[dict[str, Any]]],
+) -> None:
+    # production-values.yaml uses preStop `sleep` (Kubernetes 1.30): the
+    # validation of 1.25 manifests must see it.
+    with pytest.raises(chartlib.InvalidManifest, match="sleep"):
+        chartlib.validate_all(ci_renders["production-values.yaml"], ("1.25.0",))
+
+
+@pytest.mark.parametrize("name", CI_NAMES)
+@pytest.mark.parametrize("kube_version", ["v1.25.0", "v1.33.0"])
+def test_lint_is_clean_in_strict_mode(name: str, kube_version: str) -> None:
+    report = lint(chartlib.load_values(chartlib.CHART / "ci" / name), kube_version)
+    assert report["errors"] == [], report["messages"]
+    warnings = [m for m in report["messages"] if m["severity"] >= 2]
+    assert warnings == []
+
+
+@pytest.mark.parametrize("name", CI_NAMES)
+def test_every_manifest_is_valid_for_every_supported_kubernetes(
+    name: str, ci_renders: dict[str, list[dict[str, Any]]]
+) -> None:
+    docs = ci_renders[name]
+    assert docs, "nothing rendered"
+    oldest = chartlib.min_kube_version(chartlib.CHART / "ci" / name)
+    chartlib.validate_all(docs, (oldest, chartlib.KUBE_VERSIONS[-1]) if oldest else chartlib.KUBE_VERSIONS)
+
+
+@pytest.mark.parametrize("name", CI_NAMES)
+def test_every_pod_is_locked_down(name: str, ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    assert chartlib.policy_violations(ci_renders[name]) == []
+
+
+@pytest.mark.parametrize("name", CI_NAMES)
+def test_every_object_names_its_namespace(name: str, ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    # `helm template` does not add namespaces; scanners and `kubectl apply`
+    # of the rendered output need them.
+    assert [chartlib.describe(d) for d in ci_renders[name] if not d["metadata"].get("namespace")] == []
+
+
+# --- Planted mistakes --------------------------------------------------------
+
+WRONG_VALUES = {
+    "replica count as text": {"defaults.replicaCount": "three"},
+    "negative replicas": {"services.gateway.replicaCount": -1},
+    "setting of the wrong type": {"settings": {"dispatch": {"concurrency": "many"}}},
+    "misspelt setting": {"settings": {"dispatch": {"concurency": 8}}},
+    "duration without unit": {"settings": {"dispatch": {"http_timeout": 15}}},
+    "unknown log format": {"logs.format": "xml"},
+    "database that is not PostgreSQL": {"database.url": "mysql://db/telenet"},
+    "broker URL with TLS, which this release refuses": {"rabbitmq.url": "amqps://mq/%2f"},
+    "unknown service": {"services.billing": {"enabled": True}},
+    "unknown top-level value": {"replicaCount": 2},
+    "probe field misspelt": {"defaults.livenessProbe.periodSecond": 5},
+    "port given as text": {"networkPolicy.datastorePorts.postgresql": ["5432"]},
+    "bad image digest": {"image.digest": "latest"},
+    "enabled given as text": {"services.media.enabled": "no"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_VALUES))
+def test_schema_rejects_wrong_values(case: str, minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **WRONG_VALUES[case])
+    report = lint(values)
+    assert report["errors"], f"{case} passed lint"
+    with pytest.raises(helm.HelmValuesError):
+        chartlib.render(values)
+
+
+def test_default_values_refuse_to_install_without_datastores() -> None:
+    report = lint(None)
+    text = "\n".join(report["errors"])
+    for value in ("/database", "/rabbitmq", "/redis"):
+        assert value in text
+
+
+def test_unknown_field_passed_through_values_is_rejected(minimal_values: dict[str, Any]) -> None:
+    values = with_values(
+        minimal_values,
+        **{"defaults.containerSecurityContext": {"runAsNonRoot": True, "readOnlyRootFilesystm": True}},
+    )
+    docs = chartlib.render(values)
+    with pytest.raises(chartlib.InvalidManifest, match="readOnlyRootFilesystm"):
+        chartlib.validate_all(docs)
+
+
+def test_unknown_field_in_a_template_is_rejected(tmp_path: Path, minimal_values: dict[str, Any]) -> None:
+    planted = tmp_path / "telenet"
+    shutil.copytree(chartlib.CHART, planted)
+    template = planted / "templates" / "deployment.yaml"
+    text = template.read_text()
+    assert "enableServiceLinks: false" in text
+    template.write_text(text.replace("enableServiceLinks: false", "enableServiceLink: false"))
+    docs = chartlib.render(minimal_values, chart=planted)
+    with pytest.raises(chartlib.InvalidManifest, match="enableServiceLink"):
+        chartlib.validate_all(docs)
+
+
+def test_removed_api_version_is_rejected() -> None:
+    doc = {"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "x"}, "spec": {}}
+    with pytest.raises(chartlib.InvalidManifest, match="no schema"):
+        chartlib.validate_manifest(doc, "1.25.0")
+
+
+def test_misplaced_field_in_a_crd_is_rejected(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"metrics.serviceMonitor.enabled": True})
+    monitor = by_kind(chartlib.render(values), "ServiceMonitor")["telenet"]
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(chartlib.InvalidManifest, match="intervall"):
+        chartlib.validate_manifest(monitor, "1.25.0")
+
+
+def test_root_container_is_rejected_by_the_policy(minimal_values: dict[str, Any]) -> None:
+    values = with_values(
+        minimal_values,
+        **{
+            "services.dispatch.containerSecurityContext": {"runAsNonRoot": False, "runAsUser": 0},
+            "services.dispatch.podSecurityContext": {"runAsNonRoot": False, "runAsUser": 0},
+        },
+    )
+    problems = chartlib.policy_violations(chartlib.render(values))
+    assert any("telenet-dispatch" in p and "root" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("readOnlyRootFilesystem", False, "root filesystem is writable"),
+        ("allowPrivilegeEscalation", True, "allowPrivilegeEscalation"),
+        ("capabilities", {"drop": [], "add": ["NET_ADMIN"]}, "capabilities"),
+        ("privileged", True, "privileged"),
+        ("seccompProfile", {"type": "Unconfined"}, "seccomp"),
+    ],
+)
+def test_weakened_security_is_rejected_by_the_policy(
+    field: str, value: Any, problem: str, minimal_values: dict[str, Any]
+) -> None:
+    docs = chartlib.render(minimal_values)
+    container(by_kind(docs, "Deployment")["telenet-media"])["securityContext"][field] = value
+    problems = chartlib.policy_violations(docs)
+    assert [p for p in problems if problem in p and "telenet-media" in p], problems
+
+
+def test_missing_limits_and_probes_are_rejected_by_the_policy(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(minimal_values)
+    c = container(by_kind(docs, "Deployment")["telenet-contacts"])
+    c["resources"] = {"requests": {"cpu": "100m"}}
+    del c["readinessProbe"]
+    problems = chartlib.policy_violations(docs)
+    assert any("no memory limits" in p for p in problems), problems
+    assert any("no readinessProbe" in p for p in problems), problems
+
+
+# --- What the chart renders --------------------------------------------------
+
+
+def test_one_deployment_service_pdb_and_policy_per_service(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(minimal_values)
+    names = {f"telenet-{s}" for s in SERVICES}
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"):
+        assert names <= set(by_kind(docs, kind)), kind
+    for name, deployment in by_kind(docs, "Deployment").items():
+        service = name.removeprefix("telenet-")
+        assert container(deployment)["args"] == ["serve", "--service", service]
+        assert "command" not in container(deployment)
+
+
+def test_release_name_prefixes_everything() -> None:
+    values = chartlib.load_values(chartlib.CHART / "ci" / "minimal-values.yaml")
+    docs = chartlib.render(values, name="prod")
+    assert "prod-telenet-gateway" in by_kind(docs, "Deployment")
+    config = by_kind(docs, "ConfigMap")["prod-telenet"]["data"]
+    assert config["TELENET_ENDPOINTS__CONTACTS"] == "http://prod-telenet-contacts:50051"
+
+
+def test_probes_are_grpc_native_and_readiness_follows_dependencies(minimal_values: dict[str, Any]) -> None:
+    deployments = by_kind(chartlib.render(minimal_values), "Deployment")
+    for service in SERVICES:
+        c = container(deployments[f"telenet-{service}"])
+        assert c["livenessProbe"]["grpc"] == {"port": 50051}, "liveness must not depend on anything"
+        assert c["startupProbe"]["grpc"] == {"port": 50051}
+        if service == "gateway":
+            assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+            assert "grpc" not in c["readinessProbe"]
+        else:
+            assert c["readinessProbe"]["grpc"] == {"port": 50051, "service": f"telenet.{service}"}
+
+
+def test_probe_can_be_switched_off(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"services.media.startupProbe": {"enabled": False}})
+    deployments = by_kind(chartlib.render(values), "Deployment")
+    assert "startupProbe" not in container(deployments["telenet-media"])
+    assert "startupProbe" in container(deployments["telenet-contacts"])
+
+
+def test_configuration_reaches_every_service(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(minimal_values)
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_GRPC_LISTEN"] == "0.0.0.0:50051"
+    assert config["TELENET_METRICS_LISTEN"] == "0.0.0.0:9090"
+    assert config["TELENET_INGRESS__LISTEN"] == "0.0.0.0:8081"
+    assert config["TELENET_GATEWAY__LISTEN"] == "0.0.0.0:8080"
+    assert config["TELENET_INGRESS__PUBLIC_URL"] == "https://hooks.example.com"
+    assert config["TELENET_LOG_FORMAT"] == "json"
+    assert config["TELENET_SEED"] == "false"
+    assert config["TELENET_DATA_DIR"] == "/data"
+    for service in SERVICES:
+        if service != "gateway":
+            assert config[f"TELENET_ENDPOINTS__{service.upper()}"] == f"http://telenet-{service}:50051"
+    for deployment in by_kind(docs, "Deployment").values():
+        assert container(deployment)["envFrom"] == [{"configMapRef": {"name": "telenet"}}]
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+def test_each_service_gets_only_the_credentials_it_needs(minimal_values: dict[str, Any]) -> None:
+    deployments = by_kind(chartlib.render(minimal_values), "Deployment")
+    for service in SERVICES:
+        env = env_of(deployments[f"telenet-{service}"])
+        has = {k for k in ("TELENET_DATABASE_URL", "TELENET_BUS_URL", "TELENET_PRESENCE_URL") if k in env}
+        if service == "gateway":
+            assert has == {"TELENET_PRESENCE_URL"}
+        else:
+            assert has == {"TELENET_DATABASE_URL", "TELENET_BUS_URL"}
+    ref = env_of(deployments["telenet-contacts"])["TELENET_DATABASE_URL"]
+    assert ref == {"secretKeyRef": {"name": "telenet-datastores", "key": "database-url"}}
+
+
+def test_existing_secrets_are_read_directly(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["existing-secrets-values.yaml"]
+    assert "Secret" not in {d["kind"] for d in docs}
+    deployments = by_kind(docs, "Deployment")
+    assert env_of(deployments["telenet-dispatch"])["TELENET_BUS_URL"] == {
+        "secretKeyRef": {"name": "telenet-rabbitmq", "key": "amqp-url"}
+    }
+    assert env_of(deployments["telenet-gateway"])["TELENET_PRESENCE_URL"] == {
+        "secretKeyRef": {"name": "telenet-redis", "key": "redis-url"}
+    }
+    job = by_kind(docs, "Job")["telenet-migrate"]
+    assert env_of(job)["TELENET_DATABASE_URL"] == {"secretKeyRef": {"name": "telenet-postgresql", "key": "url"}}
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "telenet-workloads"
+
+
+def test_settings_become_environment_variables(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    config = by_kind(ci_renders["production-values.yaml"], "ConfigMap")["telenet"]["data"]
+    # Helm reads numbers as floats: large ones must still come out whole.
+    assert config["TELENET_MEDIA__MAX_UPLOAD_BYTES"] == "209715200"
+    assert config["TELENET_GRPC_SERVER__CONCURRENCY_LIMIT"] == "2048"
+    assert config["TELENET_DISPATCH__HTTP_TIMEOUT"] == "20s"
+    assert config["TELENET_DISPATCH__DIRECTORY_CACHE_TTL"] == "0s"
+    assert config["TELENET_BUS_PREFIX"] == "prod."
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+
+
+def test_configuration_changes_roll_the_pods(minimal_values: dict[str, Any]) -> None:
+    def checksums(values: dict[str, Any]) -> tuple[str, str]:
+        pod = by_kind(chartlib.render(values), "Deployment")["telenet-dispatch"]["spec"]["template"]
+        return pod["metadata"]["annotations"]["checksum/config"], pod["metadata"]["annotations"]["checksum/secret"]
+
+    config, secret = checksums(minimal_values)
+    assert checksums(minimal_values) == (config, secret), "rendering must be stable"
+    changed_config, same_secret = checksums(with_values(minimal_values, settings={"dispatch": {"concurrency": 8}}))
+    assert changed_config != config and same_secret == secret
+    same_config, changed_secret = checksums(with_values(minimal_values, **{"database.url": "postgres://other/db"}))
+    assert same_config == config and changed_secret != secret
+
+
+def test_migrations_run_as_a_hook_before_install_and_upgrade(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(minimal_values)
+    job = by_kind(docs, "Job")["telenet-migrate"]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert annotations["helm.sh/hook-weight"] == "0"
+    args = container(job)["args"]
+    assert args[0] == "migrate"
+    assert sorted(args[2::2]) == sorted(s for s in SERVICES if s != "gateway")
+    # Hooks run before the release's own objects exist: the Job's
+    # ServiceAccount, Secret and NetworkPolicy are hooks created before it.
+    for kind in ("ServiceAccount", "Secret", "NetworkPolicy"):
+        hook = by_kind(docs, kind)["telenet-migrate"]["metadata"]["annotations"]
+        assert hook["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert int(hook["helm.sh/hook-weight"]) < 0
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "telenet-migrate"
+    assert env_of(job)["TELENET_DATABASE_URL"]["secretKeyRef"]["name"] == "telenet-migrate"
+
+
+def test_migrations_can_be_left_out(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(with_values(minimal_values, **{"migrations.enabled": False}))
+    assert not [d for d in docs if "migrate" in d["metadata"]["name"]]
+
+
+def test_autoscaling_replaces_the_replica_count(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["production-values.yaml"]
+    deployments = by_kind(docs, "Deployment")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"telenet-ingress", "telenet-conversations", "telenet-gateway"}
+    for name in hpas:
+        assert "replicas" not in deployments[name]["spec"]
+    assert deployments["telenet-contacts"]["spec"]["replicas"] == 2
+    conversations = hpas["telenet-conversations"]["spec"]
+    assert (conversations["minReplicas"], conversations["maxReplicas"]) == (3, 12)
+    assert {m["resource"]["name"] for m in conversations["metrics"]} == {"cpu", "memory"}
+
+
+def test_media_keeps_blobs_on_a_volume(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    shared = ci_renders["production-values.yaml"]
+    claim = by_kind(shared, "PersistentVolumeClaim")["telenet-media"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    media = by_kind(shared, "Deployment")["telenet-media"]
+    assert media["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert container(media)["image"].startswith("registry.example.com/telenet/telenet-media@sha256:")
+    volumes = {v["name"]: v for v in media["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "telenet-media"
+    # A ReadWriteOnce volume cannot be attached to two pods during a rollout.
+    single = by_kind(ci_renders["subset-values.yaml"], "Deployment")["inbox-media"]
+    assert single["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_media_refuses_replicas_it_cannot_share_a_volume_with(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"persistence.enabled": True, "services.media.replicaCount": 2})
+    with pytest.raises(helm.HelmRenderError, match="ReadWriteMany"):
+        chartlib.render(values)
+
+
+def test_only_the_media_image_carries_ffmpeg(minimal_values: dict[str, Any]) -> None:
+    deployments = by_kind(chartlib.render(minimal_values), "Deployment")
+    for service in SERVICES:
+        image = container(deployments[f"telenet-{service}"])["image"]
+        expected = "ghcr.io/telenet/telenet-media:0.1.0" if service == "media" else "ghcr.io/telenet/telenet:0.1.0"
+        assert image == expected
+
+
+def test_network_policies_allow_only_the_calls_services_make(minimal_values: dict[str, Any]) -> None:
+    policies = by_kind(chartlib.render(minimal_values), "NetworkPolicy")
+
+    def components(peers: list[dict[str, Any]]) -> set[str]:
+        return {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers if "podSelector" in p}
+
+    def grpc_from(service: str) -> set[str]:
+        rules = policies[f"telenet-{service}"]["spec"]["ingress"]
+        return components(next(r["from"] for r in rules if r["ports"][0]["port"] == "grpc"))
+
+    def grpc_to(service: str) -> set[str]:
+        rules = policies[f"telenet-{service}"]["spec"]["egress"]
+        return components(next(r["to"] for r in rules if r.get("ports", [{}])[0].get("port") == 50051))
+
+    assert grpc_from("contacts") == {"contacts", "conversations", "gateway"}
+    assert grpc_from("ingress") == {"ingress", "dispatch", "gateway"}
+    assert grpc_from("media") == {"media"}
+    assert grpc_to("gateway") == {"gateway", "conversations", "ingress", "contacts", "reporting"}
+    assert grpc_to("dispatch") == {"dispatch", "ingress"}
+
+    def egress_ports(service: str) -> set[int]:
+        return {
+            p["port"]
+            for r in policies[f"telenet-{service}"]["spec"]["egress"]
+            for p in r.get("ports", [])
+            if isinstance(p["port"], int)
+        }
+
+    assert egress_ports("gateway") == {53, 50051, 6379}
+    assert egress_ports("contacts") == {53, 50051, 5432, 5672}
+    internet = [r for r in policies["telenet-dispatch"]["spec"]["egress"] if "ports" not in r]
+    assert internet[0]["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert "10.0.0.0/8" in internet[0]["to"][0]["ipBlock"]["except"]
+    media_internet = [r for r in policies["telenet-media"]["spec"]["egress"] if "ports" not in r]
+    assert media_internet == internet, "media fetches attachments and may use S3"
+    assert not [r for r in policies["telenet-contacts"]["spec"]["egress"] if "ports" not in r]
+    http = [r for r in policies["telenet-gateway"]["spec"]["ingress"] if r["ports"][0]["port"] == "http"]
+    assert http[0]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+
+
+def test_ingress_routes_api_and_webhooks(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    separate = by_kind(ci_renders["production-values.yaml"], "Ingress")["telenet"]["spec"]
+    rules = {r["host"]: r["http"]["paths"] for r in separate["rules"]}
+    assert rules["inbox.example.com"][0]["backend"]["service"] == {"name": "telenet-gateway", "port": {"name": "http"}}
+    assert rules["hooks.example.com"][0]["path"] == "/webhooks"
+    assert rules["hooks.example.com"][0]["backend"]["service"]["name"] == "telenet-ingress"
+    assert {t["secretName"] for t in separate["tls"]} == {"inbox-tls", "hooks-tls"}
+    config = by_kind(ci_renders["production-values.yaml"], "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_INGRESS__PUBLIC_URL"] == "https://hooks.example.com"
+
+    shared = by_kind(ci_renders["subset-values.yaml"], "Ingress")["inbox"]["spec"]
+    assert len(shared["rules"]) == 1 and len(shared["tls"]) == 1
+    assert [p["path"] for p in shared["rules"][0]["http"]["paths"]] == ["/", "/webhooks"]
+
+
+def test_http_routes_instead_of_an_ingress(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["httproute-values.yaml"]
+    routes = by_kind(docs, "HTTPRoute")
+    assert routes["telenet-ingress"]["spec"]["rules"][0]["matches"][0]["path"]["value"] == "/webhooks"
+    assert routes["telenet-gateway"]["spec"]["rules"][0]["backendRefs"][0] == {"name": "telenet-gateway", "port": 8080}
+    assert not by_kind(docs, "Ingress")
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_INGRESS__PUBLIC_URL"] == "https://hooks.example.com"
+
+
+def test_webhooks_need_a_public_url(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"webhooks.publicUrl": ""})
+    with pytest.raises(helm.HelmRenderError, match="webhooks.publicUrl"):
+        chartlib.render(values)
+
+
+def test_service_monitor_scrapes_every_service(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["production-values.yaml"]
+    monitor = by_kind(docs, "ServiceMonitor")["telenet"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    for service in by_kind(docs, "Service").values():
+        assert selector.items() <= service["metadata"]["labels"].items()
+        assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_metrics_can_be_switched_off(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["existing-secrets-values.yaml"]
+    assert by_kind(docs, "ConfigMap")["telenet"]["data"]["TELENET_METRICS_LISTEN"] == ""
+    for service in by_kind(docs, "Service").values():
+        assert "metrics" not in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_part_of_the_suite_can_run_elsewhere(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["subset-values.yaml"]
+    assert set(by_kind(docs, "Deployment")) == {"inbox-ingress", "inbox-conversations", "inbox-media", "inbox-gateway"}
+    config = by_kind(docs, "ConfigMap")["inbox"]["data"]
+    assert config["TELENET_ENDPOINTS__CONTACTS"] == "http://contacts.other-namespace:50051"
+    assert config["TELENET_ENDPOINTS__CONVERSATIONS"] == "http://inbox-conversations:50051"
+    args = container(by_kind(docs, "Job")["inbox-migrate"])["args"]
+    assert sorted(args[2::2]) == ["conversations", "ingress", "media"]
+
+
+def test_scheduling_settings_reach_the_pods(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    pod = by_kind(ci_renders["production-values.yaml"], "Deployment")["telenet-dispatch"]["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert spec["priorityClassName"] == "business-critical"
+    spread = spec["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    assert all(c["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "dispatch" for c in spread)
+    assert container(by_kind(ci_renders["production-values.yaml"], "Deployment")["telenet-dispatch"])["lifecycle"] == {
+        "preStop": {"sleep": {"seconds": 5}}
+    }
+    env = env_of(by_kind(ci_renders["production-values.yaml"], "Deployment")["telenet-dispatch"])
+    assert env["TELENET_DISPATCH__MAX_ATTEMPTS"] == "6"
+    assert env["HTTPS_PROXY"] == {"secretKeyRef": {"name": "egress-proxy", "key": "url"}}
+    assert env["TZ"] == "UTC"
+    pdb = by_kind(ci_renders["production-values.yaml"], "PodDisruptionBudget")
+    assert pdb["telenet-dispatch"]["spec"] == {
+        "minAvailable": "50%",
+        "selector": pdb["telenet-dispatch"]["spec"]["selector"],
+    }
+    assert pdb["telenet-contacts"]["spec"]["minAvailable"] == 1
+
+
+def test_per_service_false_overrides_a_default_true(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"services.gateway.pdb": {"enabled": False}})
+    pdbs = by_kind(chartlib.render(values), "PodDisruptionBudget")
+    assert "telenet-gateway" not in pdbs and "telenet-contacts" in pdbs
+
+
+def test_notes_tell_how_to_start(minimal_values: dict[str, Any]) -> None:
+    notes = chartlib.render_files(minimal_values)["telenet/templates/NOTES.txt"]
+    assert "telenet create-workspace" in notes
+    assert "https://hooks.example.com/webhooks/{channel_id}" in notes
+    assert "port-forward svc/telenet-gateway 8080:8080" in notes
+
+
+def test_media_blobs_in_s3_with_credentials_from_a_secret(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["s3-media-values.yaml"]
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_MEDIA__BLOB_STORE"] == "s3"
+    assert config["TELENET_MEDIA__S3__PATH_STYLE"] == "true"
+    assert config["TELENET_MEDIA__INBOUND__MAX_BYTES"] == "52428800"
+    assert not [k for k in config if "ACCESS_KEY" in k], "credentials never go into the ConfigMap"
+    media = by_kind(docs, "Deployment")["telenet-media"]
+    assert media["spec"]["replicas"] == 3
+    env = env_of(media)
+    assert env["TELENET_MEDIA__S3__SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "telenet-media-s3", "key": "secret-access-key"}
+    }
+    assert "TELENET_MEDIA__S3__ACCESS_KEY_ID" not in env_of(by_kind(docs, "Deployment")["telenet-dispatch"])
+    assert not by_kind(docs, "PersistentVolumeClaim")
+
+
+def test_credentials_cannot_be_put_in_settings(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, settings={"media": {"s3": {"secret_access_key": "hunter2"}}})
+    with pytest.raises(helm.HelmValuesError):
+        chartlib.render(values)

@@ -1,0 +1,633 @@
+//! Files: uploads streamed through to the media service, and downloads
+//! (with byte ranges) streamed back. The gateway never holds a whole file:
+//! an upload goes out as gRPC chunks while it comes in, a download goes out
+//! as the media service sends it.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use telenet_proto::media::v1 as media;
+use telenet_proto::media::v1::media_client::MediaClient;
+use telenet_proto::media::v1::upload_request::Part;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::problem::Problem;
+use crate::sniff;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Largest upload chunk sent to the media service (it accepts up to 1 MiB).
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Room for the multipart framing around the file: boundaries, part
+/// headers and the `kind` field.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+/// Longest `kind` value read.
+const MAX_KIND_LEN: usize = 32;
+
+/// Largest upload per kind, in bytes (`gateway.max_upload_bytes.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadLimits {
+    /// Voice notes (5 minutes of any accepted format fit easily).
+    pub voice: u64,
+    /// Pictures.
+    pub image: u64,
+    /// Any other file. The media service's `max_upload_bytes` must be at
+    /// least this.
+    pub file: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            voice: 16 * MIB,
+            image: 16 * MIB,
+            file: 100 * MIB,
+        }
+    }
+}
+
+impl UploadLimits {
+    fn of(&self, kind: UploadKind) -> u64 {
+        match kind {
+            UploadKind::Voice => self.voice,
+            UploadKind::Image => self.image,
+            UploadKind::File => self.file,
+        }
+    }
+
+    /// The request body limit of `POST /v1/files`: the largest file plus
+    /// the form around it.
+    pub(crate) fn body_limit(&self) -> usize {
+        let largest = self.voice.max(self.image).max(self.file);
+        usize::try_from(largest.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX)
+    }
+}
+
+/// What is being uploaded: it sets the size limit and the accepted types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadKind {
+    /// A recorded voice note: audio only (Ogg, WebM, MP4/M4A, MP3, AAC, WAV,
+    /// FLAC, AMR).
+    Voice,
+    /// A picture (JPEG, PNG, GIF, WebP, HEIC, AVIF).
+    Image,
+    /// Any file.
+    File,
+}
+
+impl UploadKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            UploadKind::Voice => "voice",
+            UploadKind::Image => "image",
+            UploadKind::File => "file",
+        }
+    }
+}
+
+/// The form of `POST /v1/files` (`multipart/form-data`). Only its schema is
+/// used: the form itself is read part by part as it streams in.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// `voice`, `image` or `file` (the default). Sent before `file`.
+    pub kind: Option<UploadKind>,
+    /// The file. Its part's `Content-Type` is the declared type, which must
+    /// match the bytes when it is a type the gateway knows.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileView {
+    /// File id: the hex SHA-256 of the bytes.
+    pub id: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// The declared MIME type, normalised.
+    pub mime_type: String,
+}
+
+impl From<media::Blob> for FileView {
+    fn from(b: media::Blob) -> Self {
+        Self {
+            id: b.id,
+            size_bytes: b.size_bytes,
+            mime_type: b.mime_type,
+        }
+    }
+}
+
+/// The bytes of a file (its schema; the bytes themselves are streamed).
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct FileBytes(pub Vec<u8>);
+
+/// The file id in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct FilePath {
+    /// File id (64 hex characters).
+    pub id: String,
+}
+
+/// Upload a file: a voice note, a picture or any file.
+///
+/// The body is `multipart/form-data` with an optional `kind` field followed
+/// by the `file` part; the file is streamed to storage as it arrives. The id
+/// is the SHA-256 of the bytes, so uploading the same file again answers
+/// with the same id.
+#[utoipa::path(
+    post,
+    path = "/v1/files",
+    tag = "files",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "the file is stored", body = FileView,
+         headers(("location" = String, description = "where the file is downloaded"))),
+        (status = 400, description = "the form is malformed, or has no `file` part", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the file is larger than its kind allows", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "the declared type is not one the kind accepts, or does not match the bytes", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let mut form = Multipart::from_request(request, &state)
+        .await
+        .map_err(|rejection| ApiError::Rejected {
+            status: rejection.status(),
+            detail: rejection.body_text(),
+        })?;
+    let mut kind = UploadKind::File;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("kind") => kind = read_kind(&mut field).await?,
+            Some("file") => {
+                let blob = upload_file(&state, &caller, kind, field).await?;
+                let location = format!("/v1/files/{}", blob.id);
+                return Ok((
+                    StatusCode::CREATED,
+                    [(header::LOCATION, location)],
+                    Json(FileView::from(blob)),
+                )
+                    .into_response());
+            }
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "form",
+                    format!("unknown form field {other:?}; the form has `kind` and `file`"),
+                ));
+            }
+            None => return Err(ApiError::invalid("form", "a form part has no name")),
+        }
+    }
+    Err(ApiError::invalid("file", "the form has no `file` part"))
+}
+
+async fn read_kind(field: &mut Field<'_>) -> Result<UploadKind, ApiError> {
+    let mut raw = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        raw.extend_from_slice(&chunk);
+        if raw.len() > MAX_KIND_LEN {
+            break;
+        }
+    }
+    match std::str::from_utf8(&raw).map(str::trim) {
+        Ok("voice") => Ok(UploadKind::Voice),
+        Ok("image") => Ok(UploadKind::Image),
+        Ok("file") | Ok("") => Ok(UploadKind::File),
+        _ => Err(ApiError::invalid(
+            "kind",
+            "kind must be one of voice, image, file",
+        )),
+    }
+}
+
+/// Check the declared type, then stream the part to the media service.
+async fn upload_file(
+    state: &AppState,
+    caller: &Caller,
+    kind: UploadKind,
+    mut field: Field<'_>,
+) -> Result<media::Blob, ApiError> {
+    let declared = field
+        .content_type()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "file",
+                "the file part needs a Content-Type: the file's declared type",
+            )
+        })?;
+    let essence = sniff::essence(&declared);
+    let allowed = sniff::formats_of(&essence);
+    let accepts = |f: fn(sniff::Format) -> bool| allowed.is_some_and(|a| a.iter().any(|&x| f(x)));
+    let refused = match kind {
+        UploadKind::Voice if !accepts(sniff::Format::is_audio) => Some(
+            "a voice note must be audio (Ogg, WebM, MP4/M4A, MP3, AAC, WAV, FLAC or AMR)",
+        ),
+        UploadKind::Image if !accepts(sniff::Format::is_image) => {
+            Some("an image must be JPEG, PNG, GIF, WebP, HEIC or AVIF")
+        }
+        _ => None,
+    };
+    if let Some(why) = refused {
+        return Err(unsupported(format!("{why}; the declared type is {essence}")));
+    }
+
+    // The first bytes, to hold the declaration against.
+    let limit = state.upload_limits.of(kind);
+    let mut first = Vec::new();
+    let mut buffered = 0usize;
+    while buffered < sniff::HEAD_LEN {
+        match field.chunk().await.map_err(multipart_error)? {
+            Some(chunk) => {
+                buffered += chunk.len();
+                first.push(chunk);
+            }
+            None => break,
+        }
+    }
+    if let Some(allowed) = allowed {
+        let head: Vec<u8> = first
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .take(sniff::HEAD_LEN)
+            .collect();
+        let found = sniff::sniff(&head);
+        if !found.is_some_and(|f| allowed.contains(&f)) {
+            let content = found.map_or("not a format the declared type allows", |f| f.describe());
+            return Err(unsupported(format!(
+                "the declared type {essence} does not match the file's content: {content}"
+            )));
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<media::UploadRequest>(4);
+    let header = media::UploadRequest {
+        part: Some(Part::Header(media::UploadHeader {
+            workspace_id: caller.workspace_id().to_owned(),
+            mime_type: declared.clone(),
+            size_bytes: 0,
+        })),
+    };
+    if tx.send(header).await.is_err() {
+        return Err(ApiError::Incomplete("upload stream"));
+    }
+    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let call = client.upload(caller.request(ReceiverStream::new(rx)));
+    let feed = async move {
+        let mut sent = 0u64;
+        for chunk in first {
+            if !forward(&tx, chunk, &mut sent, kind, limit).await? {
+                return Ok(());
+            }
+        }
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            if !forward(&tx, chunk, &mut sent, kind, limit).await? {
+                return Ok(());
+            }
+        }
+        // Dropping the sender ends the stream: the upload is complete.
+        Ok::<(), ApiError>(())
+    };
+    tokio::pin!(call);
+    tokio::pin!(feed);
+    // Feed and call run together. A failed feed returns at once, dropping
+    // the call: the RPC is cancelled and media keeps nothing of it.
+    let answer = tokio::select! {
+        fed = &mut feed => {
+            fed?;
+            tokio::time::timeout(state.upstream_timeout, &mut call)
+                .await
+                .map_err(|_| ApiError::UpstreamTimeout)?
+        }
+        answered = &mut call => answered,
+    };
+    match answer {
+        Ok(blob) => Ok(blob.into_inner()),
+        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+            Err(ApiError::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                detail: status.message().to_owned(),
+            })
+        }
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// Send `chunk` on (in pieces the media service accepts), counting it
+/// against the limit. `false` when the call has ended (its answer says why).
+async fn forward(
+    tx: &mpsc::Sender<media::UploadRequest>,
+    chunk: Bytes,
+    sent: &mut u64,
+    kind: UploadKind,
+    limit: u64,
+) -> Result<bool, ApiError> {
+    *sent += chunk.len() as u64;
+    if *sent > limit {
+        return Err(ApiError::Rejected {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            detail: format!("a {} upload may be at most {limit} bytes", kind.as_str()),
+        });
+    }
+    for piece in chunk.chunks(UPLOAD_CHUNK) {
+        let message = media::UploadRequest {
+            part: Some(Part::Chunk(piece.to_vec())),
+        };
+        if tx.send(message).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn unsupported(detail: String) -> ApiError {
+    ApiError::Rejected {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        detail,
+    }
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    ApiError::Rejected {
+        status: e.status(),
+        detail: e.body_text(),
+    }
+}
+
+/// One range of a `Range: bytes=…` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeSpec {
+    /// `bytes=first-`
+    From(u64),
+    /// `bytes=first-last` (inclusive)
+    FromTo(u64, u64),
+    /// `bytes=-length`: the last `length` bytes.
+    Suffix(u64),
+}
+
+/// The one byte range of a `Range` header. `None` for anything else —
+/// another unit, several ranges, bad syntax — which is then ignored and the
+/// whole file sent, as RFC 9110 allows.
+pub(crate) fn parse_range(value: &str) -> Option<RangeSpec> {
+    let (unit, set) = value.split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
+        return None;
+    }
+    let (first, last) = set.trim().split_once('-')?;
+    let number = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, true) => None,
+        (true, false) => number(last).map(RangeSpec::Suffix),
+        (false, true) => number(first).map(RangeSpec::From),
+        (false, false) => {
+            let (a, b) = (number(first)?, number(last)?);
+            (a <= b).then_some(RangeSpec::FromTo(a, b))
+        }
+    }
+}
+
+/// Download a file, whole or one byte range.
+///
+/// Supports `Range: bytes=…` (one range; 206 with `Content-Range`) and
+/// `If-Range` with the file's ETag (its id). A file of another workspace is
+/// 404.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{id}",
+    tag = "files",
+    params(
+        FilePath,
+        ("range" = Option<String>, Header, description = "one byte range: `bytes=0-1023`, `bytes=1024-` or `bytes=-512`"),
+        ("if-range" = Option<String>, Header, description = "the ETag the range is for; another one sends the whole file"),
+    ),
+    responses(
+        (status = 200, description = "the whole file, with its MIME type", body = FileBytes, content_type = "application/octet-stream",
+         headers(("accept-ranges" = String, description = "`bytes`"), ("etag" = String, description = "the file id, quoted"))),
+        (status = 206, description = "the requested range", body = FileBytes, content_type = "application/octet-stream",
+         headers(("content-range" = String, description = "`bytes first-last/size`"))),
+        (status = 400, description = "the id is not a file id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "the range is outside the file", body = Problem, content_type = "application/problem+json",
+         headers(("content-range" = String, description = "`bytes */size`"))),
+    ),
+)]
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<FilePath>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_file_id(&path.id)?;
+    let etag = format!("\"{id}\"");
+    let if_range_matches = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range)
+        .filter(|_| if_range_matches);
+
+    let (offset, length) = match range {
+        None => (0, None),
+        Some(RangeSpec::From(first)) => (first, None),
+        Some(RangeSpec::FromTo(first, last)) => (first, Some(last - first + 1)),
+        Some(RangeSpec::Suffix(n)) => {
+            let size = size_of(&state, &caller, &id).await?;
+            if n == 0 || size == 0 {
+                return Ok(unsatisfiable(size));
+            }
+            let n = n.min(size);
+            (size - n, Some(n))
+        }
+    };
+    let request = media::DownloadRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        blob_id: id.clone(),
+        offset,
+        length: length.unwrap_or(0),
+    };
+    let (blob, first, rest) = match open(&state, &caller, request).await {
+        Ok(opened) => opened,
+        Err(ApiError::Upstream(status))
+            if range.is_some() && status.code() == tonic::Code::OutOfRange =>
+        {
+            return Ok(unsatisfiable(size_of(&state, &caller, &id).await?));
+        }
+        Err(e) => return Err(e),
+    };
+    let size = blob.size_bytes;
+    if range.is_some() && offset >= size {
+        return Ok(unsatisfiable(size));
+    }
+    let end = length.map_or(size, |l| offset.saturating_add(l).min(size));
+
+    let content_type = HeaderValue::from_str(&blob.mime_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    let mut response = Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, end - offset)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable")
+        // The bytes are a contact's or an agent's, not ours: never let a
+        // browser run them as something else.
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox");
+    if range.is_some() {
+        response = response.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {offset}-{}/{size}", end.saturating_sub(1)),
+        );
+    }
+    // A stream error after the headers went out ends the response early,
+    // so the client sees a short body rather than a wrong one.
+    let chunks = tokio_stream::iter(first.map(Ok))
+        .chain(rest.map(|message| message.map(|m| Bytes::from(m.chunk))))
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    response
+        .body(Body::from_stream(chunks))
+        .map_err(|_| ApiError::Incomplete("download headers"))
+}
+
+/// An opened download: the blob, any bytes that came with it, the rest.
+type Opened = (
+    media::Blob,
+    Option<Bytes>,
+    tonic::Streaming<media::DownloadResponse>,
+);
+
+/// Start a download and read its first message (the blob), within the
+/// upstream timeout; the bytes then stream at the client's pace.
+async fn open(
+    state: &AppState,
+    caller: &Caller,
+    request: media::DownloadRequest,
+) -> Result<Opened, ApiError> {
+    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let opened = async {
+        let mut stream = client.download(caller.request(request)).await?.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or(ApiError::Incomplete("download header"))?;
+        let blob = first.blob.ok_or(ApiError::Incomplete("blob"))?;
+        let bytes = (!first.chunk.is_empty()).then(|| Bytes::from(first.chunk));
+        Ok::<_, ApiError>((blob, bytes, stream))
+    };
+    tokio::time::timeout(state.upstream_timeout, opened)
+        .await
+        .map_err(|_| ApiError::UpstreamTimeout)?
+}
+
+/// The size of a file, for ranges counted from its end and for 416s.
+async fn size_of(state: &AppState, caller: &Caller, id: &str) -> Result<u64, ApiError> {
+    let request = media::DownloadRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        blob_id: id.to_owned(),
+        offset: 0,
+        length: 1,
+    };
+    Ok(open(state, caller, request).await?.0.size_bytes)
+}
+
+fn unsatisfiable(size: u64) -> Response {
+    let mut response = Problem::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        format!("the requested range is outside the file ({size} bytes)"),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+/// A file id: 64 hex characters, in the lowercase form ids are stored in.
+fn parse_file_id(raw: &str) -> Result<String, ApiError> {
+    let id = raw.trim().to_ascii_lowercase();
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(id)
+    } else {
+        Err(ApiError::invalid(
+            "id",
+            "id must be a file id (64 hex characters)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_byte_range_is_understood() {
+        use RangeSpec::*;
+        assert_eq!(parse_range("bytes=0-99"), Some(FromTo(0, 99)));
+        assert_eq!(parse_range("bytes=100-"), Some(From(100)));
+        assert_eq!(parse_range("bytes=-500"), Some(Suffix(500)));
+        assert_eq!(parse_range("Bytes = 5 - 9"), Some(FromTo(5, 9)));
+        assert_eq!(parse_range("bytes=-0"), Some(Suffix(0)));
+        for ignored in [
+            "bytes=0-1,5-9",
+            "items=0-9",
+            "bytes=9-5",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes 0-9",
+            "bytes=99999999999999999999999-",
+        ] {
+            assert_eq!(parse_range(ignored), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn limits_cover_the_largest_kind_and_the_form() {
+        let limits = UploadLimits::default();
+        assert_eq!(limits.of(UploadKind::Voice), 16 * MIB);
+        assert_eq!(
+            limits.body_limit() as u64,
+            100 * MIB + MULTIPART_OVERHEAD
+        );
+    }
+
+    #[test]
+    fn file_ids_are_sha256_hex() {
+        assert_eq!(
+            parse_file_id(&"AB".repeat(32)).ok(),
+            Some("ab".repeat(32))
+        );
+        assert!(parse_file_id("../etc/passwd").is_err());
+        assert!(parse_file_id(&"g".repeat(64)).is_err());
+    }
+}

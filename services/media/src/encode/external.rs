@@ -1,0 +1,375 @@
+//! External encoders (FFmpeg, SoX) run as separate processes with limits.
+//!
+//! They only ever read audio this service has already decoded — raw 16-bit
+//! PCM on standard input — with one exception (AMR input, decoded by FFmpeg
+//! with its AMR demuxer forced), so no container parser of theirs sees
+//! untrusted bytes. Even so each run is boxed in:
+//!
+//! - input through a pipe, output through a pipe (or one file in a private
+//!   temporary directory, for MP4, whose index is written after the data);
+//! - FFmpeg is told to open nothing but pipes (`-protocol_whitelist pipe`, on
+//!   input and output; `file` only for that one output file), never reads the
+//!   terminal (`-nostdin`) and runs one thread;
+//! - a wall-clock limit, after which the process is killed;
+//! - an output size limit, after which it is killed too;
+//! - an empty environment (only `PATH` and `LC_ALL=C`) and a working directory
+//!   of its own that is removed afterwards.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::EncodeError;
+
+/// Where the external programs are and how far they may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    /// The `ffmpeg` program (a name looked up in `PATH`, or a path).
+    pub ffmpeg: PathBuf,
+    /// The `sox` program (AMR-NB encoding).
+    pub sox: PathBuf,
+    /// Longest one run may take, wall clock.
+    pub timeout: Duration,
+    /// Most bytes one run may write.
+    pub max_output_bytes: u64,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Self {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            sox: PathBuf::from("sox"),
+            // A 5-minute note takes a few seconds; this only stops a stuck
+            // or runaway process.
+            timeout: Duration::from_secs(120),
+            max_output_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where a run's output goes.
+pub enum Output<'a> {
+    /// Standard output.
+    Stdout,
+    /// A file of this name in the run's private directory (the arguments
+    /// must name it as given).
+    File(&'a str),
+}
+
+/// The Debian package that installs a program of ours.
+fn package_of(program: &Path) -> &'static str {
+    match program.file_name().and_then(|n| n.to_str()) {
+        Some("sox") => "sox",
+        _ => "ffmpeg",
+    }
+}
+
+/// Run `program args…` with `input` on its standard input and return what it
+/// wrote, within `tools`' limits.
+pub fn run(
+    tools: &Tools,
+    program: &Path,
+    args: &[OsString],
+    input: &[u8],
+    output: Output<'_>,
+) -> Result<Vec<u8>, EncodeError> {
+    let name = program.display().to_string();
+    let tool_error = |reason: String| EncodeError::Tool {
+        program: name.clone(),
+        reason,
+    };
+    let workdir = tempfile::Builder::new()
+        .prefix("telenet-media-")
+        .tempdir()
+        .map_err(|e| tool_error(format!("cannot create a working directory: {e}")))?;
+
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(workdir.path())
+        .env_clear()
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(EncodeError::ToolMissing {
+                program: name,
+                package: package_of(program),
+            });
+        }
+        Err(e) => return Err(tool_error(format!("cannot start: {e}"))),
+    };
+
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        // Unreachable with Stdio::piped(); kill rather than leave it running.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(tool_error("standard streams were not opened".into()));
+    };
+    let child = Arc::new(Mutex::new(child));
+
+    // The watchdog kills the process at the deadline unless told it ended.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let child = Arc::clone(&child);
+        let timed_out = Arc::clone(&timed_out);
+        let timeout = tools.timeout;
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
+                timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Ok(mut child) = child.lock() {
+                    let _ = child.kill();
+                }
+            }
+        })
+    };
+
+    let result = std::thread::scope(|scope| {
+        // Feeding stdin on its own thread: the program may fill its output
+        // pipe before it has read all its input.
+        scope.spawn(move || {
+            // A program that stops reading early (an error, or the kill)
+            // breaks the pipe; its exit status tells what happened.
+            let _ = stdin.write_all(input);
+            drop(stdin);
+        });
+        let errors = scope.spawn(move || read_capped(stderr, 64 * 1024).map(|(b, _)| b));
+        let read = match output {
+            Output::Stdout => read_capped(stdout, tools.max_output_bytes),
+            Output::File(_) => read_capped(stdout, 64 * 1024).map(|_| (Vec::new(), false)),
+        };
+        if let Ok((_, true)) = read
+            && let Ok(mut child) = child.lock()
+        {
+            let _ = child.kill();
+        }
+        let errors = errors.join().unwrap_or_else(|_| Ok(Vec::new()));
+        (read, errors)
+    });
+    let status = child.lock().map(|mut c| c.wait());
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
+
+    let (read, errors) = result;
+    let stderr_tail = errors.map(|b| last_lines(&b)).unwrap_or_default();
+    if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(tool_error(format!(
+            "killed after the time limit of {} s",
+            tools.timeout.as_secs()
+        )));
+    }
+    let (bytes, over) = read.map_err(|e| tool_error(format!("reading its output: {e}")))?;
+    if over {
+        return Err(tool_error(format!(
+            "killed: output exceeded {} bytes",
+            tools.max_output_bytes
+        )));
+    }
+    match status {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => {
+            return Err(tool_error(format!("{status}: {stderr_tail}")));
+        }
+        Ok(Err(e)) => return Err(tool_error(format!("waiting for it: {e}"))),
+        Err(_) => return Err(tool_error("process handle poisoned".into())),
+    }
+    match output {
+        Output::Stdout => Ok(bytes),
+        Output::File(file) => read_output_file(&workdir.path().join(file), tools, &tool_error),
+    }
+}
+
+fn read_output_file(
+    path: &Path,
+    tools: &Tools,
+    tool_error: &dyn Fn(String) -> EncodeError,
+) -> Result<Vec<u8>, EncodeError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| tool_error(format!("it wrote no output file: {e}")))?;
+    let (bytes, over) = read_capped(file, tools.max_output_bytes)
+        .map_err(|e| tool_error(format!("reading its output: {e}")))?;
+    if over {
+        return Err(tool_error(format!(
+            "output exceeded {} bytes",
+            tools.max_output_bytes
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Read to the end, keeping at most `cap` bytes; `true` when there was more.
+fn read_capped(mut r: impl Read, cap: u64) -> io::Result<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok((out, false)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.len() as u64 + n as u64 > cap {
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The last few lines a program printed on stderr, for an error message.
+fn last_lines(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    if tail.is_empty() {
+        "no message".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// The FFmpeg arguments every run starts with: quiet, no terminal, one
+/// thread, no allocation over 256 MiB.
+pub fn ffmpeg_prelude() -> Vec<OsString> {
+    [
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-max_alloc",
+        "268435456",
+        "-threads",
+        "1",
+        "-filter_threads",
+        "1",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect()
+}
+
+/// Arguments that read raw mono 16-bit PCM at `rate` from standard input.
+pub fn ffmpeg_pcm_input(rate: u32) -> Vec<OsString> {
+    args(&[
+        "-protocol_whitelist",
+        "pipe",
+        "-f",
+        "s16le",
+        "-ar",
+        &rate.to_string(),
+        "-ac",
+        "1",
+        "-i",
+        "pipe:0",
+    ])
+}
+
+/// `&str`s as arguments.
+pub fn args(list: &[&str]) -> Vec<OsString> {
+    list.iter().map(OsString::from).collect()
+}
+
+/// Milliseconds since `start`, for logs.
+pub fn elapsed_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> (PathBuf, Vec<OsString>) {
+        (PathBuf::from("sh"), args(&["-c", script]))
+    }
+
+    #[test]
+    fn passes_stdin_through_and_returns_stdout() {
+        let (p, a) = sh("cat");
+        let out = run(&Tools::default(), &p, &a, b"hello", Output::Stdout);
+        assert_eq!(out.ok().as_deref(), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn kills_a_process_that_runs_too_long() {
+        let tools = Tools {
+            timeout: Duration::from_millis(300),
+            ..Tools::default()
+        };
+        // `exec`: the shell becomes `sleep`, so killing it ends the run
+        // (FFmpeg and SoX are single processes too).
+        let (p, a) = sh("exec sleep 30");
+        let start = Instant::now();
+        let err = run(&tools, &p, &a, b"", Output::Stdout).err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(
+            matches!(&err, Some(EncodeError::Tool { reason, .. }) if reason.contains("time limit")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn kills_a_process_that_writes_too_much() {
+        let tools = Tools {
+            max_output_bytes: 1000,
+            ..Tools::default()
+        };
+        let (p, a) = sh("yes");
+        let err = run(&tools, &p, &a, b"", Output::Stdout).err();
+        assert!(
+            matches!(&err, Some(EncodeError::Tool { reason, .. }) if reason.contains("exceeded")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reports_exit_status_and_stderr() {
+        let (p, a) = sh("echo 'bad input' >&2; exit 3");
+        let err = run(&Tools::default(), &p, &a, b"", Output::Stdout)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("bad input") && err.contains('3'), "{err}");
+    }
+
+    #[test]
+    fn a_missing_program_names_the_package() {
+        let err = run(
+            &Tools::default(),
+            Path::new("telenet-no-such-ffmpeg"),
+            &[],
+            b"",
+            Output::Stdout,
+        )
+        .err();
+        assert!(
+            matches!(err, Some(EncodeError::ToolMissing { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn runs_in_an_empty_private_directory_with_a_clean_environment() {
+        let (p, a) = sh(
+            "ls -A | wc -l; env | grep -c -v -e '^PATH=' -e '^LC_ALL=' -e '^PWD=' -e '^SHLVL=' -e '^_=' || true",
+        );
+        let out = run(&Tools::default(), &p, &a, b"", Output::Stdout).unwrap_or_default();
+        assert_eq!(
+            String::from_utf8_lossy(&out)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["0", "0"]
+        );
+    }
+}

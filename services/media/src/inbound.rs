@@ -1,0 +1,652 @@
+//! Inbound media: the attachments a provider announces with an inbound
+//! message are fetched from the provider's URL into the blob store, after the
+//! message is stored, so a slow or broken provider never holds up the inbox.
+//!
+//! The fetcher consumes `message.created` (group `media.inbound`). For each
+//! inbound message with attachments in state PENDING it downloads every URL —
+//! http or https only, within a size cap and timeouts, following a bounded
+//! number of redirects, and by default only to public addresses — streaming
+//! the bytes into the blob store under the message's workspace. Each outcome
+//! is announced through media's outbox: `message.attachment_ready` (with the
+//! blob id, size and MIME type) or `message.attachment_failed` (with the
+//! reason); conversations applies them to the stored message.
+//!
+//! Each attachment is announced as soon as it is settled, its event and its
+//! processed mark (`<event id>/<index>`) written in one transaction, so a
+//! redelivered event announces nothing twice and fetches only what is still
+//! unsettled. Failures worth retrying (no answer, a 5xx or 429) make the
+//! event be retried by the bus, up to `attempts` deliveries; then the
+//! attachment is reported failed. Blobs are content-addressed, so fetching
+//! again after a crash stores nothing twice.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use telenet_bus::{BusError, SharedBus, SubscribeSpec};
+use telenet_proto::common::v1::{Attachment, AttachmentState};
+use telenet_proto::conversations::v1::MessageDirection;
+use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
+use telenet_proto::media::v1 as pb;
+use telenet_store::consumer::{self, HandleError, Incoming};
+use telenet_store::sqlx;
+use telenet_store::{StoreError, events, idempotency, outbox};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, MediaService, mime};
+
+/// Consumer group of the fetcher on the bus (also its `processed_events`
+/// name).
+pub const GROUP: &str = "media.inbound";
+
+/// MIME type recorded when neither the webhook nor the provider's answer
+/// names a usable one.
+const UNKNOWN_MIME: &str = "application/octet-stream";
+
+/// What the fetcher consumes. Subscribing once declares the group's queue,
+/// so messages created before the fetcher runs wait for it.
+pub fn subscription() -> SubscribeSpec {
+    SubscribeSpec::new(GROUP, &["message.created"])
+}
+
+/// Fetching inbound attachments (`media.inbound.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Largest attachment fetched, in bytes; a larger one fails as "too
+    /// large" (checked against `Content-Length` first, then while reading).
+    pub max_bytes: u64,
+    /// How long connecting to the provider may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long one whole fetch may take, body included, in milliseconds.
+    pub timeout_ms: u64,
+    /// Redirects followed per fetch (0 refuses every redirect).
+    pub max_redirects: usize,
+    /// Fetch from loopback, private, link-local and other non-public
+    /// addresses too. Off by default: a webhook could otherwise make the
+    /// service fetch internal URLs and hand the answer out as an attachment.
+    /// Every address a name resolves to is checked, on redirects too.
+    pub allow_private_networks: bool,
+    /// Deliveries of a message's event before an attachment whose fetch
+    /// keeps failing for a reason worth retrying is reported failed. Keep it
+    /// at most the bus's retries plus one.
+    pub attempts: u32,
+    /// Messages fetched at once.
+    pub concurrency: usize,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            connect_timeout_ms: 5_000,
+            timeout_ms: 120_000,
+            max_redirects: 5,
+            allow_private_networks: false,
+            attempts: 3,
+            concurrency: 4,
+        }
+    }
+}
+
+impl InboundConfig {
+    /// Refuse settings that would only fail later: `(key, reason)`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = |key, v: u64| {
+            if v == 0 {
+                Err((key, "must be at least 1".to_owned()))
+            } else {
+                Ok(())
+            }
+        };
+        positive("inbound.max_bytes", self.max_bytes)?;
+        if i64::try_from(self.max_bytes).is_err() {
+            return Err(("inbound.max_bytes", format!("must be at most {}", i64::MAX)));
+        }
+        positive("inbound.connect_timeout_ms", self.connect_timeout_ms)?;
+        positive("inbound.timeout_ms", self.timeout_ms)?;
+        positive("inbound.attempts", u64::from(self.attempts))?;
+        positive("inbound.concurrency", self.concurrency as u64)?;
+        Ok(())
+    }
+}
+
+/// Why one attachment could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// Will not work however often it is tried; the reason is shown to
+    /// agents.
+    Permanent(String),
+    /// Might work later (no answer, 5xx, 429).
+    Transient(String),
+}
+
+impl FetchError {
+    /// The reason, for the attachment's `error`.
+    pub fn reason(&self) -> &str {
+        match self {
+            FetchError::Permanent(r) | FetchError::Transient(r) => r,
+        }
+    }
+}
+
+/// The inbound attachment fetcher. Clones share the HTTP client.
+#[derive(Clone)]
+pub struct InboundFetcher {
+    media: MediaService,
+    bus: SharedBus,
+    http: reqwest::Client,
+    config: Arc<InboundConfig>,
+}
+
+impl std::fmt::Debug for InboundFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundFetcher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboundFetcher {
+    /// A fetcher storing into `media`'s blob store, with `media`'s
+    /// `inbound` settings, announcing outcomes through `media`'s outbox.
+    pub fn new(media: MediaService, bus: SharedBus) -> Result<Self, Error> {
+        let config = media.config.inbound.clone();
+        config
+            .validate()
+            .map_err(|(key, reason)| Error::Config { key, reason })?;
+        let http = http_client(&config).map_err(|e| Error::Config {
+            key: "inbound",
+            reason: format!("cannot build the HTTP client: {e}"),
+        })?;
+        Ok(Self {
+            media,
+            bus,
+            http,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Subscribe now, then fetch in a spawned task until `token` is
+    /// cancelled (fetches in progress finish first).
+    pub async fn start(
+        self,
+        token: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        let bus = self.bus.clone();
+        let concurrency = self.config.concurrency;
+        consumer::spawn(bus, subscription(), concurrency, token, move |incoming| {
+            let fetcher = self.clone();
+            async move { fetcher.handle(incoming).await }
+        })
+        .await
+    }
+
+    /// Fetch the pending attachments of one `message.created`, once.
+    async fn handle(&self, incoming: Incoming) -> Result<(), HandleError> {
+        let env = events::from_bus(&incoming.event)?;
+        let Some(Payload::MessageCreated(created)) = env.payload else {
+            return Ok(());
+        };
+        let Some(message) = created.message else {
+            return Ok(());
+        };
+        if message.direction != MessageDirection::Inbound as i32 {
+            return Ok(());
+        }
+        let pending: Vec<(usize, &Attachment)> = message
+            .attachments
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| is_pending(a))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let workspace_id = env.workspace_id.as_str();
+        if workspace_id.trim().is_empty() {
+            return Err(HandleError::Permanent(format!(
+                "event {}: no workspace_id",
+                env.event_id
+            )));
+        }
+        let traceparent = env
+            .trace
+            .as_ref()
+            .map(|t| t.traceparent.clone())
+            .filter(|t| !t.is_empty());
+        for (index, attachment) in pending {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            // Each attachment is announced once, as soon as it is settled: a
+            // redelivery (or a retry for another attachment) skips it.
+            let key = format!("{}/{index}", env.event_id);
+            if self.processed(&key).await? {
+                continue;
+            }
+            let mut attachment = attachment.clone();
+            let payload = match self.fetch(workspace_id, &attachment).await {
+                Ok(blob) => {
+                    tracing::info!(message_id = %message.id, index, blob_id = %blob.id, size_bytes = blob.size_bytes, "inbound attachment stored");
+                    attachment.state = AttachmentState::Ready as i32;
+                    attachment.blob_id = blob.id;
+                    attachment.size_bytes = blob.size_bytes;
+                    attachment.mime_type = blob.mime_type;
+                    attachment.error.clear();
+                    Payload::MessageAttachmentReady(ev::MessageAttachmentReady {
+                        message_id: message.id.clone(),
+                        conversation_id: message.conversation_id.clone(),
+                        index,
+                        attachment: Some(attachment),
+                        channel_id: created.channel_id.clone(),
+                    })
+                }
+                Err(FetchError::Transient(reason)) if incoming.attempt < self.config.attempts => {
+                    return Err(HandleError::Transient(format!(
+                        "attachment {index} of message {}: {reason}",
+                        message.id
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %message.id, index, reason = e.reason(), "inbound attachment failed");
+                    attachment.state = AttachmentState::Failed as i32;
+                    attachment.error = e.reason().to_owned();
+                    Payload::MessageAttachmentFailed(ev::MessageAttachmentFailed {
+                        message_id: message.id.clone(),
+                        conversation_id: message.conversation_id.clone(),
+                        index,
+                        attachment: Some(attachment),
+                        channel_id: created.channel_id.clone(),
+                    })
+                }
+            };
+            let event = events::to_bus(&events::envelope(
+                workspace_id,
+                payload,
+                traceparent.clone(),
+            ));
+            let db = &self.media.db;
+            let mut tx = db.begin().await?;
+            if !idempotency::mark_processed(&mut tx, GROUP, &key).await? {
+                tx.rollback().await.map_err(StoreError::from)?;
+                continue;
+            }
+            outbox::enqueue(&mut tx, &[event]).await?;
+            db.commit(tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn processed(&self, event_id: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+                .bind(GROUP)
+                .bind(event_id)
+                .fetch_optional(self.media.db.pool())
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// Download one attachment into the blob store for `workspace_id`.
+    pub async fn fetch(
+        &self,
+        workspace_id: &str,
+        attachment: &Attachment,
+    ) -> Result<pb::Blob, FetchError> {
+        let permanent = |m: String| FetchError::Permanent(m);
+        let url = url::Url::parse(attachment.url.trim())
+            .map_err(|e| permanent(format!("url is not an absolute URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(permanent(format!(
+                "url scheme {:?} is not http or https",
+                url.scheme()
+            )));
+        }
+        if !self.config.allow_private_networks {
+            check_literal_host(&url).map_err(permanent)?;
+        }
+        let max = self.config.max_bytes;
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| request_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let reason = format!("the provider answered HTTP {status}");
+            return Err(
+                if status.is_server_error()
+                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                {
+                    FetchError::Transient(reason)
+                } else {
+                    FetchError::Permanent(reason)
+                },
+            );
+        }
+        if let Some(length) = response.content_length()
+            && length > max
+        {
+            return Err(too_large(max));
+        }
+        let answered_mime = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+
+        let store = self.media.blob_store();
+        let mut writer = store
+            .writer()
+            .await
+            .map_err(|e| internal("opening the blob store", &e))?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| request_error(&e))? {
+            if writer.written() + chunk.len() as u64 > max {
+                return Err(too_large(max));
+            }
+            writer
+                .write(&chunk)
+                .await
+                .map_err(|e| internal("writing to the blob store", &e))?;
+        }
+        let stored = writer
+            .commit()
+            .await
+            .map_err(|e| internal("storing the blob", &e))?;
+        // The webhook's declaration first (the provider's CDN often answers
+        // application/octet-stream), then the answer's, then unknown.
+        let mime_type = [
+            Some(attachment.mime_type.as_str()),
+            answered_mime.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|m| mime::normalize(m).ok())
+        .unwrap_or_else(|| UNKNOWN_MIME.to_owned());
+        self.media
+            .record(workspace_id, &stored, &mime_type)
+            .await
+            .map_err(|e| match e {
+                Error::Store(ref s) if s.is_transient() => {
+                    FetchError::Transient(format!("recording the blob: {e}"))
+                }
+                e => internal("recording the blob", &e),
+            })
+    }
+}
+
+/// Announced by the provider and not fetched yet.
+fn is_pending(a: &Attachment) -> bool {
+    let state = AttachmentState::try_from(a.state).unwrap_or(AttachmentState::Unspecified);
+    let pending = matches!(state, AttachmentState::Pending)
+        || (state == AttachmentState::Unspecified && a.blob_id.is_empty());
+    pending && !a.url.trim().is_empty()
+}
+
+fn too_large(max: u64) -> FetchError {
+    FetchError::Permanent(format!("too large: the file exceeds {max} bytes"))
+}
+
+/// A failure on our side (disk full, store down): worth retrying; the
+/// detail is logged, agents see only that storing failed.
+fn internal(what: &str, error: &dyn std::fmt::Display) -> FetchError {
+    tracing::error!(error = %error, "inbound attachment: {what}");
+    FetchError::Transient(format!("{what} failed"))
+}
+
+/// What a failed request means for the attachment.
+fn request_error(e: &reqwest::Error) -> FetchError {
+    if let Some(refused) = find_source::<NotPublic>(e) {
+        return FetchError::Permanent(refused.to_string());
+    }
+    if e.is_redirect() {
+        let why = find_source::<RedirectRefused>(e)
+            .map_or_else(|| "too many redirects".to_owned(), ToString::to_string);
+        return FetchError::Permanent(why);
+    }
+    if e.is_timeout() {
+        return FetchError::Transient("the provider did not answer in time".into());
+    }
+    if e.is_connect() {
+        return FetchError::Transient(format!("cannot connect to the provider: {}", innermost(e)));
+    }
+    FetchError::Transient(format!(
+        "fetching from the provider failed: {}",
+        innermost(e)
+    ))
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// The most specific message of an error chain (reqwest's own is generic).
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// A name or address that is not on the public internet.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} is not a public address (fetching from private networks is off: media.inbound.allow_private_networks)"
+)]
+struct NotPublic(String);
+
+/// A redirect the policy refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RedirectRefused(String);
+
+fn http_client(config: &InboundConfig) -> reqwest::Result<reqwest::Client> {
+    let max_redirects = config.max_redirects;
+    let allow_private = config.allow_private_networks;
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > max_redirects {
+            return attempt.error(RedirectRefused(format!(
+                "more than {max_redirects} redirects"
+            )));
+        }
+        let url = attempt.url();
+        if !matches!(url.scheme(), "http" | "https") {
+            let why = format!("redirect to a {:?} URL", url.scheme());
+            return attempt.error(RedirectRefused(why));
+        }
+        if !allow_private && let Err(why) = check_literal_host(url) {
+            return attempt.error(RedirectRefused(format!("redirect refused: {why}")));
+        }
+        attempt.follow()
+    });
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("telenet-media/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .redirect(policy);
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    builder.build()
+}
+
+/// A host given as an IP address is never resolved, so it is checked here.
+fn check_literal_host(url: &url::Url) -> Result<(), String> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(url::Host::Domain(_)) => return Ok(()),
+        None => return Err("url has no host".into()),
+    };
+    if is_public(ip) {
+        Ok(())
+    } else {
+        Err(NotPublic(ip.to_string()).to_string())
+    }
+}
+
+/// Resolves names to their public addresses only: the connection is made to
+/// an address checked here, so a name cannot switch to an internal address
+/// between the check and the connection.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                resolved.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(Box::new(NotPublic(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether `ip` is an ordinary address on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return is_public_v4(Ipv4Addr::new(a, b, c, d));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[..4] == [0x100, 0, 0, 0]) // discard-only
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || a == 0 // "this network"
+        || (a == 100 && (b & 0xc0) == 64) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // protocol assignments
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking
+        || a >= 240) // reserved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = private.parse().expect("ip");
+            assert!(!is_public(ip), "{private} counted as public");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            let ip: IpAddr = public.parse().expect("ip");
+            assert!(is_public(ip), "{public} counted as private");
+        }
+    }
+
+    #[test]
+    fn literal_private_hosts_are_refused() {
+        let url = |s: &str| url::Url::parse(s).expect("url");
+        assert!(check_literal_host(&url("http://127.0.0.1:8080/x")).is_err());
+        assert!(check_literal_host(&url("http://[::1]/x")).is_err());
+        assert!(check_literal_host(&url("https://8.8.8.8/x")).is_ok());
+        // Names are checked when they are resolved.
+        assert!(check_literal_host(&url("https://cdn.example/x")).is_ok());
+    }
+
+    #[test]
+    fn pending_means_announced_with_a_url_and_not_stored() {
+        let pending = Attachment {
+            url: "https://cdn.example/v.ogg".into(),
+            state: AttachmentState::Pending as i32,
+            ..Default::default()
+        };
+        assert!(is_pending(&pending));
+        let unset = Attachment {
+            state: AttachmentState::Unspecified as i32,
+            ..pending.clone()
+        };
+        assert!(is_pending(&unset));
+        for done in [AttachmentState::Ready, AttachmentState::Failed] {
+            assert!(!is_pending(&Attachment {
+                state: done as i32,
+                ..pending.clone()
+            }));
+        }
+        assert!(!is_pending(&Attachment {
+            url: " ".into(),
+            ..pending
+        }));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(InboundConfig::default().validate().is_ok());
+        let zero = InboundConfig {
+            timeout_ms: 0,
+            ..InboundConfig::default()
+        };
+        assert_eq!(
+            zero.validate().map_err(|(k, _)| k),
+            Err("inbound.timeout_ms")
+        );
+    }
+}

@@ -1,0 +1,631 @@
+//! Variants: a stored file turned into a profile's output, made once and
+//! kept.
+//!
+//! A variant is keyed by the source's content hash and the profile name, so
+//! the same bytes give the same variant whichever workspace asks; its parts
+//! are blobs of the store like any upload, made visible (a `blobs` row) to
+//! each workspace that asks for the variant of a file it can see.
+//!
+//! Computed once even when asked for concurrently:
+//! - in one process, requests for the same (hash, profile) join the job
+//!   already running (single flight: one map entry per key, removed when the
+//!   job ends);
+//! - across replicas, a job first claims the `variants` row with a
+//!   conditional UPDATE (a lease); a replica that loses the claim leaves the
+//!   work to the winner, and its waiters read the row until it is done. A
+//!   lease that runs out (its holder died) can be claimed again.
+//!
+//! Jobs run on a bounded pool — a semaphore with one permit per worker
+//! (default: one per CPU core) — and each job encodes on one core, so two
+//! notes transcoding at once each get a core and a third waits its turn
+//! instead of slowing the first two down.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use telenet_proto::media::v1 as pb;
+use telenet_store::now_micros;
+use telenet_store::sqlx::{self, Row};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Semaphore, watch};
+
+use crate::encode::{self, Tools};
+use crate::profiles::{self, Profile, TranscodeError};
+use crate::{BlobId, ByteRange, Error, MediaService, StoredBlob, parse_blob_id, require};
+
+/// Longest `wait_ms` a Transcode request may ask for.
+pub const MAX_WAIT_MS: u32 = 30_000;
+
+/// Transcoding settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// Transcodes that run at once; 0 means one per CPU core. Each uses
+    /// about one core, so more than the cores only makes every one slower.
+    pub workers: usize,
+    /// The `ffmpeg` program (AAC, still-image MP4, AMR input): a name
+    /// looked up in `PATH`, or a path.
+    pub ffmpeg: PathBuf,
+    /// The `sox` program (AMR-NB output).
+    pub sox: PathBuf,
+    /// Longest an external encoder may run, in seconds; it is killed then.
+    pub tool_timeout_secs: u64,
+    /// Most bytes an external encoder may write.
+    pub tool_max_output_bytes: u64,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        let tools = Tools::default();
+        Self {
+            workers: 0,
+            ffmpeg: tools.ffmpeg,
+            sox: tools.sox,
+            tool_timeout_secs: tools.timeout.as_secs(),
+            tool_max_output_bytes: tools.max_output_bytes,
+        }
+    }
+}
+
+impl TranscodeConfig {
+    /// Refuse unusable settings: `(key, reason)`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.tool_timeout_secs == 0 || self.tool_timeout_secs > 3600 {
+            return Err((
+                "transcode.tool_timeout_secs",
+                "must be between 1 and 3600".into(),
+            ));
+        }
+        if self.tool_max_output_bytes == 0 {
+            return Err(("transcode.tool_max_output_bytes", "must not be 0".into()));
+        }
+        for (key, path) in [
+            ("transcode.ffmpeg", &self.ffmpeg),
+            ("transcode.sox", &self.sox),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err((key, "must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Workers to run: `workers`, or the CPU cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The encoders' options.
+    pub fn encode_options(&self) -> encode::Options {
+        encode::Options {
+            tools: Tools {
+                ffmpeg: self.ffmpeg.clone(),
+                sox: self.sox.clone(),
+                timeout: Duration::from_secs(self.tool_timeout_secs),
+                max_output_bytes: self.tool_max_output_bytes,
+            },
+            ..encode::Options::default()
+        }
+    }
+}
+
+/// (source blob id, profile name).
+type Key = (String, &'static str);
+
+/// The transcoding machinery a service shares between its clones.
+#[derive(Debug)]
+pub(crate) struct Variants {
+    pool: Arc<Semaphore>,
+    workers: usize,
+    inflight: Mutex<HashMap<Key, watch::Receiver<bool>>>,
+    options: encode::Options,
+    /// How long a claimed job may run before another may take it over.
+    lease: Duration,
+    /// Encodes started (transcodes actually run, not joined or cached).
+    started: AtomicU64,
+    /// Encodes running now, and the most that ever ran at once.
+    running: AtomicU64,
+    peak_running: AtomicU64,
+}
+
+impl Variants {
+    pub fn new(config: &TranscodeConfig) -> Self {
+        let workers = config.worker_count();
+        let options = config.encode_options();
+        Self {
+            pool: Arc::new(Semaphore::new(workers)),
+            workers,
+            inflight: Mutex::new(HashMap::new()),
+            // Far longer than a job takes: decode + encode + the tool limit.
+            lease: options.tools.timeout * 2 + Duration::from_secs(60),
+            options,
+            started: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            peak_running: AtomicU64::new(0),
+        }
+    }
+}
+
+/// States as stored.
+const PENDING: &str = "pending";
+const READY: &str = "ready";
+const FAILED: &str = "failed";
+
+/// A `variants` row with its parts.
+#[derive(Debug, Clone)]
+struct Row_ {
+    state: String,
+    remuxed: bool,
+    error: String,
+    permanent: bool,
+    created_at: i64,
+    finished_at: i64,
+    parts: Vec<pb::VariantPart>,
+}
+
+impl MediaService {
+    /// Transcodes that actually ran in this process (not those answered
+    /// from the cache or joined while running).
+    pub fn transcodes_started(&self) -> u64 {
+        self.variants.started.load(Ordering::Relaxed)
+    }
+
+    /// The most transcodes that ran at once in this process (never more
+    /// than the workers).
+    pub fn transcodes_peak_running(&self) -> u64 {
+        self.variants.peak_running.load(Ordering::Relaxed)
+    }
+
+    /// Workers of the transcoding pool.
+    pub fn transcode_workers(&self) -> usize {
+        self.variants.workers
+    }
+
+    /// Make (or find) the variant of a blob in a profile; see the
+    /// `Transcode` RPC.
+    pub async fn transcode(&self, req: &pb::TranscodeRequest) -> Result<pb::Variant, Error> {
+        require("workspace_id", &req.workspace_id)?;
+        let profile = find_profile(&req.profile)?;
+        if req.wait_ms > MAX_WAIT_MS {
+            return Err(Error::InvalidArgument(format!(
+                "wait_ms must be at most {MAX_WAIT_MS}"
+            )));
+        }
+        let source = self.blob(&req.workspace_id, &req.blob_id).await?;
+        let key: Key = (source.id.clone(), profile.name);
+
+        let row = self.load_variant(&key).await?;
+        let needs_work = match &row {
+            None => true,
+            Some(r) if r.state == READY => false,
+            Some(r) if r.state == FAILED => !r.permanent,
+            Some(_) => true,
+        };
+        if needs_work {
+            self.ensure_pending(&key).await?;
+            let done = self.start_job(key.clone(), profile, req.workspace_id.clone());
+            if req.wait_ms > 0 {
+                self.wait_for(&key, done, Duration::from_millis(u64::from(req.wait_ms)))
+                    .await;
+            }
+        }
+        self.answer(&req.workspace_id, &key)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// One variant of a blob the workspace can see; NOT_FOUND when it was
+    /// never asked for.
+    pub async fn get_variant(&self, req: &pb::GetVariantRequest) -> Result<pb::Variant, Error> {
+        require("workspace_id", &req.workspace_id)?;
+        let profile = find_profile(&req.profile)?;
+        let source = self.blob(&req.workspace_id, &req.blob_id).await?;
+        self.answer(&req.workspace_id, &(source.id, profile.name))
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Every variant of a blob the workspace can see, by profile name.
+    pub async fn list_variants(
+        &self,
+        workspace_id: &str,
+        blob_id: &str,
+    ) -> Result<Vec<pb::Variant>, Error> {
+        let source = self.blob(workspace_id, blob_id).await?;
+        let names: Vec<String> =
+            sqlx::query("SELECT profile FROM variants WHERE source_blob_id = $1 ORDER BY profile")
+                .bind(&source.id)
+                .fetch_all(self.db.pool())
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("profile"))
+                .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // Rows of profiles no longer in the registry are not shown.
+            let Some(profile) = profiles::find(&name) else {
+                continue;
+            };
+            if let Some(v) = self
+                .answer(workspace_id, &(source.id.clone(), profile.name))
+                .await?
+            {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The variant as the API shows it to `workspace_id`; the parts of a
+    /// READY variant are made visible to that workspace first.
+    async fn answer(&self, workspace_id: &str, key: &Key) -> Result<Option<pb::Variant>, Error> {
+        let Some(row) = self.load_variant(key).await? else {
+            return Ok(None);
+        };
+        if row.state == READY {
+            for part in &row.parts {
+                let id = parse_blob_id(&part.blob_id)?;
+                self.record(
+                    workspace_id,
+                    &StoredBlob {
+                        id,
+                        size_bytes: part.size_bytes,
+                        newly_stored: false,
+                    },
+                    &part.mime_type,
+                )
+                .await?;
+            }
+        }
+        let state = match row.state.as_str() {
+            READY => pb::VariantState::Ready,
+            FAILED => pb::VariantState::Failed,
+            _ => pb::VariantState::Pending,
+        };
+        Ok(Some(pb::Variant {
+            workspace_id: workspace_id.to_owned(),
+            source_blob_id: key.0.clone(),
+            profile: key.1.to_owned(),
+            state: state as i32,
+            parts: if row.state == READY {
+                row.parts
+            } else {
+                Vec::new()
+            },
+            remuxed: row.remuxed,
+            error: row.error,
+            created_at: Some(telenet_store::timestamp(row.created_at)),
+            finished_at: (row.finished_at > 0).then(|| telenet_store::timestamp(row.finished_at)),
+        }))
+    }
+
+    async fn load_variant(&self, key: &Key) -> Result<Option<Row_>, Error> {
+        let row = sqlx::query(
+            "SELECT state, remuxed, error, permanent, created_at, finished_at FROM variants \
+             WHERE source_blob_id = $1 AND profile = $2",
+        )
+        .bind(&key.0)
+        .bind(key.1)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let state: String = row.try_get("state")?;
+        let parts = if state == READY {
+            sqlx::query(
+                "SELECT part_index, blob_id, mime_type, size_bytes, duration_ms FROM variant_parts \
+                 WHERE source_blob_id = $1 AND profile = $2 ORDER BY part_index",
+            )
+            .bind(&key.0)
+            .bind(key.1)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|r| -> Result<pb::VariantPart, Error> {
+                Ok(pb::VariantPart {
+                    index: u32::try_from(r.try_get::<i64, _>("part_index")?).unwrap_or_default(),
+                    blob_id: r.try_get("blob_id")?,
+                    mime_type: r.try_get("mime_type")?,
+                    size_bytes: u64::try_from(r.try_get::<i64, _>("size_bytes")?)
+                        .unwrap_or_default(),
+                    duration_ms: u64::try_from(r.try_get::<i64, _>("duration_ms")?)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Row_ {
+            state,
+            remuxed: row.try_get::<i64, _>("remuxed")? != 0,
+            error: row.try_get("error")?,
+            permanent: row.try_get::<i64, _>("permanent")? != 0,
+            created_at: row.try_get("created_at")?,
+            finished_at: row.try_get("finished_at")?,
+            parts,
+        }))
+    }
+
+    /// A PENDING row for the key (kept if one exists; a retryable failure
+    /// goes back to PENDING), so the variant is visible as soon as it is
+    /// asked for.
+    async fn ensure_pending(&self, key: &Key) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO variants (source_blob_id, profile, state, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (source_blob_id, profile) DO UPDATE \
+             SET state = $3, error = '' WHERE variants.state = $5 AND variants.permanent = 0",
+        )
+        .bind(&key.0)
+        .bind(key.1)
+        .bind(PENDING)
+        .bind(now_micros())
+        .bind(FAILED)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The running job for `key`, or a new one. The receiver turns `true`
+    /// when the job has ended (whatever its outcome: the row says).
+    fn start_job(
+        &self,
+        key: Key,
+        profile: &'static Profile,
+        workspace_id: String,
+    ) -> watch::Receiver<bool> {
+        let Ok(mut inflight) = self.variants.inflight.lock() else {
+            // A poisoned map only happens after a panic elsewhere; waiting
+            // on the row still works.
+            let (_tx, rx) = watch::channel(true);
+            return rx;
+        };
+        if let Some(rx) = inflight.get(&key) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(false);
+        inflight.insert(key.clone(), rx.clone());
+        drop(inflight);
+        let service = self.clone();
+        tokio::spawn(async move {
+            service.run_job(&key, profile, &workspace_id).await;
+            if let Ok(mut inflight) = service.variants.inflight.lock() {
+                inflight.remove(&key);
+            }
+            let _ = tx.send(true);
+        });
+        rx
+    }
+
+    /// Wait until the job ends or `timeout`; when the job runs in another
+    /// replica, poll the row.
+    async fn wait_for(&self, key: &Key, mut done: watch::Receiver<bool>, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _ = tokio::time::timeout_at(deadline, done.wait_for(|d| *d)).await;
+        while tokio::time::Instant::now() < deadline {
+            match self.load_variant(key).await {
+                Ok(Some(row)) if row.state != PENDING => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a variant while waiting");
+                    return;
+                }
+            }
+            tokio::time::sleep_until(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+            )
+            .await;
+        }
+    }
+
+    /// Claim, encode, store, record. Failures end in the row (FAILED with
+    /// the reason), never in a panic or a lost job.
+    async fn run_job(&self, key: &Key, profile: &'static Profile, workspace_id: &str) {
+        let Ok(_permit) = Arc::clone(&self.variants.pool).acquire_owned().await else {
+            return;
+        };
+        match self.claim(key).await {
+            Ok(true) => {}
+            Ok(false) => return, // done, or another replica has it
+            Err(e) => {
+                tracing::warn!(error = %e, source = %key.0, profile = key.1, "cannot claim a variant");
+                return;
+            }
+        }
+        self.variants.started.fetch_add(1, Ordering::Relaxed);
+        let now_running = self.variants.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.variants
+            .peak_running
+            .fetch_max(now_running, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let outcome = self.make(key, profile, workspace_id).await;
+        self.variants.running.fetch_sub(1, Ordering::SeqCst);
+        let result = match outcome {
+            Ok((parts, remuxed)) => self.finish_ready(key, &parts, remuxed).await,
+            Err((reason, permanent)) => {
+                tracing::warn!(source = %key.0, profile = key.1, permanent, %reason, "transcode failed");
+                self.finish_failed(key, &reason, permanent).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, source = %key.0, profile = key.1, "recording a variant failed");
+        }
+        tracing::info!(
+            source = %key.0,
+            profile = key.1,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "transcode finished"
+        );
+    }
+
+    /// Take the job: a PENDING row nobody holds (or whose holder's lease
+    /// ran out). `false` when it is READY, FAILED for good, or held.
+    async fn claim(&self, key: &Key) -> Result<bool, Error> {
+        let now = now_micros();
+        let lease = i64::try_from(self.variants.lease.as_micros()).unwrap_or(i64::MAX);
+        let claimed = sqlx::query(
+            "UPDATE variants SET lease_until = $3, attempts = attempts + 1 \
+             WHERE source_blob_id = $1 AND profile = $2 AND state = $4 AND lease_until < $5",
+        )
+        .bind(&key.0)
+        .bind(key.1)
+        .bind(now.saturating_add(lease))
+        .bind(PENDING)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// Read the source, transcode it on a blocking thread, store the parts
+    /// and make them visible to the workspace. `Err((reason, permanent))`.
+    async fn make(
+        &self,
+        key: &Key,
+        profile: &'static Profile,
+        workspace_id: &str,
+    ) -> Result<(Vec<pb::VariantPart>, bool), (String, bool)> {
+        let internal = |e: Error| (e.to_string(), false);
+        let id = parse_blob_id(&key.0).map_err(internal)?;
+        let input = self.read_source(&id).await.map_err(internal)?;
+        let options = self.variants.options.clone();
+        let transcoded = tokio::task::spawn_blocking(move || {
+            profiles::transcode_with(&input, profile, &options)
+        })
+        .await
+        .map_err(|e| (format!("transcode task: {e}"), false))?
+        .map_err(|e| {
+            let permanent = match &e {
+                TranscodeError::Encode(e) => e.is_permanent(),
+                TranscodeError::Input(_) | TranscodeError::Unsupported { .. } => true,
+                TranscodeError::UnknownProfile(_) => true,
+            };
+            (e.to_string(), permanent)
+        })?;
+        let mut parts = Vec::with_capacity(transcoded.parts.len());
+        for (index, part) in transcoded.parts.iter().enumerate() {
+            let mut writer = self.store.writer().await.map_err(|e| internal(e.into()))?;
+            writer
+                .write(&part.data)
+                .await
+                .map_err(|e| internal(e.into()))?;
+            let stored = writer.commit().await.map_err(|e| internal(e.into()))?;
+            self.record(workspace_id, &stored, part.mime_type)
+                .await
+                .map_err(internal)?;
+            parts.push(pb::VariantPart {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                blob_id: stored.id.to_string(),
+                mime_type: part.mime_type.to_owned(),
+                size_bytes: stored.size_bytes,
+                duration_ms: part.duration_ms,
+            });
+        }
+        Ok((parts, transcoded.remuxed))
+    }
+
+    /// The whole source blob, refusing more than the probe reads.
+    async fn read_source(&self, id: &BlobId) -> Result<Vec<u8>, Error> {
+        let reader = self.store.reader(id, ByteRange::ALL).await?;
+        let limit = crate::probe::MAX_INPUT_BYTES;
+        if reader.size_bytes > limit {
+            return Err(Error::ResourceExhausted(format!(
+                "the file is {} bytes; at most {limit} are transcoded",
+                reader.size_bytes
+            )));
+        }
+        let mut data = Vec::with_capacity(usize::try_from(reader.size_bytes).unwrap_or(0));
+        reader
+            .bytes
+            .take(limit)
+            .read_to_end(&mut data)
+            .await
+            .map_err(|source| Error::Read {
+                blob_id: id.to_string(),
+                source,
+            })?;
+        Ok(data)
+    }
+
+    async fn finish_ready(
+        &self,
+        key: &Key,
+        parts: &[pb::VariantPart],
+        remuxed: bool,
+    ) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM variant_parts WHERE source_blob_id = $1 AND profile = $2")
+            .bind(&key.0)
+            .bind(key.1)
+            .execute(&mut *tx)
+            .await?;
+        for part in parts {
+            sqlx::query(
+                "INSERT INTO variant_parts (source_blob_id, profile, part_index, blob_id, mime_type, \
+                 size_bytes, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&key.0)
+            .bind(key.1)
+            .bind(i64::from(part.index))
+            .bind(&part.blob_id)
+            .bind(&part.mime_type)
+            .bind(i64::try_from(part.size_bytes).unwrap_or(i64::MAX))
+            .bind(i64::try_from(part.duration_ms).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE variants SET state = $3, remuxed = $4, error = '', permanent = 0, \
+             lease_until = 0, finished_at = $5 WHERE source_blob_id = $1 AND profile = $2",
+        )
+        .bind(&key.0)
+        .bind(key.1)
+        .bind(READY)
+        .bind(i64::from(remuxed))
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        self.db.commit(tx).await?;
+        Ok(())
+    }
+
+    async fn finish_failed(&self, key: &Key, reason: &str, permanent: bool) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE variants SET state = $3, error = $4, permanent = $5, lease_until = 0, \
+             finished_at = $6 WHERE source_blob_id = $1 AND profile = $2",
+        )
+        .bind(&key.0)
+        .bind(key.1)
+        .bind(FAILED)
+        .bind(reason)
+        .bind(i64::from(permanent))
+        .bind(now_micros())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// The profile called `name`, or an error listing them.
+fn find_profile(name: &str) -> Result<&'static Profile, Error> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidArgument("profile is required".into()));
+    }
+    profiles::find(name).ok_or_else(|| {
+        let names: Vec<&str> = profiles::PROFILES.iter().map(|p| p.name).collect();
+        Error::InvalidArgument(format!(
+            "no profile named {name:?}; profiles: {}",
+            names.join(", ")
+        ))
+    })
+}
