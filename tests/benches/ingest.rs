@@ -104,10 +104,20 @@ async fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ceiling_url = testing::sqlite_in(dir.path(), "ceiling");
         let (single, cpu) = with_cpu(commit_ceiling(&ceiling_url, s.messages, 1)).await;
-        line("SQLite single-row commits, 8 tasks, our Db", single, "rows/s", &cpu);
+        line(
+            "SQLite single-row commits, 8 tasks, our Db",
+            single,
+            "rows/s",
+            &cpu,
+        );
         let (batched, cpu) =
             with_cpu(commit_ceiling(&ceiling_url, s.messages * 10, BATCH_ROWS)).await;
-        line("SQLite 100-row INSERTs, 8 tasks, our Db", batched, "rows/s", &cpu);
+        line(
+            "SQLite 100-row INSERTs, 8 tasks, our Db",
+            batched,
+            "rows/s",
+            &cpu,
+        );
         let run_dir = dir.path().join("suite");
         let r = ingest(world::embedded(&run_dir), &s).await;
         r.print();
@@ -141,10 +151,20 @@ async fn main() {
             println!("{}", versions().await);
             let db_url = testing::fresh_postgres().await;
             let (single, cpu) = with_cpu(commit_ceiling(&db_url, s.messages, 1)).await;
-            line("PostgreSQL single-row commits, 8 tasks, our Db", single, "rows/s", &cpu);
+            line(
+                "PostgreSQL single-row commits, 8 tasks, our Db",
+                single,
+                "rows/s",
+                &cpu,
+            );
             let (batched, cpu) =
                 with_cpu(commit_ceiling(&db_url, s.messages * 10, BATCH_ROWS)).await;
-            line("PostgreSQL 100-row INSERTs, 8 tasks, our Db", batched, "rows/s", &cpu);
+            line(
+                "PostgreSQL 100-row INSERTs, 8 tasks, our Db",
+                batched,
+                "rows/s",
+                &cpu,
+            );
             drop_database(&db_url).await;
             let rabbit = rabbit_ceilings(&world::amqp_url(), s.messages).await;
             line(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use telenet::Running;
 
-use crate::{Receiver, Received, eventually, inbound_text};
+use crate::{Received, Receiver, eventually, inbound_text};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -72,6 +72,7 @@ impl Gateway {
 /// What one round trip produced.
 #[derive(Debug, Clone)]
 pub struct RoundTrip {
+    pub channel_id: String,
     pub conversation_id: String,
     pub reply_id: String,
     /// The reply as the channel received it.
@@ -97,10 +98,12 @@ pub async fn webhook_then_reply(
         )
         .await;
     assert_eq!(status, 201, "{channel}");
-    let (Some(secret), Some(webhook_url)) =
-        (channel["secret"].as_str(), channel["webhook_url"].as_str())
-    else {
-        panic!("channel without secret or webhook url: {channel}");
+    let (Some(channel_id), Some(secret), Some(webhook_url)) = (
+        channel["id"].as_str(),
+        channel["secret"].as_str(),
+        channel["webhook_url"].as_str(),
+    ) else {
+        panic!("channel without id, secret or webhook url: {channel}");
     };
     receiver.set_secret(secret).await;
 
@@ -158,6 +161,7 @@ pub async fn webhook_then_reply(
     })
     .await;
     RoundTrip {
+        channel_id: channel_id.to_owned(),
         conversation_id,
         reply_id,
         received,

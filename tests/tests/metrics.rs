@@ -109,10 +109,7 @@ async fn metrics_count_the_traffic_of_a_conversation() {
             r#"telenet_outbox_relayed_events_total{db="conversations"}"#,
             2.0,
         ),
-        (
-            r#"telenet_outbox_relayed_events_total{db="dispatch"}"#,
-            1.0,
-        ),
+        (r#"telenet_outbox_relayed_events_total{db="dispatch"}"#, 1.0),
         // Dispatch.
         (
             r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="sent"}"#,
@@ -132,17 +129,21 @@ async fn metrics_count_the_traffic_of_a_conversation() {
         r#"telenet_presence_users{status="online"}"#,
         r#"telenet_build_info{version="0.1.0"}"#,
     ];
-    let (text, samples) = eventually("every metric of the traffic", Duration::from_secs(20), || {
-        let url = url.clone();
-        async move {
-            let (text, samples) = scrape(&url).await;
-            let complete = wanted
-                .iter()
-                .all(|(series, min)| samples.get(*series).is_some_and(|v| v >= min))
-                && present.iter().all(|series| samples.contains_key(*series));
-            complete.then_some((text, samples))
-        }
-    })
+    let (text, samples) = eventually(
+        "every metric of the traffic",
+        Duration::from_secs(20),
+        || {
+            let url = url.clone();
+            async move {
+                let (text, samples) = scrape(&url).await;
+                let complete = wanted
+                    .iter()
+                    .all(|(series, min)| samples.get(*series).is_some_and(|v| v >= min))
+                    && present.iter().all(|series| samples.contains_key(*series));
+                complete.then_some((text, samples))
+            }
+        },
+    )
     .await;
 
     // Health checks are not measured, and no raw ids reach a label.

@@ -234,10 +234,10 @@ impl Subscription {
     /// The next delivery; `None` when the bus shut the subscription down.
     pub async fn next(&mut self) -> Option<Delivery> {
         let mut delivery = self.rx.recv().await?;
-        if let Some(meter) = &self.meter {
-            if let Some(settle) = delivery.disarm() {
-                delivery.settle = Some(meter.wrap(&delivery.event.routing_key, settle));
-            }
+        if let Some(meter) = &self.meter
+            && let Some(settle) = delivery.disarm()
+        {
+            delivery.settle = Some(meter.wrap(&delivery.event.routing_key, settle));
         }
         Some(delivery)
     }

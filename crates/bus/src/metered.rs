@@ -254,13 +254,20 @@ mod tests {
         }
         next(&mut sub).await.ack().await.expect("ack");
         next(&mut sub).await.retry("later").await.expect("retry");
-        next(&mut sub).await.dead_letter("never").await.expect("dead");
+        next(&mut sub)
+            .await
+            .dead_letter("never")
+            .await
+            .expect("dead");
         drop(next(&mut sub).await);
         // Without a subscriber the requeued delivery stays in the queue.
         drop(sub);
 
         let token = CancellationToken::new();
-        let watcher = tokio::spawn(bus.clone().watch_queues(Duration::from_millis(10), token.clone()));
+        let watcher = tokio::spawn(
+            bus.clone()
+                .watch_queues(Duration::from_millis(10), token.clone()),
+        );
         let text = loop {
             let text = metrics.encode().expect("encode");
             if value(&text, r#"telenet_bus_queue_dead_letters{group="g"}"#) == Some(1.0) {

@@ -383,15 +383,15 @@ impl EventBus for RabbitBus {
 /// Messages ready in `queue` (0 if it does not exist), read with a passive
 /// declare on a channel of its own: a missing queue closes the channel.
 async fn ready_messages(conn: &Connection, queue: ShortString) -> Result<u64, BusError> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(amqp("open channel"))?;
+    let ch = conn.create_channel().await.map_err(amqp("open channel"))?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    match ch.queue_declare(queue, passive, FieldTable::default()).await {
+    match ch
+        .queue_declare(queue, passive, FieldTable::default())
+        .await
+    {
         Ok(declared) => {
             if let Err(err) = ch.close(REPLY_SUCCESS, "OK".into()).await {
                 debug!(error = %err, "closing the queue-depth channel");

@@ -6,7 +6,8 @@
 //! [`GrpcServer`] mounts the service's tonic services together with the
 //! standard health service (`grpc.health.v1.Health`) and reflection (v1 and
 //! v1alpha, so both current and older `grpcurl` work), behind one stack of
-//! tower layers: a request span continuing the caller's trace, a request
+//! tower layers: a request span continuing the caller's trace, rate, errors
+//! and duration per method ([`GrpcServer::with_metrics`]), a request
 //! timeout, a global concurrency limit and load shedding. Health checks
 //! bypass the limits: an overloaded pod is slow, not dead, and must not be
 //! restarted for it.

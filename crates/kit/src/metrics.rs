@@ -995,7 +995,10 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                &format!("telenet_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+                &format!(
+                    "telenet_build_info{{version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
             ),
             Some(1.0)
         );
@@ -1039,7 +1042,10 @@ mod tests {
                 r#"telenet_outbox_oldest_event_age_seconds{db="conversations"}"#,
                 2.0,
             ),
-            (r#"telenet_outbox_relayed_events_total{db="conversations"}"#, 5.0),
+            (
+                r#"telenet_outbox_relayed_events_total{db="conversations"}"#,
+                5.0,
+            ),
             (
                 r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="sent"}"#,
                 1.0,
@@ -1056,8 +1062,14 @@ mod tests {
     #[test]
     fn methods_come_from_descriptor_sets() {
         let methods = grpc_methods(&[tonic_health::pb::FILE_DESCRIPTOR_SET, b"garbage"]);
-        assert!(methods.contains("/grpc.health.v1.Health/Check"), "{methods:?}");
-        assert!(methods.contains("/grpc.health.v1.Health/Watch"), "{methods:?}");
+        assert!(
+            methods.contains("/grpc.health.v1.Health/Check"),
+            "{methods:?}"
+        );
+        assert!(
+            methods.contains("/grpc.health.v1.Health/Watch"),
+            "{methods:?}"
+        );
     }
 
     /// A stand-in for tonic's routes: answers by path.
@@ -1136,8 +1148,16 @@ mod tests {
             )
         };
         assert_eq!(sample(&text, &series("Ok", "OK")), Some(2.0), "{text}");
-        assert_eq!(sample(&text, &series("Fail", "NOT_FOUND")), Some(1.0), "{text}");
-        assert_eq!(sample(&text, &series("Shed", "UNAVAILABLE")), Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, &series("Fail", "NOT_FOUND")),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &series("Shed", "UNAVAILABLE")),
+            Some(1.0),
+            "{text}"
+        );
         assert_eq!(
             sample(
                 &text,
@@ -1146,7 +1166,10 @@ mod tests {
             Some(1.0),
             "{text}"
         );
-        assert!(!text.contains("grpc.health"), "health checks are not measured:\n{text}");
+        assert!(
+            !text.contains("grpc.health"),
+            "health checks are not measured:\n{text}"
+        );
         assert_eq!(
             sample(
                 &text,
@@ -1186,9 +1209,8 @@ mod tests {
         let app = axum::Router::new()
             .route(
                 "/items/{id}",
-                axum::routing::get(|| async { "item" }).post(|| async {
-                    (http::StatusCode::CONFLICT, "taken")
-                }),
+                axum::routing::get(|| async { "item" })
+                    .post(|| async { (http::StatusCode::CONFLICT, "taken") }),
             )
             .layer(metrics.http_layer("test"));
         for (method, path) in [
@@ -1211,10 +1233,26 @@ mod tests {
                 r#"telenet_http_server_requests_total{{listener="test",route="{route}",method="{method}",status="{status}"}}"#
             )
         };
-        assert_eq!(sample(&text, &series("/items/{id}", "GET", 200)), Some(2.0), "{text}");
-        assert_eq!(sample(&text, &series("/items/{id}", "POST", 409)), Some(1.0), "{text}");
-        assert_eq!(sample(&text, &series("/items/{id}", "DELETE", 405)), Some(1.0), "{text}");
-        assert_eq!(sample(&text, &series("unmatched", "GET", 404)), Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, &series("/items/{id}", "GET", 200)),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &series("/items/{id}", "POST", 409)),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &series("/items/{id}", "DELETE", 405)),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &series("unmatched", "GET", 404)),
+            Some(1.0),
+            "{text}"
+        );
         assert!(!text.contains("/items/1"), "no raw paths:\n{text}");
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use telenet_bus::{Event, EventBus, SubscribeSpec};
 use telenet_kit::metrics::Metrics;
-use tokio_util::sync::CancellationToken;
 use telenet_store::{Db, Migrations, idempotency, outbox, testing};
+use tokio_util::sync::CancellationToken;
 
 const NO_MIGRATIONS: Migrations = Migrations {
     postgres: &[],

@@ -79,12 +79,14 @@ impl Inbox {
         let contact = self
             .contacts
             .clone()
-            .upsert_by_identity(telenet_kit::telemetry::grpc_request(UpsertByIdentityRequest {
-                workspace_id: workspace_id.to_owned(),
-                channel_id: msg.channel_id.clone(),
-                external_id: sender.external_id.clone(),
-                display_name: sender.display_name.clone(),
-            }))
+            .upsert_by_identity(telenet_kit::telemetry::grpc_request(
+                UpsertByIdentityRequest {
+                    workspace_id: workspace_id.to_owned(),
+                    channel_id: msg.channel_id.clone(),
+                    external_id: sender.external_id.clone(),
+                    display_name: sender.display_name.clone(),
+                },
+            ))
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::InvalidArgument => {
@@ -311,13 +313,29 @@ impl Inbox {
                 .map_err(telenet_store::StoreError::from)?;
             return Ok(());
         }
+        // The attachments are rewritten whole, and outcomes of one message
+        // arrive together: a no-op write first locks the row (portably; no
+        // FOR UPDATE in SQLite), so the read below sees the outcomes
+        // committed before and none is lost.
+        let locked = sqlx::query(
+            "UPDATE messages SET attachments = attachments WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace_id)
+        .bind(message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(telenet_store::StoreError::from)?;
+        if locked.rows_affected() == 0 {
+            return Err(HandleError::Permanent(format!(
+                "message {message_id} not found"
+            )));
+        }
         let row = sqlx::query("SELECT attachments FROM messages WHERE workspace_id = $1 AND id = $2")
             .bind(workspace_id)
             .bind(message_id)
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(telenet_store::StoreError::from)?
-            .ok_or_else(|| HandleError::Permanent(format!("message {message_id} not found")))?;
+            .map_err(telenet_store::StoreError::from)?;
         let raw: Vec<u8> = row
             .try_get("attachments")
             .map_err(telenet_store::StoreError::from)?;

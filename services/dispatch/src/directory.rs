@@ -21,6 +21,9 @@ pub struct ChannelCredentials {
     pub outbound_url: String,
     /// The signing secret (`whsec_…`).
     pub secret: String,
+    /// Custom channels: MIME types the receiver accepts for voice notes,
+    /// best first (empty: voice notes go as files, as recorded).
+    pub accepted_voice_types: Vec<String>,
 }
 
 impl std::fmt::Debug for ChannelCredentials {
@@ -29,6 +32,7 @@ impl std::fmt::Debug for ChannelCredentials {
             .field("kind", &self.kind)
             .field("outbound_url", &self.outbound_url)
             .field("secret", &"***")
+            .field("accepted_voice_types", &self.accepted_voice_types)
             .finish()
     }
 }
@@ -95,6 +99,7 @@ impl ChannelDirectory for GrpcChannelDirectory {
             kind: channel.kind(),
             outbound_url: channel.outbound_url,
             secret: reply.secret,
+            accepted_voice_types: channel.accepted_voice_types,
         })
     }
 }
@@ -202,6 +207,7 @@ mod tests {
                 kind: ChannelKind::Custom,
                 outbound_url: format!("http://example.test/{channel_id}"),
                 secret: "whsec_x".into(),
+                accepted_voice_types: Vec::new(),
             })
         }
     }

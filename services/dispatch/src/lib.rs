@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
 use telenet_kit::error::{ErrorCode, ServiceError};
 use telenet_kit::metrics::{self, DispatchOutcome, Metrics};
-use tracing::Instrument as _;
-use telenet_proto::common::v1::ChannelKind;
+use telenet_proto::common::v1::{AttachmentKind, ChannelKind};
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::dispatch::v1::dispatch_server::{Dispatch, DispatchServer};
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
@@ -24,12 +23,17 @@ use telenet_store::consumer::{HandleError, Incoming};
 use telenet_store::{Db, StoreError, events};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 mod deliveries;
 mod directory;
 mod send;
+mod voice;
 
 pub use directory::{ChannelCredentials, ChannelDirectory, DirectoryError, GrpcChannelDirectory};
+pub use voice::{
+    GrpcVoiceVariants, VariantAnswer, VariantError, VariantPart, VoiceVariants, profile_for,
+};
 
 use deliveries::{Attempted, Claim, State};
 use directory::CachedDirectory;
@@ -71,6 +75,15 @@ pub struct Config {
     /// Time allowed for a lookup in the channel directory.
     #[serde(with = "telenet_kit::config::duration")]
     pub directory_timeout: Duration,
+    /// The gateway's base URL as channels' receivers reach it (e.g.
+    /// `https://inbox.example.com`): stored files are linked as
+    /// `{files_url}/v1/files/{blob_id}`. Empty: no link is made (the
+    /// receiver still gets the `blob_id`).
+    pub files_url: String,
+    /// How long an attempt waits for the media service to make a voice
+    /// note's variant before it is retried later (at most 30 s).
+    #[serde(with = "telenet_kit::config::duration")]
+    pub voice_variant_wait: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +95,8 @@ impl Default for Config {
             concurrency: 32,
             directory_cache_ttl: Duration::from_secs(30),
             directory_timeout: Duration::from_secs(5),
+            files_url: String::new(),
+            voice_variant_wait: Duration::from_secs(10),
         }
     }
 }
@@ -91,7 +106,10 @@ impl Config {
     /// one attempt can take, so a live attempt is never taken over, yet short
     /// enough that a crashed consumer's delivery is retried soon.
     fn lease(&self) -> Duration {
-        self.directory_timeout + self.http_timeout + Duration::from_secs(30)
+        self.directory_timeout
+            + self.voice_variant_wait
+            + self.http_timeout
+            + Duration::from_secs(30)
     }
 }
 
@@ -133,6 +151,9 @@ impl Error {
 pub struct DispatchService {
     inner: Arc<Inner>,
     metrics: Metrics,
+    /// The media service, for voice notes in the channel's form; `None`
+    /// sends voice notes as they were recorded.
+    voice: Option<Arc<dyn VoiceVariants>>,
 }
 
 struct Inner {
@@ -161,7 +182,15 @@ impl DispatchService {
                 config,
             }),
             metrics: Metrics::default(),
+            voice: None,
         })
+    }
+
+    /// Sends voice notes in the form each channel accepts, made by the
+    /// media service behind `variants` (see the `voice` module).
+    pub fn with_voice_variants(mut self, variants: Arc<dyn VoiceVariants>) -> Self {
+        self.voice = Some(variants);
+        self
     }
 
     /// Records every attempt (by channel kind and outcome) and how long
@@ -355,11 +384,18 @@ impl DispatchService {
         let Ok(secret) = telenet_signing::Secret::parse(&credentials.secret) else {
             return Outcome::Reject("the channel's signing secret is invalid".into());
         };
+        let message = match self
+            .voice_notes(workspace_id, request, &credentials.accepted_voice_types)
+            .await
+        {
+            Ok(message) => message,
+            Err(outcome) => return outcome,
+        };
         let started = std::time::Instant::now();
         let outcome = self
             .inner
             .sender
-            .send_custom(&credentials.outbound_url, &secret, request)
+            .send_custom(&credentials.outbound_url, &secret, &message)
             .instrument(tracing::info_span!(
                 "dispatch.send",
                 otel.kind = "client",
@@ -375,6 +411,78 @@ impl DispatchService {
                 .forget(workspace_id, &request.channel_id);
         }
         outcome
+    }
+}
+
+impl DispatchService {
+    /// `request` with its stored voice notes in the form the channel
+    /// accepts (see the `voice` module). `Err` is the attempt's outcome
+    /// when that form is not ready yet (retry) or media cannot be asked.
+    async fn voice_notes(
+        &self,
+        workspace_id: &str,
+        request: &OutboundRequested,
+        accepted: &[String],
+    ) -> Result<OutboundRequested, Outcome> {
+        let Some(media) = &self.voice else {
+            return Ok(request.clone());
+        };
+        let files_url = self.inner.config.files_url.as_str();
+        let mut message = request.clone();
+        message.attachments.clear();
+        for attachment in &request.attachments {
+            if attachment.kind() != AttachmentKind::Voice || attachment.blob_id.is_empty() {
+                message.attachments.push(attachment.clone());
+                continue;
+            }
+            let profile = match voice::plan(&attachment.mime_type, accepted) {
+                voice::Plan::AsIs => {
+                    let mut a = attachment.clone();
+                    if a.url.is_empty() {
+                        a.url = voice::file_url(files_url, &a.blob_id);
+                    }
+                    message.attachments.push(a);
+                    continue;
+                }
+                voice::Plan::AsFile => {
+                    message
+                        .attachments
+                        .push(voice::as_file(attachment.clone(), files_url));
+                    continue;
+                }
+                voice::Plan::Variant(profile) => profile,
+            };
+            let wait = self.inner.config.voice_variant_wait;
+            match media
+                .variant(workspace_id, &attachment.blob_id, profile, wait)
+                .await
+            {
+                Ok(VariantAnswer::Ready(parts)) if !parts.is_empty() => message
+                    .attachments
+                    .extend(voice::from_parts(attachment, &parts, files_url)),
+                Ok(VariantAnswer::Ready(_)) | Ok(VariantAnswer::Pending) => {
+                    return Err(Outcome::Retry(format!(
+                        "the {profile} form of voice note {} is not ready yet",
+                        attachment.blob_id
+                    )));
+                }
+                Ok(VariantAnswer::Failed(reason)) => {
+                    tracing::warn!(
+                        message_id = %request.message_id,
+                        blob_id = %attachment.blob_id,
+                        profile,
+                        %reason,
+                        "voice note cannot be made for the channel; sending the file as recorded"
+                    );
+                    message
+                        .attachments
+                        .push(voice::as_file(attachment.clone(), files_url));
+                }
+                Err(e @ VariantError::Unavailable(_)) => return Err(Outcome::Retry(e.to_string())),
+                Err(e @ VariantError::Rejected(_)) => return Err(Outcome::Reject(e.to_string())),
+            }
+        }
+        Ok(message)
     }
 }
 

@@ -98,12 +98,21 @@ pub(crate) fn custom_body(message: &OutboundRequested) -> Vec<u8> {
         .attachments
         .iter()
         .map(|a: &Attachment| {
-            serde_json::json!({
+            let mut json = serde_json::json!({
                 "kind": kind_name(a.kind()),
                 "url": a.url,
                 "mime_type": a.mime_type,
                 "size_bytes": a.size_bytes,
-            })
+            });
+            // Stored files: their id in the media service, and the length
+            // of audio (channels show it next to a voice note).
+            if !a.blob_id.is_empty() {
+                json["blob_id"] = a.blob_id.clone().into();
+            }
+            if a.duration_ms > 0 {
+                json["duration_ms"] = a.duration_ms.into();
+            }
+            json
         })
         .collect();
     let body = serde_json::json!({

@@ -91,7 +91,9 @@ impl VoiceVariants for GrpcVoiceVariants {
         profile: &str,
         wait: Duration,
     ) -> Result<VariantAnswer, VariantError> {
-        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).min(30_000);
+        let wait_ms = u32::try_from(wait.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(30_000);
         let reply = self
             .client
             .clone()
@@ -200,7 +202,11 @@ pub(crate) fn as_file(mut a: Attachment, files_url: &str) -> Attachment {
 }
 
 /// The attachments made of a ready variant's parts.
-pub(crate) fn from_parts(original: &Attachment, parts: &[VariantPart], files_url: &str) -> Vec<Attachment> {
+pub(crate) fn from_parts(
+    original: &Attachment,
+    parts: &[VariantPart],
+    files_url: &str,
+) -> Vec<Attachment> {
     parts
         .iter()
         .map(|p| Attachment {
@@ -243,7 +249,10 @@ mod tests {
 
     #[test]
     fn links_point_at_the_gateway_download() {
-        assert_eq!(file_url("https://inbox.example/", "ab"), "https://inbox.example/v1/files/ab");
+        assert_eq!(
+            file_url("https://inbox.example/", "ab"),
+            "https://inbox.example/v1/files/ab"
+        );
         assert_eq!(file_url("", "ab"), "");
     }
 }

@@ -17,13 +17,13 @@ use telenet_dispatch::{
     ChannelCredentials, ChannelDirectory, Config, DirectoryError, DispatchService, MIGRATIONS,
     subscription,
 };
+use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind};
 use telenet_proto::dispatch::v1::dispatch_server::Dispatch;
 use telenet_proto::dispatch::v1::{DeliveryState, GetDeliveryRequest, ListDeadLettersRequest};
 use telenet_proto::events::v1::{
     OutboundRequested, OutboundStatusChanged, event_envelope::Payload,
 };
-use telenet_kit::metrics::Metrics;
 use telenet_signing::Secret;
 use telenet_store::{Db, events, outbox, testing};
 use tokio_util::sync::CancellationToken;
@@ -100,6 +100,7 @@ impl Receiver {
             kind: ChannelKind::Custom,
             outbound_url: format!("{}/in/{name}", self.base),
             secret: secret.expose(),
+            accepted_voice_types: Vec::new(),
         };
         self.endpoints.lock().expect("lock").insert(
             name.to_owned(),
@@ -752,6 +753,7 @@ async fn timeouts_and_unreachable_receivers_are_retried(backend: Backend) {
             kind: ChannelKind::Custom,
             outbound_url: format!("http://127.0.0.1:{port}/in/gone"),
             secret: Secret::generate().expect("secret").expose(),
+            accepted_voice_types: Vec::new(),
         },
     );
     h.request("ws1", "m-gone", "gone").await;

@@ -31,8 +31,9 @@ pub fn router(ingress: Ingress) -> Router {
         // The request's span heads the trace of everything the webhook
         // causes (the event carries it to the consumers).
         .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(|r: &http::Request<_>| telenet_kit::telemetry::http_request_span(r)),
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|r: &http::Request<_>| {
+                telenet_kit::telemetry::http_request_span(r)
+            }),
         )
         .with_state(ingress)
 }

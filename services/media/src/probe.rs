@@ -11,7 +11,8 @@
 //!
 //! WebM/Matroska, Ogg and AMR are parsed here (small formats whose details
 //! the Ogg/Opus remux needs: pre-skip, end trimming, packet boundaries); MP4,
-//! MP3, WAV, FLAC and ADTS go through symphonia. Opus is decoded with libopus
+//! MP3, WAV, FLAC and ADTS go through symphonia, with the MP4 edit list
+//! (encoder priming and padding) read here. Opus is decoded with libopus
 //! for the waveform; AAC, MP3, FLAC and PCM with symphonia's decoders.
 
 use std::fmt;
@@ -22,6 +23,7 @@ use tonic::Status;
 
 mod amr;
 pub(crate) mod matroska;
+mod mp4;
 pub(crate) mod ogg;
 pub(crate) mod opus;
 mod peaks;

@@ -273,12 +273,18 @@ async fn healthcheck_passes_against_a_running_server_and_fails_once_it_stopped()
     let (ok, err) = healthcheck(&["--grpc", &grpc, "--timeout", "2s"]);
     assert!(!ok, "a stopped server is not healthy");
     assert!(err.starts_with("error: ") && err.contains(&grpc), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the timeout"
+    );
 }
 
 /// Runs `telenet serve --service contacts` with JSON logs until it logged
 /// `until`, then stops it; returns every line it wrote to stdout and stderr.
-fn serve_with_json_logs(env: &[(&str, &str)], until: &str) -> (std::process::ExitStatus, Vec<String>) {
+fn serve_with_json_logs(
+    env: &[(&str, &str)],
+    until: &str,
+) -> (std::process::ExitStatus, Vec<String>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_telenet"))
         .args(["serve", "--service", "contacts"])
@@ -335,10 +341,12 @@ fn serve_with_json_logs(env: &[(&str, &str)], until: &str) -> (std::process::Exi
 fn parse_json_lines(lines: &[String]) -> Vec<serde_json::Value> {
     lines
         .iter()
-        .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(value) if value.is_object() => value,
-            _ => panic!("not a JSON log line: {line:?}\nall output: {lines:?}"),
-        })
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(value) if value.is_object() => value,
+                _ => panic!("not a JSON log line: {line:?}\nall output: {lines:?}"),
+            },
+        )
         .collect()
 }
 
@@ -347,14 +355,18 @@ fn json_logs_are_json_from_start_to_stop() {
     let (status, lines) = serve_with_json_logs(&[], "grpc server listening");
     assert!(status.success(), "{status}: {lines:?}");
     let logs = parse_json_lines(&lines);
-    let messages: Vec<&str> = logs
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
-    for expected in ["grpc server listening", "shutting down", "grpc server stopped"] {
+    let messages: Vec<&str> = logs.iter().filter_map(|l| l["message"].as_str()).collect();
+    for expected in [
+        "grpc server listening",
+        "shutting down",
+        "grpc server stopped",
+    ] {
         assert!(messages.contains(&expected), "{expected:?} in {messages:?}");
     }
-    assert!(logs.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    assert!(
+        logs.iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
 }
 
 #[test]
@@ -369,7 +381,9 @@ fn a_fatal_error_is_logged_as_json_too() {
         .expect("the fatal error is logged");
     assert_eq!(fatal["level"], "ERROR");
     assert!(
-        fatal["error"].as_str().is_some_and(|e| e.contains("unsupported bus url")),
+        fatal["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unsupported bus url")),
         "{fatal}"
     );
 }

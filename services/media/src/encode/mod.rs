@@ -178,7 +178,7 @@ pub fn encode_pcm(pcm: &Pcm, spec: &Spec, options: &Options) -> Result<Encoded, 
         }
         ranges
     } else {
-        vec![0..pcm.samples.len()]
+        std::iter::once(0..pcm.samples.len()).collect()
     };
     let mut parts = Vec::with_capacity(ranges.len());
     for (i, range) in ranges.iter().enumerate() {

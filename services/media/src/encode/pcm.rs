@@ -218,7 +218,7 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 pub fn split_points(samples: &[f32], rate: u32, max_part: usize) -> Vec<Range<usize>> {
     let len = samples.len();
     if max_part == 0 || len <= max_part {
-        return vec![0..len];
+        return std::iter::once(0..len).collect();
     }
     let parts = len.div_ceil(max_part);
     let frame = (rate as usize / 50).max(1);

@@ -28,7 +28,7 @@ pub fn speech_like(seconds: f64, rate: u32, seed: u64) -> Pcm {
         words_left -= 1;
         let pitch = rng.range(95.0, 210.0);
         for _ in 0..1 + rng.next() % 4 {
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 let len = (fs * rng.range(0.05, 0.14)) as usize;
                 fricative(&mut out, at, len, fs, &mut rng);
                 at += len;

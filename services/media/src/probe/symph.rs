@@ -1,7 +1,8 @@
 //! MP4/M4A/3GP, MP3, ADTS AAC, WAV and FLAC through symphonia: demux every
 //! packet of the first audio track (the duration is the sum of their
-//! durations less encoder delay and padding), decoding them for the
-//! waveform when asked.
+//! durations less encoder delay and padding: MP3's LAME tag as symphonia
+//! reads it, MP4's edit list as `mp4` does), decoding them for the waveform
+//! when asked.
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -169,7 +170,15 @@ fn probe_inner(
             "the file has no audio packets",
         ));
     }
-    let duration_ms = to_ms(units);
+    let mut duration_ms = to_ms(units);
+    // MP4 says with its edit list which part of the track plays (AAC
+    // priming and padding, Opus pre-skip); symphonia does not apply it.
+    if matches!(container, Container::Mp4 | Container::ThreeGp)
+        && let Some(edit) = super::mp4::audio_edit(data)
+    {
+        let after_start = duration_ms.saturating_sub(edit.start_ms);
+        duration_ms = edit.duration_ms.map_or(after_start, |d| d.min(after_start));
+    }
     check_duration(duration_ms, options)?;
     if matches!(decoder, Decoder::Failed | Decoder::None) {
         // No waveform rather than a wrong one.
