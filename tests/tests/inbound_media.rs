@@ -246,21 +246,12 @@ async fn inbound_media(config: Config) {
 
 #[tokio::test]
 async fn inbound_attachments_on_embedded_defaults() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     inbound_media(world::embedded(dir.path())).await;
 }
 
 #[tokio::test]
 async fn inbound_attachments_on_real_infrastructure() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
-    let dir = tempfile::tempdir().expect("tempdir");
-    inbound_media(world::real(dir.path()).await).await;
-}
-
-#[tokio::test]
-async fn zz_debug_real() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     inbound_media(world::real(dir.path()).await).await;
 }

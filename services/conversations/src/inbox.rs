@@ -330,12 +330,13 @@ impl Inbox {
                 "message {message_id} not found"
             )));
         }
-        let row = sqlx::query("SELECT attachments FROM messages WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace_id)
-            .bind(message_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(telenet_store::StoreError::from)?;
+        let row =
+            sqlx::query("SELECT attachments FROM messages WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace_id)
+                .bind(message_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(telenet_store::StoreError::from)?;
         let raw: Vec<u8> = row
             .try_get("attachments")
             .map_err(telenet_store::StoreError::from)?;

@@ -680,7 +680,13 @@ async fn attachment_outcomes_update_the_stored_message() {
     // Unknown message or attachment: never applicable, dead-lettered.
     for (message, index) in [(message_id.as_str(), 7), ("no-such-message", 0)] {
         let err = inbox
-            .apply_attachment(&format!("ev-{message}-{index}"), &ws, message, index, &ready)
+            .apply_attachment(
+                &format!("ev-{message}-{index}"),
+                &ws,
+                message,
+                index,
+                &ready,
+            )
             .await
             .expect_err("not applicable");
         assert!(
@@ -701,5 +707,86 @@ async fn attachment_outcomes_update_the_stored_message() {
         messages().await[0].attachments[1].state,
         AttachmentState::Failed as i32
     );
+    w.token.cancel();
+}
+
+/// Outcomes of one message's attachments arrive together; on PostgreSQL
+/// they are applied by concurrent transactions, and none may be lost.
+#[tokio::test]
+async fn concurrent_attachment_outcomes_are_all_kept_on_postgres() {
+    use telenet_proto::common::v1::{Attachment, AttachmentState};
+    let w = world(
+        testing::fresh_postgres().await,
+        testing::fresh_postgres().await,
+    )
+    .await;
+    let inbox = w.svc.inbox().clone();
+    let ws = w
+        .svc
+        .members()
+        .create_workspace(&pb::CreateWorkspaceRequest {
+            name: "A".into(),
+            owner_name: "O".into(),
+            owner_email: "o@a.test".into(),
+        })
+        .await
+        .expect("ws")
+        .workspace
+        .expect("ws")
+        .id;
+    const N: u32 = 12;
+    let mut msg = inbound("ch", "m1", "+1", "");
+    msg.attachments = (0..N)
+        .map(|n| Attachment {
+            url: format!("https://cdn.example/{n}"),
+            state: AttachmentState::Pending as i32,
+            ..Default::default()
+        })
+        .collect();
+    inbox
+        .receive_message("ev-in", &ws, &msg)
+        .await
+        .expect("receive");
+    let conv = list(
+        &w,
+        &ws,
+        "",
+        pb::ConversationStatus::Open,
+        pb::AssigneeFilter::Any,
+    )
+    .await;
+    let request = pb::ListMessagesRequest {
+        workspace_id: ws.clone(),
+        conversation_id: conv[0].id.clone(),
+        page: None,
+    };
+    let message_id = inbox.messages(&request).await.expect("messages").0[0]
+        .id
+        .clone();
+    let applied = (0..N).map(|n| {
+        let (inbox, ws, message_id) = (inbox.clone(), ws.clone(), message_id.clone());
+        tokio::spawn(async move {
+            let ready = Attachment {
+                state: AttachmentState::Ready as i32,
+                blob_id: format!("{n:064x}"),
+                ..Default::default()
+            };
+            inbox
+                .apply_attachment(&format!("ev-{n}"), &ws, &message_id, n, &ready)
+                .await
+        })
+    });
+    for result in futures::future::join_all(applied).await {
+        result.expect("join").expect("applied");
+    }
+    let after = &inbox.messages(&request).await.expect("messages").0[0].attachments;
+    for (n, a) in after.iter().enumerate() {
+        assert_eq!(
+            a.state,
+            AttachmentState::Ready as i32,
+            "attachment {n} lost"
+        );
+        assert_eq!(a.blob_id, format!("{n:064x}"));
+    }
     w.token.cancel();
 }

@@ -260,7 +260,10 @@ mod tests {
     fn declared_types_map_to_formats() {
         assert_eq!(formats_of("audio/ogg"), Some(&[Format::Ogg][..]));
         assert_eq!(formats_of("audio/webm"), Some(&[Format::Matroska][..]));
-        assert_eq!(formats_of("audio/aac"), Some(&[Format::Aac, Format::Mp4][..]));
+        assert_eq!(
+            formats_of("audio/aac"),
+            Some(&[Format::Aac, Format::Mp4][..])
+        );
         assert_eq!(
             formats_of("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
             Some(&[Format::Zip][..])

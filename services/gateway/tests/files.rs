@@ -27,10 +27,15 @@ struct World {
 
 async fn world() -> World {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let db = telenet_store::Db::connect(&telenet_store::testing::sqlite_in(tmp.path(), "media"), "media")
+    let db = telenet_store::Db::connect(
+        &telenet_store::testing::sqlite_in(tmp.path(), "media"),
+        "media",
+    )
+    .await
+    .expect("db");
+    db.migrate(&telenet_media::MIGRATIONS)
         .await
-        .expect("db");
-    db.migrate(&telenet_media::MIGRATIONS).await.expect("migrate");
+        .expect("migrate");
     let blob_dir = tmp.path().join("blobs");
     let media = telenet_media::MediaService::new(
         db,
@@ -288,7 +293,11 @@ async fn files_are_kept_per_workspace() {
     unknown.problem(404);
     let bad = send(&w.app, get("/v1/files/not-a-hash", Some(OWNER_TOKEN))).await;
     assert_eq!(bad.problem(400)["field"], "id");
-    let no_token = send(&w.app, post_form(None, form(&[("file", Some("text/plain"), b"x")]))).await;
+    let no_token = send(
+        &w.app,
+        post_form(None, form(&[("file", Some("text/plain"), b"x")])),
+    )
+    .await;
     no_token.problem(401);
 }
 
@@ -302,15 +311,40 @@ async fn the_declared_type_is_held_against_the_bytes() {
     };
     let refused: Vec<(&str, &str, Vec<u8>, &[&str])> = vec![
         // A picture sent as a voice note, named by both types.
-        ("voice", "audio/ogg", png(), &["audio/ogg", "PNG (image/png)"]),
+        (
+            "voice",
+            "audio/ogg",
+            png(),
+            &["audio/ogg", "PNG (image/png)"],
+        ),
         // A Chrome recording labelled as Ogg.
         ("voice", "audio/ogg", webm.clone(), &["audio/ogg", "WebM"]),
         ("voice", "image/png", png(), &["must be audio", "image/png"]),
-        ("voice", "application/octet-stream", ogg(100), &["must be audio"]),
-        ("image", "image/jpeg", png(), &["image/jpeg", "PNG (image/png)"]),
+        (
+            "voice",
+            "application/octet-stream",
+            ogg(100),
+            &["must be audio"],
+        ),
+        (
+            "image",
+            "image/jpeg",
+            png(),
+            &["image/jpeg", "PNG (image/png)"],
+        ),
         ("image", "audio/ogg", ogg(100), &["jpeg, png", "audio/ogg"]),
-        ("file", "application/pdf", ogg(100), &["application/pdf", "Ogg"]),
-        ("voice", "audio/ogg", Vec::new(), &["audio/ogg", "not a format"]),
+        (
+            "file",
+            "application/pdf",
+            ogg(100),
+            &["application/pdf", "Ogg"],
+        ),
+        (
+            "voice",
+            "audio/ogg",
+            Vec::new(),
+            &["audio/ogg", "not a format"],
+        ),
     ];
     for (kind, mime, bytes, words) in refused {
         let reply = upload(&w, kind, mime, &bytes).await;
@@ -324,7 +358,10 @@ async fn the_declared_type_is_held_against_the_bytes() {
             );
         }
     }
-    assert!(stored_blobs(&w.blob_dir).is_empty(), "a refused file was stored");
+    assert!(
+        stored_blobs(&w.blob_dir).is_empty(),
+        "a refused file was stored"
+    );
 
     let accepted: Vec<(&str, &str, Vec<u8>)> = vec![
         ("voice", "audio/webm;codecs=opus", webm),
@@ -335,7 +372,12 @@ async fn the_declared_type_is_held_against_the_bytes() {
     ];
     for (kind, mime, bytes) in accepted {
         let reply = upload(&w, kind, mime, &bytes).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{kind} {mime}: {:?}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{kind} {mime}: {:?}",
+            reply.body
+        );
     }
 }
 
@@ -351,10 +393,19 @@ async fn oversized_uploads_are_refused_and_leave_nothing() {
         "{problem}"
     );
     // Beyond the endpoint's body limit altogether.
-    let huge = upload(&w, "file", "text/plain", &vec![b'x'; FILE_LIMIT as usize + 100_000]).await;
+    let huge = upload(
+        &w,
+        "file",
+        "text/plain",
+        &vec![b'x'; FILE_LIMIT as usize + 100_000],
+    )
+    .await;
     huge.problem(413);
     no_temporaries(&w.blob_dir).await;
-    assert!(stored_blobs(&w.blob_dir).is_empty(), "an oversized file was stored");
+    assert!(
+        stored_blobs(&w.blob_dir).is_empty(),
+        "an oversized file was stored"
+    );
 
     // The same size as a plain file is fine, although far above the JSON
     // endpoints' limit.
@@ -367,8 +418,14 @@ async fn malformed_forms_are_bad_requests() {
     let w = world().await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (form(&[("kind", None, b"voice")]), "file"),
-        (form(&[("kind", None, b"gif"), ("file", Some("audio/ogg"), b"OggS")]), "kind"),
-        (form(&[("other", None, b"x"), ("file", Some("audio/ogg"), b"OggS")]), "form"),
+        (
+            form(&[("kind", None, b"gif"), ("file", Some("audio/ogg"), b"OggS")]),
+            "kind",
+        ),
+        (
+            form(&[("other", None, b"x"), ("file", Some("audio/ogg"), b"OggS")]),
+            "form",
+        ),
         (form(&[("file", None, b"OggS")]), "file"),
     ];
     for (body, field) in cases {

@@ -313,7 +313,7 @@ pub fn probe(data: &[u8], options: &ProbeOptions) -> Result<Probe, ProbeError> {
     if data.is_empty() {
         return Err(ProbeError::Empty);
     }
-    let container = match sniff::sniff(data) {
+    let mut container = match sniff::sniff(data) {
         sniff::Sniffed::Audio(container) => container,
         sniff::Sniffed::NotAudio(what) => {
             return Err(ProbeError::NotAudio { what: what.into() });
@@ -326,6 +326,8 @@ pub fn probe(data: &[u8], options: &ProbeOptions) -> Result<Probe, ProbeError> {
     let stream = match container {
         Container::Webm | Container::Matroska => {
             let mkv = matroska::parse(data)?;
+            // The DocType tells WebM from other Matroska.
+            container = mkv.container;
             let opus = opus::OpusStream::from_matroska(&mkv)?;
             let audio = opus.summary(options)?;
             if let Some(env) = envelope.as_mut()

@@ -47,10 +47,10 @@ pub struct TranscodeConfig {
     /// Transcodes that run at once; 0 means one per CPU core. Each uses
     /// about one core, so more than the cores only makes every one slower.
     pub workers: usize,
-    /// The `ffmpeg` program (AAC, still-image MP4, AMR input): a name
-    /// looked up in `PATH`, or a path.
+    /// The `ffmpeg` program (AAC and still-image MP4 output): a name looked
+    /// up in `PATH`, or a path.
     pub ffmpeg: PathBuf,
-    /// The `sox` program (AMR-NB output).
+    /// The `sox` program (AMR input, AMR-NB output).
     pub sox: PathBuf,
     /// Longest an external encoder may run, in seconds; it is killed then.
     pub tool_timeout_secs: u64,
@@ -161,7 +161,7 @@ const FAILED: &str = "failed";
 
 /// A `variants` row with its parts.
 #[derive(Debug, Clone)]
-struct Row_ {
+struct VariantRow {
     state: String,
     remuxed: bool,
     error: String,
@@ -307,7 +307,7 @@ impl MediaService {
         }))
     }
 
-    async fn load_variant(&self, key: &Key) -> Result<Option<Row_>, Error> {
+    async fn load_variant(&self, key: &Key) -> Result<Option<VariantRow>, Error> {
         let row = sqlx::query(
             "SELECT state, remuxed, error, permanent, created_at, finished_at FROM variants \
              WHERE source_blob_id = $1 AND profile = $2",
@@ -345,7 +345,7 @@ impl MediaService {
         } else {
             Vec::new()
         };
-        Ok(Some(Row_ {
+        Ok(Some(VariantRow {
             state,
             remuxed: row.try_get::<i64, _>("remuxed")? != 0,
             error: row.try_get("error")?,

@@ -282,6 +282,64 @@ fn long_webm_pages_once_a_second_and_never_past_the_trimmed_end() {
 }
 
 #[test]
+fn ogg_edge_cases_starting_late_multichannel_video_only_and_empty() {
+    let packets: Vec<Vec<u8>> = (0..50u8).map(|i| vec![31 << 3, i]).collect();
+    // Granules starting at 1 s (a stream cut out of a live one): the
+    // duration is still the packets' (1 s less the pre-skip).
+    let late = support::ogg_stream(&support::opus_head(312), &packets, 48_000);
+    let p = probe(&late, &opts().with_peaks(0)).expect("late start");
+    assert_eq!(p.duration_ms, 994); // (48 000 − 312) / 48 = 993.5
+
+    // Three channels (mapping family 1): probed, not decoded.
+    let mut head = b"OpusHead\x01\x03".to_vec();
+    head.extend_from_slice(&312u16.to_le_bytes());
+    head.extend_from_slice(&48_000u32.to_le_bytes());
+    head.extend_from_slice(&[0, 0, 1, 2, 1, 0, 2, 1]);
+    let surround = support::ogg_stream(&head, &packets, 0);
+    let p = probe(&surround, &opts()).expect("3 channels");
+    assert_eq!(p.channels, 3);
+    assert!(p.peaks.is_empty());
+
+    // Theora alone: a video.
+    let theora = support::ogg_stream(b"\x80theora\x03\x02\x01", &packets, 0);
+    let e = probe(&theora, &opts()).expect_err("theora");
+    assert_eq!(
+        e.to_string(),
+        "an Ogg Theora video with no audio, not audio"
+    );
+
+    // Headers only, in WebM: nothing to play.
+    let empty = ebml_webm(&support::WebmSpec {
+        packets: Vec::new(),
+        ..support::WebmSpec::default()
+    });
+    let e = probe(&empty, &opts()).expect_err("no packets");
+    assert_eq!(
+        e.to_string(),
+        "truncated webm file: the file has no audio packets"
+    );
+}
+
+#[test]
+fn matroska_is_told_from_webm_by_its_doc_type() {
+    let mkv = ebml_webm(&support::WebmSpec {
+        doc_type: "matroska",
+        ..support::WebmSpec::default()
+    });
+    let p = probe(&mkv, &opts()).expect("matroska");
+    assert_eq!(p.container, Container::Matroska);
+    assert_eq!(p.mime_type, "audio/x-matroska; codecs=opus");
+    // 20 packets of 20 ms less 312 samples of pre-skip.
+    assert_eq!(p.duration_ms, 394);
+    let other = ebml_webm(&support::WebmSpec {
+        doc_type: "mka-ish",
+        ..support::WebmSpec::default()
+    });
+    let e = probe(&other, &opts()).expect_err("unknown doc type");
+    assert!(matches!(e, ProbeError::Unsupported { .. }), "{e}");
+}
+
+#[test]
 fn errors_name_the_problem() {
     let o = opts();
     assert!(matches!(probe(b"", &o), Err(ProbeError::Empty)));

@@ -510,3 +510,129 @@ fn missing_ffmpeg_is_named_with_its_package() {
     );
     assert!(err.to_string().contains("apt-get install ffmpeg"), "{err}");
 }
+
+/// The other inputs channels and browsers send, made from the WhatsApp
+/// recording: each decodes (MP3 at 44.1 kHz stereo goes through the
+/// resampler; AMR through FFmpeg) and comes out as a WhatsApp voice note
+/// of the same length.
+#[test]
+fn mp3_m4a_wav_and_amr_inputs_become_voice_notes() {
+    let ogg = fixture("source_ogg_opus_ptb.ogg");
+    let ffmpeg_to = |args: &[&str]| {
+        let mut full = vec![
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "ogg",
+            "-i",
+            "pipe:0",
+        ];
+        full.extend_from_slice(args);
+        full.push("pipe:1");
+        run("ffmpeg", &full, &ogg)
+    };
+    let pcm8k = ffmpeg_to(&["-ar", "8000", "-ac", "1", "-f", "s16le"]);
+    let amr = run(
+        "sox",
+        &[
+            "-V1",
+            "-t",
+            "raw",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-r",
+            "8000",
+            "-",
+            "-t",
+            "amr-nb",
+            "-C",
+            "7",
+            "-",
+        ],
+        &pcm8k,
+    );
+    // Containers whose header is finished after the data (sizes, index)
+    // are written to a file, as a recorder would, not to a pipe.
+    let to_file = |name: &str, args: &[&str]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join(name);
+        let mut full = vec![
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "ogg",
+            "-i",
+            "pipe:0",
+        ];
+        full.extend_from_slice(args);
+        full.push(out.to_str().expect("path"));
+        run("ffmpeg", &full, &ogg);
+        std::fs::read(&out).expect("read")
+    };
+    let m4a = to_file(
+        "in.m4a",
+        &["-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-ac", "2"],
+    );
+    let wav = to_file("in.wav", &["-c:a", "pcm_s16le", "-ar", "16000", "-ac", "1"]);
+    let inputs = [
+        (
+            "mp3 44.1 kHz stereo",
+            ffmpeg_to(&[
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "96k",
+                "-ar",
+                "44100",
+                "-ac",
+                "2",
+                "-f",
+                "mp3",
+            ]),
+        ),
+        ("wav 16 kHz", wav),
+        ("m4a 44.1 kHz stereo", m4a),
+        ("amr-nb", amr),
+    ];
+    let voice = profiles::find("voice-ogg-opus").expect("profile");
+    for (what, input) in inputs {
+        let out = profiles::transcode(&input, voice).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(!out.remuxed, "{what}");
+        let p = probe::probe(&out.parts[0].data, &ProbeOptions::VOICE_NOTE.with_peaks(0))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!((p.codec.name(), p.channels), ("opus", 1), "{what}");
+        assert!(
+            p.duration_ms.abs_diff(3450) <= 80,
+            "{what}: {} ms",
+            p.duration_ms
+        );
+        // The speech is still there (not silence, not clipped noise).
+        let decoded = encode::decode(&out.parts[0].data, 10_000, &encode::Tools::default())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let rms = (decoded.samples.iter().map(|s| s * s).sum::<f32>()
+            / decoded.samples.len() as f32)
+            .sqrt();
+        assert!((0.01..0.5).contains(&rms), "{what}: rms {rms}");
+    }
+}
+
+#[test]
+fn amr_wb_input_decodes_at_16_khz_frame_for_frame() {
+    // The storage format's magic, then 50 NO_DATA frames (one byte each,
+    // frame type 15): one second of (comfort) silence.
+    let mut awb = b"#!AMR-WB\n".to_vec();
+    awb.extend(std::iter::repeat_n(0x7C, 50));
+    let pcm = encode::decode(&awb, 10_000, &encode::Tools::default()).expect("decode AMR-WB");
+    assert_eq!((pcm.rate, pcm.samples.len()), (16_000, 16_000));
+    let err = encode::decode(b"#!AMR\ngarbage", 10_000, &encode::Tools::default())
+        .expect_err("garbage AMR");
+    assert!(err.is_permanent(), "{err}");
+}

@@ -496,8 +496,8 @@ mod media {
             format!("no profile named {name:?}; profiles: {}", names.join(", "))
         })?;
         let input = read(file)?;
-        let out = profiles::transcode(&input, profile)
-            .with_context(|| format!("{}", file.display()))?;
+        let out =
+            profiles::transcode(&input, profile).with_context(|| format!("{}", file.display()))?;
         let many = out.parts.len() > 1;
         for (i, part) in out.parts.iter().enumerate() {
             let path = if many {
@@ -584,7 +584,10 @@ mod media {
             );
         }
         println!();
-        println!("{:<12} {:<11} {:<6}  voice profiles (best first)", "channel", "voice as", "else");
+        println!(
+            "{:<12} {:<11} {:<6}  voice profiles (best first)",
+            "channel", "voice as", "else"
+        );
         for policy in profiles::POLICIES {
             println!(
                 "{:<12} {:<11} {:<6}  {}",

@@ -72,7 +72,11 @@ fn transcode_remuxes_to_ogg_and_checks_what_it_wrote() {
         out.to_str().expect("utf-8 path"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("remuxed; ogg/opus 3.444 s"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("remuxed; ogg/opus 3.444 s"),
+        "{}",
+        stdout(&o)
+    );
     let bytes = std::fs::read(&out).expect("output written");
     assert!(bytes.starts_with(b"OggS"));
 
@@ -91,16 +95,28 @@ fn bad_input_and_unknown_profiles_fail_with_the_reason() {
 
     let o = telenet(&["probe", text]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("a text file, not audio"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a text file, not audio"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = telenet(&["transcode", text, "--profile", "nope", "-o", "/dev/null"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no profile named \"nope\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no profile named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("voice-ogg-opus"), "{}", stderr(&o));
 
     let o = telenet(&["probe", "/nonexistent/voice.webm"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("opening /nonexistent/voice.webm"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("opening /nonexistent/voice.webm"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

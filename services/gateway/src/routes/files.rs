@@ -230,29 +230,28 @@ async fn upload_file(
     kind: UploadKind,
     mut field: Field<'_>,
 ) -> Result<media::Blob, ApiError> {
-    let declared = field
-        .content_type()
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "file",
-                "the file part needs a Content-Type: the file's declared type",
-            )
-        })?;
+    let declared = field.content_type().map(str::to_owned).ok_or_else(|| {
+        ApiError::invalid(
+            "file",
+            "the file part needs a Content-Type: the file's declared type",
+        )
+    })?;
     let essence = sniff::essence(&declared);
     let allowed = sniff::formats_of(&essence);
     let accepts = |f: fn(sniff::Format) -> bool| allowed.is_some_and(|a| a.iter().any(|&x| f(x)));
     let refused = match kind {
-        UploadKind::Voice if !accepts(sniff::Format::is_audio) => Some(
-            "a voice note must be audio (Ogg, WebM, MP4/M4A, MP3, AAC, WAV, FLAC or AMR)",
-        ),
+        UploadKind::Voice if !accepts(sniff::Format::is_audio) => {
+            Some("a voice note must be audio (Ogg, WebM, MP4/M4A, MP3, AAC, WAV, FLAC or AMR)")
+        }
         UploadKind::Image if !accepts(sniff::Format::is_image) => {
             Some("an image must be JPEG, PNG, GIF, WebP, HEIC or AVIF")
         }
         _ => None,
     };
     if let Some(why) = refused {
-        return Err(unsupported(format!("{why}; the declared type is {essence}")));
+        return Err(unsupported(format!(
+            "{why}; the declared type is {essence}"
+        )));
     }
 
     // The first bytes, to hold the declaration against.
@@ -326,12 +325,10 @@ async fn upload_file(
     };
     match answer {
         Ok(blob) => Ok(blob.into_inner()),
-        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-            Err(ApiError::Rejected {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                detail: status.message().to_owned(),
-            })
-        }
+        Err(status) if status.code() == tonic::Code::ResourceExhausted => Err(ApiError::Rejected {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            detail: status.message().to_owned(),
+        }),
         Err(status) => Err(status.into()),
     }
 }
@@ -497,11 +494,17 @@ pub(crate) async fn download(
         .header(header::CONTENT_LENGTH, end - offset)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
-        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable")
+        .header(
+            header::CACHE_CONTROL,
+            "private, max-age=31536000, immutable",
+        )
         // The bytes are a contact's or an agent's, not ours: never let a
         // browser run them as something else.
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox");
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        );
     if range.is_some() {
         response = response.status(StatusCode::PARTIAL_CONTENT).header(
             header::CONTENT_RANGE,
@@ -615,18 +618,12 @@ mod tests {
     fn limits_cover_the_largest_kind_and_the_form() {
         let limits = UploadLimits::default();
         assert_eq!(limits.of(UploadKind::Voice), 16 * MIB);
-        assert_eq!(
-            limits.body_limit() as u64,
-            100 * MIB + MULTIPART_OVERHEAD
-        );
+        assert_eq!(limits.body_limit() as u64, 100 * MIB + MULTIPART_OVERHEAD);
     }
 
     #[test]
     fn file_ids_are_sha256_hex() {
-        assert_eq!(
-            parse_file_id(&"AB".repeat(32)).ok(),
-            Some("ab".repeat(32))
-        );
+        assert_eq!(parse_file_id(&"AB".repeat(32)).ok(), Some("ab".repeat(32)));
         assert!(parse_file_id("../etc/passwd").is_err());
         assert!(parse_file_id(&"g".repeat(64)).is_err());
     }

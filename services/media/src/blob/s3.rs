@@ -311,7 +311,7 @@ impl S3Store {
         match self.inner.client.head(path).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(BlobError::remote("head", &path.to_string())(e)),
+            Err(e) => Err(BlobError::remote("head", path.as_ref())(e)),
         }
     }
 
@@ -373,8 +373,8 @@ impl S3Store {
         if parts.is_err()
             && let Err(e) = upload.abort().await
         {
-            // The parts stay until a lifecycle rule removes them; see the
-            // bucket setup in the README.
+            // The uploaded parts stay (and are billed) until the bucket's
+            // lifecycle rule for incomplete multipart uploads removes them.
             tracing::warn!(key = %path, error = %e, "cannot abort multipart upload");
         }
         parts

@@ -1,7 +1,7 @@
-//! Any supported input to [`Pcm`]: Opus (Ogg, WebM) with libopus; AAC
-//! (MP4/M4A/3GP, ADTS), MP3, WAV and FLAC with symphonia; AMR through FFmpeg
-//! (no Rust decoder exists), with FFmpeg's AMR demuxer forced so no other
-//! parser of FFmpeg's sees the bytes.
+//! Any supported input to [`Pcm`]: Opus (Ogg, WebM) with libopus after the
+//! probe's own parsers; AAC (MP4/M4A/3GP, ADTS), MP3, WAV and FLAC with
+//! symphonia; AMR with libopencore-amr through SoX (no Rust decoder exists).
+//! FFmpeg never reads uploaded bytes.
 
 use std::io::Cursor;
 
@@ -51,9 +51,26 @@ pub fn decode(input: &[u8], max_ms: u64, tools: &Tools) -> Result<Pcm, EncodeErr
         return Err(EncodeError::Corrupt("the file is empty".into()));
     }
     match sniff(input) {
-        Container::Ogg | Container::WebM => opus::decode_opus(&opus_stream(input)?),
+        Container::Ogg | Container::WebM => {
+            let stream = opus_stream(input)?;
+            let actual_ms = stream.duration_ms();
+            if actual_ms > max_ms {
+                return Err(EncodeError::TooLong { actual_ms, max_ms });
+            }
+            opus::decode_opus(&stream)
+        }
         Container::Amr => decode_amr(input, max_ms, tools),
-        Container::Other => decode_symphonia(input, max_ms),
+        // symphonia is third-party code reading untrusted bytes: should it
+        // panic on some file, that file is reported as corrupt instead of
+        // the panic unwinding through the service.
+        Container::Other => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_symphonia(input, max_ms)
+        }))
+        .unwrap_or_else(|_| {
+            Err(EncodeError::Corrupt(
+                "the demuxer or decoder failed on this file".into(),
+            ))
+        }),
     }
 }
 
@@ -189,38 +206,36 @@ fn decode_symphonia(input: &[u8], max_ms: u64) -> Result<Pcm, EncodeError> {
     Ok(Pcm::new(rate, samples))
 }
 
-/// AMR-NB (8 kHz) or AMR-WB (16 kHz) through FFmpeg's AMR demuxer.
+/// AMR-NB (8 kHz) or AMR-WB (16 kHz) with libopencore-amr through SoX,
+/// which reads the storage format (magic, then frames) and, unlike
+/// FFmpeg's decoder, plays the comfort-noise (DTX) frames phones write in
+/// pauses instead of dropping them (which would shorten the note).
 fn decode_amr(input: &[u8], max_ms: u64, tools: &Tools) -> Result<Pcm, EncodeError> {
-    let rate: u32 = if input.starts_with(b"#!AMR-WB") {
-        16_000
+    let (kind, rate) = if input.starts_with(b"#!AMR-WB") {
+        ("amr-wb", 16_000u32)
     } else {
-        8_000
+        ("amr-nb", 8_000u32)
     };
-    let mut args = external::ffmpeg_prelude();
-    args.extend(external::args(&[
-        "-protocol_whitelist",
-        "pipe",
-        "-f",
-        "amr",
-        "-i",
-        "pipe:0",
-        "-map",
-        "0:a:0",
+    let args = external::args(&[
+        "--no-show-progress",
+        "-V1",
         "-t",
-        // One second past the limit is enough to tell it is too long.
-        &format!("{}", max_ms / 1000 + 1),
-        "-ac",
+        kind,
+        "-",
+        "-t",
+        "raw",
+        "-e",
+        "signed-integer",
+        "-b",
+        "16",
+        "-c",
         "1",
-        "-ar",
+        "-r",
         &rate.to_string(),
-        "-f",
-        "s16le",
-        "-protocol_whitelist",
-        "pipe",
-        "pipe:1",
-    ]));
+        "-",
+    ]);
     let raw =
-        external::run(tools, &tools.ffmpeg, &args, input, Output::Stdout).map_err(|e| match e {
+        external::run(tools, &tools.sox, &args, input, Output::Stdout).map_err(|e| match e {
             EncodeError::Tool { reason, .. } if !reason.contains("limit") => {
                 EncodeError::Corrupt(format!("AMR: {reason}"))
             }

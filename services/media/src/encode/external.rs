@@ -1,9 +1,9 @@
 //! External encoders (FFmpeg, SoX) run as separate processes with limits.
 //!
-//! They only ever read audio this service has already decoded — raw 16-bit
-//! PCM on standard input — with one exception (AMR input, decoded by FFmpeg
-//! with its AMR demuxer forced), so no container parser of theirs sees
-//! untrusted bytes. Even so each run is boxed in:
+//! The encoders only ever read audio this service has already decoded — raw
+//! 16-bit PCM on standard input — so no container parser of theirs sees
+//! untrusted bytes; the one exception is SoX decoding AMR input (no Rust
+//! decoder exists). Even so each run is boxed in:
 //!
 //! - input through a pipe, output through a pipe (or one file in a private
 //!   temporary directory, for MP4, whose index is written after the data);
@@ -159,7 +159,19 @@ pub fn run(
         let errors = errors.join().unwrap_or_else(|_| Ok(Vec::new()));
         (read, errors)
     });
-    let status = child.lock().map(|mut c| c.wait());
+    // Polled rather than waited for with the lock held, so the watchdog
+    // can still kill a process that closed its pipes but keeps running.
+    let status = loop {
+        let polled = match child.lock() {
+            Ok(mut c) => c.try_wait(),
+            Err(_) => break Err(()),
+        };
+        match polled {
+            Ok(Some(status)) => break Ok(Ok(status)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Ok(Err(e)),
+        }
+    };
     let _ = done_tx.send(());
     let _ = watchdog.join();
 
@@ -310,6 +322,22 @@ mod tests {
         // `exec`: the shell becomes `sleep`, so killing it ends the run
         // (FFmpeg and SoX are single processes too).
         let (p, a) = sh("exec sleep 30");
+        let start = Instant::now();
+        let err = run(&tools, &p, &a, b"", Output::Stdout).err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(
+            matches!(&err, Some(EncodeError::Tool { reason, .. }) if reason.contains("time limit")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn kills_a_process_that_closes_its_pipes_and_keeps_running() {
+        let tools = Tools {
+            timeout: Duration::from_millis(300),
+            ..Tools::default()
+        };
+        let (p, a) = sh("exec >&- 2>&- <&-; exec sleep 30");
         let start = Instant::now();
         let err = run(&tools, &p, &a, b"", Output::Stdout).err();
         assert!(start.elapsed() < Duration::from_secs(10));

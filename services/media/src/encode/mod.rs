@@ -2,7 +2,7 @@
 //!
 //! The input is decoded in process to mono PCM ([`decode`]): Opus with
 //! libopus, AAC/MP3/WAV/FLAC with symphonia (AMR, for which no Rust decoder
-//! exists, with FFmpeg's AMR demuxer). The PCM is then encoded:
+//! exists, with libopencore-amr through SoX). The PCM is then encoded:
 //!
 //! | recipe | encoder | where |
 //! |---|---|---|
@@ -13,9 +13,9 @@
 //! | still-image MP4 | FFmpeg (libx264 + `aac`) | separate process |
 //!
 //! `docs/adr/0009-media-encoders.md` says why (speed, safety with untrusted
-//! input, licences). External programs only ever read PCM we produced, never
-//! the uploaded bytes (AMR input aside), and run with the limits of
-//! [`external`].
+//! input, licences). External encoders only ever read PCM we produced, never
+//! the uploaded bytes (SoX decoding AMR input aside), and run with the
+//! limits of [`external`].
 //!
 //! Everything here is synchronous and CPU-bound: callers run it on a
 //! blocking thread from a bounded pool (see `crate::variants`).
@@ -139,7 +139,14 @@ pub fn encode(input: &[u8], spec: &Spec, options: &Options) -> Result<Encoded, E
     if let Recipe::WebPlayback { .. } = spec.recipe
         && let Some(mime_type) = browser_playable(input)
     {
-        let duration_ms = decode(input, options.max_input_ms, &options.tools)?.duration_ms();
+        let probe_options = crate::probe::ProbeOptions {
+            max_duration_ms: Some(options.max_input_ms),
+            peaks: 0,
+            ..crate::probe::ProbeOptions::VOICE_NOTE
+        };
+        let duration_ms = crate::probe::probe(input, &probe_options)
+            .map_err(decode::from_probe)?
+            .duration_ms;
         return Ok(Encoded {
             parts: vec![Part {
                 bytes: input.to_vec(),

@@ -164,8 +164,10 @@ mod tests {
                     2u32.to_be_bytes().as_slice(),
                     &100u32.to_be_bytes(),
                     &(-1i32).to_be_bytes(),
+                    &[0, 1, 0, 0], // media rate 1.0
                     &4_200u32.to_be_bytes(),
                     &1_024i32.to_be_bytes(),
+                    &[0, 1, 0, 0],
                 ]
                 .concat(),
             ),

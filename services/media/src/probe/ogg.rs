@@ -36,10 +36,8 @@ fn kind_of(first_packet: &[u8]) -> Kind {
         Kind::Other("Speex")
     } else if starts(b"\x80theora") {
         Kind::Video("Theora")
-    } else if starts(b"\x80kate") || starts(b"fishead\0") || starts(b"fisbone\0") {
-        // Subtitles and Skeleton metadata: neither audio nor video.
-        Kind::Unknown
     } else {
+        // Skeleton, Kate subtitles and the rest: neither audio nor video.
         Kind::Unknown
     }
 }

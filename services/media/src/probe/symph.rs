@@ -35,6 +35,7 @@ pub(crate) fn probe(
         probe_inner(data, container, options, envelope)
     }))
     .unwrap_or_else(|_| {
+        tracing::warn!(%container, "symphonia panicked on a file; reported as corrupt");
         Err(ProbeError::corrupt(
             container,
             "the demuxer or decoder failed on this file",

@@ -38,11 +38,17 @@ pub fn opus_head(pre_skip: u16) -> Vec<u8> {
 /// their own pages, then 50 packets a page, the last page's granule the
 /// packets' total.
 pub fn opus_ogg(packets: &[Vec<u8>], pre_skip: u16) -> Vec<u8> {
+    ogg_stream(&opus_head(pre_skip), packets, 0)
+}
+
+/// An Ogg stream with `head` as its first packet and granule positions
+/// starting at `start` (a stream cut out of a longer one).
+pub fn ogg_stream(head: &[u8], packets: &[Vec<u8>], start: u64) -> Vec<u8> {
     use ogg::{PacketWriteEndInfo as End, PacketWriter};
     let mut out = Vec::new();
     let mut w = PacketWriter::new(&mut out);
     let serial = 0x5EED;
-    w.write_packet(opus_head(pre_skip), serial, End::EndPage, 0)
+    w.write_packet(head.to_vec(), serial, End::EndPage, 0)
         .expect("vec");
     w.write_packet(
         &b"OpusTags\x04\0\0\0test\0\0\0\0"[..],
@@ -51,7 +57,7 @@ pub fn opus_ogg(packets: &[Vec<u8>], pre_skip: u16) -> Vec<u8> {
         0,
     )
     .expect("vec");
-    let mut granule = 0u64;
+    let mut granule = start;
     for (i, p) in packets.iter().enumerate() {
         granule += samples(p);
         let end = if i + 1 == packets.len() {
@@ -98,6 +104,8 @@ pub struct WebmSpec {
     pub xiph_lace_first: usize,
     /// A video track instead of the audio one.
     pub video_only: bool,
+    /// The EBML DocType.
+    pub doc_type: &'static str,
 }
 
 impl Default for WebmSpec {
@@ -111,6 +119,7 @@ impl Default for WebmSpec {
             discard_padding_ns: 0,
             xiph_lace_first: 0,
             video_only: false,
+            doc_type: "webm",
         }
     }
 }
@@ -143,7 +152,7 @@ pub fn ebml_webm(spec: &WebmSpec) -> Vec<u8> {
         &[0x1A, 0x45, 0xDF, 0xA3],
         &[
             uint(&[0x42, 0x86], 1),
-            el(&[0x42, 0x82], b"webm"),
+            el(&[0x42, 0x82], spec.doc_type.as_bytes()),
             uint(&[0x42, 0x87], 4),
             uint(&[0x42, 0x85], 2),
         ]
