@@ -19,7 +19,11 @@ use tonic::{Code, Status};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
-const SAMPLE_DIR: &str = "/work/shared/fixtures/media";
+/// The shared fixtures sit beside the repository (`../shared`).
+const SAMPLE_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/media"
+);
 
 struct Harness {
     client: MediaClient<Channel>,

@@ -282,11 +282,13 @@ impl Suite {
                     .await?
                     .with_metrics(metrics.clone())
                     // Voice notes in each channel's form, made by media.
-                    .with_voice_variants(Arc::new(telenet_dispatch::GrpcVoiceVariants::new(
-                        telenet_proto::media::v1::media_client::MediaClient::new(client(
-                            &self.config.endpoints.media,
-                        )?),
-                    )));
+                    .with_voice_variants(Arc::new(
+                        telenet_dispatch::GrpcVoiceVariants::new(
+                            telenet_proto::media::v1::media_client::MediaClient::new(client(
+                                &self.config.endpoints.media,
+                            )?),
+                        ),
+                    ));
                     server = server.add_service(dispatch.grpc());
                     // Declare the queue now so no request is missed before the consumer runs.
                     drop(bus.subscribe(telenet_dispatch::subscription()).await?);
