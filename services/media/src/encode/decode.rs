@@ -47,6 +47,19 @@ pub fn sniff(input: &[u8]) -> Container {
 /// Decode `input` to mono PCM at its own rate (48 kHz for Opus), refusing
 /// audio longer than `max_ms`.
 pub fn decode(input: &[u8], max_ms: u64, tools: &Tools) -> Result<Pcm, EncodeError> {
+    decode_at(input, max_ms, tools, 48_000)
+}
+
+/// [`decode`], with Opus decoded straight at `opus_rate` (8, 12, 16, 24 or
+/// 48 kHz) when the output needs no more: libopus then skips the work of
+/// the upper band and no resampling follows (AMR's 8 kHz, WeChat MP3's
+/// 24 kHz). Other codecs decode at their own rate.
+pub fn decode_at(
+    input: &[u8],
+    max_ms: u64,
+    tools: &Tools,
+    opus_rate: u32,
+) -> Result<Pcm, EncodeError> {
     if input.is_empty() {
         return Err(EncodeError::Corrupt("the file is empty".into()));
     }
@@ -57,7 +70,7 @@ pub fn decode(input: &[u8], max_ms: u64, tools: &Tools) -> Result<Pcm, EncodeErr
             if actual_ms > max_ms {
                 return Err(EncodeError::TooLong { actual_ms, max_ms });
             }
-            opus::decode_opus(&stream)
+            opus::decode_opus(&stream, opus_rate)
         }
         Container::Amr => decode_amr(input, max_ms, tools),
         // symphonia is third-party code reading untrusted bytes: should it

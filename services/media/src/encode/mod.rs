@@ -31,7 +31,7 @@ mod opus;
 pub mod pcm;
 pub mod synth;
 
-pub use decode::{Container, decode, sniff};
+pub use decode::{Container, decode, decode_at, sniff};
 pub use error::EncodeError;
 pub use external::Tools;
 pub use opus::OpusSettings;
@@ -156,7 +156,12 @@ pub fn encode(input: &[u8], spec: &Spec, options: &Options) -> Result<Encoded, E
             passthrough: true,
         });
     }
-    let pcm = decode(input, options.max_input_ms, &options.tools)?;
+    let pcm = decode_at(
+        input,
+        options.max_input_ms,
+        &options.tools,
+        decode_rate(&spec.recipe),
+    )?;
     let decoded_ms = external::elapsed_ms(started);
     let encoded = encode_pcm(&pcm, spec, options)?;
     tracing::debug!(
@@ -168,6 +173,19 @@ pub fn encode(input: &[u8], spec: &Spec, options: &Options) -> Result<Encoded, E
         "encoded"
     );
     Ok(encoded)
+}
+
+/// The rate Opus input is best decoded at for `recipe`: the output's own
+/// when it is lower than 48 kHz and libopus has it.
+fn decode_rate(recipe: &Recipe) -> u32 {
+    match recipe {
+        Recipe::AmrNb => 8_000,
+        Recipe::Mp3 {
+            sample_rate: Some(rate),
+            ..
+        } if [8_000, 12_000, 16_000, 24_000].contains(rate) => *rate,
+        _ => 48_000,
+    }
 }
 
 /// Encode decoded audio (split into parts first when the spec says so).

@@ -142,9 +142,17 @@ fn opus_tags() -> Vec<u8> {
 // ------------------------------------------------------------------ decoding
 
 /// Decode an Opus stream taken out of its container (by the probe's WebM and
-/// Ogg parsers) to mono 48 kHz, applying pre-skip, end trimming and the
-/// header's gain.
-pub fn decode_opus(stream: &OpusStream<'_>) -> Result<Pcm, EncodeError> {
+/// Ogg parsers) to mono at `rate` (one of libopus's 8, 12, 16, 24, 48 kHz;
+/// others give 48 kHz), applying pre-skip, end trimming and the header's
+/// gain.
+pub fn decode_opus(stream: &OpusStream<'_>, rate: u32) -> Result<Pcm, EncodeError> {
+    let rate = if OPUS_RATES.contains(&rate) {
+        rate
+    } else {
+        48_000
+    };
+    // Pre-skip and durations are counted at 48 kHz.
+    let scale = (48_000 / rate) as usize;
     let head = &stream.head;
     let channels = match (head.mapping_family, head.channels) {
         (0, 1) => opus::Channels::Mono,
@@ -155,7 +163,7 @@ pub fn decode_opus(stream: &OpusStream<'_>) -> Result<Pcm, EncodeError> {
             )));
         }
     };
-    let mut decoder = opus::Decoder::new(48_000, channels)
+    let mut decoder = opus::Decoder::new(rate, channels)
         .map_err(|e| EncodeError::Encoder(format!("opus decoder: {e}")))?;
     if head.output_gain != 0 {
         decoder
@@ -165,9 +173,9 @@ pub fn decode_opus(stream: &OpusStream<'_>) -> Result<Pcm, EncodeError> {
     let n_ch = usize::from(head.channels);
     // 120 ms is the longest an Opus packet can hold.
     let mut buf = vec![0f32; 5760 * n_ch];
-    let mut remaining = usize::try_from(stream.duration_samples()).unwrap_or(usize::MAX);
+    let mut remaining = usize::try_from(stream.duration_samples()).unwrap_or(usize::MAX) / scale;
     let mut samples: Vec<f32> = Vec::with_capacity(remaining.min(48_000 * 600));
-    let mut skip = usize::from(head.pre_skip);
+    let mut skip = usize::from(head.pre_skip) / scale;
     for (i, packet) in stream.packets.iter().enumerate() {
         if remaining == 0 {
             break;
@@ -188,5 +196,5 @@ pub fn decode_opus(stream: &OpusStream<'_>) -> Result<Pcm, EncodeError> {
     if samples.is_empty() {
         return Err(EncodeError::NoAudio);
     }
-    Ok(Pcm::new(48_000, samples))
+    Ok(Pcm::new(rate, samples))
 }
