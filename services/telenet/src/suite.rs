@@ -273,11 +273,21 @@ impl Suite {
                             &self.config.endpoints.ingress,
                         )?),
                     ));
+                    let mut dispatch_config = self.config.dispatch.clone();
+                    // With the gateway in this process on a fixed port, stored
+                    // files are linked through it unless configured otherwise.
+                    if dispatch_config.files_url.is_empty()
+                        && self.services.contains(&ServiceName::Gateway)
+                        && self.config.gateway.listen.port() != 0
+                    {
+                        dispatch_config.files_url =
+                            format!("http://{}", self.config.gateway.listen);
+                    }
                     let dispatch = telenet_dispatch::DispatchService::new(
                         db,
                         bus.clone(),
                         directory,
-                        self.config.dispatch.clone(),
+                        dispatch_config,
                     )
                     .await?
                     .with_metrics(metrics.clone())
