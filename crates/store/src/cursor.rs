@@ -32,6 +32,21 @@ impl Cursor {
     }
 }
 
+/// Cut a page fetched with `LIMIT size + 1` to `size` items and return the
+/// token of the next page: the cursor after the last item kept, or empty when
+/// nothing follows. `cursor_of` gives an item's sort key and id.
+pub fn finish_page<T>(items: &mut Vec<T>, size: i64, cursor_of: impl Fn(&T) -> Cursor) -> String {
+    let size = usize::try_from(size).unwrap_or(0);
+    if items.len() <= size {
+        return String::new();
+    }
+    items.truncate(size);
+    items
+        .last()
+        .map(|last| cursor_of(last).encode())
+        .unwrap_or_default()
+}
+
 /// Clamp a requested page size: 0 → 50, at most 200.
 pub fn page_size(requested: u32) -> i64 {
     match requested {
@@ -54,6 +69,27 @@ mod tests {
         assert_eq!(Cursor::decode(""), Ok(None));
         assert!(Cursor::decode("!!!").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("nonum:x")).is_err());
+    }
+
+    #[test]
+    fn pages_are_cut_and_continued() {
+        let cursor = |n: &i64| Cursor {
+            key: *n,
+            id: n.to_string(),
+        };
+        let mut full = vec![5, 4, 3];
+        assert_eq!(
+            finish_page(&mut full, 2, cursor),
+            Cursor {
+                key: 4,
+                id: "4".into()
+            }
+            .encode()
+        );
+        assert_eq!(full, vec![5, 4]);
+        let mut last = vec![2, 1];
+        assert_eq!(finish_page(&mut last, 2, cursor), "");
+        assert_eq!(last, vec![2, 1]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use sqlx::Row;
 use telenet_proto::contacts::v1 as pb;
 use telenet_proto::contacts::v1::contacts_server::{Contacts, ContactsServer};
 use telenet_proto::events::v1::{ContactCreated, event_envelope::Payload};
-use telenet_store::cursor::{Cursor, page_size};
+use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::sqlx;
 use telenet_store::{Db, StoreError, events, now_micros, outbox, timestamp};
 use tonic::{Request, Response, Status};
@@ -205,18 +205,10 @@ impl ContactsService {
         .fetch_all(self.db.pool())
         .await?;
         let mut contacts = rows.iter().map(contact_of).collect::<Result<Vec<_>, _>>()?;
-        let next = if contacts.len() as i64 > size {
-            contacts.truncate(size as usize);
-            contacts.last().map_or(String::new(), |c| {
-                Cursor {
-                    key: c.created_at.as_ref().map_or(0, telenet_store::micros_of),
-                    id: c.id.clone(),
-                }
-                .encode()
-            })
-        } else {
-            String::new()
-        };
+        let next = finish_page(&mut contacts, size, |c| Cursor {
+            key: c.created_at.as_ref().map_or(0, telenet_store::micros_of),
+            id: c.id.clone(),
+        });
         Ok((contacts, next))
     }
 }

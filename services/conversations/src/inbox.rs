@@ -13,7 +13,7 @@ use telenet_proto::conversations::v1::{ConversationStatus, MessageDirection, Mes
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_store::consumer::HandleError;
-use telenet_store::cursor::{Cursor, page_size};
+use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::sqlx;
 use telenet_store::{Db, Tx, events, idempotency, micros_of, now_micros, outbox};
 use tonic::transport::Channel;
@@ -699,17 +699,10 @@ impl Inbox {
             .iter()
             .map(rows::conversation)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut next = String::new();
-        if items.len() as i64 > size {
-            items.truncate(size as usize);
-            if let Some(last) = items.last() {
-                next = Cursor {
-                    key: last.last_message_at.as_ref().map_or(0, micros_of),
-                    id: last.id.clone(),
-                }
-                .encode();
-            }
-        }
+        let next = finish_page(&mut items, size, |last| Cursor {
+            key: last.last_message_at.as_ref().map_or(0, micros_of),
+            id: last.id.clone(),
+        });
         Ok((items, next))
     }
 
@@ -738,17 +731,10 @@ impl Inbox {
             .iter()
             .map(rows::message)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut next = String::new();
-        if items.len() as i64 > size {
-            items.truncate(size as usize);
-            if let Some(last) = items.last() {
-                next = Cursor {
-                    key: last.created_at.as_ref().map_or(0, micros_of),
-                    id: last.id.clone(),
-                }
-                .encode();
-            }
-        }
+        let next = finish_page(&mut items, size, |last| Cursor {
+            key: last.created_at.as_ref().map_or(0, micros_of),
+            id: last.id.clone(),
+        });
         Ok((items, next))
     }
 

@@ -5,7 +5,7 @@ use telenet_proto::common::v1::{ChannelKind, PageInfo};
 use telenet_proto::ingress::v1 as pb;
 use telenet_proto::ingress::v1::channels_server::Channels;
 use telenet_signing::Secret;
-use telenet_store::cursor::{Cursor, page_size};
+use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::sqlx;
 use telenet_store::{micros_of, now_micros, timestamp};
 use tonic::{Request, Response, Status};
@@ -141,17 +141,10 @@ impl ChannelRegistry {
             .iter()
             .map(|r| self.stored(r).map(|s| s.channel))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut next = String::new();
-        if channels.len() as i64 > size {
-            channels.truncate(size as usize);
-            if let Some(last) = channels.last() {
-                next = Cursor {
-                    key: last.created_at.as_ref().map_or(0, micros_of),
-                    id: last.id.clone(),
-                }
-                .encode();
-            }
-        }
+        let next = finish_page(&mut channels, size, |last| Cursor {
+            key: last.created_at.as_ref().map_or(0, micros_of),
+            id: last.id.clone(),
+        });
         Ok((channels, next))
     }
 
