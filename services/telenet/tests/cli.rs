@@ -387,3 +387,27 @@ fn a_fatal_error_is_logged_as_json_too() {
         "{fatal}"
     );
 }
+
+/// The README runs the product with `cargo run -- dev`; the package has
+/// several binaries, so it must name the default one or cargo refuses.
+#[test]
+fn the_readme_run_command_finds_the_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("../../README.md")).expect("README.md");
+    assert!(
+        readme.contains("cargo run -- dev"),
+        "README no longer says `cargo run -- dev`"
+    );
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.trim() == "default-run = \"telenet\""),
+        "services/telenet/Cargo.toml needs `default-run = \"telenet\"` for `cargo run -- dev`"
+    );
+    assert_eq!(
+        env!("CARGO_BIN_EXE_telenet").rsplit('/').next(),
+        Some("telenet"),
+        "the default binary is `telenet`"
+    );
+}
