@@ -275,8 +275,27 @@ impl<E: std::error::Error + ?Sized> fmt::Display for SourceChain<'_, E> {
     }
 }
 
+/// The one check every service applies to a required text field: blank
+/// (empty or whitespace) is missing. The message names the field.
+pub fn required(field: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        Err(format!("{field} is required"))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn required_fields_name_themselves() {
+        assert_eq!(super::required("name", "x"), Ok(()));
+        assert_eq!(
+            super::required("name", " \t"),
+            Err("name is required".to_owned())
+        );
+    }
+
     use super::*;
 
     #[derive(Debug, thiserror::Error)]

@@ -225,11 +225,7 @@ fn contact_of(row: &sqlx::any::AnyRow) -> Result<pb::Contact, sqlx::Error> {
 }
 
 fn require(field: &str, value: &str) -> Result<(), Error> {
-    if value.trim().is_empty() {
-        Err(Error::InvalidArgument(format!("{field} is required")))
-    } else {
-        Ok(())
-    }
+    telenet_kit::error::required(field, value).map_err(Error::InvalidArgument)
 }
 
 #[tonic::async_trait]

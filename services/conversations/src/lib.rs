@@ -90,11 +90,7 @@ impl Error {
 }
 
 pub(crate) fn require(field: &str, value: &str) -> Result<(), Error> {
-    if value.trim().is_empty() {
-        Err(Error::InvalidArgument(format!("{field} is required")))
-    } else {
-        Ok(())
-    }
+    telenet_kit::error::required(field, value).map_err(Error::InvalidArgument)
 }
 
 /// The conversations service: inbox (gRPC `Conversations`), members (gRPC

@@ -187,11 +187,7 @@ impl ChannelRegistry {
 }
 
 fn require(field: &str, value: &str) -> Result<(), Error> {
-    if value.trim().is_empty() {
-        Err(Error::InvalidArgument(format!("{field} is required")))
-    } else {
-        Ok(())
-    }
+    telenet_kit::error::required(field, value).map_err(Error::InvalidArgument)
 }
 
 #[tonic::async_trait]

@@ -364,11 +364,7 @@ fn read_in_chunks(
 }
 
 fn require(field: &str, value: &str) -> Result<(), Error> {
-    if value.trim().is_empty() {
-        Err(Error::InvalidArgument(format!("{field} is required")))
-    } else {
-        Ok(())
-    }
+    telenet_kit::error::required(field, value).map_err(Error::InvalidArgument)
 }
 
 fn parse_blob_id(value: &str) -> Result<BlobId, Error> {
