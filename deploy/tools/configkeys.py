@@ -61,6 +61,8 @@ FALLBACK_DOCS = {
 SECRETS = {
     "media.s3.access_key_id": "`mediaS3.existingSecret` (key `mediaS3.accessKeyIdKey`)",
     "media.s3.secret_access_key": "`mediaS3.existingSecret` (key `mediaS3.secretAccessKeyKey`)",
+    "media.download_urls.key": "`downloadLinks.existingSecret` (key `downloadLinks.keyKey`)",
+    "media.download_urls.previous_keys": "`downloadLinks.existingSecret` (key `downloadLinks.previousKeysKey`, optional)",
 }
 
 DURATION_PATTERN = "^(0|[0-9]+(ns|us|ms|s|m|h|d))$"

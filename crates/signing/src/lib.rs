@@ -1,7 +1,10 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com>), used by
 //! custom channels in both directions: `webhook-id`, `webhook-timestamp` and
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`
-//! with a secret written `whsec_<base64 key>`.
+//! with a secret written `whsec_<base64 key>`; and signed download links
+//! ([`links`]).
+
+pub mod links;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

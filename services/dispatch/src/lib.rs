@@ -32,7 +32,7 @@ mod voice;
 
 pub use directory::{ChannelCredentials, ChannelDirectory, DirectoryError, GrpcChannelDirectory};
 pub use voice::{
-    GrpcVoiceVariants, VariantAnswer, VariantError, VariantPart, VoiceVariants, profile_for,
+    GrpcMediaFiles, MediaFiles, VariantAnswer, VariantError, VariantPart, profile_for,
 };
 
 use deliveries::{Attempted, Claim, State};
@@ -75,11 +75,11 @@ pub struct Config {
     /// Time allowed for a lookup in the channel directory.
     #[serde(with = "telenet_kit::config::duration")]
     pub directory_timeout: Duration,
-    /// The gateway's base URL as channels' receivers reach it (e.g.
-    /// `https://inbox.example.com`): stored files are linked as
-    /// `{files_url}/v1/files/{blob_id}`. Empty: no link is made (the
-    /// receiver still gets the `blob_id`).
-    pub files_url: String,
+    /// How long the download links of outbound attachments work (1 minute
+    /// to 7 days): long enough for a receiver that fetches late or retries,
+    /// short enough that a leaked link soon stops working.
+    #[serde(with = "telenet_kit::config::duration")]
+    pub download_link_ttl: Duration,
     /// How long an attempt waits for the media service to make a voice
     /// note's variant before it is retried later (at most 30 s).
     #[serde(with = "telenet_kit::config::duration")]
@@ -95,7 +95,7 @@ impl Default for Config {
             concurrency: 32,
             directory_cache_ttl: Duration::from_secs(30),
             directory_timeout: Duration::from_secs(5),
-            files_url: String::new(),
+            download_link_ttl: Duration::from_secs(24 * 3600),
             voice_variant_wait: Duration::from_secs(10),
         }
     }
@@ -121,6 +121,9 @@ pub enum Error {
     NotFound,
     #[error("cannot set up the http client: {0}")]
     Setup(String),
+    /// A setting is unusable; `key` is its name in the service's config.
+    #[error("config key `{key}`: {reason}")]
+    Config { key: &'static str, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -133,7 +136,9 @@ impl ServiceError for Error {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound => ErrorCode::NotFound,
             Error::Store(e) if e.is_transient() => ErrorCode::Unavailable,
-            Error::Store(_) | Error::Bus(_) | Error::Setup(_) => ErrorCode::Internal,
+            Error::Store(_) | Error::Bus(_) | Error::Setup(_) | Error::Config { .. } => {
+                ErrorCode::Internal
+            }
         }
     }
 }
@@ -151,9 +156,9 @@ impl Error {
 pub struct DispatchService {
     inner: Arc<Inner>,
     metrics: Metrics,
-    /// The media service, for voice notes in the channel's form; `None`
-    /// sends voice notes as they were recorded.
-    voice: Option<Arc<dyn VoiceVariants>>,
+    /// The media service, for voice notes in the channel's form and
+    /// download links; `None` sends attachments as they are, unlinked.
+    media: Option<Arc<dyn MediaFiles>>,
 }
 
 struct Inner {
@@ -171,6 +176,13 @@ impl DispatchService {
         directory: Arc<dyn ChannelDirectory>,
         config: Config,
     ) -> Result<Self, Error> {
+        let ttl = config.download_link_ttl;
+        if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600)).contains(&ttl) {
+            return Err(Error::Config {
+                key: "download_link_ttl",
+                reason: "must be between 1m and 7d".into(),
+            });
+        }
         let sender = Sender::new(config.http_connect_timeout, config.http_timeout)
             .map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Self {
@@ -182,14 +194,15 @@ impl DispatchService {
                 config,
             }),
             metrics: Metrics::default(),
-            voice: None,
+            media: None,
         })
     }
 
-    /// Sends voice notes in the form each channel accepts, made by the
-    /// media service behind `variants` (see the `voice` module).
-    pub fn with_voice_variants(mut self, variants: Arc<dyn VoiceVariants>) -> Self {
-        self.voice = Some(variants);
+    /// Sends voice notes in the form each channel accepts and links stored
+    /// attachments, through the media service behind `media` (see the
+    /// `voice` module).
+    pub fn with_media(mut self, media: Arc<dyn MediaFiles>) -> Self {
+        self.media = Some(media);
         self
     }
 
@@ -385,7 +398,7 @@ impl DispatchService {
             return Outcome::Reject("the channel's signing secret is invalid".into());
         };
         let message = match self
-            .voice_notes(workspace_id, request, &credentials.accepted_voice_types)
+            .prepare_attachments(workspace_id, request, &credentials.accepted_voice_types)
             .await
         {
             Ok(message) => message,
@@ -416,18 +429,18 @@ impl DispatchService {
 
 impl DispatchService {
     /// `request` with its stored voice notes in the form the channel
-    /// accepts (see the `voice` module). `Err` is the attempt's outcome
-    /// when that form is not ready yet (retry) or media cannot be asked.
-    async fn voice_notes(
+    /// accepts and every stored attachment linked (see the `voice`
+    /// module). `Err` is the attempt's outcome when that form is not ready
+    /// yet (retry) or media cannot be asked.
+    async fn prepare_attachments(
         &self,
         workspace_id: &str,
         request: &OutboundRequested,
         accepted: &[String],
     ) -> Result<OutboundRequested, Outcome> {
-        let Some(media) = &self.voice else {
+        let Some(media) = &self.media else {
             return Ok(request.clone());
         };
-        let files_url = self.inner.config.files_url.as_str();
         let mut message = request.clone();
         message.attachments.clear();
         for attachment in &request.attachments {
@@ -437,17 +450,11 @@ impl DispatchService {
             }
             let profile = match voice::plan(&attachment.mime_type, accepted) {
                 voice::Plan::AsIs => {
-                    let mut a = attachment.clone();
-                    if a.url.is_empty() {
-                        a.url = voice::file_url(files_url, &a.blob_id);
-                    }
-                    message.attachments.push(a);
+                    message.attachments.push(attachment.clone());
                     continue;
                 }
                 voice::Plan::AsFile => {
-                    message
-                        .attachments
-                        .push(voice::as_file(attachment.clone(), files_url));
+                    message.attachments.push(voice::as_file(attachment.clone()));
                     continue;
                 }
                 voice::Plan::Variant(profile) => profile,
@@ -457,9 +464,9 @@ impl DispatchService {
                 .variant(workspace_id, &attachment.blob_id, profile, wait)
                 .await
             {
-                Ok(VariantAnswer::Ready(parts)) if !parts.is_empty() => message
-                    .attachments
-                    .extend(voice::from_parts(attachment, &parts, files_url)),
+                Ok(VariantAnswer::Ready(parts)) if !parts.is_empty() => {
+                    message.attachments.extend(voice::from_parts(&parts))
+                }
                 Ok(VariantAnswer::Ready(_)) | Ok(VariantAnswer::Pending) => {
                     return Err(Outcome::Retry(format!(
                         "the {profile} form of voice note {} is not ready yet",
@@ -474,9 +481,31 @@ impl DispatchService {
                         %reason,
                         "voice note cannot be made for the channel; sending the file as recorded"
                     );
-                    message
-                        .attachments
-                        .push(voice::as_file(attachment.clone(), files_url));
+                    message.attachments.push(voice::as_file(attachment.clone()));
+                }
+                Err(e @ VariantError::Unavailable(_)) => return Err(Outcome::Retry(e.to_string())),
+                Err(e @ VariantError::Rejected(_)) => return Err(Outcome::Reject(e.to_string())),
+            }
+        }
+        let ttl = self.inner.config.download_link_ttl;
+        for attachment in &mut message.attachments {
+            if attachment.blob_id.is_empty() || !attachment.url.is_empty() {
+                continue;
+            }
+            let name = voice::link_name(&attachment.file_name);
+            match media
+                .link(workspace_id, &attachment.blob_id, name, ttl)
+                .await
+            {
+                Ok(Some(url)) => attachment.url = url,
+                Ok(None) => {
+                    tracing::warn!(
+                        message_id = %request.message_id,
+                        blob_id = %attachment.blob_id,
+                        "download links are not set up (media.download_urls): the receiver gets \
+                         the blob id only"
+                    );
+                    break;
                 }
                 Err(e @ VariantError::Unavailable(_)) => return Err(Outcome::Retry(e.to_string())),
                 Err(e @ VariantError::Rejected(_)) => return Err(Outcome::Reject(e.to_string())),

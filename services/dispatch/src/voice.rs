@@ -13,17 +13,19 @@
 //! - a channel that lists nothing (or nothing media can make) gets the file
 //!   as recorded, as a `file` attachment.
 //!
-//! Links: the receiver gets `{files_url}/v1/files/{blob_id}` — the
-//! gateway's download of that blob (it takes a bearer token of the
-//! workspace and serves byte ranges) — when `files_url` is configured, and
-//! always the `blob_id` itself.
+//! Links: every stored attachment (voice notes, their variants' parts,
+//! pictures, files) goes out with a signed download link the media service
+//! makes (`CreateDownloadUrl`, valid for `dispatch.download_link_ttl`):
+//! the receiver fetches it from the gateway without credentials. When the
+//! installation has no download links set up, the receiver gets only the
+//! `blob_id`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use telenet_proto::common::v1::{Attachment, AttachmentKind};
 use telenet_proto::media::v1::media_client::MediaClient;
-use telenet_proto::media::v1::{TranscodeRequest, VariantState};
+use telenet_proto::media::v1::{CreateDownloadUrlRequest, TranscodeRequest, VariantState};
 
 /// The media service's answer for a variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +58,9 @@ pub enum VariantError {
     Unavailable(String),
 }
 
-/// Asks the media service for variants.
+/// Asks the media service for variants and download links.
 #[async_trait]
-pub trait VoiceVariants: Send + Sync + 'static {
+pub trait MediaFiles: Send + Sync + 'static {
     /// The variant of `blob_id` in `profile`, waiting up to `wait` for it to
     /// be made.
     async fn variant(
@@ -68,22 +70,32 @@ pub trait VoiceVariants: Send + Sync + 'static {
         profile: &str,
         wait: Duration,
     ) -> Result<VariantAnswer, VariantError>;
+
+    /// A download link to `blob_id` named `file_name` (empty: media names
+    /// it) valid for `ttl`; `None` when the installation makes no links.
+    async fn link(
+        &self,
+        workspace_id: &str,
+        blob_id: &str,
+        file_name: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, VariantError>;
 }
 
 /// The media service over gRPC (`telenet.media.v1.Media/Transcode`).
 #[derive(Debug, Clone)]
-pub struct GrpcVoiceVariants {
+pub struct GrpcMediaFiles {
     client: MediaClient<tonic::transport::Channel>,
 }
 
-impl GrpcVoiceVariants {
+impl GrpcMediaFiles {
     pub fn new(client: MediaClient<tonic::transport::Channel>) -> Self {
         Self { client }
     }
 }
 
 #[async_trait]
-impl VoiceVariants for GrpcVoiceVariants {
+impl MediaFiles for GrpcMediaFiles {
     async fn variant(
         &self,
         workspace_id: &str,
@@ -104,16 +116,7 @@ impl VoiceVariants for GrpcVoiceVariants {
                 wait_ms,
             }))
             .await
-            .map_err(|status| {
-                use tonic::Code;
-                let text = format!("{:?}: {}", status.code(), status.message());
-                match status.code() {
-                    Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
-                        VariantError::Rejected(text)
-                    }
-                    _ => VariantError::Unavailable(text),
-                }
-            })?
+            .map_err(|status| refusal(&status))?
             .into_inner();
         Ok(match VariantState::try_from(reply.state) {
             Ok(VariantState::Ready) => VariantAnswer::Ready(
@@ -131,6 +134,44 @@ impl VoiceVariants for GrpcVoiceVariants {
             Ok(VariantState::Failed) => VariantAnswer::Failed(reply.error),
             _ => VariantAnswer::Pending,
         })
+    }
+
+    async fn link(
+        &self,
+        workspace_id: &str,
+        blob_id: &str,
+        file_name: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, VariantError> {
+        let reply = self
+            .client
+            .clone()
+            .create_download_url(telenet_kit::telemetry::grpc_request(
+                CreateDownloadUrlRequest {
+                    workspace_id: workspace_id.to_owned(),
+                    blob_id: blob_id.to_owned(),
+                    ttl_seconds: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+                    file_name: file_name.to_owned(),
+                },
+            ))
+            .await;
+        match reply {
+            Ok(reply) => Ok(Some(reply.into_inner().url)),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(None),
+            Err(status) => Err(refusal(&status)),
+        }
+    }
+}
+
+/// A media error status as final (the question itself is wrong) or not.
+fn refusal(status: &tonic::Status) -> VariantError {
+    use tonic::Code;
+    let text = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
+            VariantError::Rejected(text)
+        }
+        _ => VariantError::Unavailable(text),
     }
 }
 
@@ -182,44 +223,42 @@ pub(crate) fn plan(recorded_mime: &str, accepted: &[String]) -> Plan {
         .map_or(Plan::AsFile, Plan::Variant)
 }
 
-/// The URL a receiver fetches `blob_id` at, given the configured gateway
-/// base URL (empty: none).
-pub(crate) fn file_url(files_url: &str, blob_id: &str) -> String {
-    if files_url.is_empty() {
-        String::new()
-    } else {
-        format!("{}/v1/files/{blob_id}", files_url.trim_end_matches('/'))
-    }
-}
-
-/// The attachment as a plain file (same bytes, link filled in).
-pub(crate) fn as_file(mut a: Attachment, files_url: &str) -> Attachment {
+/// The attachment as a plain file (same bytes).
+pub(crate) fn as_file(mut a: Attachment) -> Attachment {
     a.set_kind(AttachmentKind::File);
-    if a.url.is_empty() {
-        a.url = file_url(files_url, &a.blob_id);
-    }
     a
 }
 
-/// The attachments made of a ready variant's parts.
-pub(crate) fn from_parts(
-    original: &Attachment,
-    parts: &[VariantPart],
-    files_url: &str,
-) -> Vec<Attachment> {
+/// The attachments made of a ready variant's parts. Their names are left
+/// to the media service (the id and the extension of the part's type): the
+/// original's name would carry the wrong extension.
+pub(crate) fn from_parts(parts: &[VariantPart]) -> Vec<Attachment> {
     parts
         .iter()
         .map(|p| Attachment {
             kind: AttachmentKind::Voice as i32,
-            url: file_url(files_url, &p.blob_id),
             mime_type: p.mime_type.clone(),
             size_bytes: p.size_bytes,
             blob_id: p.blob_id.clone(),
             duration_ms: p.duration_ms,
-            file_name: original.file_name.clone(),
             ..Attachment::default()
         })
         .collect()
+}
+
+/// `name` when it can name a download link (one path segment of at most
+/// 128 characters, no `/`, `\\` or control characters), else empty: the
+/// media service then names the file itself.
+pub(crate) fn link_name(name: &str) -> &str {
+    let usable = !name.is_empty()
+        && name.chars().count() <= 128
+        && name.trim() == name
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\');
+    if usable { name } else { "" }
 }
 
 #[cfg(test)]
@@ -248,11 +287,12 @@ mod tests {
     }
 
     #[test]
-    fn links_point_at_the_gateway_download() {
-        assert_eq!(
-            file_url("https://inbox.example/", "ab"),
-            "https://inbox.example/v1/files/ab"
-        );
-        assert_eq!(file_url("", "ab"), "");
+    fn only_safe_names_name_links() {
+        assert_eq!(link_name("note.webm"), "note.webm");
+        assert_eq!(link_name("Sprachnachricht.m4a"), "Sprachnachricht.m4a");
+        for bad in ["", "a/b", "..", " x", "a\\b", "tab\t"] {
+            assert_eq!(link_name(bad), "", "{bad:?}");
+        }
+        assert_eq!(link_name(&"x".repeat(129)), "");
     }
 }

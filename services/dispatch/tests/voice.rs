@@ -2,6 +2,8 @@
 //! accepts, dispatch asks the (real) media service for that form of the
 //! recorded note and sends it; a channel that lists none gets the file as
 //! recorded. The receiver checks signatures like a real channel would.
+//! Every stored attachment goes out with a signed download link, which the
+//! media service honours (the gateway's part is tested with the gateway).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,21 +17,22 @@ use axum::http::{HeaderMap, StatusCode};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{RetryPolicy, SharedBus};
 use telenet_dispatch::{
-    ChannelCredentials, ChannelDirectory, Config, DirectoryError, DispatchService,
-    GrpcVoiceVariants, MIGRATIONS, subscription,
+    ChannelCredentials, ChannelDirectory, Config, DirectoryError, DispatchService, GrpcMediaFiles,
+    MIGRATIONS, subscription,
 };
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind};
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
 use telenet_proto::media::v1::media_client::MediaClient;
 use telenet_proto::media::v1::upload_request::Part;
-use telenet_proto::media::v1::{DownloadRequest, UploadHeader, UploadRequest};
+use telenet_proto::media::v1::{DownloadGrant, DownloadRequest, UploadHeader, UploadRequest};
 use telenet_signing::Secret;
 use telenet_store::{Db, events, outbox, testing};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-const FILES_URL: &str = "https://inbox.example";
+const PUBLIC_URL: &str = "https://inbox.example";
+const LINK_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 fn fixture(name: &str) -> Vec<u8> {
     let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/media");
@@ -111,6 +114,11 @@ struct Harness {
 impl Harness {
     /// Everything running; attempts wait up to `variant_wait` for a variant.
     async fn start(variant_wait: Duration) -> Self {
+        Self::start_with(variant_wait, true).await
+    }
+
+    /// As `start`, with or without download links set up in media.
+    async fn start_with(variant_wait: Duration, links: bool) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let token = CancellationToken::new();
 
@@ -126,6 +134,15 @@ impl Harness {
             media_db,
             telenet_media::Config {
                 blob_dir: tmp.path().join("blobs"),
+                download_urls: if links {
+                    telenet_media::links::DownloadUrlConfig {
+                        base_url: PUBLIC_URL.into(),
+                        key: LINK_KEY.into(),
+                        previous_keys: vec![],
+                    }
+                } else {
+                    Default::default()
+                },
                 ..telenet_media::Config::default()
             },
         )
@@ -175,14 +192,13 @@ impl Harness {
         drop(bus.subscribe(subscription()).await.expect("declare queue"));
         let directory = Arc::new(Directory::default());
         let config = Config {
-            files_url: FILES_URL.into(),
             voice_variant_wait: variant_wait,
             ..Config::default()
         };
         let svc = DispatchService::new(db.clone(), bus.clone(), directory.clone(), config)
             .await
             .expect("dispatch")
-            .with_voice_variants(Arc::new(GrpcVoiceVariants::new(media_client.clone())));
+            .with_media(Arc::new(GrpcMediaFiles::new(media_client.clone())));
         tokio::spawn(outbox::Relay::new(db, bus.clone()).run(token.clone()));
         tokio::spawn(svc.run(token.clone()));
         Harness {
@@ -300,6 +316,7 @@ impl Harness {
                 blob_id: blob_id.into(),
                 offset: 0,
                 length: 0,
+                grant: None,
             })
             .await
             .expect("download")
@@ -310,6 +327,65 @@ impl Harness {
         }
         out
     }
+
+    /// What a link gives: the media service's answer to the download the
+    /// gateway makes of it (`/v1/downloads/{ws}/{blob}/{name}?expires&signature`).
+    async fn fetch_link(&self, url: &str) -> Result<Vec<u8>, tonic::Status> {
+        let url = reqwest::Url::parse(url).expect("a URL");
+        let segments: Vec<String> = url
+            .path_segments()
+            .expect("a path")
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .expect("utf-8")
+                    .into_owned()
+            })
+            .collect();
+        let [v1, downloads, ws, blob, name] = &segments[..] else {
+            panic!("unexpected link path {segments:?}");
+        };
+        assert_eq!((v1.as_str(), downloads.as_str()), ("v1", "downloads"));
+        let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        let mut stream = self
+            .media
+            .clone()
+            .download(DownloadRequest {
+                workspace_id: ws.clone(),
+                blob_id: blob.clone(),
+                offset: 0,
+                length: 0,
+                grant: Some(DownloadGrant {
+                    file_name: name.clone(),
+                    expires_at: query["expires"].parse().expect("expires"),
+                    signature: query["signature"].clone(),
+                }),
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = stream.next().await {
+            out.extend(m?.chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// The attachment's link is on the public address, for its blob, in its
+/// workspace, and expires in about `dispatch.download_link_ttl` (24 h).
+fn assert_linked(a: &serde_json::Value, ws: &str) {
+    let url = a["url"].as_str().unwrap_or_default();
+    let blob = a["blob_id"].as_str().expect("blob_id");
+    let prefix = format!("{PUBLIC_URL}/v1/downloads/{ws}/{blob}/");
+    assert!(url.starts_with(&prefix), "{url} is not under {prefix}");
+    let url = reqwest::Url::parse(url).expect("a URL");
+    let expires: i64 = url
+        .query_pairs()
+        .find(|(k, _)| k == "expires")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("expires");
+    let left = expires - telenet_signing::unix_now();
+    assert!((86_000..=86_400).contains(&left), "expires in {left} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,14 +405,22 @@ async fn voice_notes_go_out_in_the_form_each_channel_accepts() {
     assert_eq!(a["mime_type"], "audio/ogg; codecs=opus");
     let part = a["blob_id"].as_str().expect("blob_id");
     assert_ne!(part, blob, "a variant, not the recording");
-    assert_eq!(a["url"], format!("{FILES_URL}/v1/files/{part}"));
+    assert_linked(a, "ws1");
+    assert!(
+        a["url"].as_str().is_some_and(|u| u.contains(".ogg?")),
+        "a part's link is named with its own extension: {a}"
+    );
     assert!(
         a["duration_ms"]
             .as_u64()
             .is_some_and(|d| d.abs_diff(3452) <= 30),
         "{a}"
     );
-    let bytes = h.download("ws1", part).await;
+    let bytes = h
+        .fetch_link(a["url"].as_str().expect("url"))
+        .await
+        .expect("the link works");
+    assert_eq!(bytes, h.download("ws1", part).await);
     assert_eq!(a["size_bytes"].as_u64(), Some(bytes.len() as u64));
     assert!(bytes.starts_with(b"OggS"), "the receiver gets Ogg");
 
@@ -362,7 +446,7 @@ async fn voice_notes_go_out_in_the_form_each_channel_accepts() {
     let a = &h.post("webm").await["message"]["attachments"][0];
     assert_eq!(a["kind"], "voice");
     assert_eq!(a["blob_id"], blob.as_str());
-    assert_eq!(a["url"], format!("{FILES_URL}/v1/files/{blob}"));
+    assert_linked(a, "ws1");
 
     // One that lists nothing gets the file as recorded.
     h.channel("plain", &[]);
@@ -373,6 +457,7 @@ async fn voice_notes_go_out_in_the_form_each_channel_accepts() {
     assert_eq!(a["mime_type"], mime);
     assert_eq!(a["blob_id"], blob.as_str());
     assert_eq!(a["size_bytes"].as_u64(), Some(webm.len() as u64));
+    assert_linked(a, "ws1");
 
     // A recording the media service cannot read goes as a file too.
     let junk = h
@@ -408,4 +493,103 @@ async fn a_variant_still_being_made_is_waited_for_through_retries() {
         "the MP3 variant, not the recording"
     );
     h.token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stored_attachment_is_linked_and_links_are_bound_to_their_file() {
+    let h = Harness::start(Duration::from_secs(10)).await;
+    let png = png_pixel();
+    let blob = h.upload("ws1", "image/png", &png).await;
+    h.channel("pics", &[]);
+    let env = events::envelope(
+        "ws1",
+        Payload::OutboundRequested(OutboundRequested {
+            message_id: "m-pic".into(),
+            conversation_id: "conv-1".into(),
+            channel_id: "pics".into(),
+            recipient_external_id: "+4915550001".into(),
+            text: "see attached".into(),
+            attachments: vec![
+                Attachment {
+                    kind: AttachmentKind::Image as i32,
+                    mime_type: "image/png".into(),
+                    size_bytes: png.len() as u64,
+                    blob_id: blob.clone(),
+                    file_name: "floor plan.png".into(),
+                    ..Default::default()
+                },
+                // Not stored with us: passed on untouched.
+                Attachment {
+                    kind: AttachmentKind::File as i32,
+                    url: "https://elsewhere.example/doc.pdf".into(),
+                    mime_type: "application/pdf".into(),
+                    ..Default::default()
+                },
+            ],
+        }),
+        None,
+    );
+    h.bus
+        .publish(&[events::to_bus(&env)])
+        .await
+        .expect("publish");
+    let post = h.post("pics").await;
+    let a = &post["message"]["attachments"][0];
+    assert_linked(a, "ws1");
+    let url = a["url"].as_str().expect("url");
+    assert!(
+        url.contains("/floor%20plan.png?"),
+        "named by the file: {url}"
+    );
+    assert_eq!(h.fetch_link(url).await.expect("the link works"), png);
+    assert_eq!(
+        post["message"]["attachments"][1]["url"],
+        "https://elsewhere.example/doc.pdf"
+    );
+
+    // A link is bound to its workspace, file, name and expiry.
+    let tampered = [
+        url.replace("/ws1/", "/ws2/"),
+        url.replace("floor%20plan.png", "other.png"),
+        url.replacen("expires=", "expires=9", 1),
+    ];
+    for bad in tampered {
+        let status = h.fetch_link(&bad).await.expect_err(&bad);
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{bad}: {status:?}"
+        );
+    }
+    h.token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_download_links_set_up_attachments_go_out_unlinked() {
+    let h = Harness::start_with(Duration::from_secs(10), false).await;
+    let webm = fixture("derived_webm_opus_live_no_duration.webm");
+    let mime = "audio/webm; codecs=opus";
+    let blob = h.upload("ws1", mime, &webm).await;
+    h.channel("webm", &["audio/webm"]);
+    h.send_voice("ws1", "m-webm", "webm", &blob, mime, webm.len() as u64)
+        .await;
+    let a = &h.post("webm").await["message"]["attachments"][0];
+    assert_eq!(a["blob_id"], blob.as_str());
+    assert!(
+        a.get("url").is_none_or(|u| u.as_str() == Some("")),
+        "no link without a key: {a}"
+    );
+    h.token.cancel();
+}
+
+/// A 1×1 PNG.
+fn png_pixel() -> Vec<u8> {
+    const PIXEL: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f,
+        0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8,
+        0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
+        0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    PIXEL.to_vec()
 }

@@ -199,6 +199,7 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
             post(routes::conversations::close),
         )
         .route("/v1/contacts/{id}", get(routes::contacts::get_contact))
+        .route("/v1/files/{id}/links", post(routes::files::create_link))
         .route(
             "/v1/reports/daily-volume",
             get(routes::reports::daily_volume),
@@ -210,6 +211,10 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
             Router::new()
                 .route("/v1/files", post(routes::files::upload))
                 .route("/v1/files/{id}", get(routes::files::download))
+                .route(
+                    "/v1/downloads/{workspace_id}/{id}/{file_name}",
+                    get(routes::files::download_link),
+                )
                 .layer(RequestBodyLimitLayer::new(
                     cfg.max_upload_bytes.body_limit(),
                 )),

@@ -18,7 +18,11 @@ use crate::routes;
 const BEARER: &str = "bearer";
 
 /// Paths anyone may call without a token.
-const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+const PUBLIC_PATHS: [&str; 3] = [
+    "/healthz",
+    "/openapi.json",
+    "/v1/downloads/{workspace_id}/{id}/{file_name}",
+];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,6 +50,8 @@ const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
         routes::contacts::get_contact,
         routes::files::upload,
         routes::files::download,
+        routes::files::download_link,
+        routes::files::create_link,
         routes::reports::daily_volume,
         routes::meta::healthz,
         routes::meta::openapi_json,

@@ -1,7 +1,8 @@
 //! `POST /v1/files` and `GET /v1/files/{id}` against the real media service
 //! (SQLite, a blob directory) over gRPC: uploads streamed with per-kind
 //! limits and the declared type held against the bytes, downloads whole or
-//! by range, files kept per workspace.
+//! by range, files kept per workspace; download links made by agents and
+//! served without a token.
 
 mod common;
 
@@ -25,7 +26,14 @@ struct World {
     _tmp: tempfile::TempDir,
 }
 
+const PUBLIC_URL: &str = "https://inbox.example";
+
 async fn world() -> World {
+    world_with(true).await
+}
+
+/// The world, with download links set up in media or not.
+async fn world_with(links: bool) -> World {
     let tmp = tempfile::tempdir().expect("tempdir");
     let db = telenet_store::Db::connect(
         &telenet_store::testing::sqlite_in(tmp.path(), "media"),
@@ -41,6 +49,15 @@ async fn world() -> World {
         db,
         telenet_media::Config {
             blob_dir: blob_dir.clone(),
+            download_urls: if links {
+                telenet_media::links::DownloadUrlConfig {
+                    base_url: PUBLIC_URL.into(),
+                    key: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+                    previous_keys: vec![],
+                }
+            } else {
+                Default::default()
+            },
             ..Default::default()
         },
     )
@@ -441,5 +458,185 @@ async fn malformed_forms_are_bad_requests() {
     assert_eq!(
         not_a_form.header("content-type"),
         Some("application/problem+json")
+    );
+}
+
+/// `POST /v1/files/{id}/links` as `token`, with `body` (None: no body).
+async fn make_link(w: &World, id: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    let uri = format!("/v1/files/{id}/links");
+    let request = match body {
+        Some(body) => common::json("POST", &uri, token, body.to_owned()),
+        None => {
+            let mut builder = Request::post(&uri);
+            if let Some(token) = token {
+                builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            builder.body(Body::empty()).expect("request")
+        }
+    };
+    send(&w.app, request).await
+}
+
+/// The path and query of a link, as the gateway is asked for it.
+fn local(url: &str) -> String {
+    url.strip_prefix(PUBLIC_URL)
+        .unwrap_or_else(|| panic!("{url} is not on {PUBLIC_URL}"))
+        .to_owned()
+}
+
+fn anonymous(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).expect("request")
+}
+
+#[tokio::test]
+async fn download_links_serve_a_file_without_a_token_until_they_expire() {
+    let w = world().await;
+    let data = ogg(20_000);
+    let id = upload(&w, "voice", "audio/ogg; codecs=opus", &data)
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // An hour by default, named by the id and the type.
+    let made = make_link(&w, &id, Some(OWNER_TOKEN), None).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let link = made.json();
+    let url = link["url"].as_str().expect("url");
+    let prefix = format!(
+        "{PUBLIC_URL}/v1/downloads/{}/{id}/{}.ogg?expires=",
+        common::WORKSPACE,
+        &id[..16]
+    );
+    assert!(url.starts_with(&prefix), "{url}");
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(link["expires_at"].as_str().expect("expires_at"))
+            .expect("RFC 3339");
+    let left = expires_at.timestamp() - telenet_signing::unix_now();
+    assert!((3_590..=3_600).contains(&left), "{left}");
+
+    let whole = send(&w.app, anonymous(&local(url), &[])).await;
+    assert_eq!(whole.status, StatusCode::OK, "{:?}", whole.body);
+    assert!(whole.body == data, "downloaded bytes differ");
+    assert_eq!(whole.header("content-type"), Some("audio/ogg; codecs=opus"));
+    assert_eq!(
+        whole.header("content-disposition").map(str::to_owned),
+        Some(format!(
+            "inline; filename=\"{0}.ogg\"; filename*=UTF-8''{0}.ogg",
+            &id[..16]
+        ))
+    );
+    let cache = whole.header("cache-control").unwrap_or_default().to_owned();
+    let max_age: i64 = cache
+        .strip_prefix("private, max-age=")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("cache-control {cache}"));
+    assert!((3_590..=3_600).contains(&max_age), "{cache}");
+    assert_eq!(whole.header("x-content-type-options"), Some("nosniff"));
+
+    let part = send(
+        &w.app,
+        anonymous(&local(url), &[("range", "bytes=100-199")]),
+    )
+    .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert!(part.body == data[100..200], "wrong range");
+
+    // A chosen name and lifetime; names are percent-encoded both ways.
+    let made = make_link(
+        &w,
+        &id,
+        Some(OWNER_TOKEN),
+        Some(r#"{"ttl_seconds": 120, "file_name": "Grüße vom Büro.ogg"}"#),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let url = made.json()["url"].as_str().expect("url").to_owned();
+    assert!(
+        url.contains("/Gr%C3%BC%C3%9Fe%20vom%20B%C3%BCro.ogg?"),
+        "{url}"
+    );
+    let named = send(&w.app, anonymous(&local(&url), &[])).await;
+    assert_eq!(named.status, StatusCode::OK, "{:?}", named.body);
+    assert_eq!(
+        named.header("content-disposition"),
+        Some(
+            "inline; filename=\"Gr__e vom B_ro.ogg\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20vom%20B%C3%BCro.ogg"
+        )
+    );
+
+    // Changing any part of the link breaks it.
+    let path = local(&url);
+    let tampered = [
+        path.replace("Gr%C3%BC%C3%9Fe", "Hallo"),
+        path.replace(common::WORKSPACE, common::OTHER_WORKSPACE),
+        path.replacen("expires=", "expires=1", 1),
+        path.replacen("signature=", "signature=A", 1),
+    ];
+    for uri in tampered {
+        let refused = send(&w.app, anonymous(&uri, &[])).await;
+        assert_eq!(refused.problem(403)["code"], "permission_denied", "{uri}");
+    }
+    // Malformed links are bad requests.
+    let no_query = path.split('?').next().expect("path").to_owned();
+    assert_eq!(
+        send(&w.app, anonymous(&no_query, &[])).await.problem(400)["field"],
+        "expires"
+    );
+    let bad_ws = path.replace(common::WORKSPACE, "not-a-uuid");
+    assert_eq!(
+        send(&w.app, anonymous(&bad_ws, &[])).await.problem(400)["field"],
+        "workspace_id"
+    );
+}
+
+#[tokio::test]
+async fn links_are_made_only_for_the_workspaces_own_files_and_checked() {
+    let w = world().await;
+    let id = upload(&w, "voice", "audio/ogg", &ogg(1_000)).await.json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    make_link(&w, &id, Some(OTHER_TOKEN), None)
+        .await
+        .problem(404);
+    make_link(&w, &id, None, None).await.problem(401);
+    for body in [
+        r#"{"ttl_seconds": 10}"#,
+        r#"{"ttl_seconds": 604801}"#,
+        r#"{"file_name": "a/b.ogg"}"#,
+        r#"{"file_name": ".."}"#,
+    ] {
+        make_link(&w, &id, Some(OWNER_TOKEN), Some(body))
+            .await
+            .problem(400);
+    }
+    make_link(&w, &id, Some(OWNER_TOKEN), Some(r#"{"ttl": 60}"#))
+        .await
+        .problem(400);
+    make_link(&w, "not-a-hash", Some(OWNER_TOKEN), None)
+        .await
+        .problem(400);
+
+    // An installation without download links says so.
+    let bare = world_with(false).await;
+    let id = upload(&bare, "voice", "audio/ogg", &ogg(1_000))
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let refused = make_link(&bare, &id, Some(OWNER_TOKEN), None).await;
+    let problem = refused.problem(409);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("download_urls")),
+        "{problem}"
     );
 }

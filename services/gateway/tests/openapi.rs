@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 19] = [
+const OPERATIONS: [(&str, &str); 21] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),
@@ -22,6 +22,8 @@ const OPERATIONS: [(&str, &str); 19] = [
     ("/v1/contacts/{id}", "get"),
     ("/v1/files", "post"),
     ("/v1/files/{id}", "get"),
+    ("/v1/files/{id}/links", "post"),
+    ("/v1/downloads/{workspace_id}/{id}/{file_name}", "get"),
     ("/v1/reports/daily-volume", "get"),
     ("/healthz", "get"),
     ("/openapi.json", "get"),
@@ -65,7 +67,11 @@ async fn document_declares_bearer_auth_except_for_public_paths() {
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");
     assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
-    for public in ["/healthz", "/openapi.json"] {
+    for public in [
+        "/healthz",
+        "/openapi.json",
+        "/v1/downloads/{workspace_id}/{id}/{file_name}",
+    ] {
         assert_eq!(
             doc["paths"][public]["get"]["security"],
             serde_json::json!([{}]),

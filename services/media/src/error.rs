@@ -19,6 +19,13 @@ pub enum Error {
     /// An upload is larger than allowed; the message names the limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A download link that is not valid for what it asks (expired,
+    /// tampered with, for another file).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request is valid but the service is not set up to answer it.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A setting is unusable; `key` is its name in the service's config.
     #[error("config key `{key}`: {reason}")]
     Config { key: &'static str, reason: String },
@@ -63,6 +70,8 @@ impl Error {
             Error::NotFound => Status::not_found(self.to_string()),
             Error::OutOfRange(m) => Status::out_of_range(m.clone()),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
+            Error::PermissionDenied(m) => Status::permission_denied(m.clone()),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
             Error::Stream(s) => Status::new(s.code(), self.to_string()),
             Error::Probe(e) => e.to_status(),
             Error::Blob(BlobError::OutOfRange { .. }) => Status::out_of_range(self.to_string()),

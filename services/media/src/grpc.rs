@@ -70,6 +70,16 @@ impl Media for MediaService {
         )))
     }
 
+    async fn create_download_url(
+        &self,
+        request: Request<pb::CreateDownloadUrlRequest>,
+    ) -> Result<Response<pb::CreateDownloadUrlResponse>, Status> {
+        MediaService::create_download_url(self, request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
     async fn probe(
         &self,
         request: Request<pb::ProbeRequest>,

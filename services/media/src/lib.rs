@@ -24,6 +24,7 @@ pub mod encode;
 mod error;
 mod grpc;
 pub mod inbound;
+pub mod links;
 pub mod mime;
 pub mod probe;
 pub mod profiles;
@@ -70,6 +71,8 @@ pub struct Config {
     pub inbound: inbound::InboundConfig,
     /// Transcoding: workers and the external encoders.
     pub transcode: TranscodeConfig,
+    /// Signed download links (`CreateDownloadUrl`).
+    pub download_urls: links::DownloadUrlConfig,
 }
 
 /// Which [`BlobStore`] the service uses.
@@ -93,6 +96,7 @@ impl Default for Config {
             s3: S3Config::default(),
             inbound: inbound::InboundConfig::default(),
             transcode: TranscodeConfig::default(),
+            download_urls: links::DownloadUrlConfig::default(),
         }
     }
 }
@@ -110,6 +114,9 @@ impl Config {
             .map_err(|(key, reason)| Error::Config { key, reason })?;
         self.transcode
             .validate()
+            .map_err(|(key, reason)| Error::Config { key, reason })?;
+        self.download_urls
+            .build()
             .map_err(|(key, reason)| Error::Config { key, reason })?;
         if self.blob_dir.as_os_str().is_empty() {
             return Err(Error::Config {
@@ -147,6 +154,8 @@ pub struct MediaService {
     store: Arc<dyn BlobStore>,
     config: Arc<Config>,
     variants: Arc<variants::Variants>,
+    /// Where links point and what signs them; `None` when not set up.
+    links: Option<Arc<(url::Url, telenet_signing::links::LinkSigner)>>,
 }
 
 impl std::fmt::Debug for MediaService {
@@ -174,9 +183,15 @@ impl MediaService {
     /// The service over any blob store.
     pub fn with_store(db: Db, config: Config, store: Arc<dyn BlobStore>) -> Result<Self, Error> {
         config.validate()?;
+        let links = config
+            .download_urls
+            .build()
+            .map_err(|(key, reason)| Error::Config { key, reason })?
+            .map(Arc::new);
         Ok(Self {
             db,
             store,
+            links,
             variants: Arc::new(variants::Variants::new(&config.transcode)),
             config: Arc::new(config),
         })
@@ -304,7 +319,9 @@ impl MediaService {
     /// Open a range of a blob the workspace uploaded; `length` 0 means to
     /// the end. Another workspace's blob is NOT_FOUND even though the bytes
     /// are in the (shared) store.
+    /// With a grant (a signed link), the grant is checked first.
     pub async fn download(&self, req: &pb::DownloadRequest) -> Result<Download, Error> {
+        self.check_grant(req)?;
         let blob = self.blob(&req.workspace_id, &req.blob_id).await?;
         let range = ByteRange {
             offset: req.offset,

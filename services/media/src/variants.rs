@@ -27,9 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_proto::media::v1 as pb;
-use telenet_store::now_micros;
 use telenet_store::sqlx::{self, Row};
+use telenet_store::{events, now_micros, outbox};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, watch};
 
@@ -450,10 +451,11 @@ impl MediaService {
         let outcome = self.make(key, profile, workspace_id).await;
         self.variants.running.fetch_sub(1, Ordering::SeqCst);
         let result = match outcome {
-            Ok((parts, remuxed)) => self.finish_ready(key, &parts, remuxed).await,
+            Ok((parts, remuxed)) => self.finish_ready(key, &parts, remuxed, workspace_id).await,
             Err((reason, permanent)) => {
                 tracing::warn!(source = %key.0, profile = key.1, permanent, %reason, "transcode failed");
-                self.finish_failed(key, &reason, permanent).await
+                self.finish_failed(key, &reason, permanent, workspace_id)
+                    .await
             }
         };
         if let Err(e) = result {
@@ -557,11 +559,14 @@ impl MediaService {
         Ok(data)
     }
 
+    /// Record the parts and mark the variant READY, announcing
+    /// `media.variant_ready` to `workspace_id` in the same transaction.
     async fn finish_ready(
         &self,
         key: &Key,
         parts: &[pb::VariantPart],
         remuxed: bool,
+        workspace_id: &str,
     ) -> Result<(), Error> {
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM variant_parts WHERE source_blob_id = $1 AND profile = $2")
@@ -584,36 +589,94 @@ impl MediaService {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
+        let finished_at = now_micros();
+        let created_at: i64 = sqlx::query(
             "UPDATE variants SET state = $3, remuxed = $4, error = '', permanent = 0, \
-             lease_until = 0, finished_at = $5 WHERE source_blob_id = $1 AND profile = $2",
+             lease_until = 0, finished_at = $5 WHERE source_blob_id = $1 AND profile = $2 \
+             RETURNING created_at",
         )
         .bind(&key.0)
         .bind(key.1)
         .bind(READY)
         .bind(i64::from(remuxed))
-        .bind(now_micros())
-        .execute(&mut *tx)
-        .await?;
+        .bind(finished_at)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("created_at")?;
+        let variant = pb::Variant {
+            state: pb::VariantState::Ready as i32,
+            parts: parts.to_vec(),
+            remuxed,
+            ..finished(workspace_id, key, created_at, finished_at)
+        };
+        let payload = Payload::MediaVariantReady(ev::MediaVariantReady {
+            variant: Some(variant),
+        });
+        announce(&mut tx, workspace_id, payload).await?;
         self.db.commit(tx).await?;
         Ok(())
     }
 
-    async fn finish_failed(&self, key: &Key, reason: &str, permanent: bool) -> Result<(), Error> {
-        sqlx::query(
+    /// Mark the variant FAILED with the reason, announcing
+    /// `media.variant_failed` to `workspace_id` in the same transaction.
+    async fn finish_failed(
+        &self,
+        key: &Key,
+        reason: &str,
+        permanent: bool,
+        workspace_id: &str,
+    ) -> Result<(), Error> {
+        let finished_at = now_micros();
+        let mut tx = self.db.begin().await?;
+        let created_at: i64 = sqlx::query(
             "UPDATE variants SET state = $3, error = $4, permanent = $5, lease_until = 0, \
-             finished_at = $6 WHERE source_blob_id = $1 AND profile = $2",
+             finished_at = $6 WHERE source_blob_id = $1 AND profile = $2 RETURNING created_at",
         )
         .bind(&key.0)
         .bind(key.1)
         .bind(FAILED)
         .bind(reason)
         .bind(i64::from(permanent))
-        .bind(now_micros())
-        .execute(self.db.pool())
-        .await?;
+        .bind(finished_at)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("created_at")?;
+        let variant = pb::Variant {
+            state: pb::VariantState::Failed as i32,
+            error: reason.to_owned(),
+            ..finished(workspace_id, key, created_at, finished_at)
+        };
+        let payload = Payload::MediaVariantFailed(ev::MediaVariantFailed {
+            variant: Some(variant),
+        });
+        announce(&mut tx, workspace_id, payload).await?;
+        self.db.commit(tx).await?;
         Ok(())
     }
+}
+
+/// A finished variant as announced to `workspace_id` (state, parts and
+/// error to be filled in).
+fn finished(workspace_id: &str, key: &Key, created_at: i64, finished_at: i64) -> pb::Variant {
+    pb::Variant {
+        workspace_id: workspace_id.to_owned(),
+        source_blob_id: key.0.clone(),
+        profile: key.1.to_owned(),
+        created_at: Some(telenet_store::timestamp(created_at)),
+        finished_at: Some(telenet_store::timestamp(finished_at)),
+        ..pb::Variant::default()
+    }
+}
+
+/// Put a variant event in the outbox, in the transaction recording it.
+async fn announce(
+    tx: &mut telenet_store::Tx<'_>,
+    workspace_id: &str,
+    payload: Payload,
+) -> Result<(), Error> {
+    let event = events::to_bus(&events::envelope(workspace_id, payload, None));
+    outbox::enqueue(tx, &[event]).await?;
+    Ok(())
 }
 
 /// The profile called `name`, or an error listing them.

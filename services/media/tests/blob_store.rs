@@ -459,6 +459,7 @@ async fn the_media_service_uses_the_configured_s3_store() {
             blob_id: blob.id.clone(),
             offset: 1_000,
             length: 50_000,
+            grant: None,
         })
         .await
         .expect("download");

@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use telenet_media::{Config, MIGRATIONS, MediaService};
 use telenet_proto::media::v1::media_client::MediaClient;
 use telenet_proto::media::v1::upload_request::Part;
-use telenet_proto::media::v1::{Blob, DownloadRequest, UploadHeader, UploadRequest};
+use telenet_proto::media::v1::{
+    Blob, CreateDownloadUrlRequest, DownloadGrant, DownloadRequest, UploadHeader, UploadRequest,
+};
+use telenet_signing::links::{Link, LinkSigner};
 use telenet_store::sqlx::{self, Row};
 use telenet_store::{Db, testing};
 use tokio_stream::StreamExt;
@@ -143,6 +146,7 @@ impl Harness {
                 blob_id: id.into(),
                 offset,
                 length,
+                grant: None,
             })
             .await?
             .into_inner();
@@ -576,6 +580,251 @@ async fn aborted_upload_leaves_nothing(backend: Backend) {
     h.assert_empty().await;
 }
 
+const LINK_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const OLD_LINK_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+fn with_links(cfg: &mut Config) {
+    cfg.download_urls.base_url = "https://inbox.example/base".into();
+    cfg.download_urls.key = LINK_KEY.into();
+    cfg.download_urls.previous_keys = vec![OLD_LINK_KEY.into()];
+}
+
+impl Harness {
+    async fn link(
+        &self,
+        ws: &str,
+        id: &str,
+        ttl_seconds: u32,
+        file_name: &str,
+    ) -> Result<(String, i64), Status> {
+        let reply = self
+            .client
+            .clone()
+            .create_download_url(CreateDownloadUrlRequest {
+                workspace_id: ws.into(),
+                blob_id: id.into(),
+                ttl_seconds,
+                file_name: file_name.into(),
+            })
+            .await?
+            .into_inner();
+        let expires = reply.expires_at.expect("expires_at").seconds;
+        Ok((reply.url, expires))
+    }
+
+    /// Download with a grant, as the gateway does for a link.
+    async fn fetch_granted(
+        &self,
+        ws: &str,
+        id: &str,
+        grant: DownloadGrant,
+    ) -> Result<Vec<u8>, Status> {
+        let mut stream = self
+            .client
+            .clone()
+            .download(DownloadRequest {
+                workspace_id: ws.into(),
+                blob_id: id.into(),
+                offset: 0,
+                length: 0,
+                grant: Some(grant),
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.next().await {
+            out.extend(message?.chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// The grant a link's URL carries.
+fn grant_of(url: &str) -> DownloadGrant {
+    let url = url::Url::parse(url).expect("a URL");
+    let name = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .expect("name");
+    let query = |key: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    DownloadGrant {
+        file_name: percent_encoding::percent_decode_str(name)
+            .decode_utf8()
+            .expect("utf-8")
+            .into_owned(),
+        expires_at: query("expires").parse().expect("expires"),
+        signature: query("signature"),
+    }
+}
+
+async fn download_links(backend: Backend) {
+    let h = start(backend, with_links).await;
+    let data = pseudo_random(5_000, 11);
+    let blob = h.upload("wsA", "audio/ogg; codecs=opus", &data).await;
+
+    // Default: an hour, named by the id and the type's extension.
+    let now = telenet_signing::unix_now();
+    let (url, expires) = h.link("wsA", &blob.id, 0, "").await.expect("link");
+    assert!((now + 3_599..=now + 3_601).contains(&expires), "{expires}");
+    let name = format!("{}.ogg", &blob.id[..16]);
+    assert!(
+        url.starts_with(&format!(
+            "https://inbox.example/base/v1/downloads/wsA/{}/{name}?expires={expires}&signature=",
+            blob.id
+        )),
+        "{url}"
+    );
+    assert_eq!(
+        h.fetch_granted("wsA", &blob.id, grant_of(&url))
+            .await
+            .expect("granted"),
+        data
+    );
+
+    // A chosen lifetime and name (percent-encoded in the URL).
+    let (url, expires) = h
+        .link("wsA", &blob.id, 60, "Sprachnachricht vom 3.ogg")
+        .await
+        .expect("link");
+    assert!((now + 59..=now + 61).contains(&expires));
+    assert!(url.contains("/Sprachnachricht%20vom%203.ogg?"), "{url}");
+    let grant = grant_of(&url);
+    assert_eq!(grant.file_name, "Sprachnachricht vom 3.ogg");
+    assert_eq!(
+        h.fetch_granted("wsA", &blob.id, grant.clone())
+            .await
+            .expect("granted"),
+        data
+    );
+
+    // The grant is bound to its workspace, file, name and expiry.
+    let other = h.upload("wsA", "text/plain", b"another file").await;
+    let denied = [
+        ("wsB", blob.id.as_str(), grant.clone()),
+        ("wsA", other.id.as_str(), grant.clone()),
+        (
+            "wsA",
+            blob.id.as_str(),
+            DownloadGrant {
+                file_name: "x.ogg".into(),
+                ..grant.clone()
+            },
+        ),
+        (
+            "wsA",
+            blob.id.as_str(),
+            DownloadGrant {
+                expires_at: grant.expires_at + 86_400,
+                ..grant.clone()
+            },
+        ),
+        (
+            "wsA",
+            blob.id.as_str(),
+            DownloadGrant {
+                signature: String::new(),
+                ..grant.clone()
+            },
+        ),
+    ];
+    for (ws, id, g) in denied {
+        assert_status(
+            h.fetch_granted(ws, id, g).await,
+            Code::PermissionDenied,
+            "signature",
+        );
+    }
+
+    // Expired: refused even though the signature is right.
+    let signer = LinkSigner::new::<&str>(LINK_KEY, &[]).expect("key");
+    let past = Link {
+        workspace_id: "wsA",
+        blob_id: &blob.id,
+        file_name: "old.ogg",
+        expires_at: now - 1,
+    };
+    let expired = DownloadGrant {
+        file_name: "old.ogg".into(),
+        expires_at: now - 1,
+        signature: signer.sign(&past),
+    };
+    assert_status(
+        h.fetch_granted("wsA", &blob.id, expired).await,
+        Code::PermissionDenied,
+        "expired",
+    );
+
+    // Links signed with a retired key keep working until they expire.
+    let retired = LinkSigner::new::<&str>(OLD_LINK_KEY, &[]).expect("key");
+    let future = Link {
+        expires_at: now + 600,
+        ..past
+    };
+    let before_rotation = DownloadGrant {
+        file_name: "old.ogg".into(),
+        expires_at: now + 600,
+        signature: retired.sign(&future),
+    };
+    assert_eq!(
+        h.fetch_granted("wsA", &blob.id, before_rotation)
+            .await
+            .expect("granted"),
+        data
+    );
+
+    // Only the workspace's own files get links; requests are checked.
+    assert_status(
+        h.link("wsB", &blob.id, 0, "").await,
+        Code::NotFound,
+        "blob not found",
+    );
+    for ttl in [1, 59, 604_801] {
+        assert_status(
+            h.link("wsA", &blob.id, ttl, "").await,
+            Code::InvalidArgument,
+            "ttl_seconds",
+        );
+    }
+    for name in ["a/b.ogg", "..", " x.ogg", "new\nline"] {
+        assert_status(
+            h.link("wsA", &blob.id, 0, name).await,
+            Code::InvalidArgument,
+            "file_name",
+        );
+    }
+    assert_status(
+        h.link("", &blob.id, 0, "").await,
+        Code::InvalidArgument,
+        "workspace_id",
+    );
+}
+
+async fn download_links_need_setting_up(backend: Backend) {
+    let h = start(backend, |_| {}).await;
+    let blob = h.upload("wsA", "text/plain", b"hello").await;
+    assert_status(
+        h.link("wsA", &blob.id, 0, "").await,
+        Code::FailedPrecondition,
+        "media.download_urls",
+    );
+    // Nor is any grant honoured.
+    let grant = DownloadGrant {
+        file_name: "x.txt".into(),
+        expires_at: telenet_signing::unix_now() + 60,
+        signature: "AAAA".into(),
+    };
+    assert_status(
+        h.fetch_granted("wsA", &blob.id, grant).await,
+        Code::PermissionDenied,
+        "not accepted",
+    );
+}
+
 /// Each scenario once per database backend.
 macro_rules! on_both_backends {
     ($($scenario:ident),+ $(,)?) => {
@@ -605,4 +854,6 @@ on_both_backends!(
     bad_blob_ids_are_invalid,
     damaged_store_is_an_internal_error,
     aborted_upload_leaves_nothing,
+    download_links,
+    download_links_need_setting_up,
 );

@@ -2,19 +2,24 @@
 //! real tonic server, the database on SQLite and on PostgreSQL. Cached by
 //! (content hash, profile), computed once however many ask at once (in one
 //! process and across two replicas sharing the database and the store), run
-//! on a bounded pool, visible only to workspaces that can see the source.
+//! on a bounded pool, visible only to workspaces that can see the source,
+//! and announced (`media.variant_ready` / `media.variant_failed`) through
+//! the outbox when made.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use prost::Message;
 use telenet_media::probe::{self, ProbeOptions};
 use telenet_media::{Config, LocalDirStore, MIGRATIONS, MediaService, TranscodeConfig};
+use telenet_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use telenet_proto::media::v1::media_client::MediaClient;
 use telenet_proto::media::v1::upload_request::Part;
 use telenet_proto::media::v1::{
     DownloadRequest, GetVariantRequest, ListVariantsRequest, TranscodeRequest, UploadHeader,
     UploadRequest, Variant, VariantState,
 };
+use telenet_store::sqlx::{self, Row};
 use telenet_store::{Db, testing};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -143,6 +148,7 @@ async fn download(
             blob_id: blob_id.into(),
             offset: 0,
             length: 0,
+            grant: None,
         })
         .await?
         .into_inner();
@@ -164,6 +170,27 @@ fn transcode_req(workspace: &str, blob_id: &str, profile: &str, wait_ms: u32) ->
 
 fn state(v: &Variant) -> VariantState {
     VariantState::try_from(v.state).unwrap_or(VariantState::Unspecified)
+}
+
+impl Harness {
+    /// The events waiting in the outbox (no relay runs here), oldest first.
+    async fn outbox(&self) -> Vec<(String, EventEnvelope)> {
+        let db = Db::connect(&self.db_url, "media").await.expect("connect");
+        sqlx::query("SELECT routing_key, payload FROM outbox ORDER BY created_at, event_id")
+            .fetch_all(db.pool())
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|r| {
+                let key: String = r.try_get("routing_key").expect("routing_key");
+                let payload: Vec<u8> = r.try_get("payload").expect("payload");
+                (
+                    key,
+                    EventEnvelope::decode(&payload[..]).expect("an envelope"),
+                )
+            })
+            .collect()
+    }
 }
 
 async fn scenario_transcode_download_and_cache(backend: Backend) {
@@ -303,6 +330,26 @@ async fn scenario_transcode_download_and_cache(backend: Backend) {
         .variants;
     let names: Vec<&str> = list.iter().map(|v| v.profile.as_str()).collect();
     assert_eq!(names, ["audio-m4a-aac", "voice-ogg-opus"]);
+
+    // Each variant made was announced once, to the workspace that asked,
+    // with its parts; cache hits announce nothing.
+    let events = h.outbox().await;
+    let keys: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["media.variant_ready", "media.variant_ready"],
+        "{backend:?}"
+    );
+    let (_, first) = &events[0];
+    assert_eq!(first.workspace_id, "ws-a");
+    let Some(Payload::MediaVariantReady(ready)) = &first.payload else {
+        panic!("{first:?}");
+    };
+    let announced = ready.variant.as_ref().expect("variant");
+    assert_eq!(announced.profile, "audio-m4a-aac");
+    assert_eq!(announced.parts, v.parts);
+    assert_eq!(state(announced), VariantState::Ready);
+    assert!(announced.created_at.is_some() && announced.finished_at.is_some());
 }
 
 async fn scenario_bad_input_fails_once(backend: Backend) {
@@ -334,6 +381,21 @@ async fn scenario_bad_input_fails_once(backend: Backend) {
     assert_eq!(state(&again), VariantState::Failed);
     assert_eq!(again.error, v.error);
     assert_eq!(s.service.transcodes_started(), 1);
+    let events = h.outbox().await;
+    assert_eq!(events.len(), 1, "{backend:?}: {events:?}");
+    let (key, env) = &events[0];
+    assert_eq!(
+        (key.as_str(), env.workspace_id.as_str()),
+        ("media.variant_failed", "ws-a")
+    );
+    let Some(Payload::MediaVariantFailed(failed)) = &env.payload else {
+        panic!("{env:?}");
+    };
+    let announced = failed.variant.as_ref().expect("variant");
+    assert_eq!(
+        (announced.profile.as_str(), announced.error.as_str()),
+        ("audio-mp3", v.error.as_str())
+    );
 }
 
 async fn scenario_concurrent_requests_encode_once(backend: Backend) {

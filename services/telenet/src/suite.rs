@@ -172,7 +172,16 @@ impl Suite {
             .with_metrics(metrics.clone());
         let mut webhook_listener = None;
         let mut seed = None;
-        let mut gateway_addr = None;
+        // Bound first, so services started before it know its address.
+        let mut gateway_listener = if self.services.contains(&ServiceName::Gateway) {
+            Some(telenet_kit::shutdown::bind(&self.config.gateway.listen.to_string()).await?)
+        } else {
+            None
+        };
+        let gateway_addr = gateway_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
 
         for &service in &self.services.clone() {
             let db = if service.has_database() {
@@ -256,6 +265,15 @@ impl Suite {
                                 .unwrap_or(&media_config.blob_dir),
                         );
                     }
+                    // With the gateway in this process on a loopback address
+                    // (the dev server), download links point at it, signed
+                    // with a key kept in the data directory, unless configured.
+                    if media_config.download_urls == Default::default()
+                        && let Some(addr) = gateway_addr.filter(|a| a.ip().is_loopback())
+                    {
+                        media_config.download_urls.base_url = format!("http://{addr}");
+                        media_config.download_urls.key = local_link_key(&self.config.data_dir)?;
+                    }
                     let media = telenet_media::MediaService::new(db, media_config).await?;
                     server = server.add_service(media.grpc());
                     // Inbound attachments: subscribed before serving, so no
@@ -273,27 +291,18 @@ impl Suite {
                             &self.config.endpoints.ingress,
                         )?),
                     ));
-                    let mut dispatch_config = self.config.dispatch.clone();
-                    // With the gateway in this process on a fixed port, stored
-                    // files are linked through it unless configured otherwise.
-                    if dispatch_config.files_url.is_empty()
-                        && self.services.contains(&ServiceName::Gateway)
-                        && self.config.gateway.listen.port() != 0
-                    {
-                        dispatch_config.files_url =
-                            format!("http://{}", self.config.gateway.listen);
-                    }
                     let dispatch = telenet_dispatch::DispatchService::new(
                         db,
                         bus.clone(),
                         directory,
-                        dispatch_config,
+                        self.config.dispatch.clone(),
                     )
                     .await?
                     .with_metrics(metrics.clone())
-                    // Voice notes in each channel's form, made by media.
-                    .with_voice_variants(Arc::new(
-                        telenet_dispatch::GrpcVoiceVariants::new(
+                    // Voice notes in each channel's form and download links,
+                    // made by media.
+                    .with_media(Arc::new(
+                        telenet_dispatch::GrpcMediaFiles::new(
                             telenet_proto::media::v1::media_client::MediaClient::new(client(
                                 &self.config.endpoints.media,
                             )?),
@@ -341,10 +350,9 @@ impl Suite {
                     let router =
                         telenet_gateway::router(upstreams, presence, self.config.gateway.clone())
                             .layer(metrics.http_layer("gateway"));
-                    let listener =
-                        telenet_kit::shutdown::bind(&self.config.gateway.listen.to_string())
-                            .await?;
-                    gateway_addr = Some(listener.local_addr()?);
+                    let listener = gateway_listener
+                        .take()
+                        .context("the gateway's listener is bound once")?;
                     tasks.spawn(serve_http(listener, router, token.clone(), "gateway"));
                 }
                 (other, _) => {
@@ -462,6 +470,24 @@ async fn seed_workspace(
     });
     write_private(&path, body.to_string().as_bytes())?;
     Ok(seed)
+}
+
+/// The download-link key of a single-process installation: read from
+/// `download-link.key` in the data directory, made (random, readable by
+/// the owner only) on first start, so links survive restarts.
+fn local_link_key(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("download-link.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim().to_owned();
+        if telenet_signing::links::LinkSigner::new::<&str>(&key, &[]).is_ok() {
+            return Ok(key);
+        }
+        tracing::warn!(path = %path.display(), "unusable download-link key; making a new one");
+    }
+    let key = telenet_signing::links::LinkSigner::generate_key()
+        .map_err(|e| anyhow::anyhow!("generating a download-link key: {e}"))?;
+    write_private(&path, key.as_bytes())?;
+    Ok(key)
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery, OptionalJson};
 use crate::problem::Problem;
 use crate::sniff;
 
@@ -443,6 +443,58 @@ pub(crate) async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_file_id(&path.id)?;
+    let reader = Reader::Member(&caller);
+    serve(&state, &reader, id, &headers, None).await
+}
+
+/// Who reads a file: an agent (its workspace, by token) or a download link
+/// (the workspace and grant it was signed for, checked by the media
+/// service).
+enum Reader<'a> {
+    Member(&'a Caller),
+    Link {
+        workspace_id: String,
+        grant: media::DownloadGrant,
+    },
+}
+
+impl Reader<'_> {
+    fn workspace_id(&self) -> &str {
+        match self {
+            Reader::Member(caller) => caller.workspace_id(),
+            Reader::Link { workspace_id, .. } => workspace_id,
+        }
+    }
+
+    fn request(
+        &self,
+        mut message: media::DownloadRequest,
+    ) -> tonic::Request<media::DownloadRequest> {
+        match self {
+            Reader::Member(caller) => caller.request(message),
+            Reader::Link { grant, .. } => {
+                message.grant = Some(grant.clone());
+                telenet_kit::telemetry::grpc_request(message)
+            }
+        }
+    }
+}
+
+/// How a link's download is presented: its file name and how long a cache
+/// may keep it.
+struct LinkPresentation {
+    file_name: String,
+    max_age_secs: i64,
+}
+
+/// Send a file, whole or the one byte range asked for.
+async fn serve(
+    state: &AppState,
+    reader: &Reader<'_>,
+    id: String,
+    headers: &HeaderMap,
+    link: Option<LinkPresentation>,
+) -> Result<Response, ApiError> {
     let etag = format!("\"{id}\"");
     let if_range_matches = headers
         .get(header::IF_RANGE)
@@ -458,7 +510,7 @@ pub(crate) async fn download(
         Some(RangeSpec::From(first)) => (first, None),
         Some(RangeSpec::FromTo(first, last)) => (first, Some(last - first + 1)),
         Some(RangeSpec::Suffix(n)) => {
-            let size = size_of(&state, &caller, &id).await?;
+            let size = size_of(state, reader, &id).await?;
             if n == 0 || size == 0 {
                 return Ok(unsatisfiable(size));
             }
@@ -467,17 +519,18 @@ pub(crate) async fn download(
         }
     };
     let request = media::DownloadRequest {
-        workspace_id: caller.workspace_id().to_owned(),
+        workspace_id: reader.workspace_id().to_owned(),
         blob_id: id.clone(),
         offset,
         length: length.unwrap_or(0),
+        grant: None,
     };
-    let (blob, first, rest) = match open(&state, &caller, request).await {
+    let (blob, first, rest) = match open(state, reader, request).await {
         Ok(opened) => opened,
         Err(ApiError::Upstream(status))
             if range.is_some() && status.code() == tonic::Code::OutOfRange =>
         {
-            return Ok(unsatisfiable(size_of(&state, &caller, &id).await?));
+            return Ok(unsatisfiable(size_of(state, reader, &id).await?));
         }
         Err(e) => return Err(e),
     };
@@ -489,15 +542,16 @@ pub(crate) async fn download(
 
     let content_type = HeaderValue::from_str(&blob.mime_type)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    let cache_control = match &link {
+        None => "private, max-age=31536000, immutable".to_owned(),
+        Some(link) => format!("private, max-age={}", link.max_age_secs.max(0)),
+    };
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, end - offset)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
-        .header(
-            header::CACHE_CONTROL,
-            "private, max-age=31536000, immutable",
-        )
+        .header(header::CACHE_CONTROL, cache_control)
         // The bytes are a contact's or an agent's, not ours: never let a
         // browser run them as something else.
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
@@ -505,6 +559,12 @@ pub(crate) async fn download(
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; sandbox",
         );
+    if let Some(link) = &link {
+        response = response.header(
+            header::CONTENT_DISPOSITION,
+            content_disposition(&link.file_name),
+        );
+    }
     if range.is_some() {
         response = response.status(StatusCode::PARTIAL_CONTENT).header(
             header::CONTENT_RANGE,
@@ -521,6 +581,186 @@ pub(crate) async fn download(
         .map_err(|_| ApiError::Incomplete("download headers"))
 }
 
+/// `inline; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded>`
+/// (RFC 6266).
+fn content_disposition(file_name: &str) -> String {
+    let fallback: String = file_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(file_name, RFC5987);
+    format!("inline; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+/// Everything but RFC 5987's `attr-char`s is percent-encoded.
+const RFC5987: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// The parts of a download link's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LinkPath {
+    /// The workspace the link was made in.
+    pub workspace_id: String,
+    /// File id (64 hex characters).
+    pub id: String,
+    /// The file name the link was made for.
+    pub file_name: String,
+}
+
+/// The query of a download link.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinkQuery {
+    /// When the link stops working, unix seconds.
+    pub expires: Option<String>,
+    /// The link's signature.
+    pub signature: Option<String>,
+}
+
+/// Download a file through a download link, without a token.
+///
+/// Links are made by `POST /v1/files/{id}/links` (and by the system for
+/// outbound attachments that providers fetch by URL); the whole URL is the
+/// credential, until it expires. Byte ranges work as for `GET /v1/files/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/downloads/{workspace_id}/{id}/{file_name}",
+    tag = "files",
+    security(()),
+    params(
+        LinkPath,
+        LinkQuery,
+        ("range" = Option<String>, Header, description = "one byte range: `bytes=0-1023`, `bytes=1024-` or `bytes=-512`"),
+    ),
+    responses(
+        (status = 200, description = "the whole file, with its MIME type and `Content-Disposition` naming it", body = FileBytes, content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range", body = FileBytes, content_type = "application/octet-stream"),
+        (status = 400, description = "a part of the link is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the link has expired or its signature does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "the range is outside the file", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn download_link(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<LinkPath>,
+    ApiQuery(query): ApiQuery<LinkQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let workspace_id = crate::routes::parse_id("workspace_id", &path.workspace_id)?;
+    let id = parse_file_id(&path.id)?;
+    let expires_at: i64 = query
+        .expires
+        .as_deref()
+        .and_then(|e| e.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::invalid("expires", "expires must be the link's expiry, unix seconds")
+        })?;
+    let signature = query
+        .signature
+        .filter(|s| !s.trim().is_empty() && s.len() <= 128)
+        .ok_or_else(|| ApiError::invalid("signature", "signature is required"))?;
+    let grant = media::DownloadGrant {
+        file_name: path.file_name.clone(),
+        expires_at,
+        signature,
+    };
+    let reader = Reader::Link {
+        workspace_id,
+        grant,
+    };
+    let link = LinkPresentation {
+        file_name: path.file_name,
+        max_age_secs: expires_at - telenet_signing::unix_now(),
+    };
+    serve(&state, &reader, id, &headers, Some(link)).await
+}
+
+/// What `POST /v1/files/{id}/links` makes.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    /// How long the link works, in seconds: 60 to 604 800 (7 days);
+    /// default 3 600.
+    pub ttl_seconds: Option<u32>,
+    /// The name the file is downloaded under (at most 128 characters, no
+    /// `/` or `\\`); default: the id's first 16 characters and the type's
+    /// extension.
+    pub file_name: Option<String>,
+}
+
+/// A download link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkView {
+    /// The URL: it serves the file to anyone who has it, without a token.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Make a download link for a file of the workspace: a URL that serves it
+/// without a token until it expires, to share it with someone outside the
+/// workspace. Anyone with the URL can download the file; links cannot be
+/// revoked before they expire (rotate the signing key to revoke them all).
+#[utoipa::path(
+    post,
+    path = "/v1/files/{id}/links",
+    tag = "files",
+    params(FilePath),
+    request_body(content = Option<LinkBody>, description = "optional; an empty body makes a one-hour link"),
+    responses(
+        (status = 201, description = "the link", body = LinkView),
+        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "download links are not set up on this installation", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn create_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<FilePath>,
+    OptionalJson(body): OptionalJson<LinkBody>,
+) -> Result<(StatusCode, Json<LinkView>), ApiError> {
+    let body = body.unwrap_or_default();
+    let request = media::CreateDownloadUrlRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        blob_id: parse_file_id(&path.id)?,
+        ttl_seconds: body.ttl_seconds.unwrap_or(0),
+        file_name: body.file_name.unwrap_or_default(),
+    };
+    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let link = state
+        .call(client.create_download_url(caller.request(request)))
+        .await?;
+    let expires_at =
+        crate::dto::time(link.expires_at.as_ref()).ok_or(ApiError::Incomplete("expires_at"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(LinkView {
+            url: link.url,
+            expires_at,
+        }),
+    ))
+}
+
 /// An opened download: the blob, any bytes that came with it, the rest.
 type Opened = (
     media::Blob,
@@ -532,12 +772,12 @@ type Opened = (
 /// upstream timeout; the bytes then stream at the client's pace.
 async fn open(
     state: &AppState,
-    caller: &Caller,
+    reader: &Reader<'_>,
     request: media::DownloadRequest,
 ) -> Result<Opened, ApiError> {
     let mut client = MediaClient::new(state.upstreams.media.clone());
     let opened = async {
-        let mut stream = client.download(caller.request(request)).await?.into_inner();
+        let mut stream = client.download(reader.request(request)).await?.into_inner();
         let first = stream
             .message()
             .await?
@@ -552,14 +792,15 @@ async fn open(
 }
 
 /// The size of a file, for ranges counted from its end and for 416s.
-async fn size_of(state: &AppState, caller: &Caller, id: &str) -> Result<u64, ApiError> {
+async fn size_of(state: &AppState, reader: &Reader<'_>, id: &str) -> Result<u64, ApiError> {
     let request = media::DownloadRequest {
-        workspace_id: caller.workspace_id().to_owned(),
+        workspace_id: reader.workspace_id().to_owned(),
         blob_id: id.to_owned(),
         offset: 0,
         length: 1,
+        grant: None,
     };
-    Ok(open(state, caller, request).await?.0.size_bytes)
+    Ok(open(state, reader, request).await?.0.size_bytes)
 }
 
 fn unsatisfiable(size: u64) -> Response {
