@@ -296,7 +296,8 @@ impl Inbox {
 
     /// Apply media's outcome for one attachment of a stored message (events
     /// `message.attachment_ready` / `message.attachment_failed`): the state,
-    /// blob id, size, MIME type and error replace the pending ones. A ready
+    /// blob id, size, MIME type, duration and error replace the pending
+    /// ones. A ready
     /// attachment never goes back to failed.
     pub async fn apply_attachment(
         &self,
@@ -359,6 +360,9 @@ impl Inbox {
             }
             if !outcome.mime_type.is_empty() {
                 current.mime_type = outcome.mime_type.clone();
+            }
+            if outcome.duration_ms > 0 {
+                current.duration_ms = outcome.duration_ms;
             }
             sqlx::query("UPDATE messages SET attachments = $1 WHERE id = $2")
                 .bind(rows::encode_attachments(&attachments))

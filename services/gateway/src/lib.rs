@@ -200,6 +200,7 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         )
         .route("/v1/contacts/{id}", get(routes::contacts::get_contact))
         .route("/v1/files/{id}/links", post(routes::files::create_link))
+        .route("/v1/files/{id}/audio", get(routes::files::audio))
         .route(
             "/v1/reports/daily-volume",
             get(routes::reports::daily_volume),

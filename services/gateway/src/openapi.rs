@@ -52,6 +52,7 @@ const PUBLIC_PATHS: [&str; 3] = [
         routes::files::download,
         routes::files::download_link,
         routes::files::create_link,
+        routes::files::audio,
         routes::reports::daily_volume,
         routes::meta::healthz,
         routes::meta::openapi_json,

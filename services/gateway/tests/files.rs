@@ -640,3 +640,90 @@ async fn links_are_made_only_for_the_workspaces_own_files_and_checked() {
         "{problem}"
     );
 }
+
+/// WhatsApp's Ogg/Opus voice note of the shared fixtures (3.45 s).
+fn whatsapp_note() -> Vec<u8> {
+    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/media/source_ogg_opus_ptb.ogg");
+    let path = if beside.is_file() {
+        beside
+    } else {
+        PathBuf::from("/work/shared/fixtures/media/source_ogg_opus_ptb.ogg")
+    };
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn the_player_gets_duration_waveform_and_a_form_every_browser_plays() {
+    let w = world().await;
+    let note = whatsapp_note();
+    let id = upload(&w, "voice", "audio/ogg; codecs=opus", &note)
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let uri = format!("/v1/files/{id}/audio");
+
+    // Asked until the playable form is made (the first ask starts it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let reply = send(&w.app, get(&uri, Some(OWNER_TOKEN))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let view = reply.json();
+        assert_eq!(view["id"], id.as_str());
+        assert_eq!(
+            (view["container"].as_str(), view["codec"].as_str()),
+            (Some("ogg"), Some("opus"))
+        );
+        assert!(
+            view["duration_ms"]
+                .as_u64()
+                .is_some_and(|d| d.abs_diff(3_450) <= 60),
+            "{view}"
+        );
+        let peaks = view["peaks"].as_array().expect("peaks");
+        assert_eq!(peaks.len(), 64);
+        assert!(peaks.iter().all(|p| p.as_u64().is_some_and(|p| p <= 255)));
+        assert!(peaks.iter().any(|p| p.as_u64() > Some(0)), "not silence");
+        match view["playable"]["state"].as_str() {
+            Some("ready") => break view,
+            Some("pending") => {}
+            other => panic!("playable {other:?}: {view}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never made");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["playable"]["mime_type"], "audio/mp4");
+    let playable = view["playable"]["file_id"].as_str().expect("file_id");
+    let bytes = send(
+        &w.app,
+        get(&format!("/v1/files/{playable}"), Some(OWNER_TOKEN)),
+    )
+    .await;
+    assert_eq!(bytes.status, StatusCode::OK);
+    assert_eq!(
+        bytes.body.get(4..8),
+        Some(&b"ftyp"[..]),
+        "an MP4 for Safari"
+    );
+
+    // More slices on request; limits and other workspaces are refused.
+    let finer = send(&w.app, get(&format!("{uri}?peaks=200"), Some(OWNER_TOKEN))).await;
+    assert_eq!(finer.json()["peaks"].as_array().map(Vec::len), Some(200));
+    let bad = send(&w.app, get(&format!("{uri}?peaks=8"), Some(OWNER_TOKEN))).await;
+    assert_eq!(bad.problem(400)["field"], "peaks");
+    send(&w.app, get(&uri, Some(OTHER_TOKEN)))
+        .await
+        .problem(404);
+    let picture = upload(&w, "image", "image/png", &png()).await.json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    send(
+        &w.app,
+        get(&format!("/v1/files/{picture}/audio"), Some(OWNER_TOKEN)),
+    )
+    .await
+    .problem(400);
+}

@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 21] = [
+const OPERATIONS: [(&str, &str); 22] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),
@@ -23,6 +23,7 @@ const OPERATIONS: [(&str, &str); 21] = [
     ("/v1/files", "post"),
     ("/v1/files/{id}", "get"),
     ("/v1/files/{id}/links", "post"),
+    ("/v1/files/{id}/audio", "get"),
     ("/v1/downloads/{workspace_id}/{id}/{file_name}", "get"),
     ("/v1/reports/daily-volume", "get"),
     ("/healthz", "get"),

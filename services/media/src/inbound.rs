@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
-use telenet_proto::common::v1::{Attachment, AttachmentState};
+use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
 use telenet_proto::conversations::v1::MessageDirection;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_proto::media::v1 as pb;
@@ -233,6 +233,7 @@ impl InboundFetcher {
                     attachment.size_bytes = blob.size_bytes;
                     attachment.mime_type = blob.mime_type;
                     attachment.error.clear();
+                    self.prepare_for_agents(workspace_id, &mut attachment).await;
                     Payload::MessageAttachmentReady(ev::MessageAttachmentReady {
                         message_id: message.id.clone(),
                         conversation_id: message.conversation_id.clone(),
@@ -275,6 +276,47 @@ impl InboundFetcher {
             db.commit(tx).await?;
         }
         Ok(())
+    }
+
+    /// For the agents' player: the duration (and the waveform, kept for
+    /// `Probe`) of a stored voice note or audio file, and its
+    /// browser-playable variant started. Neither failing makes the
+    /// attachment fail: the file is stored, only the extras are missing.
+    async fn prepare_for_agents(&self, workspace_id: &str, attachment: &mut Attachment) {
+        let kind = attachment.kind();
+        let audio = matches!(kind, AttachmentKind::Voice | AttachmentKind::Audio)
+            || attachment
+                .mime_type
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("audio/");
+        if !audio {
+            return;
+        }
+        let probe = pb::ProbeRequest {
+            workspace_id: workspace_id.to_owned(),
+            blob_id: attachment.blob_id.clone(),
+            waveform_peaks: crate::probe::PLAYER_PEAKS,
+        };
+        match self.media.probe_blob(&probe).await {
+            Ok(result) => attachment.duration_ms = result.duration_ms,
+            Err(e) => {
+                tracing::warn!(blob_id = %attachment.blob_id, error = %e, "inbound audio cannot be probed");
+                return;
+            }
+        }
+        if kind != AttachmentKind::Voice {
+            return;
+        }
+        let playable = pb::TranscodeRequest {
+            workspace_id: workspace_id.to_owned(),
+            blob_id: attachment.blob_id.clone(),
+            profile: crate::profiles::WEB_PLAYBACK.to_owned(),
+            wait_ms: 0,
+        };
+        if let Err(e) = self.media.transcode(&playable).await {
+            tracing::warn!(blob_id = %attachment.blob_id, error = %e, "cannot start the playable form of an inbound voice note");
+        }
     }
 
     async fn processed(&self, event_id: &str) -> Result<bool, StoreError> {

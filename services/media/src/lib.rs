@@ -38,7 +38,7 @@ pub use error::Error;
 pub use variants::TranscodeConfig;
 
 pub const MIGRATIONS: telenet_store::Migrations =
-    telenet_store::migrations!("0100_blobs", "0120_variants");
+    telenet_store::migrations!("0100_blobs", "0120_variants", "0130_probes");
 
 /// Largest download chunk: big enough to keep per-message overhead
 /// negligible, small enough that a slow client holds little memory.

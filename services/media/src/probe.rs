@@ -518,6 +518,10 @@ impl Probe {
     }
 }
 
+/// Waveform peaks computed for the agents' player (inbound voice notes are
+/// probed with this many, and the answer is kept).
+pub const PLAYER_PEAKS: u32 = 64;
+
 impl crate::MediaService {
     /// Probe a blob the workspace uploaded (`Probe` RPC). The bytes are read
     /// into memory (at most [`MAX_INPUT_BYTES`]) and probed on a blocking
@@ -536,6 +540,9 @@ impl crate::MediaService {
             }
         };
         let blob = self.blob(&req.workspace_id, &req.blob_id).await?;
+        if let Some(cached) = self.cached_probe(&blob.id, peaks).await? {
+            return Ok(cached);
+        }
         let options = ProbeOptions::VOICE_NOTE.with_peaks(peaks);
         if blob.size_bytes > options.max_bytes {
             return Err(ProbeError::TooLarge {
@@ -566,6 +573,47 @@ impl crate::MediaService {
             duration_ms = probed.duration_ms,
             "blob probed"
         );
-        Ok(probed.to_proto(&blob.id))
+        let result = probed.to_proto(&blob.id);
+        self.keep_probe(&result, peaks).await?;
+        Ok(result)
+    }
+
+    /// The kept answer for these bytes and this many peaks, if any. One
+    /// that no longer decodes (written by another version) is ignored.
+    async fn cached_probe(
+        &self,
+        blob_id: &str,
+        peaks: usize,
+    ) -> Result<Option<pb::ProbeResult>, crate::Error> {
+        use prost::Message;
+        use telenet_store::sqlx::{self, Row};
+        let row = sqlx::query("SELECT result FROM probes WHERE blob_id = $1 AND peaks = $2")
+            .bind(blob_id)
+            .bind(i64::try_from(peaks).unwrap_or(i64::MAX))
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = row.try_get("result")?;
+        Ok(pb::ProbeResult::decode(&bytes[..]).ok())
+    }
+
+    /// Keep an answer; a concurrent probe of the same bytes keeps the same
+    /// answer, so the first one written stays.
+    async fn keep_probe(&self, result: &pb::ProbeResult, peaks: usize) -> Result<(), crate::Error> {
+        use prost::Message;
+        use telenet_store::sqlx;
+        sqlx::query(
+            "INSERT INTO probes (blob_id, peaks, result, probed_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (blob_id, peaks) DO NOTHING",
+        )
+        .bind(&result.blob_id)
+        .bind(i64::try_from(peaks).unwrap_or(i64::MAX))
+        .bind(result.encode_to_vec())
+        .bind(telenet_store::now_micros())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
     }
 }

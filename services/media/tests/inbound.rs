@@ -30,9 +30,27 @@ fn voice_note() -> Vec<u8> {
     bytes
 }
 
+/// WhatsApp's Ogg/Opus voice note of the shared fixtures (3.45 s).
+fn whatsapp_note() -> Vec<u8> {
+    let beside = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/media/source_ogg_opus_ptb.ogg");
+    let path = if beside.is_file() {
+        beside
+    } else {
+        "/work/shared/fixtures/media/source_ogg_opus_ptb.ogg".into()
+    };
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
 /// The provider: files, errors and redirects.
 async fn provider() -> String {
     let app = axum::Router::new()
+        .route(
+            "/whatsapp.ogg",
+            axum::routing::get(|| async {
+                ([(header::CONTENT_TYPE, "audio/ogg")], whatsapp_note())
+            }),
+        )
         .route(
             "/voice.ogg",
             axum::routing::get(|| async {
@@ -358,5 +376,85 @@ async fn unusable_settings_are_named() {
     };
     let err = bad.validate().expect_err("attempts 0");
     assert!(err.to_string().contains("inbound.attempts"), "{err}");
+    w.token.cancel();
+}
+
+#[tokio::test]
+async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
+    let base = provider().await;
+    let w = world(local_config()).await;
+    let mut sub = w
+        .bus
+        .subscribe(SubscribeSpec::new(
+            "test.outcomes",
+            &["message.attachment_ready", "message.attachment_failed"],
+        ))
+        .await
+        .expect("subscribe");
+    let mut variants = w
+        .bus
+        .subscribe(SubscribeSpec::new(
+            "test.variants",
+            &["media.variant_ready"],
+        ))
+        .await
+        .expect("subscribe");
+    InboundFetcher::new(w.media.clone(), w.bus.clone())
+        .expect("fetcher")
+        .start(w.token.clone())
+        .await
+        .expect("start");
+    let message = created(
+        "m-voice",
+        MessageDirection::Inbound,
+        vec![announced(&format!("{base}/whatsapp.ogg"))],
+    );
+    w.bus
+        .publish(&[events::to_bus(&message)])
+        .await
+        .expect("publish");
+    let (_, _, attachment, ready) = next_outcome(&mut sub).await;
+    assert!(ready, "{attachment:?}");
+    assert!(
+        attachment.duration_ms.abs_diff(3_450) <= 60,
+        "the duration comes with the attachment: {attachment:?}"
+    );
+
+    // The waveform was kept: asking for it reads no bytes (the blob is
+    // removed from the store to prove it).
+    let probe = telenet_proto::media::v1::ProbeRequest {
+        workspace_id: "ws-1".into(),
+        blob_id: attachment.blob_id.clone(),
+        waveform_peaks: telenet_media::probe::PLAYER_PEAKS,
+    };
+    let id = BlobId::parse(&attachment.blob_id).expect("blob id");
+    let path = telenet_media::LocalDirStore::new(&w._tmp.path().join("blobs"))
+        .await
+        .expect("store")
+        .path_of(&id);
+    // The browser-playable form is made on its own and announced.
+    let delivery = tokio::time::timeout(Duration::from_secs(60), variants.next())
+        .await
+        .expect("the playable form in time")
+        .expect("subscription open");
+    let env = events::from_bus(&delivery.event).expect("decodable");
+    delivery.ack().await.expect("ack");
+    let Some(Payload::MediaVariantReady(made)) = env.payload else {
+        panic!("{env:?}");
+    };
+    let variant = made.variant.expect("variant");
+    assert_eq!(
+        (variant.profile.as_str(), variant.source_blob_id.as_str()),
+        (
+            telenet_media::profiles::WEB_PLAYBACK,
+            attachment.blob_id.as_str()
+        )
+    );
+    assert_eq!(variant.parts[0].mime_type, "audio/mp4");
+
+    std::fs::remove_file(&path).expect("remove the stored note");
+    let kept = w.media.probe_blob(&probe).await.expect("the kept probe");
+    assert_eq!(kept.waveform.as_ref().map(|w| w.peaks.len()), Some(64));
+    assert_eq!(kept.duration_ms, attachment.duration_ms);
     w.token.cancel();
 }

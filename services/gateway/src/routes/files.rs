@@ -761,6 +761,144 @@ pub(crate) async fn create_link(
     ))
 }
 
+/// Peaks of the waveform when the query does not say.
+const DEFAULT_PEAKS: u32 = 64;
+
+/// The query of `GET /v1/files/{id}/audio`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AudioQuery {
+    /// Slices of the waveform: 16 to 1000 (default 64).
+    pub peaks: Option<u32>,
+}
+
+/// What the agent's player needs to show and play an audio file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AudioView {
+    /// The file.
+    pub id: String,
+    /// Its container (`ogg`, `webm`, `mp4`, `mp3`, `wav`, `amr`).
+    pub container: String,
+    /// The audio codec (`opus`, `aac`, `mp3`, `pcm`, `amr-nb`, …).
+    pub codec: String,
+    /// Duration computed from the stream itself, in milliseconds.
+    pub duration_ms: u64,
+    /// Sample rate of the audio, Hz.
+    pub sample_rate_hz: u32,
+    /// Channels of the audio.
+    pub channels: u32,
+    /// The waveform: one peak per slice, 0 (silence) to 255 (full scale).
+    pub peaks: Vec<u32>,
+    /// Duration of each slice in milliseconds (the last may be shorter).
+    pub slice_ms: u64,
+    /// The form every browser plays (MP4/AAC or MP3).
+    pub playable: PlayableView,
+}
+
+/// The browser-playable form of an audio file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlayableView {
+    /// `ready`, `pending` (being made: ask again) or `failed`.
+    pub state: String,
+    /// The file to play (`GET /v1/files/{file_id}`), once ready. The file
+    /// itself when it already plays everywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    /// Its MIME type, once ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// Why it could not be made (state `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the agent's player needs for a voice note or audio file: the
+/// duration (computed from the stream, also for Chrome's recordings that
+/// carry none), a waveform, and the form every browser plays — WhatsApp's
+/// Ogg/Opus becomes MP4/AAC for Safari. The playable form is started by
+/// the first request (inbound voice notes have it started on arrival) and
+/// is `pending` until made; ask again.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{id}/audio",
+    tag = "files",
+    params(FilePath, AudioQuery),
+    responses(
+        (status = 200, description = "duration, waveform and the playable form", body = AudioView),
+        (status = 400, description = "not an audio file we can read (the detail names the problem), or a bad `peaks`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the file is over the voice-note limits (5 minutes, its size)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn audio(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<FilePath>,
+    ApiQuery(query): ApiQuery<AudioQuery>,
+) -> Result<Json<AudioView>, ApiError> {
+    let id = parse_file_id(&path.id)?;
+    let peaks = query.peaks.unwrap_or(DEFAULT_PEAKS);
+    if !(16..=1000).contains(&peaks) {
+        return Err(ApiError::invalid(
+            "peaks",
+            "peaks must be between 16 and 1000",
+        ));
+    }
+    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let probe = state
+        .call(client.probe(caller.request(media::ProbeRequest {
+            workspace_id: caller.workspace_id().to_owned(),
+            blob_id: id.clone(),
+            waveform_peaks: peaks,
+        })))
+        .await?;
+    let variant = state
+        .call(client.transcode(caller.request(media::TranscodeRequest {
+            workspace_id: caller.workspace_id().to_owned(),
+            blob_id: id.clone(),
+            profile: WEB_PLAYBACK.to_owned(),
+            wait_ms: 0,
+        })))
+        .await?;
+    let stream = probe.audio.first().cloned().unwrap_or_default();
+    let waveform = probe.waveform.unwrap_or_default();
+    let part = variant.parts.first();
+    let playable = match media::VariantState::try_from(variant.state) {
+        Ok(media::VariantState::Ready) => PlayableView {
+            state: "ready".into(),
+            file_id: part.map(|p| p.blob_id.clone()),
+            mime_type: part.map(|p| p.mime_type.clone()),
+            error: None,
+        },
+        Ok(media::VariantState::Failed) => PlayableView {
+            state: "failed".into(),
+            file_id: None,
+            mime_type: None,
+            error: Some(variant.error),
+        },
+        _ => PlayableView {
+            state: "pending".into(),
+            file_id: None,
+            mime_type: None,
+            error: None,
+        },
+    };
+    Ok(Json(AudioView {
+        id,
+        container: probe.container,
+        codec: stream.codec,
+        duration_ms: probe.duration_ms,
+        sample_rate_hz: stream.sample_rate_hz,
+        channels: stream.channels,
+        peaks: waveform.peaks,
+        slice_ms: waveform.slice_ms,
+        playable,
+    }))
+}
+
+/// The media profile every browser plays.
+const WEB_PLAYBACK: &str = "audio-web-playback";
+
 /// An opened download: the blob, any bytes that came with it, the rest.
 type Opened = (
     media::Blob,
