@@ -70,6 +70,16 @@ impl Media for MediaService {
         )))
     }
 
+    async fn get_blob_metadata(
+        &self,
+        request: Request<pb::GetBlobMetadataRequest>,
+    ) -> Result<Response<pb::BlobMetadata>, Status> {
+        MediaService::blob_metadata(self, request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
     async fn create_download_url(
         &self,
         request: Request<pb::CreateDownloadUrlRequest>,

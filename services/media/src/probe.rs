@@ -578,6 +578,69 @@ impl crate::MediaService {
         Ok(result)
     }
 
+    /// Everything known about a blob the workspace can see
+    /// (`GetBlobMetadata`): its record, its probe (audio and video, with
+    /// the player's waveform; probed now if never asked, and kept) and its
+    /// variants. A file that does not probe is still described, without
+    /// probe or detected type.
+    pub async fn blob_metadata(
+        &self,
+        req: &pb::GetBlobMetadataRequest,
+    ) -> Result<pb::BlobMetadata, crate::Error> {
+        use telenet_store::sqlx::{self, Row};
+        let blob = self.blob(&req.workspace_id, &req.blob_id).await?;
+        let created_at: i64 =
+            sqlx::query("SELECT created_at FROM blobs WHERE workspace_id = $1 AND blob_id = $2")
+                .bind(&blob.workspace_id)
+                .bind(&blob.id)
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get("created_at")?;
+        let declared = blob.mime_type.to_ascii_lowercase();
+        let media = declared.starts_with("audio/") || declared.starts_with("video/");
+        let probe = if media {
+            let request = pb::ProbeRequest {
+                workspace_id: blob.workspace_id.clone(),
+                blob_id: blob.id.clone(),
+                waveform_peaks: PLAYER_PEAKS,
+            };
+            match self.probe_blob(&request).await {
+                Ok(result) => Some(result),
+                Err(crate::Error::Probe(e)) if !matches!(e, ProbeError::Read(_)) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let detected = probe
+            .as_ref()
+            .map(|p| p.mime_type.clone())
+            .unwrap_or_default();
+        let kind_of = if detected.is_empty() {
+            &declared
+        } else {
+            &detected
+        };
+        let kind = if kind_of.starts_with("audio/") {
+            telenet_proto::common::v1::AttachmentKind::Audio
+        } else if kind_of.starts_with("video/") {
+            telenet_proto::common::v1::AttachmentKind::Video
+        } else if kind_of.starts_with("image/") {
+            telenet_proto::common::v1::AttachmentKind::Image
+        } else {
+            telenet_proto::common::v1::AttachmentKind::File
+        };
+        let variants = self.list_variants(&req.workspace_id, &req.blob_id).await?;
+        Ok(pb::BlobMetadata {
+            blob: Some(blob),
+            detected_mime_type: detected,
+            kind: kind as i32,
+            created_at: Some(telenet_store::timestamp(created_at)),
+            probe,
+            variants,
+        })
+    }
+
     /// The kept answer for these bytes and this many peaks, if any. One
     /// that no longer decodes (written by another version) is ignored.
     async fn cached_probe(

@@ -1,4 +1,4 @@
-//! `Probe` and `ListProfiles` over gRPC: a real tonic server on
+//! `Probe`, `GetBlobMetadata` and `ListProfiles` over gRPC: a real tonic server on
 //! 127.0.0.1:0, files uploaded through `Upload`, the database on SQLite and
 //! on PostgreSQL.
 
@@ -12,8 +12,8 @@ use telenet_proto::common::v1::ChannelKind;
 use telenet_proto::media::v1::media_client::MediaClient;
 use telenet_proto::media::v1::upload_request::Part;
 use telenet_proto::media::v1::{
-    DurationSource, ListProfilesRequest, ProbeRequest, ProfileOutput, UploadHeader, UploadRequest,
-    VoiceDelivery,
+    DurationSource, GetBlobMetadataRequest, ListProfilesRequest, ProbeRequest, ProfileOutput,
+    UploadHeader, UploadRequest, VoiceDelivery,
 };
 use telenet_store::{Db, testing};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -146,6 +146,67 @@ async fn probe_rpc_reports_the_stream_and_its_waveform() {
         // 0 peaks: no waveform.
         let r = h.probe("ws-1", &id, 0).await.expect("probe");
         assert!(r.waveform.is_none());
+    }
+}
+
+#[tokio::test]
+async fn metadata_describes_a_file_its_probe_and_its_variants() {
+    for postgres in [false, true] {
+        let h = start(postgres).await;
+        let webm = live_webm();
+        // Declared loosely: the detected type is what the bytes are.
+        let id = h.upload("ws-1", "audio/webm", &webm).await;
+        let metadata = |ws: &str, id: &str| {
+            let mut client = h.client.clone();
+            let request = GetBlobMetadataRequest {
+                workspace_id: ws.into(),
+                blob_id: id.into(),
+            };
+            async move {
+                client
+                    .get_blob_metadata(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        };
+        let m = metadata("ws-1", &id).await.expect("metadata");
+        let blob = m.blob.expect("blob");
+        assert_eq!(
+            (blob.id.as_str(), blob.size_bytes),
+            (id.as_str(), webm.len() as u64)
+        );
+        assert_eq!(m.detected_mime_type, "audio/webm; codecs=opus");
+        assert_eq!(
+            m.kind,
+            telenet_proto::common::v1::AttachmentKind::Audio as i32
+        );
+        assert!(m.created_at.is_some());
+        let probe = m.probe.expect("probed on first ask");
+        assert_eq!(probe.waveform.map(|w| w.peaks.len()), Some(64));
+        assert!(m.variants.is_empty());
+        // The same answer as Probe's (kept, not recomputed).
+        let again = h.probe("ws-1", &id, 64).await.expect("probe");
+        assert_eq!(again.probed_at, probe.probed_at);
+
+        // Not audio: described without a probe.
+        let pdf = h
+            .upload("ws-1", "application/pdf", b"%PDF-1.7 not much")
+            .await;
+        let m = metadata("ws-1", &pdf).await.expect("metadata");
+        assert!(m.probe.is_none() && m.detected_mime_type.is_empty());
+        assert_eq!(
+            m.kind,
+            telenet_proto::common::v1::AttachmentKind::File as i32
+        );
+        // Declared audio but unreadable: still described.
+        let junk = h
+            .upload("ws-1", "audio/ogg", b"OggS and nothing else")
+            .await;
+        let m = metadata("ws-1", &junk).await.expect("metadata of junk");
+        assert!(m.probe.is_none());
+        // Another workspace's file does not exist for it.
+        let err = metadata("ws-2", &id).await.expect_err("other workspace");
+        assert_eq!(err.code(), Code::NotFound);
     }
 }
 
