@@ -2,7 +2,9 @@
 //! attachment URLs on a provider (a real local HTTP server); the message
 //! shows them pending, media fetches them into the blob store, and the
 //! message shows each ready (blob id, size, type — downloadable through the
-//! gateway) or failed with the reason: not found, too large.
+//! gateway) or failed with the reason: not found, too large. The custom
+//! channel's files are fetched signed with the channel's secret, and a
+//! voice note arrives with its duration.
 //!
 //! Run on embedded defaults and on real PostgreSQL + RabbitMQ + Redis.
 
@@ -41,9 +43,13 @@ fn generated() -> Vec<u8> {
     (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect()
 }
 
+/// What the provider saw of one fetch: the URL and the signature headers.
+type Seen = Arc<std::sync::Mutex<Vec<(String, [Option<String>; 3])>>>;
+
 /// The provider's media server. `/generated.bin` waits for the gate, so the
-/// test can see the attachment pending before it is fetched.
-async fn provider(voice: Option<Vec<u8>>, gate: Arc<Semaphore>) -> String {
+/// test can see the attachment pending before it is fetched; it records how
+/// the request was signed.
+async fn provider(voice: Option<Vec<u8>>, gate: Arc<Semaphore>, seen: Seen) -> String {
     let voice = voice.unwrap_or_default();
     let app = axum::Router::new()
         .route(
@@ -55,13 +61,31 @@ async fn provider(voice: Option<Vec<u8>>, gate: Arc<Semaphore>) -> String {
         )
         .route(
             "/generated.bin",
-            axum::routing::get(move || {
-                let gate = gate.clone();
-                async move {
-                    let _open = gate.acquire().await;
-                    generated()
-                }
-            }),
+            axum::routing::get(
+                move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                    let gate = gate.clone();
+                    let seen = seen.clone();
+                    async move {
+                        let h = |n: &str| {
+                            headers
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        let url = format!("http://{}{uri}", h("host").unwrap_or_default());
+                        seen.lock().expect("lock").push((
+                            url,
+                            [
+                                h("webhook-id"),
+                                h("webhook-timestamp"),
+                                h("webhook-signature"),
+                            ],
+                        ));
+                        let _open = gate.acquire().await;
+                        generated()
+                    }
+                },
+            ),
         )
         .route(
             "/missing.ogg",
@@ -131,7 +155,8 @@ async fn inbound_media(config: Config) {
         );
     }
     let gate = Arc::new(Semaphore::new(0));
-    let base = provider(voice.clone(), gate.clone()).await;
+    let seen = Seen::default();
+    let base = provider(voice.clone(), gate.clone(), seen.clone()).await;
     let (running, token) = world::start(tuned(config), SERVICES).await;
     let api = Api {
         http: reqwest::Client::new(),
@@ -200,6 +225,22 @@ async fn inbound_media(config: Config) {
     assert_eq!(settled[0]["size_bytes"], generated().len());
     assert_eq!(settled[0]["mime_type"], "application/octet-stream");
     assert!(settled[0]["error"].is_null());
+    // Fetched signed with the channel's secret, over the URL asked for.
+    let channel_secret = telenet_signing::Secret::parse(secret).expect("whsec secret");
+    let fetches = seen.lock().expect("lock").clone();
+    assert!(!fetches.is_empty());
+    for (url, [id, timestamp, signature]) in fetches {
+        assert_eq!(url, format!("{base}/generated.bin"));
+        channel_secret
+            .verify(
+                id.as_deref(),
+                timestamp.as_deref(),
+                signature.as_deref(),
+                url.as_bytes(),
+                telenet_signing::unix_now(),
+            )
+            .expect("a fetch signed with the channel's secret");
+    }
 
     assert_eq!(settled[1]["state"], "failed", "{:?}", settled[1]);
     let not_found = settled[1]["error"].as_str().expect("reason");
@@ -235,6 +276,8 @@ async fn inbound_media(config: Config) {
         assert_eq!(settled[3]["size_bytes"], voice.len());
         assert_eq!(settled[3]["mime_type"], "audio/ogg; codecs=opus");
         assert_eq!(settled[3]["kind"], "voice");
+        let duration = settled[3]["duration_ms"].as_u64().unwrap_or_default();
+        assert!(duration.abs_diff(3_450) <= 60, "duration {duration}");
         let (status, head) = download(expected, Some("bytes=0-3")).await;
         assert_eq!(status, 206);
         assert_eq!(&head[..], b"OggS");

@@ -11,6 +11,13 @@
 //! blob id, size and MIME type) or `message.attachment_failed` (with the
 //! reason); conversations applies them to the stored message.
 //!
+//! A custom channel's files are fetched **signed**: with the channel's
+//! secret, the request carries Standard Webhooks headers (`webhook-id`,
+//! `webhook-timestamp`, `webhook-signature`) whose signed body is the URL
+//! being fetched, so the channel's server can refuse anyone else with the
+//! same code that checks our outbound messages. The secret is asked of
+//! ingress (`GetChannelCredentials`) per fetch.
+//!
 //! Each attachment is announced as soon as it is settled, its event and its
 //! processed mark (`<event id>/<index>`) written in one transaction, so a
 //! redelivered event announces nothing twice and fetches only what is still
@@ -25,9 +32,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
-use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
+use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState, ChannelKind};
 use telenet_proto::conversations::v1::MessageDirection;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
+use telenet_proto::ingress::v1::GetChannelRequest;
+use telenet_proto::ingress::v1::channels_client::ChannelsClient;
 use telenet_proto::media::v1 as pb;
 use telenet_store::consumer::{self, HandleError, Incoming};
 use telenet_store::sqlx;
@@ -131,6 +140,63 @@ impl FetchError {
     }
 }
 
+/// Where the fetcher finds a channel's signing secret.
+#[async_trait::async_trait]
+pub trait ChannelSecrets: Send + Sync + 'static {
+    /// The signing secret (`whsec_…`) of a custom channel; `None` for a
+    /// channel of another kind, or one that no longer exists (its files
+    /// are fetched unsigned).
+    async fn custom_secret(
+        &self,
+        workspace_id: &str,
+        channel_id: &str,
+    ) -> Result<Option<String>, FetchError>;
+}
+
+/// Ingress's `GetChannelCredentials` over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcChannelSecrets {
+    client: ChannelsClient<tonic::transport::Channel>,
+}
+
+impl GrpcChannelSecrets {
+    pub fn new(client: ChannelsClient<tonic::transport::Channel>) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelSecrets for GrpcChannelSecrets {
+    async fn custom_secret(
+        &self,
+        workspace_id: &str,
+        channel_id: &str,
+    ) -> Result<Option<String>, FetchError> {
+        let reply = self
+            .client
+            .clone()
+            .get_channel_credentials(telenet_kit::telemetry::grpc_request(GetChannelRequest {
+                workspace_id: workspace_id.to_owned(),
+                channel_id: channel_id.to_owned(),
+            }))
+            .await;
+        match reply {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let custom = reply
+                    .channel
+                    .is_some_and(|c| c.kind() == ChannelKind::Custom);
+                Ok((custom && !reply.secret.is_empty()).then_some(reply.secret))
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(FetchError::Transient(format!(
+                "asking ingress for the channel's secret: {}",
+                status.message()
+            ))),
+        }
+    }
+}
+
 /// The inbound attachment fetcher. Clones share the HTTP client.
 #[derive(Clone)]
 pub struct InboundFetcher {
@@ -138,6 +204,7 @@ pub struct InboundFetcher {
     bus: SharedBus,
     http: reqwest::Client,
     config: Arc<InboundConfig>,
+    secrets: Option<Arc<dyn ChannelSecrets>>,
 }
 
 impl std::fmt::Debug for InboundFetcher {
@@ -165,7 +232,15 @@ impl InboundFetcher {
             bus,
             http,
             config: Arc::new(config),
+            secrets: None,
         })
+    }
+
+    /// Sign fetches of custom channels' files with the channel's secret,
+    /// found through `secrets`.
+    pub fn with_channel_secrets(mut self, secrets: Arc<dyn ChannelSecrets>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Subscribe now, then fetch in a spawned task until `token` is
@@ -225,7 +300,10 @@ impl InboundFetcher {
                 continue;
             }
             let mut attachment = attachment.clone();
-            let payload = match self.fetch(workspace_id, &attachment).await {
+            let fetched = self
+                .fetch_from(workspace_id, &created.channel_id, &attachment)
+                .await;
+            let payload = match fetched {
                 Ok(blob) => {
                     tracing::info!(message_id = %message.id, index, blob_id = %blob.id, size_bytes = blob.size_bytes, "inbound attachment stored");
                     attachment.state = AttachmentState::Ready as i32;
@@ -330,10 +408,49 @@ impl InboundFetcher {
     }
 
     /// Download one attachment into the blob store for `workspace_id`.
+    /// Fetch an attachment of a message of `channel_id` into the store,
+    /// signed when the channel is a custom one (see the module).
+    pub async fn fetch_from(
+        &self,
+        workspace_id: &str,
+        channel_id: &str,
+        attachment: &Attachment,
+    ) -> Result<pb::Blob, FetchError> {
+        let secret = match &self.secrets {
+            Some(secrets) if !channel_id.is_empty() => {
+                secrets.custom_secret(workspace_id, channel_id).await?
+            }
+            _ => None,
+        };
+        let secret = match secret.as_deref().map(telenet_signing::Secret::parse) {
+            Some(Ok(secret)) => Some(secret),
+            Some(Err(_)) => {
+                tracing::warn!(
+                    channel_id,
+                    "the channel's signing secret is unusable; fetching unsigned"
+                );
+                None
+            }
+            None => None,
+        };
+        self.fetch_signed(workspace_id, attachment, secret.as_ref())
+            .await
+    }
+
+    /// Fetch an attachment into the store, unsigned.
     pub async fn fetch(
         &self,
         workspace_id: &str,
         attachment: &Attachment,
+    ) -> Result<pb::Blob, FetchError> {
+        self.fetch_signed(workspace_id, attachment, None).await
+    }
+
+    async fn fetch_signed(
+        &self,
+        workspace_id: &str,
+        attachment: &Attachment,
+        secret: Option<&telenet_signing::Secret>,
     ) -> Result<pb::Blob, FetchError> {
         let permanent = |m: String| FetchError::Permanent(m);
         let url = url::Url::parse(attachment.url.trim())
@@ -348,12 +465,21 @@ impl InboundFetcher {
             check_literal_host(&url).map_err(permanent)?;
         }
         let max = self.config.max_bytes;
-        let mut response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| request_error(&e))?;
+        let mut request = self.http.get(url.clone());
+        if let Some(secret) = secret {
+            let timestamp = telenet_signing::unix_now();
+            let mut nonce = [0u8; 12];
+            getrandom::fill(&mut nonce).map_err(|e| {
+                FetchError::Transient(format!("no randomness for the signature: {e}"))
+            })?;
+            let id = format!("fetch_{}", hex::encode(nonce));
+            let signature = secret.sign(&id, timestamp, url.as_str().as_bytes());
+            request = request
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature);
+        }
+        let mut response = request.send().await.map_err(|e| request_error(&e))?;
         let status = response.status();
         if !status.is_success() {
             let reason = format!("the provider answered HTTP {status}");

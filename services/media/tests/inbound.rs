@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{SharedBus, SubscribeSpec, Subscription};
-use telenet_media::inbound::{FetchError, InboundConfig, InboundFetcher};
+use telenet_media::inbound::{ChannelSecrets, FetchError, InboundConfig, InboundFetcher};
 use telenet_media::{BlobId, ByteRange, Config, MIGRATIONS, MediaService};
 use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
 use telenet_proto::conversations::v1::{Message, MessageDirection};
@@ -42,9 +42,43 @@ fn whatsapp_note() -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+/// The secret of channel `ch-1` in these tests.
+const CHANNEL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A channel directory knowing one custom channel, `ch-1`.
+struct OneChannel;
+
+#[async_trait::async_trait]
+impl ChannelSecrets for OneChannel {
+    async fn custom_secret(&self, _: &str, channel_id: &str) -> Result<Option<String>, FetchError> {
+        Ok((channel_id == "ch-1").then(|| CHANNEL_SECRET.to_owned()))
+    }
+}
+
+/// A custom channel's file server: serves the note only to a request
+/// signed with the channel's secret over the URL it asks for.
+async fn signed_only(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let host = h("host").unwrap_or_default();
+    let url = format!("http://{host}{uri}");
+    let secret = telenet_signing::Secret::parse(CHANNEL_SECRET).expect("secret");
+    let verified = secret.verify(
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature"),
+        url.as_bytes(),
+        telenet_signing::unix_now(),
+    );
+    match verified {
+        Ok(()) => ([(header::CONTENT_TYPE, "audio/ogg")], whatsapp_note()).into_response(),
+        Err(e) => (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+    }
+}
+
 /// The provider: files, errors and redirects.
 async fn provider() -> String {
     let app = axum::Router::new()
+        .route("/signed.ogg", axum::routing::get(signed_only))
         .route(
             "/whatsapp.ogg",
             axum::routing::get(|| async {
@@ -456,5 +490,32 @@ async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
     let kept = w.media.probe_blob(&probe).await.expect("the kept probe");
     assert_eq!(kept.waveform.as_ref().map(|w| w.peaks.len()), Some(64));
     assert_eq!(kept.duration_ms, attachment.duration_ms);
+    w.token.cancel();
+}
+
+#[tokio::test]
+async fn custom_channels_files_are_fetched_signed_with_the_channels_secret() {
+    let base = provider().await;
+    let w = world(local_config()).await;
+    let fetcher = InboundFetcher::new(w.media.clone(), w.bus.clone())
+        .expect("fetcher")
+        .with_channel_secrets(Arc::new(OneChannel));
+    let attachment = announced(&format!("{base}/signed.ogg?v=1"));
+    let blob = fetcher
+        .fetch_from("ws-1", "ch-1", &attachment)
+        .await
+        .expect("signed fetch accepted");
+    assert_eq!(blob.size_bytes, whatsapp_note().len() as u64);
+    // Unsigned (another kind of channel, or no directory): refused by
+    // this server, and said so.
+    for unsigned in [
+        fetcher.fetch_from("ws-1", "ch-other", &attachment).await,
+        fetcher.fetch("ws-1", &attachment).await,
+    ] {
+        match unsigned {
+            Err(FetchError::Permanent(reason)) => assert!(reason.contains("401"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
     w.token.cancel();
 }

@@ -278,8 +278,16 @@ impl Suite {
                     server = server.add_service(media.grpc());
                     // Inbound attachments: subscribed before serving, so no
                     // message created meanwhile is missed.
+                    // Custom channels' files are fetched signed with the
+                    // channel's secret, asked of ingress.
+                    let secrets = telenet_media::inbound::GrpcChannelSecrets::new(
+                        telenet_proto::ingress::v1::channels_client::ChannelsClient::new(client(
+                            &self.config.endpoints.ingress,
+                        )?),
+                    );
                     let fetcher =
-                        telenet_media::inbound::InboundFetcher::new(media.clone(), bus.clone())?;
+                        telenet_media::inbound::InboundFetcher::new(media.clone(), bus.clone())?
+                            .with_channel_secrets(Arc::new(secrets));
                     let handle = fetcher.start(token.clone()).await?;
                     tasks.spawn(async move {
                         let _ = handle.await;
