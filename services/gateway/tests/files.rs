@@ -707,6 +707,16 @@ async fn the_player_gets_duration_waveform_and_a_form_every_browser_plays() {
         Some(&b"ftyp"[..]),
         "an MP4 for Safari"
     );
+    // An <audio src> sends no token: the player gets a link that needs none.
+    let url = view["playable"]["url"]
+        .as_str()
+        .expect("a link for the player");
+    let linked = send(&w.app, anonymous(&local(url), &[])).await;
+    assert_eq!(linked.status, StatusCode::OK);
+    assert!(
+        linked.body == bytes.body,
+        "the link serves the playable file"
+    );
 
     // More slices on request; limits and other workspaces are refused.
     let finer = send(&w.app, get(&format!("{uri}?peaks=200"), Some(OWNER_TOKEN))).await;

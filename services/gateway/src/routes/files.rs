@@ -810,6 +810,11 @@ pub struct PlayableView {
     /// Why it could not be made (state `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A download link to the playable file, valid for an hour, for an
+    /// `<audio src>` (which cannot send a bearer token); absent when the
+    /// installation makes no download links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// What the agent's player needs for a voice note or audio file: the
@@ -869,18 +874,24 @@ pub(crate) async fn audio(
             file_id: part.map(|p| p.blob_id.clone()),
             mime_type: part.map(|p| p.mime_type.clone()),
             error: None,
+            url: match part {
+                Some(part) => player_link(&state, &caller, &part.blob_id).await?,
+                None => None,
+            },
         },
         Ok(media::VariantState::Failed) => PlayableView {
             state: "failed".into(),
             file_id: None,
             mime_type: None,
             error: Some(variant.error),
+            url: None,
         },
         _ => PlayableView {
             state: "pending".into(),
             file_id: None,
             mime_type: None,
             error: None,
+            url: None,
         },
     };
     Ok(Json(AudioView {
@@ -894,6 +905,34 @@ pub(crate) async fn audio(
         slice_ms: waveform.slice_ms,
         playable,
     }))
+}
+
+/// How long the player's link to a playable file works, in seconds.
+const PLAYER_LINK_TTL: u32 = 3_600;
+
+/// A download link for the player, or `None` when links are not set up.
+async fn player_link(
+    state: &AppState,
+    caller: &Caller,
+    file_id: &str,
+) -> Result<Option<String>, ApiError> {
+    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let request = media::CreateDownloadUrlRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        blob_id: file_id.to_owned(),
+        ttl_seconds: PLAYER_LINK_TTL,
+        file_name: String::new(),
+    };
+    match state
+        .call(client.create_download_url(caller.request(request)))
+        .await
+    {
+        Ok(link) => Ok(Some(link.url)),
+        Err(ApiError::Upstream(status)) if status.code() == tonic::Code::FailedPrecondition => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The media profile every browser plays.
