@@ -69,6 +69,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+/// Upper bounds (seconds) of the transcode histogram: from a remux (a few
+/// milliseconds) to the external encoders' default time limit (two
+/// minutes).
+const TRANSCODE_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn transcode_histogram() -> Histogram {
+    Histogram::new(TRANSCODE_BUCKETS)
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
@@ -149,6 +160,27 @@ struct ChannelKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TranscodeLabels {
+    profile: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileLabels {
+    profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -199,6 +231,57 @@ impl DispatchOutcome {
     }
 }
 
+/// How one transcode job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscodeOutcome {
+    /// Made by rewriting the container, without re-encoding.
+    Remuxed,
+    /// Made by decoding and encoding.
+    Encoded,
+    /// Not made; the variant records why.
+    Failed,
+}
+
+impl TranscodeOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            TranscodeOutcome::Remuxed => "remuxed",
+            TranscodeOutcome::Encoded => "encoded",
+            TranscodeOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Where a transcode job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscodeJobState {
+    /// Waiting for a worker of the pool.
+    Waiting,
+    /// On a worker.
+    Running,
+}
+
+/// How fetching one inbound attachment ended (this delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Stored.
+    Ready,
+    /// Failed for now; the message's event is retried.
+    Retry,
+    /// Failed for good; the attachment is reported failed.
+    Failed,
+}
+
+impl FetchOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            FetchOutcome::Ready => "ready",
+            FetchOutcome::Retry => "retry",
+            FetchOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// The process's metrics; see the module docs.
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -230,6 +313,10 @@ struct Inner {
     dispatch_attempts: Family<DispatchLabels, Counter>,
     dispatch_send_duration: Histograms<ChannelKindLabels>,
     presence_users: Family<StatusLabels, Gauge>,
+    media_transcodes: Family<TranscodeLabels, Counter>,
+    media_transcode_duration: Family<ProfileLabels, Histogram, fn() -> Histogram>,
+    media_transcode_jobs: Family<StateLabels, Gauge>,
+    media_inbound_fetches: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Inner {
@@ -253,6 +340,10 @@ impl Default for Inner {
             dispatch_attempts: Family::default(),
             dispatch_send_duration: histograms(),
             presence_users: Family::default(),
+            media_transcodes: Family::default(),
+            media_transcode_duration: Family::new_with_constructor(transcode_histogram),
+            media_transcode_jobs: Family::default(),
+            media_inbound_fetches: Family::default(),
             registry: Registry::default(),
         };
 
@@ -351,6 +442,26 @@ impl Default for Inner {
             "presence_users",
             "Agents known to the presence store, by effective status",
             inner.presence_users.clone(),
+        );
+        registry.register(
+            "media_transcodes",
+            "Transcode jobs finished, by profile and outcome (remuxed, encoded, failed)",
+            inner.media_transcodes.clone(),
+        );
+        registry.register(
+            "media_transcode_duration_seconds",
+            "Time a transcode job took on its worker: reading the source, converting, storing the parts",
+            inner.media_transcode_duration.clone(),
+        );
+        registry.register(
+            "media_transcode_jobs",
+            "Transcode jobs of this process, by state (waiting for a worker, running)",
+            inner.media_transcode_jobs.clone(),
+        );
+        registry.register(
+            "media_inbound_fetches",
+            "Fetches of inbound attachments from providers, by outcome (ready, retry, failed)",
+            inner.media_inbound_fetches.clone(),
         );
         Inner { registry, ..inner }
     }
@@ -547,6 +658,47 @@ impl Metrics {
                 })
                 .set(saturating_i64(count));
         }
+    }
+
+    /// A transcode job finished on its worker after `elapsed`.
+    pub fn observe_transcode(&self, profile: &str, outcome: TranscodeOutcome, elapsed: Duration) {
+        self.inner
+            .media_transcodes
+            .get_or_create(&TranscodeLabels {
+                profile: profile.to_owned(),
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
+        self.inner
+            .media_transcode_duration
+            .get_or_create(&ProfileLabels {
+                profile: profile.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A transcode job entered (`+1`) or left (`-1`) a state.
+    pub fn add_transcode_jobs(&self, state: TranscodeJobState, delta: i64) {
+        let state = match state {
+            TranscodeJobState::Waiting => "waiting",
+            TranscodeJobState::Running => "running",
+        };
+        self.inner
+            .media_transcode_jobs
+            .get_or_create(&StateLabels {
+                state: state.to_owned(),
+            })
+            .inc_by(delta);
+    }
+
+    /// One fetch of an inbound attachment ended.
+    pub fn count_inbound_fetch(&self, outcome: FetchOutcome) {
+        self.inner
+            .media_inbound_fetches
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// A tower layer recording [`Metrics::observe_http`] for every request
@@ -968,6 +1120,9 @@ mod tests {
         metrics.count_dispatch("custom", DispatchOutcome::Sent);
         metrics.observe_dispatch_send("custom", tick);
         metrics.set_presence_users(0, 0, 0);
+        metrics.observe_transcode("audio-mp3", TranscodeOutcome::Encoded, tick);
+        metrics.add_transcode_jobs(TranscodeJobState::Running, 0);
+        metrics.count_inbound_fetch(FetchOutcome::Ready);
         let text = metrics.encode().expect("encodes");
         for name in [
             "telenet_build_info",
@@ -988,6 +1143,10 @@ mod tests {
             "telenet_dispatch_attempts_total",
             "telenet_dispatch_send_duration_seconds",
             "telenet_presence_users",
+            "telenet_media_transcodes_total",
+            "telenet_media_transcode_duration_seconds",
+            "telenet_media_transcode_jobs",
+            "telenet_media_inbound_fetches_total",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
@@ -1024,6 +1183,15 @@ mod tests {
         metrics.count_dispatch("custom", DispatchOutcome::Sent);
         metrics.set_presence_users(2, 1, 0);
         metrics.count_settle_error("dispatch");
+        metrics.observe_transcode(
+            "voice-ogg-opus",
+            TranscodeOutcome::Remuxed,
+            Duration::from_millis(4),
+        );
+        metrics.add_transcode_jobs(TranscodeJobState::Waiting, 1);
+        metrics.add_transcode_jobs(TranscodeJobState::Waiting, 1);
+        metrics.add_transcode_jobs(TranscodeJobState::Waiting, -1);
+        metrics.count_inbound_fetch(FetchOutcome::Retry);
         let text = metrics.encode().expect("encodes");
         for (series, value) in [
             (
@@ -1054,6 +1222,19 @@ mod tests {
             (r#"telenet_presence_users{status="away"}"#, 1.0),
             (r#"telenet_presence_users{status="offline"}"#, 0.0),
             (r#"telenet_bus_settle_errors_total{group="dispatch"}"#, 1.0),
+            (
+                r#"telenet_media_transcodes_total{profile="voice-ogg-opus",outcome="remuxed"}"#,
+                1.0,
+            ),
+            (
+                r#"telenet_media_transcode_duration_seconds_bucket{profile="voice-ogg-opus",le="0.01"}"#,
+                1.0,
+            ),
+            (r#"telenet_media_transcode_jobs{state="waiting"}"#, 1.0),
+            (
+                r#"telenet_media_inbound_fetches_total{outcome="retry"}"#,
+                1.0,
+            ),
         ] {
             assert_eq!(sample(&text, series), Some(value), "{series}:\n{text}");
         }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
+use telenet_kit::metrics::FetchOutcome;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState, ChannelKind};
 use telenet_proto::conversations::v1::MessageDirection;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
@@ -303,6 +304,13 @@ impl InboundFetcher {
             let fetched = self
                 .fetch_from(workspace_id, &created.channel_id, &attachment)
                 .await;
+            self.media.metrics.count_inbound_fetch(match &fetched {
+                Ok(_) => FetchOutcome::Ready,
+                Err(FetchError::Transient(_)) if incoming.attempt < self.config.attempts => {
+                    FetchOutcome::Retry
+                }
+                Err(_) => FetchOutcome::Failed,
+            });
             let payload = match fetched {
                 Ok(blob) => {
                     tracing::info!(message_id = %message.id, index, blob_id = %blob.id, size_bytes = blob.size_bytes, "inbound attachment stored");

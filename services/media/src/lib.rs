@@ -156,6 +156,8 @@ pub struct MediaService {
     variants: Arc<variants::Variants>,
     /// Where links point and what signs them; `None` when not set up.
     links: Option<Arc<(url::Url, telenet_signing::links::LinkSigner)>>,
+    /// Transcodes and inbound fetches are recorded here.
+    metrics: telenet_kit::metrics::Metrics,
 }
 
 impl std::fmt::Debug for MediaService {
@@ -192,9 +194,17 @@ impl MediaService {
             db,
             store,
             links,
+            metrics: telenet_kit::metrics::Metrics::default(),
             variants: Arc::new(variants::Variants::new(&config.transcode)),
             config: Arc::new(config),
         })
+    }
+
+    /// Records transcodes (by profile and outcome, their time, the jobs
+    /// waiting and running) and inbound fetches into `metrics`.
+    pub fn with_metrics(mut self, metrics: telenet_kit::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The gRPC service, refusing upload messages over

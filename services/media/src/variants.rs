@@ -34,6 +34,8 @@ use telenet_store::{events, now_micros, outbox};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, watch};
 
+use telenet_kit::metrics::{TranscodeJobState as JobState, TranscodeOutcome};
+
 use crate::encode::{self, Tools};
 use crate::profiles::{self, Profile, TranscodeError};
 use crate::{BlobId, ByteRange, Error, MediaService, StoredBlob, parse_blob_id, require};
@@ -431,7 +433,10 @@ impl MediaService {
     /// Claim, encode, store, record. Failures end in the row (FAILED with
     /// the reason), never in a panic or a lost job.
     async fn run_job(&self, key: &Key, profile: &'static Profile, workspace_id: &str) {
-        let Ok(_permit) = Arc::clone(&self.variants.pool).acquire_owned().await else {
+        self.metrics.add_transcode_jobs(JobState::Waiting, 1);
+        let permit = Arc::clone(&self.variants.pool).acquire_owned().await;
+        self.metrics.add_transcode_jobs(JobState::Waiting, -1);
+        let Ok(_permit) = permit else {
             return;
         };
         match self.claim(key).await {
@@ -448,8 +453,17 @@ impl MediaService {
             .peak_running
             .fetch_max(now_running, Ordering::SeqCst);
         let started = std::time::Instant::now();
+        self.metrics.add_transcode_jobs(JobState::Running, 1);
         let outcome = self.make(key, profile, workspace_id).await;
+        self.metrics.add_transcode_jobs(JobState::Running, -1);
         self.variants.running.fetch_sub(1, Ordering::SeqCst);
+        let measured = match &outcome {
+            Ok((_, true)) => TranscodeOutcome::Remuxed,
+            Ok((_, false)) => TranscodeOutcome::Encoded,
+            Err(_) => TranscodeOutcome::Failed,
+        };
+        self.metrics
+            .observe_transcode(profile.name, measured, started.elapsed());
         let result = match outcome {
             Ok((parts, remuxed)) => self.finish_ready(key, &parts, remuxed, workspace_id).await,
             Err((reason, permanent)) => {

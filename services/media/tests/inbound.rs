@@ -433,7 +433,8 @@ async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
         ))
         .await
         .expect("subscribe");
-    InboundFetcher::new(w.media.clone(), w.bus.clone())
+    let metrics = telenet_kit::metrics::Metrics::new();
+    InboundFetcher::new(w.media.clone().with_metrics(metrics.clone()), w.bus.clone())
         .expect("fetcher")
         .start(w.token.clone())
         .await
@@ -490,6 +491,13 @@ async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
     let kept = w.media.probe_blob(&probe).await.expect("the kept probe");
     assert_eq!(kept.waveform.as_ref().map(|w| w.peaks.len()), Some(64));
     assert_eq!(kept.duration_ms, attachment.duration_ms);
+    let text = metrics.encode().expect("metrics");
+    for series in [
+        r#"telenet_media_inbound_fetches_total{outcome="ready"} 1"#,
+        r#"telenet_media_transcodes_total{profile="audio-web-playback",outcome="encoded"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series}:\n{text}");
+    }
     w.token.cancel();
 }
 

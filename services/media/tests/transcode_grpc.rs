@@ -45,6 +45,7 @@ enum Backend {
 struct Server {
     client: MediaClient<Channel>,
     service: MediaService,
+    metrics: telenet_kit::metrics::Metrics,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,7 +90,10 @@ impl Harness {
             ..Config::default()
         };
         let store = LocalDirStore::new(&self.blob_dir).await.expect("store");
-        let service = MediaService::with_store(db, config, Arc::new(store)).expect("service");
+        let metrics = telenet_kit::metrics::Metrics::new();
+        let service = MediaService::with_store(db, config, Arc::new(store))
+            .expect("service")
+            .with_metrics(metrics.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -108,6 +112,7 @@ impl Harness {
         Server {
             client,
             service,
+            metrics,
             task,
         }
     }
@@ -330,6 +335,30 @@ async fn scenario_transcode_download_and_cache(backend: Backend) {
         .variants;
     let names: Vec<&str> = list.iter().map(|v| v.profile.as_str()).collect();
     assert_eq!(names, ["audio-m4a-aac", "voice-ogg-opus"]);
+
+    // Measured: one job per variant made, by how it was made; none left.
+    let text = s.metrics.encode().expect("metrics");
+    for (series, value) in [
+        (
+            r#"telenet_media_transcodes_total{profile="audio-m4a-aac",outcome="encoded"}"#,
+            "1",
+        ),
+        (
+            r#"telenet_media_transcodes_total{profile="voice-ogg-opus",outcome="remuxed"}"#,
+            "1",
+        ),
+        (
+            r#"telenet_media_transcode_duration_seconds_count{profile="audio-m4a-aac"}"#,
+            "1",
+        ),
+        (r#"telenet_media_transcode_jobs{state="running"}"#, "0"),
+        (r#"telenet_media_transcode_jobs{state="waiting"}"#, "0"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{series} {value}")),
+            "{series} {value}:\n{text}"
+        );
+    }
 
     // Each variant made was announced once, to the workspace that asked,
     // with its parts; cache hits announce nothing.

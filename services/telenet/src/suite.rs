@@ -274,7 +274,9 @@ impl Suite {
                         media_config.download_urls.base_url = format!("http://{addr}");
                         media_config.download_urls.key = local_link_key(&self.config.data_dir)?;
                     }
-                    let media = telenet_media::MediaService::new(db, media_config).await?;
+                    let media = telenet_media::MediaService::new(db, media_config)
+                        .await?
+                        .with_metrics(metrics.clone());
                     server = server.add_service(media.grpc());
                     // Inbound attachments: subscribed before serving, so no
                     // message created meanwhile is missed.
