@@ -526,7 +526,24 @@ def test_media_blobs_in_s3_with_credentials_from_a_secret(ci_renders: dict[str, 
     assert not by_kind(docs, "PersistentVolumeClaim")
 
 
+def test_download_link_key_comes_from_a_secret_to_media_only(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["production-values.yaml"]
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_MEDIA__DOWNLOAD_URLS__BASE_URL"] == "https://inbox.example.com"
+    assert not [k for k in config if k.startswith("TELENET_MEDIA__DOWNLOAD_URLS__KEY")], "keys never go into the ConfigMap"
+    env = env_of(by_kind(docs, "Deployment")["telenet-media"])
+    assert env["TELENET_MEDIA__DOWNLOAD_URLS__KEY"] == {
+        "secretKeyRef": {"name": "telenet-download-links", "key": "key"}
+    }
+    assert env["TELENET_MEDIA__DOWNLOAD_URLS__PREVIOUS_KEYS"] == {
+        "secretKeyRef": {"name": "telenet-download-links", "key": "previous-keys", "optional": True}
+    }
+    for other in ("telenet-gateway", "telenet-dispatch"):
+        assert "TELENET_MEDIA__DOWNLOAD_URLS__KEY" not in env_of(by_kind(docs, "Deployment")[other])
+
+
 def test_credentials_cannot_be_put_in_settings(minimal_values: dict[str, Any]) -> None:
-    values = with_values(minimal_values, settings={"media": {"s3": {"secret_access_key": "hunter2"}}})
-    with pytest.raises(helm.HelmValuesError):
-        chartlib.render(values)
+    for secret in ({"s3": {"secret_access_key": "hunter2"}}, {"download_urls": {"key": "aHVudGVyMg=="}}):
+        values = with_values(minimal_values, settings={"media": secret})
+        with pytest.raises(helm.HelmValuesError):
+            chartlib.render(values)

@@ -95,7 +95,7 @@ impl Default for Config {
             concurrency: 32,
             directory_cache_ttl: Duration::from_secs(30),
             directory_timeout: Duration::from_secs(5),
-            download_link_ttl: Duration::from_secs(24 * 3600),
+            download_link_ttl: Duration::from_secs(86_400),
             voice_variant_wait: Duration::from_secs(10),
         }
     }
