@@ -1,12 +1,14 @@
 //! `cargo bench -p telenet-media --bench transcode`: a 5-minute speech-like
 //! voice note through every profile, against the `ffmpeg` command line.
 //!
-//! The note is made here: synthetic speech ([`encode::synth`]) encoded by
-//! FFmpeg as Chrome records it (WebM/Opus, 32 kb/s, 20 ms frames, voip).
+//! The notes are made here: synthetic speech ([`encode::synth`]) encoded by
+//! FFmpeg as Chrome records it (WebM/Opus, 32 kb/s, 20 ms frames, voip);
+//! two of 5 minutes, one of a minute (one WeChat part).
 //! Each step runs `BENCH_RUNS` times (default 5) after one warm-up; the
 //! median is reported. FFmpeg runs as a process reading and writing files,
 //! as an operator would run it. Prints a Markdown table (the figures in
-//! docs/benchmarks.md come from it).
+//! docs/benchmarks.md come from it). `BENCH_AAC_QUALITY=1` instead scores
+//! FFmpeg's AAC coders on the note (ADR 0010).
 
 use std::path::Path;
 use std::process::Command;
@@ -22,6 +24,9 @@ use telenet_proto::media::v1::upload_request::Part;
 use telenet_proto::media::v1::{TranscodeRequest, UploadHeader, UploadRequest, VariantState};
 use telenet_store::{Db, testing};
 use tokio_stream::wrappers::TcpListenerStream;
+
+#[path = "transcode/quality.rs"]
+mod quality;
 
 fn runs() -> usize {
     std::env::var("BENCH_RUNS")
@@ -81,61 +86,14 @@ struct Row {
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    println!("making the 5-minute note…");
-    let pcm = encode::synth::speech_like(300.0, 48_000, 1);
-    std::fs::write(dir.join("note.pcm"), pcm.to_s16le()).expect("write pcm");
-    run(ffmpeg(
-        dir,
-        &[
-            "-f",
-            "s16le",
-            "-ar",
-            "48000",
-            "-ac",
-            "1",
-            "-i",
-            "note.pcm",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "32k",
-            "-application",
-            "voip",
-            "-frame_duration",
-            "20",
-            "-f",
-            "webm",
-            "note.webm",
-        ],
-    ));
-    let webm = std::fs::read(dir.join("note.webm")).expect("read note");
-    let pcm2 = encode::synth::speech_like(300.0, 48_000, 2);
-    std::fs::write(dir.join("note2.pcm"), pcm2.to_s16le()).expect("write pcm");
-    run(ffmpeg(
-        dir,
-        &[
-            "-f",
-            "s16le",
-            "-ar",
-            "48000",
-            "-ac",
-            "1",
-            "-i",
-            "note2.pcm",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "32k",
-            "-application",
-            "voip",
-            "-frame_duration",
-            "20",
-            "-f",
-            "webm",
-            "note2.webm",
-        ],
-    ));
-    let webm2 = std::fs::read(dir.join("note2.webm")).expect("read note 2");
+    println!("making the notes…");
+    let webm = make_note(dir, "note", 300.0, 1);
+    let webm2 = make_note(dir, "note2", 300.0, 2);
+    let webm60 = make_note(dir, "note60", 60.0, 3);
+    if std::env::var_os("BENCH_AAC_QUALITY").is_some() {
+        aac_quality(dir, &webm);
+        return;
+    }
     println!(
         "note: {} bytes WebM/Opus, 300 s; {} runs per step (median)\n",
         webm.len(),
@@ -211,6 +169,20 @@ fn main() {
         });
     }
 
+    // A note of a minute or less is one WeChat part: AMR is encoded while
+    // the note is decoded.
+    let amr = profiles::find("voice-amr").expect("voice-amr");
+    let (ours, out) = time(|| profiles::transcode(&webm60, amr).expect("voice-amr"));
+    let size: usize = out.parts.iter().map(|p| p.data.len()).sum();
+    let amr_60 = "ffmpeg -nostdin -v error -y -i note60.webm -ar 8000 -ac 1 -f wav - | sox -V1 -t wav - -t amr-nb -C 7 o60.amr";
+    let (theirs, _) = time(|| run(Command::new("sh").current_dir(dir).arg("-c").arg(amr_60)));
+    rows.push(Row {
+        step: "`voice-amr`, 60 s note".into(),
+        ours,
+        theirs: Some((theirs, format!("`{amr_60}`"))),
+        note: format!("{} part(s), {size} bytes", out.parts.len()),
+    });
+
     // Whole requests through the media service (gRPC Transcode, wait for
     // READY), a fresh service each run so nothing is cached.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -251,6 +223,28 @@ fn main() {
         note: format!("one note alone: {} s", secs(median(one))),
     });
 
+    // The same for AAC, whose encoder reads the note while it is decoded:
+    // a job's decoding overlaps its encoder process.
+    let one: Vec<Duration> = (0..runs())
+        .map(|_| rt.block_on(service_request(&[&webm], "audio-m4a-aac", 2)))
+        .collect();
+    let two: Vec<Duration> = (0..runs())
+        .map(|_| rt.block_on(service_request(&[&webm, &webm2], "audio-m4a-aac", 2)))
+        .collect();
+    let ff_two = time(|| {
+        run(Command::new("sh").current_dir(dir).arg("-c").arg(
+            "ffmpeg -nostdin -v error -y -i note.webm -c:a aac -b:a 64k -ac 1 -movflags +faststart a.m4a & \
+             ffmpeg -nostdin -v error -y -i note2.webm -c:a aac -b:a 64k -ac 1 -movflags +faststart b.m4a & wait",
+        ))
+    })
+    .0;
+    rows.push(Row {
+        step: "two notes at once, `audio-m4a-aac`, 2 workers".into(),
+        ours: median(two),
+        theirs: Some((ff_two, "two `ffmpeg … aac` processes at once".into())),
+        note: format!("one note alone: {} s", secs(median(one))),
+    });
+
     println!("| step | ours (s) | ffmpeg CLI (s) | speed-up | ffmpeg command | output |");
     println!("|---|---|---|---|---|---|");
     for r in rows {
@@ -269,6 +263,106 @@ fn main() {
             r.note
         );
     }
+}
+
+/// `BENCH_AAC_QUALITY=1`: FFmpeg's AAC coders at 64 kb/s mono on the
+/// 5-minute note, timed and scored against the note ([`quality`]): fed the
+/// note itself, and fed the note as the service does (decoded from the
+/// WebM/Opus recording), still scored against the original speech.
+fn aac_quality(dir: &Path, webm: &[u8]) {
+    let options = Options::default();
+    let source = read_s16le(&dir.join("note.pcm"));
+    let recorded = encode::decode(webm, options.max_input_ms, &options.tools).expect("decode");
+    std::fs::write(dir.join("recorded.pcm"), recorded.to_s16le()).expect("write pcm");
+    let coders: [(&str, &[&str]); 3] = [
+        ("`twoloop` (FFmpeg's default)", &["-aac_coder", "twoloop"]),
+        ("`fast`", &["-aac_coder", "fast"]),
+        (
+            "`fast`, 13 kHz band (ours)",
+            &["-aac_coder", "fast", "-cutoff", "13000"],
+        ),
+    ];
+    println!(
+        "| input | coder | encode (s) | bytes | SNR (dB) | segSNR (dB) | fwSNRseg (dB) | LSD (dB) | holes | holes 4–8 kHz |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let row = |input: &str, coder: &str, encode: &str, bytes: &str, s: quality::Scores| {
+        println!(
+            "| {input} | {coder} | {encode} | {bytes} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} % | {:.2} % |",
+            s.snr_db, s.seg_snr_db, s.fw_snr_seg_db, s.lsd_db, s.holes_pct, s.holes_4_8k_pct
+        );
+    };
+    let decoded = quality::compare(&source, &recorded.samples, 48_000);
+    row(
+        "the recording",
+        "WebM/Opus 32 kb/s",
+        "",
+        &webm.len().to_string(),
+        decoded,
+    );
+    for (input, pcm) in [
+        ("the note", "note.pcm"),
+        ("the recording, decoded", "recorded.pcm"),
+    ] {
+        for (coder, args) in coders {
+            let mut encode = vec!["-threads", "1", "-f", "s16le", "-ar", "48000", "-ac", "1"];
+            encode.extend(["-i", pcm, "-c:a", "aac"]);
+            encode.extend(args);
+            encode.extend(["-b:a", "64000", "-ac", "1", "-f", "ipod", "q.m4a"]);
+            let (took, _) = time(|| run(ffmpeg(dir, &encode)));
+            let bytes = std::fs::metadata(dir.join("q.m4a")).expect("q.m4a").len();
+            run(ffmpeg(
+                dir,
+                &[
+                    "-i", "q.m4a", "-f", "s16le", "-ac", "1", "-ar", "48000", "q.pcm",
+                ],
+            ));
+            let scores = quality::compare(&source, &read_s16le(&dir.join("q.pcm")), 48_000);
+            row(input, coder, &secs(took), &bytes.to_string(), scores);
+        }
+    }
+}
+
+fn read_s16le(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .expect("read pcm")
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect()
+}
+
+/// A note of `seconds` of [`encode::synth::speech_like`] audio, encoded by
+/// FFmpeg as Chrome records (`{name}.webm` in `dir`, also returned).
+fn make_note(dir: &Path, name: &str, seconds: f64, seed: u64) -> Vec<u8> {
+    let pcm = encode::synth::speech_like(seconds, 48_000, seed);
+    let raw = format!("{name}.pcm");
+    let webm = format!("{name}.webm");
+    std::fs::write(dir.join(&raw), pcm.to_s16le()).expect("write pcm");
+    run(ffmpeg(
+        dir,
+        &[
+            "-f",
+            "s16le",
+            "-ar",
+            "48000",
+            "-ac",
+            "1",
+            "-i",
+            &raw,
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-application",
+            "voip",
+            "-frame_duration",
+            "20",
+            "-f",
+            "webm",
+            &webm,
+        ],
+    ));
+    std::fs::read(dir.join(&webm)).expect("read note")
 }
 
 /// The ffmpeg command line making what `profile` made (same codec, bit

@@ -13,9 +13,9 @@ use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 
 use super::EncodeError;
-use super::external::{self, Output, Tools};
+use super::external::{self, Input, Output, Tools};
 use super::opus;
-use super::pcm::{self, Pcm};
+use super::pcm::{self, Pcm, PcmSource};
 use crate::probe::opus::OpusStream;
 use crate::probe::{self as probing, ProbeError};
 
@@ -60,6 +60,18 @@ pub fn decode_at(
     tools: &Tools,
     opus_rate: u32,
 ) -> Result<Pcm, EncodeError> {
+    open(input, max_ms, tools, opus_rate)?.into_pcm()
+}
+
+/// [`decode_at`], as a [`PcmSource`]: Opus is decoded as it is read (an
+/// encoder process can start on the beginning while the rest is decoded);
+/// everything else is decoded here, whole.
+pub fn open<'a>(
+    input: &'a [u8],
+    max_ms: u64,
+    tools: &Tools,
+    opus_rate: u32,
+) -> Result<Box<dyn PcmSource + 'a>, EncodeError> {
     if input.is_empty() {
         return Err(EncodeError::Corrupt("the file is empty".into()));
     }
@@ -70,9 +82,9 @@ pub fn decode_at(
             if actual_ms > max_ms {
                 return Err(EncodeError::TooLong { actual_ms, max_ms });
             }
-            opus::decode_opus(&stream, opus_rate)
+            Ok(Box::new(opus::OpusDecoder::new(stream, opus_rate)?))
         }
-        Container::Amr => decode_amr(input, max_ms, tools),
+        Container::Amr => Ok(Box::new(decode_amr(input, max_ms, tools)?)),
         // symphonia is third-party code reading untrusted bytes: should it
         // panic on some file, that file is reported as corrupt instead of
         // the panic unwinding through the service.
@@ -83,7 +95,8 @@ pub fn decode_at(
             Err(EncodeError::Corrupt(
                 "the demuxer or decoder failed on this file".into(),
             ))
-        }),
+        })
+        .map(|pcm| Box::new(pcm) as Box<dyn PcmSource>),
     }
 }
 
@@ -247,13 +260,19 @@ fn decode_amr(input: &[u8], max_ms: u64, tools: &Tools) -> Result<Pcm, EncodeErr
         &rate.to_string(),
         "-",
     ]);
-    let raw =
-        external::run(tools, &tools.sox, &args, input, Output::Stdout).map_err(|e| match e {
-            EncodeError::Tool { reason, .. } if !reason.contains("limit") => {
-                EncodeError::Corrupt(format!("AMR: {reason}"))
-            }
-            other => other,
-        })?;
+    let raw = external::run(
+        tools,
+        &tools.sox,
+        &args,
+        Input::Bytes(input),
+        Output::Stdout,
+    )
+    .map_err(|e| match e {
+        EncodeError::Tool { reason, .. } if !reason.contains("limit") => {
+            EncodeError::Corrupt(format!("AMR: {reason}"))
+        }
+        other => other,
+    })?;
     let samples: Vec<f32> = raw
         .chunks_exact(2)
         .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)

@@ -18,12 +18,13 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::EncodeError;
+use super::pcm::{PcmSource, to_i16};
 
 /// Where the external programs are and how far they may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,19 @@ impl Default for Tools {
     }
 }
 
+/// What a run reads on its standard input.
+pub enum Input<'a> {
+    /// Bytes already in memory (an AMR file for SoX to decode).
+    Bytes(&'a [u8]),
+    /// Audio as raw mono 16-bit little-endian PCM, written as it is
+    /// decoded: the program encodes the beginning while the rest is being
+    /// decoded. A decoding error kills the program and is returned instead
+    /// of its output.
+    Pcm(&'a mut dyn PcmSource),
+}
+
 /// Where a run's output goes.
+#[derive(Debug, Clone, Copy)]
 pub enum Output<'a> {
     /// Standard output.
     Stdout,
@@ -74,7 +87,7 @@ pub fn run(
     tools: &Tools,
     program: &Path,
     args: &[OsString],
-    input: &[u8],
+    input: Input<'_>,
     output: Output<'_>,
 ) -> Result<Vec<u8>, EncodeError> {
     let name = program.display().to_string();
@@ -110,7 +123,7 @@ pub fn run(
         Err(e) => return Err(tool_error(format!("cannot start: {e}"))),
     };
 
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+    let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         // Unreachable with Stdio::piped(); kill rather than leave it running.
@@ -138,26 +151,42 @@ pub fn run(
     };
 
     let result = std::thread::scope(|scope| {
-        // Feeding stdin on its own thread: the program may fill its output
-        // pipe before it has read all its input.
-        scope.spawn(move || {
-            // A program that stops reading early (an error, or the kill)
-            // breaks the pipe; its exit status tells what happened.
-            let _ = stdin.write_all(input);
-            drop(stdin);
-        });
         let errors = scope.spawn(move || read_capped(stderr, 64 * 1024).map(|(b, _)| b));
-        let read = match output {
-            Output::Stdout => read_capped(stdout, tools.max_output_bytes),
-            Output::File(_) => read_capped(stdout, 64 * 1024).map(|_| (Vec::new(), false)),
+        // Output is read on its own thread: the program may fill its output
+        // pipe before it has read all its input.
+        let reader = {
+            let child = Arc::clone(&child);
+            // Stdout is the output, or only a few messages.
+            let (cap, is_output) = match output {
+                Output::Stdout => (tools.max_output_bytes, true),
+                Output::File(_) => (64 * 1024, false),
+            };
+            scope.spawn(move || {
+                let read = read_capped(stdout, cap);
+                if is_output
+                    && let Ok((_, true)) = read
+                    && let Ok(mut child) = child.lock()
+                {
+                    let _ = child.kill();
+                }
+                read
+            })
         };
-        if let Ok((_, true)) = read
+        let fed = feed(stdin, input);
+        if fed.is_err()
             && let Ok(mut child) = child.lock()
         {
             let _ = child.kill();
         }
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the reading thread panicked")));
+        let read = match output {
+            Output::Stdout => read,
+            Output::File(_) => read.map(|_| (Vec::new(), false)),
+        };
         let errors = errors.join().unwrap_or_else(|_| Ok(Vec::new()));
-        (read, errors)
+        (fed, read, errors)
     });
     // Polled rather than waited for with the lock held, so the watchdog
     // can still kill a process that closed its pipes but keeps running.
@@ -175,7 +204,10 @@ pub fn run(
     let _ = done_tx.send(());
     let _ = watchdog.join();
 
-    let (read, errors) = result;
+    let (fed, read, errors) = result;
+    // The input's own error (a packet that does not decode) is the reason
+    // the program was killed.
+    fed?;
     let stderr_tail = errors.map(|b| last_lines(&b)).unwrap_or_default();
     if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(tool_error(format!(
@@ -202,6 +234,29 @@ pub fn run(
         Output::Stdout => Ok(bytes),
         Output::File(file) => read_output_file(&workdir.path().join(file), tools, &tool_error),
     }
+}
+
+/// Write `input` to the program's standard input, then close it. A write
+/// error means the program stopped reading (an error of its own, a limit,
+/// or it has all it needs); its exit status tells which, so it ends the
+/// input quietly.
+fn feed(stdin: ChildStdin, input: Input<'_>) -> Result<(), EncodeError> {
+    let mut stdin = io::BufWriter::with_capacity(64 * 1024, stdin);
+    match input {
+        Input::Bytes(bytes) => {
+            let _ = stdin.write_all(bytes);
+        }
+        Input::Pcm(audio) => {
+            let mut bytes = Vec::new();
+            audio.pour(&mut |samples| {
+                bytes.clear();
+                bytes.extend(samples.iter().flat_map(|&s| to_i16(s).to_le_bytes()));
+                stdin.write_all(&bytes).is_ok()
+            })?;
+        }
+    }
+    let _ = stdin.flush();
+    Ok(())
 }
 
 fn read_output_file(
@@ -309,8 +364,68 @@ mod tests {
     #[test]
     fn passes_stdin_through_and_returns_stdout() {
         let (p, a) = sh("cat");
-        let out = run(&Tools::default(), &p, &a, b"hello", Output::Stdout);
+        let out = run(
+            &Tools::default(),
+            &p,
+            &a,
+            Input::Bytes(b"hello"),
+            Output::Stdout,
+        );
         assert_eq!(out.ok().as_deref(), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn writes_audio_as_16_bit_pcm_while_it_comes() {
+        let pcm = crate::encode::Pcm::new(8_000, vec![0.0, 0.5, -1.0, 2.0]);
+        let (p, a) = sh("cat");
+        let out = run(
+            &Tools::default(),
+            &p,
+            &a,
+            Input::Pcm(&mut &pcm),
+            Output::Stdout,
+        );
+        let expected: Vec<u8> = [0i16, 16384, -32768, 32767]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        assert_eq!(out.ok(), Some(expected));
+    }
+
+    /// Audio that fails to decode after its first piece.
+    struct Broken;
+
+    impl PcmSource for Broken {
+        fn rate(&self) -> u32 {
+            8_000
+        }
+        fn sample_count(&self) -> usize {
+            8_000
+        }
+        fn pour(&mut self, sink: &mut dyn FnMut(&[f32]) -> bool) -> Result<(), EncodeError> {
+            sink(&[0.0; 160]);
+            Err(EncodeError::Corrupt("packet 1 does not decode".into()))
+        }
+    }
+
+    #[test]
+    fn a_decoding_error_stops_the_program_and_is_the_answer() {
+        // The program would run for 30 s: it is killed, not waited for.
+        let (p, a) = sh("exec sleep 30");
+        let start = Instant::now();
+        let err = run(
+            &Tools::default(),
+            &p,
+            &a,
+            Input::Pcm(&mut Broken),
+            Output::Stdout,
+        )
+        .err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(
+            matches!(&err, Some(EncodeError::Corrupt(reason)) if reason.contains("packet 1")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -323,7 +438,7 @@ mod tests {
         // (FFmpeg and SoX are single processes too).
         let (p, a) = sh("exec sleep 30");
         let start = Instant::now();
-        let err = run(&tools, &p, &a, b"", Output::Stdout).err();
+        let err = run(&tools, &p, &a, Input::Bytes(b""), Output::Stdout).err();
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(
             matches!(&err, Some(EncodeError::Tool { reason, .. }) if reason.contains("time limit")),
@@ -339,7 +454,7 @@ mod tests {
         };
         let (p, a) = sh("exec >&- 2>&- <&-; exec sleep 30");
         let start = Instant::now();
-        let err = run(&tools, &p, &a, b"", Output::Stdout).err();
+        let err = run(&tools, &p, &a, Input::Bytes(b""), Output::Stdout).err();
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(
             matches!(&err, Some(EncodeError::Tool { reason, .. }) if reason.contains("time limit")),
@@ -354,7 +469,7 @@ mod tests {
             ..Tools::default()
         };
         let (p, a) = sh("yes");
-        let err = run(&tools, &p, &a, b"", Output::Stdout).err();
+        let err = run(&tools, &p, &a, Input::Bytes(b""), Output::Stdout).err();
         assert!(
             matches!(&err, Some(EncodeError::Tool { reason, .. }) if reason.contains("exceeded")),
             "{err:?}"
@@ -364,7 +479,7 @@ mod tests {
     #[test]
     fn reports_exit_status_and_stderr() {
         let (p, a) = sh("echo 'bad input' >&2; exit 3");
-        let err = run(&Tools::default(), &p, &a, b"", Output::Stdout)
+        let err = run(&Tools::default(), &p, &a, Input::Bytes(b""), Output::Stdout)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -377,7 +492,7 @@ mod tests {
             &Tools::default(),
             Path::new("telenet-no-such-ffmpeg"),
             &[],
-            b"",
+            Input::Bytes(b""),
             Output::Stdout,
         )
         .err();
@@ -392,7 +507,8 @@ mod tests {
         let (p, a) = sh(
             "ls -A | wc -l; env | grep -c -v -e '^PATH=' -e '^LC_ALL=' -e '^PWD=' -e '^SHLVL=' -e '^_=' || true",
         );
-        let out = run(&Tools::default(), &p, &a, b"", Output::Stdout).unwrap_or_default();
+        let out =
+            run(&Tools::default(), &p, &a, Input::Bytes(b""), Output::Stdout).unwrap_or_default();
         assert_eq!(
             String::from_utf8_lossy(&out)
                 .split_whitespace()

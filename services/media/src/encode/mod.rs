@@ -8,14 +8,19 @@
 //! |---|---|---|
 //! | Ogg/Opus voice | libopus 1.6 (`opus` crate, bundled) + our Ogg writer | in process |
 //! | MP3 | LAME 3.100 (`mp3lame-encoder`, vendored) | in process |
-//! | M4A/AAC-LC | FFmpeg's native `aac` encoder | separate process |
+//! | M4A/AAC-LC | FFmpeg's native `aac` encoder, `fast` coder | separate process |
 //! | AMR-NB | libopencore-amrnb through SoX | separate process |
 //! | still-image MP4 | FFmpeg (libx264 + `aac`) | separate process |
 //!
+//! A separate process reads Opus input as it is decoded ([`PcmSource`]), so
+//! decoding and encoding overlap, unless the output is cut into parts
+//! (finding the pauses needs the whole audio).
+//!
 //! `docs/adr/0009-media-encoders.md` says why (speed, safety with untrusted
-//! input, licences). External encoders only ever read PCM we produced, never
-//! the uploaded bytes (SoX decoding AMR input aside), and run with the
-//! limits of [`external`].
+//! input, licences), `docs/adr/0010-faster-external-encodes.md` how the
+//! external encodes were made cheaper. External encoders only ever read PCM
+//! we produced, never the uploaded bytes (SoX decoding AMR input aside), and
+//! run with the limits of [`external`].
 //!
 //! Everything here is synchronous and CPU-bound: callers run it on a
 //! blocking thread from a bounded pool (see `crate::variants`).
@@ -35,7 +40,7 @@ pub use decode::{Container, decode, decode_at, sniff};
 pub use error::EncodeError;
 pub use external::Tools;
 pub use opus::OpusSettings;
-pub use pcm::Pcm;
+pub use pcm::{Pcm, PcmSource};
 
 /// The size under which WhatsApp shows an audio message as a voice note
 /// with a play button (512 KB; the decimal reading, the stricter one).
@@ -156,23 +161,64 @@ pub fn encode(input: &[u8], spec: &Spec, options: &Options) -> Result<Encoded, E
             passthrough: true,
         });
     }
-    let pcm = decode_at(
+    let mut audio = decode::open(
         input,
         options.max_input_ms,
         &options.tools,
         decode_rate(&spec.recipe),
     )?;
-    let decoded_ms = external::elapsed_ms(started);
-    let encoded = encode_pcm(&pcm, spec, options)?;
+    let opened_ms = external::elapsed_ms(started);
+    let duration_ms = pcm::samples_to_ms(audio.sample_count() as u64, audio.rate());
+    let streamed = encodes_while_decoding(spec, audio.as_ref());
+    let encoded = if streamed {
+        encode_while_decoding(audio.as_mut(), spec, options)?
+    } else {
+        encode_pcm(&audio.into_pcm()?, spec, options)?
+    };
     tracing::debug!(
         recipe = ?spec.recipe,
-        duration_ms = pcm.duration_ms(),
-        decode_ms = decoded_ms,
+        duration_ms,
+        opened_ms,
+        streamed,
         total_ms = external::elapsed_ms(started),
         parts = encoded.parts.len(),
         "encoded"
     );
     Ok(encoded)
+}
+
+/// Whether `audio` goes to `spec`'s encoder while it is decoded: when that
+/// encoder is a separate process (it works on the beginning while this
+/// process decodes the rest) and the output is one part (cutting into
+/// parts needs the whole audio to find the pauses).
+fn encodes_while_decoding(spec: &Spec, audio: &dyn PcmSource) -> bool {
+    let external = match spec.recipe {
+        Recipe::M4aAac { .. } | Recipe::WebPlayback { .. } | Recipe::StillMp4 { .. } => true,
+        Recipe::AmrNb => audio.rate() == 8_000,
+        Recipe::OggOpus { .. } | Recipe::Mp3 { .. } => false,
+    };
+    let one_part = spec.max_part_ms == 0
+        || audio.sample_count() as u64 <= spec.max_part_ms * u64::from(audio.rate()) / 1000;
+    external && one_part
+}
+
+/// One part from an external encoder reading `audio` as it is decoded.
+fn encode_while_decoding(
+    audio: &mut dyn PcmSource,
+    spec: &Spec,
+    options: &Options,
+) -> Result<Encoded, EncodeError> {
+    let duration_ms = pcm::samples_to_ms(audio.sample_count() as u64, audio.rate());
+    let (bytes, mime_type) = encode_external(audio, spec.recipe, &options.tools)?;
+    check_part_size(0, &bytes, spec)?;
+    Ok(Encoded {
+        parts: vec![Part {
+            bytes,
+            mime_type,
+            duration_ms,
+        }],
+        passthrough: false,
+    })
 }
 
 /// The rate Opus input is best decoded at for `recipe`: the output's own
@@ -215,14 +261,7 @@ pub fn encode_pcm(pcm: &Pcm, spec: &Spec, options: &Options) -> Result<Encoded, 
             &part_pcm
         };
         let (bytes, mime_type) = encode_one(part, spec, options)?;
-        if spec.max_part_bytes > 0 && bytes.len() as u64 > spec.max_part_bytes {
-            return Err(EncodeError::DoesNotFit(format!(
-                "part {} is {} bytes; at most {} are allowed",
-                i + 1,
-                bytes.len(),
-                spec.max_part_bytes
-            )));
-        }
+        check_part_size(i, &bytes, spec)?;
         parts.push(Part {
             bytes,
             mime_type,
@@ -235,45 +274,69 @@ pub fn encode_pcm(pcm: &Pcm, spec: &Spec, options: &Options) -> Result<Encoded, 
     })
 }
 
+/// Part `i` (from 0) must not be over the spec's byte limit.
+fn check_part_size(i: usize, bytes: &[u8], spec: &Spec) -> Result<(), EncodeError> {
+    if spec.max_part_bytes > 0 && bytes.len() as u64 > spec.max_part_bytes {
+        return Err(EncodeError::DoesNotFit(format!(
+            "part {} is {} bytes; at most {} are allowed",
+            i + 1,
+            bytes.len(),
+            spec.max_part_bytes
+        )));
+    }
+    Ok(())
+}
+
+const M4A_MIME: &str = "audio/mp4; codecs=mp4a.40.2";
+
 fn encode_one(
     pcm: &Pcm,
     spec: &Spec,
     options: &Options,
 ) -> Result<(Vec<u8>, &'static str), EncodeError> {
-    let tools = &options.tools;
-    Ok(match spec.recipe {
+    match spec.recipe {
         Recipe::OggOpus {
             min_bitrate_bps,
             max_bitrate_bps,
-        } => (
+        } => Ok((
             encode_opus_within(pcm, spec.target_max_bytes, min_bitrate_bps, max_bitrate_bps)?,
             "audio/ogg; codecs=opus",
-        ),
-        Recipe::M4aAac { bitrate_bps } | Recipe::WebPlayback { bitrate_bps } => (
-            ffmpeg::encode_m4a(pcm, bitrate_bps, tools)?,
-            "audio/mp4; codecs=mp4a.40.2",
-        ),
+        )),
         Recipe::Mp3 {
             bitrate_bps,
             sample_rate,
-        } => (
+        } => Ok((
             mp3::encode_mp3(pcm, bitrate_bps, sample_rate)?,
             "audio/mpeg",
-        ),
-        Recipe::AmrNb => {
-            let narrow;
-            let pcm = if pcm.rate == 8_000 {
-                pcm
-            } else {
-                narrow = pcm.resampled(8_000);
-                &narrow
-            };
-            (ffmpeg::encode_amr_nb(pcm, tools)?, "audio/amr")
+        )),
+        Recipe::AmrNb if pcm.rate != 8_000 => {
+            encode_external(&mut pcm.resampled(8_000), spec.recipe, &options.tools)
         }
+        recipe => encode_external(&mut &*pcm, recipe, &options.tools),
+    }
+}
+
+/// The output of a recipe whose encoder is a separate process, which reads
+/// `audio` as it comes.
+fn encode_external(
+    audio: &mut dyn PcmSource,
+    recipe: Recipe,
+    tools: &Tools,
+) -> Result<(Vec<u8>, &'static str), EncodeError> {
+    Ok(match recipe {
+        Recipe::M4aAac { bitrate_bps } | Recipe::WebPlayback { bitrate_bps } => {
+            (ffmpeg::encode_m4a(audio, bitrate_bps, tools)?, M4A_MIME)
+        }
+        Recipe::AmrNb => (ffmpeg::encode_amr_nb(audio, tools)?, "audio/amr"),
         Recipe::StillMp4 { audio_bitrate_bps } => (
-            ffmpeg::encode_still_mp4(pcm, audio_bitrate_bps, tools)?,
+            ffmpeg::encode_still_mp4(audio, audio_bitrate_bps, tools)?,
             "video/mp4",
         ),
+        Recipe::OggOpus { .. } | Recipe::Mp3 { .. } => {
+            return Err(EncodeError::Encoder(format!(
+                "{recipe:?} is encoded in process"
+            )));
+        }
     })
 }
 
@@ -405,7 +468,7 @@ fn browser_playable(input: &[u8]) -> Option<&'static str> {
         return None;
     }
     match decode::symphonia_codec(input)? {
-        "aac" if input.get(4..8) == Some(b"ftyp") => Some("audio/mp4; codecs=mp4a.40.2"),
+        "aac" if input.get(4..8) == Some(b"ftyp") => Some(M4A_MIME),
         "mp3" => Some("audio/mpeg"),
         _ => None,
     }

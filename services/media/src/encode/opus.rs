@@ -6,7 +6,7 @@ use std::io::Cursor;
 use ogg::writing::PacketWriteEndInfo;
 
 use super::EncodeError;
-use super::pcm::Pcm;
+use super::pcm::{Pcm, PcmSource};
 use crate::probe::opus::OpusStream;
 
 /// Rates the Opus encoder takes directly; anything else is resampled to 48 kHz.
@@ -141,60 +141,116 @@ fn opus_tags() -> Vec<u8> {
 
 // ------------------------------------------------------------------ decoding
 
-/// Decode an Opus stream taken out of its container (by the probe's WebM and
-/// Ogg parsers) to mono at `rate` (one of libopus's 8, 12, 16, 24, 48 kHz;
-/// others give 48 kHz), applying pre-skip, end trimming and the header's
-/// gain.
-pub fn decode_opus(stream: &OpusStream<'_>, rate: u32) -> Result<Pcm, EncodeError> {
-    let rate = if OPUS_RATES.contains(&rate) {
-        rate
-    } else {
-        48_000
-    };
-    // Pre-skip and durations are counted at 48 kHz.
-    let scale = (48_000 / rate) as usize;
-    let head = &stream.head;
-    let channels = match (head.mapping_family, head.channels) {
-        (0, 1) => opus::Channels::Mono,
-        (0, 2) => opus::Channels::Stereo,
-        (family, n) => {
-            return Err(EncodeError::UnsupportedInput(format!(
-                "Opus with {n} channels (mapping family {family}); mono or stereo only"
-            )));
+/// An Opus stream taken out of its container (by the probe's WebM and Ogg
+/// parsers), decoded packet by packet as it is read ([`PcmSource`]): mono at
+/// one of libopus's rates, pre-skip, end trimming and the header's gain
+/// applied.
+pub struct OpusDecoder<'a> {
+    stream: OpusStream<'a>,
+    decoder: opus::Decoder,
+    rate: u32,
+    channels: usize,
+    /// The next packet to decode.
+    next: usize,
+    /// Decoded samples still to drop (pre-skip).
+    skip: usize,
+    /// Samples still to give (end trimming stops there).
+    remaining: usize,
+    total: usize,
+    /// One packet decoded, interleaved; 120 ms is the most a packet holds.
+    buf: Vec<f32>,
+    mono: Vec<f32>,
+}
+
+impl<'a> OpusDecoder<'a> {
+    /// A decoder for `stream` at `rate` (8, 12, 16, 24 or 48 kHz; others
+    /// give 48 kHz). Lower rates cost libopus less (it skips the upper band).
+    pub fn new(stream: OpusStream<'a>, rate: u32) -> Result<Self, EncodeError> {
+        let rate = if OPUS_RATES.contains(&rate) {
+            rate
+        } else {
+            48_000
+        };
+        // Pre-skip and durations are counted at 48 kHz.
+        let scale = (48_000 / rate) as usize;
+        let head = &stream.head;
+        let channels = match (head.mapping_family, head.channels) {
+            (0, 1) => opus::Channels::Mono,
+            (0, 2) => opus::Channels::Stereo,
+            (family, n) => {
+                return Err(EncodeError::UnsupportedInput(format!(
+                    "Opus with {n} channels (mapping family {family}); mono or stereo only"
+                )));
+            }
+        };
+        let mut decoder = opus::Decoder::new(rate, channels)
+            .map_err(|e| EncodeError::Encoder(format!("opus decoder: {e}")))?;
+        if head.output_gain != 0 {
+            decoder
+                .set_gain(i32::from(head.output_gain))
+                .map_err(|e| EncodeError::Corrupt(format!("Opus output gain: {e}")))?;
         }
-    };
-    let mut decoder = opus::Decoder::new(rate, channels)
-        .map_err(|e| EncodeError::Encoder(format!("opus decoder: {e}")))?;
-    if head.output_gain != 0 {
-        decoder
-            .set_gain(i32::from(head.output_gain))
-            .map_err(|e| EncodeError::Corrupt(format!("Opus output gain: {e}")))?;
-    }
-    let n_ch = usize::from(head.channels);
-    // 120 ms is the longest an Opus packet can hold.
-    let mut buf = vec![0f32; 5760 * n_ch];
-    let mut remaining = usize::try_from(stream.duration_samples()).unwrap_or(usize::MAX) / scale;
-    let mut samples: Vec<f32> = Vec::with_capacity(remaining.min(48_000 * 600));
-    let mut skip = usize::from(head.pre_skip) / scale;
-    for (i, packet) in stream.packets.iter().enumerate() {
-        if remaining == 0 {
-            break;
+        let n_ch = usize::from(head.channels);
+        let total = usize::try_from(stream.duration_samples()).unwrap_or(usize::MAX) / scale;
+        if total == 0 {
+            return Err(EncodeError::NoAudio);
         }
-        let frames = decoder
-            .decode_float(packet, &mut buf, false)
-            .map_err(|e| EncodeError::Corrupt(format!("Opus packet {i} does not decode: {e}")))?;
-        let dropped = skip.min(frames);
-        skip -= dropped;
-        let kept = (frames - dropped).min(remaining);
-        remaining -= kept;
-        super::pcm::downmix_interleaved(
-            &buf[dropped * n_ch..(dropped + kept) * n_ch],
-            n_ch,
-            &mut samples,
-        );
+        let skip = usize::from(head.pre_skip) / scale;
+        Ok(Self {
+            stream,
+            decoder,
+            rate,
+            channels: n_ch,
+            next: 0,
+            skip,
+            remaining: total,
+            total,
+            buf: vec![0f32; 5760 * n_ch],
+            mono: Vec::with_capacity(5760),
+        })
     }
-    if samples.is_empty() {
-        return Err(EncodeError::NoAudio);
+}
+
+impl PcmSource for OpusDecoder<'_> {
+    fn rate(&self) -> u32 {
+        self.rate
     }
-    Ok(Pcm::new(rate, samples))
+
+    fn sample_count(&self) -> usize {
+        self.total
+    }
+
+    fn pour(&mut self, sink: &mut dyn FnMut(&[f32]) -> bool) -> Result<(), EncodeError> {
+        let n_ch = self.channels;
+        while self.remaining > 0 {
+            let i = self.next;
+            let Some(packet) = self.stream.packets.get(i) else {
+                break;
+            };
+            self.next += 1;
+            let frames = self
+                .decoder
+                .decode_float(packet, &mut self.buf, false)
+                .map_err(|e| {
+                    EncodeError::Corrupt(format!("Opus packet {i} does not decode: {e}"))
+                })?;
+            let dropped = self.skip.min(frames);
+            self.skip -= dropped;
+            let kept = (frames - dropped).min(self.remaining);
+            self.remaining -= kept;
+            if kept == 0 {
+                continue;
+            }
+            self.mono.clear();
+            super::pcm::downmix_interleaved(
+                &self.buf[dropped * n_ch..(dropped + kept) * n_ch],
+                n_ch,
+                &mut self.mono,
+            );
+            if !sink(&self.mono) {
+                break;
+            }
+        }
+        Ok(())
+    }
 }

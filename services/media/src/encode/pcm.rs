@@ -1,12 +1,16 @@
 //! Decoded audio as the encoders take it: mono `f32` samples in `[-1, 1]` at
 //! one sample rate, plus the few operations every profile needs (resampling,
 //! cutting into parts at quiet points, 16-bit export for external encoders).
+//! [`PcmSource`] is audio an encoder reads in pieces: decoded already, or
+//! decoded while the encoder reads it.
 //!
 //! Voice notes are speech from one microphone, and every output profile is
 //! mono, so channels are mixed down as soon as audio is decoded: it halves the
 //! memory and the work of everything after.
 
 use std::ops::Range;
+
+use super::EncodeError;
 
 /// Mono audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +55,77 @@ impl Pcm {
             out.extend_from_slice(&to_i16(s).to_le_bytes());
         }
         out
+    }
+}
+
+/// Mono audio an encoder reads in pieces, in order: [`Pcm`] already
+/// decoded, or a stream decoded as it is read (Opus), so that an encoder
+/// in another process works on the start while the rest is decoded.
+pub trait PcmSource {
+    /// Samples per second.
+    fn rate(&self) -> u32;
+    /// How many samples it gives in all.
+    fn sample_count(&self) -> usize;
+    /// Hand the samples to `sink` piece by piece, in order (once: a stream
+    /// decoded as it is read has nothing left after); stop early, without
+    /// error, when `sink` returns `false`.
+    fn pour(&mut self, sink: &mut dyn FnMut(&[f32]) -> bool) -> Result<(), EncodeError>;
+    /// All of it as one [`Pcm`]; empty audio is [`EncodeError::NoAudio`].
+    fn into_pcm(mut self: Box<Self>) -> Result<Pcm, EncodeError> {
+        let mut samples = Vec::with_capacity(self.sample_count());
+        self.pour(&mut |piece| {
+            samples.extend_from_slice(piece);
+            true
+        })?;
+        if samples.is_empty() {
+            return Err(EncodeError::NoAudio);
+        }
+        Ok(Pcm::new(self.rate(), samples))
+    }
+}
+
+/// Samples handed over at a time from decoded audio: 85 ms at 48 kHz.
+const PIECE: usize = 4096;
+
+impl PcmSource for &Pcm {
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn pour(&mut self, sink: &mut dyn FnMut(&[f32]) -> bool) -> Result<(), EncodeError> {
+        let all: &[f32] = &self.samples;
+        for piece in all.chunks(PIECE) {
+            if !sink(piece) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PcmSource for Pcm {
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn pour(&mut self, sink: &mut dyn FnMut(&[f32]) -> bool) -> Result<(), EncodeError> {
+        let mut all: &Pcm = self;
+        all.pour(sink)
+    }
+
+    fn into_pcm(self: Box<Self>) -> Result<Pcm, EncodeError> {
+        if self.samples.is_empty() {
+            return Err(EncodeError::NoAudio);
+        }
+        Ok(*self)
     }
 }
 
