@@ -42,6 +42,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         message = json.loads(body)["message"]
         external_id = f"out-{next(COUNTER)}"
         print(f"to {message['recipient']['external_id']}: {message['text']!r} -> {external_id}", flush=True)
+        for attachment in message.get("attachments", []):
+            print(f"  {attachment.get('kind')} {attachment.get('mime_type')}: {attachment.get('url') or attachment.get('blob_id')}", flush=True)
         reply = json.dumps({"external_id": external_id}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

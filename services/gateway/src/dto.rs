@@ -515,6 +515,19 @@ pub enum AttachmentKind {
     Sticker,
 }
 
+impl AttachmentKind {
+    pub(crate) fn to_proto(self) -> common::AttachmentKind {
+        match self {
+            AttachmentKind::Image => common::AttachmentKind::Image,
+            AttachmentKind::Audio => common::AttachmentKind::Audio,
+            AttachmentKind::Voice => common::AttachmentKind::Voice,
+            AttachmentKind::Video => common::AttachmentKind::Video,
+            AttachmentKind::File => common::AttachmentKind::File,
+            AttachmentKind::Sticker => common::AttachmentKind::Sticker,
+        }
+    }
+}
+
 /// Where an attachment's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -657,12 +670,32 @@ pub struct MessagePage {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageBody {
-    /// Text to send (UTF-8, not blank).
+    /// Text to send (UTF-8); may be empty or left out when files are sent.
+    #[serde(default)]
     pub text: String,
+    /// Files to send, uploaded first with `POST /v1/files` (at most 10). A
+    /// `voice` file goes out as a voice note where the channel has them.
+    #[serde(default)]
+    pub attachments: Vec<SendAttachmentBody>,
     /// Idempotency key chosen by the client: retrying with the same key
     /// returns the first message instead of sending twice.
     #[serde(default)]
     pub client_message_id: Option<String>,
+}
+
+/// A file to send with a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendAttachmentBody {
+    /// The file's id (from `POST /v1/files`).
+    pub file_id: String,
+    /// What it is: `voice` (a recorded voice note, at most 5 minutes),
+    /// `audio`, `image`, `video` or `file` (the default).
+    #[serde(default)]
+    pub kind: Option<AttachmentKind>,
+    /// The name the contact sees (at most 255 characters).
+    #[serde(default)]
+    pub file_name: Option<String>,
 }
 
 /// A reply just stored, and its conversation after the reply (assigned to

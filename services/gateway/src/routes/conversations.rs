@@ -4,16 +4,19 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use telenet_proto::common::v1 as common;
 use telenet_proto::conversations::v1 as conv;
 use telenet_proto::conversations::v1::conversations_client::ConversationsClient;
+use telenet_proto::media::v1 as media_pb;
+use telenet_proto::media::v1::media_client::MediaClient;
 use utoipa::IntoParams;
 
 use super::{PageQuery, page_request, parse_id, present};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::dto::{
-    AssignBody, CloseBody, ConversationPage, ConversationView, MessagePage, SendMessageBody,
-    SentMessage,
+    AssignBody, AttachmentKind, CloseBody, ConversationPage, ConversationView, MessagePage,
+    SendAttachmentBody, SendMessageBody, SentMessage,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -213,10 +216,12 @@ pub(crate) async fn send_message(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<ConversationPath>,
-    ApiJson(body): ApiJson<SendMessageBody>,
+    ApiJson(mut body): ApiJson<SendMessageBody>,
 ) -> Result<(StatusCode, Json<SentMessage>), ApiError> {
     let conversation_id = parse_id("id", &path.id)?;
-    let request = send_request(&caller, conversation_id, body)?;
+    let attachments = std::mem::take(&mut body.attachments);
+    let mut request = send_request(&caller, conversation_id, body, !attachments.is_empty())?;
+    request.attachments = stored_attachments(&state, &caller, attachments).await?;
     let sent = state
         .call(client(&state).send_message(caller.request(request)))
         .await?;
@@ -240,9 +245,13 @@ pub(crate) fn send_request(
     caller: &Caller,
     conversation_id: String,
     body: SendMessageBody,
+    with_files: bool,
 ) -> Result<conv::SendMessageRequest, ApiError> {
-    if body.text.trim().is_empty() {
-        return Err(ApiError::invalid("text", "text must not be blank"));
+    if body.text.trim().is_empty() && !with_files {
+        return Err(ApiError::invalid(
+            "text",
+            "text must not be blank when no attachments are sent",
+        ));
     }
     let client_message_id = match body.client_message_id {
         None => String::new(),
@@ -269,6 +278,90 @@ pub(crate) fn send_request(
         attachments: Vec::new(),
         client_message_id,
     })
+}
+
+/// Most files sent with one reply.
+const MAX_ATTACHMENTS: usize = 10;
+/// Longest file name shown to the contact, in characters.
+const MAX_FILE_NAME_CHARS: usize = 255;
+
+/// The files of a reply as stored attachments: each must be a file of the
+/// workspace (404 otherwise); its type, size and — for audio and video —
+/// duration come from the media service, and a voice note must be audio
+/// the media service can read, at most 5 minutes long.
+async fn stored_attachments(
+    state: &AppState,
+    caller: &Caller,
+    files: Vec<SendAttachmentBody>,
+) -> Result<Vec<common::Attachment>, ApiError> {
+    if files.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::invalid(
+            "attachments",
+            format!("at most {MAX_ATTACHMENTS} attachments per message"),
+        ));
+    }
+    let mut media = MediaClient::new(state.upstreams.media.clone());
+    let mut out = Vec::with_capacity(files.len());
+    for file in files {
+        let id = file.file_id.trim().to_ascii_lowercase();
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::invalid(
+                "attachments",
+                "attachments[].file_id must be a file id (64 hex characters)",
+            ));
+        }
+        let file_name = file.file_name.unwrap_or_default();
+        if file_name.chars().count() > MAX_FILE_NAME_CHARS
+            || file_name.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(
+                "attachments",
+                format!(
+                    "attachments[].file_name must be at most {MAX_FILE_NAME_CHARS} characters without control characters"
+                ),
+            ));
+        }
+        let kind = file.kind.unwrap_or(AttachmentKind::File);
+        let metadata = state
+            .call(
+                media.get_blob_metadata(caller.request(media_pb::GetBlobMetadataRequest {
+                    workspace_id: caller.workspace_id().to_owned(),
+                    blob_id: id.clone(),
+                })),
+            )
+            .await?;
+        let blob = metadata.blob.ok_or(ApiError::Incomplete("the file"))?;
+        let mut duration_ms = metadata.probe.as_ref().map_or(0, |p| p.duration_ms);
+        if kind == AttachmentKind::Voice {
+            // The probe says exactly why a file is no voice note (not
+            // audio, corrupt, over 5 minutes).
+            let probe = state
+                .call(media.probe(caller.request(media_pb::ProbeRequest {
+                    workspace_id: caller.workspace_id().to_owned(),
+                    blob_id: id.clone(),
+                    waveform_peaks: 0,
+                })))
+                .await?;
+            if probe.audio.is_empty() {
+                return Err(ApiError::invalid(
+                    "attachments",
+                    "a voice attachment must be an audio file",
+                ));
+            }
+            duration_ms = probe.duration_ms;
+        }
+        out.push(common::Attachment {
+            kind: kind.to_proto() as i32,
+            mime_type: blob.mime_type,
+            size_bytes: blob.size_bytes,
+            blob_id: blob.id,
+            state: common::AttachmentState::Ready as i32,
+            file_name,
+            duration_ms,
+            ..common::Attachment::default()
+        });
+    }
+    Ok(out)
 }
 
 /// Assigns a conversation to a member of the workspace.
