@@ -9,6 +9,7 @@
 //!   statuses;
 //! - [`grpc`]: the gRPC server (health, reflection, timeouts, limits,
 //!   readiness) and client channel (timeouts, keepalive, retries);
+//! - [`mime`]: MIME type essences;
 //! - [`metrics`]: Prometheus metrics (the process's registry, RED layers
 //!   for gRPC and HTTP, the `/metrics` endpoint);
 //! - [`shutdown`]: signal handling and listener binding.
@@ -17,5 +18,6 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod mime;
 pub mod shutdown;
 pub mod telemetry;

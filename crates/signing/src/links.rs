@@ -18,6 +18,23 @@ const CONTEXT: &[u8] = b"telenet-link-v1";
 /// Shortest key accepted, in bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 
+/// Longest file name a link may carry, in characters.
+pub const MAX_FILE_NAME_CHARS: usize = 128;
+
+/// Whether `name` can end a link: one path segment of 1 to
+/// [`MAX_FILE_NAME_CHARS`] characters, without `/`, `\`, control
+/// characters or surrounding spaces, and not `.` or `..`.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_FILE_NAME_CHARS
+        && name.trim() == name
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
+}
+
 /// Why a link is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {

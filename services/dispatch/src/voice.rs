@@ -23,6 +23,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use telenet_kit::mime::essence;
 use telenet_proto::common::v1::{Attachment, AttachmentKind};
 use telenet_proto::media::v1::media_client::MediaClient;
 use telenet_proto::media::v1::{CreateDownloadUrlRequest, TranscodeRequest, VariantState};
@@ -190,15 +191,6 @@ pub fn profile_for(mime: &str) -> Option<&'static str> {
     })
 }
 
-/// `type/subtype` of a MIME type, lowercase.
-pub fn essence(mime: &str) -> String {
-    mime.split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// What to do with one voice attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
@@ -250,15 +242,11 @@ pub(crate) fn from_parts(parts: &[VariantPart]) -> Vec<Attachment> {
 /// 128 characters, no `/`, `\\` or control characters), else empty: the
 /// media service then names the file itself.
 pub(crate) fn link_name(name: &str) -> &str {
-    let usable = !name.is_empty()
-        && name.chars().count() <= 128
-        && name.trim() == name
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c.is_control() || c == '/' || c == '\\');
-    if usable { name } else { "" }
+    if telenet_signing::links::is_file_name(name) {
+        name
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -192,19 +192,10 @@ pub fn formats_of(essence: &str) -> Option<&'static [Format]> {
     })
 }
 
-/// The essence of a MIME type: `type/subtype` in lowercase, parameters
-/// dropped.
-pub fn essence(mime: &str) -> String {
-    mime.split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use telenet_kit::mime::essence;
 
     fn padded(prefix: &[u8]) -> Vec<u8> {
         let mut v = prefix.to_vec();

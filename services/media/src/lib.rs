@@ -298,32 +298,57 @@ impl MediaService {
     }
 
     async fn find(&self, workspace_id: &str, id: &BlobId) -> Result<Option<pb::Blob>, Error> {
+        Ok(self
+            .find_record(workspace_id, id)
+            .await?
+            .map(|(blob, _)| blob))
+    }
+
+    /// The workspace's record of a blob, and when it was first uploaded
+    /// (µs).
+    async fn find_record(
+        &self,
+        workspace_id: &str,
+        id: &BlobId,
+    ) -> Result<Option<(pb::Blob, i64)>, Error> {
         let row = sqlx::query(
-            "SELECT workspace_id, blob_id, size_bytes, mime_type FROM blobs \
+            "SELECT workspace_id, blob_id, size_bytes, mime_type, created_at FROM blobs \
              WHERE workspace_id = $1 AND blob_id = $2",
         )
         .bind(workspace_id)
         .bind(id.as_str())
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|r| -> Result<pb::Blob, Error> {
+        row.map(|r| -> Result<(pb::Blob, i64), Error> {
             let size: i64 = r.try_get("size_bytes")?;
-            Ok(pb::Blob {
+            let blob = pb::Blob {
                 id: r.try_get("blob_id")?,
                 workspace_id: r.try_get("workspace_id")?,
                 // Only ever written from a u64, so never negative.
                 size_bytes: u64::try_from(size).unwrap_or_default(),
                 mime_type: r.try_get("mime_type")?,
-            })
+            };
+            Ok((blob, r.try_get("created_at")?))
         })
         .transpose()
     }
 
     /// A blob the workspace uploaded.
     pub async fn blob(&self, workspace_id: &str, blob_id: &str) -> Result<pb::Blob, Error> {
+        Ok(self.blob_record(workspace_id, blob_id).await?.0)
+    }
+
+    /// A blob the workspace uploaded, and when it was first uploaded (µs).
+    pub(crate) async fn blob_record(
+        &self,
+        workspace_id: &str,
+        blob_id: &str,
+    ) -> Result<(pb::Blob, i64), Error> {
         require("workspace_id", workspace_id)?;
         let id = parse_blob_id(blob_id)?;
-        self.find(workspace_id, &id).await?.ok_or(Error::NotFound)
+        self.find_record(workspace_id, &id)
+            .await?
+            .ok_or(Error::NotFound)
     }
 
     /// Open a range of a blob the workspace uploaded; `length` 0 means to

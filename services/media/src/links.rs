@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use telenet_proto::media::v1 as pb;
-use telenet_signing::links::{Link, LinkError, LinkSigner};
+use telenet_signing::links::{Link, LinkError, LinkSigner, is_file_name};
 
 use crate::{Error, MediaService, require};
 
@@ -19,8 +19,7 @@ pub const DEFAULT_TTL_SECS: u32 = 3_600;
 pub const MIN_TTL_SECS: u32 = 60;
 /// Longest lifetime a link may ask for, in seconds (7 days).
 pub const MAX_TTL_SECS: u32 = 7 * 24 * 3_600;
-/// Longest file name, in characters.
-pub const MAX_FILE_NAME_CHARS: usize = 128;
+pub use telenet_signing::links::MAX_FILE_NAME_CHARS;
 
 /// Download links (`media.download_urls.*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,14 +165,7 @@ impl MediaService {
 }
 
 fn check_file_name(name: &str) -> Result<(), Error> {
-    let bad = name.chars().count() > MAX_FILE_NAME_CHARS
-        || name.trim() != name
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c.is_control() || c == '/' || c == '\\');
-    if bad {
+    if !is_file_name(name) {
         return Err(Error::InvalidArgument(format!(
             "file_name must be 1 to {MAX_FILE_NAME_CHARS} characters without `/`, `\\`, control \
              characters or surrounding spaces, and not `.` or `..`"
@@ -191,13 +183,7 @@ fn default_file_name(blob: &pb::Blob) -> String {
 /// The usual file extension of a MIME type (parameters ignored); `bin`
 /// when there is none we know.
 pub fn extension_of(mime_type: &str) -> &'static str {
-    let essence = mime_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
+    match telenet_kit::mime::essence(mime_type).as_str() {
         "audio/ogg" | "audio/opus" => "ogg",
         "audio/mpeg" | "audio/mp3" => "mp3",
         "audio/mp4" | "audio/x-m4a" | "audio/m4a" => "m4a",

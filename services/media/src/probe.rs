@@ -540,6 +540,16 @@ impl crate::MediaService {
             }
         };
         let blob = self.blob(&req.workspace_id, &req.blob_id).await?;
+        self.probe_stored(&blob, peaks).await
+    }
+
+    /// Probe a blob already looked up, with `peaks` waveform slices: the
+    /// kept answer, or probed now and kept.
+    async fn probe_stored(
+        &self,
+        blob: &pb::Blob,
+        peaks: usize,
+    ) -> Result<pb::ProbeResult, crate::Error> {
         if let Some(cached) = self.cached_probe(&blob.id, peaks).await? {
             return Ok(cached);
         }
@@ -587,24 +597,11 @@ impl crate::MediaService {
         &self,
         req: &pb::GetBlobMetadataRequest,
     ) -> Result<pb::BlobMetadata, crate::Error> {
-        use telenet_store::sqlx::{self, Row};
-        let blob = self.blob(&req.workspace_id, &req.blob_id).await?;
-        let created_at: i64 =
-            sqlx::query("SELECT created_at FROM blobs WHERE workspace_id = $1 AND blob_id = $2")
-                .bind(&blob.workspace_id)
-                .bind(&blob.id)
-                .fetch_one(self.db.pool())
-                .await?
-                .try_get("created_at")?;
+        let (blob, created_at) = self.blob_record(&req.workspace_id, &req.blob_id).await?;
         let declared = blob.mime_type.to_ascii_lowercase();
         let media = declared.starts_with("audio/") || declared.starts_with("video/");
         let probe = if media {
-            let request = pb::ProbeRequest {
-                workspace_id: blob.workspace_id.clone(),
-                blob_id: blob.id.clone(),
-                waveform_peaks: PLAYER_PEAKS,
-            };
-            match self.probe_blob(&request).await {
+            match self.probe_stored(&blob, PLAYER_PEAKS as usize).await {
                 Ok(result) => Some(result),
                 Err(crate::Error::Probe(e)) if !matches!(e, ProbeError::Read(_)) => None,
                 Err(e) => return Err(e),

@@ -138,18 +138,19 @@ impl Harness {
         offset: u64,
         length: u64,
     ) -> Result<(Blob, Vec<Vec<u8>>), Status> {
-        let mut stream = self
-            .client
-            .clone()
-            .download(DownloadRequest {
-                workspace_id: ws.into(),
-                blob_id: id.into(),
-                offset,
-                length,
-                grant: None,
-            })
-            .await?
-            .into_inner();
+        self.fetch_with(DownloadRequest {
+            workspace_id: ws.into(),
+            blob_id: id.into(),
+            offset,
+            length,
+            grant: None,
+        })
+        .await
+    }
+
+    /// `fetch` of any download request.
+    async fn fetch_with(&self, request: DownloadRequest) -> Result<(Blob, Vec<Vec<u8>>), Status> {
+        let mut stream = self.client.clone().download(request).await?.into_inner();
         let first = stream.next().await.expect("first message")?;
         assert!(
             first.chunk.is_empty(),
@@ -619,23 +620,14 @@ impl Harness {
         id: &str,
         grant: DownloadGrant,
     ) -> Result<Vec<u8>, Status> {
-        let mut stream = self
-            .client
-            .clone()
-            .download(DownloadRequest {
-                workspace_id: ws.into(),
-                blob_id: id.into(),
-                offset: 0,
-                length: 0,
-                grant: Some(grant),
-            })
-            .await?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(message) = stream.next().await {
-            out.extend(message?.chunk);
-        }
-        Ok(out)
+        let request = DownloadRequest {
+            workspace_id: ws.into(),
+            blob_id: id.into(),
+            offset: 0,
+            length: 0,
+            grant: Some(grant),
+        };
+        Ok(self.fetch_with(request).await?.1.concat())
     }
 }
 

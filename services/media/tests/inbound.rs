@@ -215,6 +215,16 @@ fn created(
     )
 }
 
+/// A subscription to the attachment outcomes media announces.
+async fn outcomes(bus: &SharedBus) -> Subscription {
+    bus.subscribe(SubscribeSpec::new(
+        "test.outcomes",
+        &["message.attachment_ready", "message.attachment_failed"],
+    ))
+    .await
+    .expect("subscribe")
+}
+
 /// The next attachment outcome: (message id, index, attachment).
 async fn next_outcome(sub: &mut Subscription) -> (String, u32, Attachment, bool) {
     let delivery = tokio::time::timeout(Duration::from_secs(20), sub.next())
@@ -251,14 +261,7 @@ async fn next_outcome(sub: &mut Subscription) -> (String, u32, Attachment, bool)
 async fn pending_attachments_end_ready_or_failed_once() {
     let base = provider().await;
     let w = world(local_config()).await;
-    let mut sub = w
-        .bus
-        .subscribe(SubscribeSpec::new(
-            "test.outcomes",
-            &["message.attachment_ready", "message.attachment_failed"],
-        ))
-        .await
-        .expect("subscribe");
+    let mut sub = outcomes(&w.bus).await;
     InboundFetcher::new(w.media.clone(), w.bus.clone())
         .expect("fetcher")
         .start(w.token.clone())
@@ -417,14 +420,7 @@ async fn unusable_settings_are_named() {
 async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
     let base = provider().await;
     let w = world(local_config()).await;
-    let mut sub = w
-        .bus
-        .subscribe(SubscribeSpec::new(
-            "test.outcomes",
-            &["message.attachment_ready", "message.attachment_failed"],
-        ))
-        .await
-        .expect("subscribe");
+    let mut sub = outcomes(&w.bus).await;
     let mut variants = w
         .bus
         .subscribe(SubscribeSpec::new(

@@ -331,25 +331,28 @@ async fn stored_attachments(
             )
             .await?;
         let blob = metadata.blob.ok_or(ApiError::Incomplete("the file"))?;
-        let mut duration_ms = metadata.probe.as_ref().map_or(0, |p| p.duration_ms);
-        if kind == AttachmentKind::Voice {
-            // The probe says exactly why a file is no voice note (not
-            // audio, corrupt, over 5 minutes).
-            let probe = state
-                .call(media.probe(caller.request(media_pb::ProbeRequest {
-                    workspace_id: caller.workspace_id().to_owned(),
-                    blob_id: id.clone(),
-                    waveform_peaks: 0,
-                })))
-                .await?;
-            if probe.audio.is_empty() {
-                return Err(ApiError::invalid(
-                    "attachments",
-                    "a voice attachment must be an audio file",
-                ));
-            }
-            duration_ms = probe.duration_ms;
+        let mut probe = metadata.probe;
+        if kind == AttachmentKind::Voice && probe.is_none() {
+            // Metadata leaves out why a file did not probe; asking the probe
+            // itself says exactly why it is no voice note (not audio,
+            // corrupt, over 5 minutes).
+            probe = Some(
+                state
+                    .call(media.probe(caller.request(media_pb::ProbeRequest {
+                        workspace_id: caller.workspace_id().to_owned(),
+                        blob_id: id.clone(),
+                        waveform_peaks: 0,
+                    })))
+                    .await?,
+            );
         }
+        if kind == AttachmentKind::Voice && probe.as_ref().is_none_or(|p| p.audio.is_empty()) {
+            return Err(ApiError::invalid(
+                "attachments",
+                "a voice attachment must be an audio file",
+            ));
+        }
+        let duration_ms = probe.as_ref().map_or(0, |p| p.duration_ms);
         out.push(common::Attachment {
             kind: kind.to_proto() as i32,
             mime_type: blob.mime_type,

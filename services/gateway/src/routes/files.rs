@@ -236,7 +236,7 @@ async fn upload_file(
             "the file part needs a Content-Type: the file's declared type",
         )
     })?;
-    let essence = sniff::essence(&declared);
+    let essence = telenet_kit::mime::essence(&declared);
     let allowed = sniff::formats_of(&essence);
     let accepts = |f: fn(sniff::Format) -> bool| allowed.is_some_and(|a| a.iter().any(|&x| f(x)));
     let refused = match kind {
@@ -740,16 +740,14 @@ pub(crate) async fn create_link(
     OptionalJson(body): OptionalJson<LinkBody>,
 ) -> Result<(StatusCode, Json<LinkView>), ApiError> {
     let body = body.unwrap_or_default();
-    let request = media::CreateDownloadUrlRequest {
-        workspace_id: caller.workspace_id().to_owned(),
-        blob_id: parse_file_id(&path.id)?,
-        ttl_seconds: body.ttl_seconds.unwrap_or(0),
-        file_name: body.file_name.unwrap_or_default(),
-    };
-    let mut client = MediaClient::new(state.upstreams.media.clone());
-    let link = state
-        .call(client.create_download_url(caller.request(request)))
-        .await?;
+    let link = make_link(
+        &state,
+        &caller,
+        parse_file_id(&path.id)?,
+        body.ttl_seconds.unwrap_or(0),
+        body.file_name.unwrap_or_default(),
+    )
+    .await?;
     let expires_at =
         crate::dto::time(link.expires_at.as_ref()).ok_or(ApiError::Incomplete("expires_at"))?;
     Ok((
@@ -916,16 +914,14 @@ async fn player_link(
     caller: &Caller,
     file_id: &str,
 ) -> Result<Option<String>, ApiError> {
-    let mut client = MediaClient::new(state.upstreams.media.clone());
-    let request = media::CreateDownloadUrlRequest {
-        workspace_id: caller.workspace_id().to_owned(),
-        blob_id: file_id.to_owned(),
-        ttl_seconds: PLAYER_LINK_TTL,
-        file_name: String::new(),
-    };
-    match state
-        .call(client.create_download_url(caller.request(request)))
-        .await
+    match make_link(
+        state,
+        caller,
+        file_id.to_owned(),
+        PLAYER_LINK_TTL,
+        String::new(),
+    )
+    .await
     {
         Ok(link) => Ok(Some(link.url)),
         Err(ApiError::Upstream(status)) if status.code() == tonic::Code::FailedPrecondition => {
@@ -933,6 +929,27 @@ async fn player_link(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Ask media for a download link to a file of the caller's workspace
+/// (`ttl_seconds` 0: media's default; an empty name: media names it).
+async fn make_link(
+    state: &AppState,
+    caller: &Caller,
+    file_id: String,
+    ttl_seconds: u32,
+    file_name: String,
+) -> Result<media::CreateDownloadUrlResponse, ApiError> {
+    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let request = media::CreateDownloadUrlRequest {
+        workspace_id: caller.workspace_id().to_owned(),
+        blob_id: file_id,
+        ttl_seconds,
+        file_name,
+    };
+    state
+        .call(client.create_download_url(caller.request(request)))
+        .await
 }
 
 /// The media profile every browser plays.
