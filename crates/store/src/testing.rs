@@ -49,3 +49,50 @@ pub fn sqlite_in(dir: &std::path::Path, name: &str) -> String {
         dir.join(format!("{name}.db")).display()
     )
 }
+
+/// A store backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// A database URL for this backend: a fresh PostgreSQL database, or a
+    /// SQLite file named `name` in `dir`.
+    pub async fn url(self, dir: &std::path::Path, name: &str) -> String {
+        match self {
+            Backend::Sqlite => sqlite_in(dir, name),
+            Backend::Postgres => fresh_postgres().await,
+        }
+    }
+}
+
+/// Runs each named scenario `async fn name(backend: Backend)` once on
+/// SQLite and once on PostgreSQL, as tests `sqlite::name` and
+/// `postgres::name`.
+///
+/// ```ignore
+/// use telenet_store::testing::Backend;
+/// telenet_store::on_both_backends!(creates_a_contact, workspaces_are_isolated);
+/// async fn creates_a_contact(backend: Backend) { /* … */ }
+/// ```
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::testing::Backend::Sqlite).await;
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::testing::Backend::Postgres).await;
+            })+
+        }
+    };
+}

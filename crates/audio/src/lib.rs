@@ -1,0 +1,1 @@
+//! Audio and media files: sniffing, probing, remuxing, encoding and the channel profiles.
