@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod runner;
+pub mod testing;
 
 pub use runner::{Runner, Stopped};
 
