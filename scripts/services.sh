@@ -117,14 +117,13 @@ rabbitmq_after_install() {
 }
 rabbitmq_after_start() { :; }
 
-# --- tools the build needs (not services, but installed the same way) -----
+# --- programs the tests need (not services, but installed the same way) ---
 
-# command:package pairs. cmake builds the libopus that the `opus` crate
-# bundles (media service); pkg-config is how build scripts find libraries.
-# ffmpeg (with ffprobe) and sox are the media service's external encoders
-# (AAC, still-image MP4, AMR-NB through libopencore-amrnb) and what its
-# tests check outputs with.
-BUILD_TOOLS=(cmake:cmake pkg-config:pkg-config ffmpeg:ffmpeg ffprobe:ffmpeg sox:sox)
+# command:package pairs. ffmpeg (with ffprobe) and sox are the media
+# service's external encoders (AAC, still-image MP4, AMR-NB through
+# libopencore-amrnb) and what its tests check outputs with. The build itself
+# needs none: CMake for the bundled libopus comes through scripts/cmake.
+BUILD_TOOLS=(ffmpeg:ffmpeg ffprobe:ffmpeg sox:sox)
 
 ensure_build_tools() {
     local entry missing=()

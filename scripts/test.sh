@@ -12,6 +12,9 @@ scripts/services.sh ensure
 echo "==> cargo fmt --all --check"
 cargo fmt --all --check
 
+echo "==> proto checks (buf lint, buf breaking against main and the published v1)"
+scripts/check-proto.sh
+
 echo "==> deploy checks (chart, images, k8s/, Tiltfile)"
 scripts/check-deploy.sh
 

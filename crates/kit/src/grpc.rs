@@ -48,9 +48,11 @@
 //!
 //! # Client
 //!
-//! [`channel`] builds a lazily connected channel with connect and request
-//! timeouts and keepalives; [`retry_idempotent`] retries transient failures
-//! of calls that are safe to repeat.
+//! [`client`] builds what every service calls another through: a lazily
+//! connected channel (connect timeout, keepalives) under the client stack
+//! of [`crate::client`] (metrics, trace propagation, retries of calls that
+//! are safe to repeat, a timeout per attempt). [`channel`] is the bare
+//! channel, for tools that call a single service once.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -529,6 +531,9 @@ pub struct ClientConfig {
     /// How long a ping may go unanswered before reconnecting.
     #[serde(with = "duration")]
     pub http2_keepalive_timeout: Duration,
+    /// Retries of idempotent calls (reads, upserts keyed by the caller)
+    /// made through [`client`].
+    pub retry: RetryPolicy,
 }
 
 impl Default for ClientConfig {
@@ -539,6 +544,7 @@ impl Default for ClientConfig {
             tcp_keepalive: Duration::from_secs(60),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -570,6 +576,14 @@ pub enum ChannelError {
 /// again after failures, so a service can start before its dependencies;
 /// readiness checks reveal whether they answer.
 pub fn channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, ChannelError> {
+    connect_lazy(endpoint, config, Some(config.request_timeout))
+}
+
+fn connect_lazy(
+    endpoint: &str,
+    config: &ClientConfig,
+    timeout: Option<Duration>,
+) -> Result<Channel, ChannelError> {
     let uri = if endpoint.contains("://") {
         endpoint.to_owned()
     } else {
@@ -589,32 +603,40 @@ pub fn channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, Channel
             source,
         })?
         .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
         .tcp_nodelay(true)
         .tcp_keepalive(Some(config.tcp_keepalive))
         .http2_keep_alive_interval(config.http2_keepalive_interval)
         .keep_alive_timeout(config.http2_keepalive_timeout)
         .keep_alive_while_idle(true);
+    let endpoint_config = match timeout {
+        Some(timeout) => endpoint_config.timeout(timeout),
+        None => endpoint_config,
+    };
     Ok(endpoint_config.connect_lazy())
 }
 
-/// The channel every gRPC client of a service goes through. See [`client`].
-pub type GrpcChannel = Channel;
+pub use crate::client::{GrpcChannel, is_client_timeout};
 
 /// A client channel to `endpoint` for the service `caller`, through the
-/// client stack: trace propagation, timeout, retry of idempotent calls and
-/// metrics (recorded in `metrics`).
+/// client stack ([`crate::client`]): metrics (recorded in `metrics`), trace
+/// propagation, retry of idempotent calls ([`ClientConfig::retry`]) and a
+/// timeout per attempt ([`ClientConfig::request_timeout`]).
 pub fn client(
     endpoint: &str,
     config: &ClientConfig,
     metrics: &Metrics,
     caller: &'static str,
 ) -> Result<GrpcChannel, ChannelError> {
-    let _ = (metrics, caller);
-    channel(endpoint, config)
+    let channel = connect_lazy(endpoint, config, None)?;
+    let stack = crate::client::StackConfig {
+        caller,
+        timeout: config.request_timeout,
+        retry: config.retry.clone(),
+    };
+    Ok(crate::client::stack(channel, &stack, metrics))
 }
 
-/// Retry schedule for [`retry_idempotent`]: exponential backoff (doubling)
+/// Retry schedule of idempotent calls ([`crate::client`]): exponential backoff (doubling)
 /// with jitter, capped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -649,40 +671,6 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `call` until it succeeds, fails with a non-transient status, or
-/// `policy.max_attempts` is reached; returns the last status on failure.
-///
-/// Only for idempotent calls (reads, upserts keyed by a client-chosen id):
-/// a timed-out call may have taken effect. Retried: UNAVAILABLE,
-/// DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (not "payload too large") and
-/// tonic's client-side timeout; see [`is_retryable`].
-pub async fn retry_idempotent<F, Fut, T>(policy: &RetryPolicy, mut call: F) -> Result<T, Status>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
-{
-    let max_attempts = policy.max_attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(status) if attempt < max_attempts && is_retryable(&status) => {
-                let delay = jittered(policy.backoff(attempt));
-                tracing::debug!(
-                    attempt,
-                    code = ?status.code(),
-                    message = status.message(),
-                    delay = %duration::format(delay),
-                    "retrying idempotent call"
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(status) => return Err(status),
-        }
-    }
-}
-
 /// Whether `status` is worth retrying for an idempotent call.
 pub fn is_retryable(status: &Status) -> bool {
     match status.code() {
@@ -708,7 +696,7 @@ fn caused_by_client_timeout(status: &Status) -> bool {
 
 /// "Equal jitter": half the delay fixed, half random, so retries from many
 /// callers spread out without ever retrying immediately.
-fn jittered(delay: Duration) -> Duration {
+pub(crate) fn jittered(delay: Duration) -> Duration {
     let half = delay / 2;
     let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
     half + Duration::from_nanos(fastrand::u64(0..=nanos))
@@ -716,7 +704,7 @@ fn jittered(delay: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus as PbStatus;
@@ -914,58 +902,6 @@ mod tests {
             .await
             .expect("health check bypasses the limit");
         busy.await.expect("task").expect("first request completes");
-    }
-
-    #[tokio::test]
-    async fn retries_transient_failures_until_success() {
-        let policy = RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(4),
-        };
-        let calls = AtomicU32::new(0);
-        let result = retry_idempotent(&policy, || {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                match n {
-                    0 => Err(Status::unavailable("down")),
-                    1 => Err(Status::deadline_exceeded("slow")),
-                    _ => Ok(n),
-                }
-            }
-        })
-        .await;
-        assert_eq!(result.expect("third attempt succeeds"), 2);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test]
-    async fn does_not_retry_permanent_failures() {
-        let calls = AtomicU32::new(0);
-        let result: Result<(), Status> = retry_idempotent(&RetryPolicy::default(), || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(Status::invalid_argument("bad")) }
-        })
-        .await;
-        assert_eq!(result.expect_err("fails").code(), Code::InvalidArgument);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn gives_up_after_max_attempts_with_last_status() {
-        let policy = RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(1),
-        };
-        let calls = AtomicU32::new(0);
-        let result: Result<(), Status> = retry_idempotent(&policy, || {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move { Err(Status::resource_exhausted(format!("attempt {n}"))) }
-        })
-        .await;
-        assert_eq!(result.expect_err("exhausted").message(), "attempt 2");
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -9,11 +9,14 @@
 //!   statuses;
 //! - [`grpc`]: the gRPC server (health, reflection, timeouts, limits,
 //!   readiness) and client channel (timeouts, keepalive, retries);
+//! - [`client`]: the client stack every gRPC call goes through (metrics,
+//!   trace propagation, retry of idempotent calls, timeout);
 //! - [`mime`]: MIME type essences;
 //! - [`metrics`]: Prometheus metrics (the process's registry, RED layers
 //!   for gRPC and HTTP, the `/metrics` endpoint);
 //! - [`shutdown`]: signal handling and listener binding.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -1,0 +1,744 @@
+//! The client stack: how every gRPC call one service makes to another
+//! behaves, in one named stack of tower layers rather than in handlers.
+//!
+//! From the outside in:
+//!
+//! 1. [`ClientMetrics`]: calls by caller, service, method and status code,
+//!    and their duration (`telenet_grpc_client_requests_total`,
+//!    `telenet_grpc_client_request_duration_seconds`);
+//! 2. [`TracePropagation`]: the current trace context (`traceparent`,
+//!    `tracestate`) added to every request's metadata;
+//! 3. [`RetryIdempotent`]: calls that are safe to repeat ([`is_idempotent`])
+//!    are retried on transient failures with jittered exponential backoff;
+//! 4. [`Timeout`]: each attempt is bounded; an attempt that runs out answers
+//!    DEADLINE_EXCEEDED marked as the client's own timeout
+//!    ([`is_client_timeout`]);
+//! 5. the lazily connected [`tonic::transport::Channel`].
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use telenet_kit::{grpc, metrics::Metrics};
+//! let channel = grpc::client("http://contacts:50051", &grpc::ClientConfig::default(),
+//!     &Metrics::new(), "conversations")?;
+//! // telenet_proto::contacts::v1::contacts_client::ContactsClient::new(channel)
+//! # drop(channel); Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt as _};
+
+use crate::grpc::RetryPolicy;
+use crate::metrics::Metrics;
+
+/// Any error of the stack; tonic turns it back into a [`Status`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The channel every gRPC client goes through: the stack over a
+/// [`tonic::transport::Channel`].
+pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// Metadata key set on a DEADLINE_EXCEEDED the client stack made itself
+/// (the attempt ran out of time), as opposed to one a service answered.
+pub const CLIENT_TIMEOUT_METADATA: &str = "telenet-client-timeout";
+
+/// Method names that are safe to repeat: reads, and calls whose effect is
+/// keyed by what the caller sends (upserts, authentication, link signing,
+/// probing, transcoding into a cache).
+const IDEMPOTENT_PREFIXES: [&str; 5] = ["Get", "List", "Search", "Count", "Probe"];
+const IDEMPOTENT_METHODS: [&str; 4] = [
+    "UpsertByIdentity",
+    "Authenticate",
+    "CreateDownloadUrl",
+    "Transcode",
+];
+
+/// Whether the call at `path` (`/package.Service/Method`) may be retried:
+/// repeating it cannot do anything twice.
+pub fn is_idempotent(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    IDEMPOTENT_PREFIXES
+        .iter()
+        .any(|prefix| method.starts_with(prefix))
+        || IDEMPOTENT_METHODS.contains(&method)
+}
+
+/// Whether `status` is the client stack's own timeout.
+pub fn is_client_timeout(status: &Status) -> bool {
+    status.code() == Code::DeadlineExceeded
+        && status.metadata().contains_key(CLIENT_TIMEOUT_METADATA)
+}
+
+/// The stack's settings.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The calling service (metrics label).
+    pub caller: &'static str,
+    /// Longest wait for one attempt's response to begin.
+    pub timeout: Duration,
+    /// Retries of idempotent calls.
+    pub retry: RetryPolicy,
+}
+
+/// The stack over `channel`.
+pub fn stack<S>(channel: S, config: &StackConfig, metrics: &Metrics) -> GrpcChannel
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let service = tower::ServiceBuilder::new()
+        .layer(ClientMetricsLayer::new(metrics, config.caller))
+        .layer(TracePropagationLayer)
+        .layer(RetryIdempotentLayer {
+            policy: Arc::new(config.retry.clone()),
+        })
+        .layer(TimeoutLayer {
+            timeout: config.timeout,
+        })
+        .service(channel.map_err(Into::into));
+    BoxCloneSyncService::new(service)
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+// ---------------------------------------------------------------------------
+// Timeout
+
+/// Bounds each attempt; see the module docs.
+#[derive(Clone)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// See [`TimeoutLayer`].
+#[derive(Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, Req> Service<Req> for Timeout<S>
+where
+    S: Service<Req, Error = BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let timeout = self.timeout;
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Box::new(client_timeout(timeout)) as BoxError),
+            }
+        })
+    }
+}
+
+fn client_timeout(timeout: Duration) -> Status {
+    let mut status = Status::deadline_exceeded(format!(
+        "no answer within {}",
+        crate::config::duration::format(timeout)
+    ));
+    status
+        .metadata_mut()
+        .insert(CLIENT_TIMEOUT_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+// ---------------------------------------------------------------------------
+// Retry of idempotent calls
+
+/// Retries idempotent calls; see the module docs.
+#[derive(Clone)]
+pub struct RetryIdempotentLayer {
+    policy: Arc<RetryPolicy>,
+}
+
+impl<S> Layer<S> for RetryIdempotentLayer {
+    type Service = RetryIdempotent<S>;
+    fn layer(&self, inner: S) -> RetryIdempotent<S> {
+        RetryIdempotent {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// See [`RetryIdempotentLayer`].
+#[derive(Clone)]
+pub struct RetryIdempotent<S> {
+    inner: S,
+    policy: Arc<RetryPolicy>,
+}
+
+impl<S> Service<http::Request<Body>> for RetryIdempotent<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<http::Response<Body>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let max_attempts = self.policy.max_attempts.max(1);
+        if max_attempts == 1 || !is_idempotent(request.uri().path()) {
+            let call = self.inner.call(request);
+            return Box::pin(call);
+        }
+        // Every attempt goes through its own clone (tonic's channel is a
+        // handle; a clone shares the connection).
+        let service = self.inner.clone();
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            // Requests of idempotent calls are single small messages; keep
+            // the bytes so each attempt sends them again.
+            let bytes = body.collect().await?.to_bytes();
+            let mut attempt = 1;
+            loop {
+                let request = http::Request::from_parts(
+                    parts.clone(),
+                    Body::new(http_body_util::Full::new(bytes.clone())),
+                );
+                let result = service.clone().oneshot(request).await;
+                if attempt >= max_attempts || !worth_retrying(&result) {
+                    return result;
+                }
+                let delay = crate::grpc::jittered(policy.backoff(attempt));
+                tracing::debug!(
+                    attempt,
+                    path = %parts.uri.path(),
+                    delay = %crate::config::duration::format(delay),
+                    "retrying idempotent call"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        })
+    }
+}
+
+/// Whether an attempt's outcome is transient: the transport failed, the
+/// attempt timed out, or the service answered UNAVAILABLE,
+/// DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED (a rate limit, not "too large").
+fn worth_retrying(result: &Result<http::Response<Body>, BoxError>) -> bool {
+    match result {
+        Ok(response) => status_in(response.headers()).is_some_and(|status| is_transient(&status)),
+        Err(error) => match error.downcast_ref::<Status>() {
+            Some(status) => is_transient(status),
+            // The connection could not be made or broke: nothing was
+            // answered, so an idempotent call is safe to send again.
+            None => true,
+        },
+    }
+}
+
+fn is_transient(status: &Status) -> bool {
+    crate::grpc::is_retryable(status)
+}
+
+/// The status of a trailers-only response (how services answer errors),
+/// with its metadata.
+fn status_in(headers: &http::HeaderMap) -> Option<Status> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    if code == 0 {
+        return None;
+    }
+    let mut status = Status::new(Code::from_i32(code), "");
+    *status.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers.clone());
+    Some(status)
+}
+
+fn code_in(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    Some(Code::from_i32(value.parse().ok()?))
+}
+
+// ---------------------------------------------------------------------------
+// Trace propagation
+
+/// Adds the current trace context to every request; see the module docs.
+#[derive(Clone)]
+pub struct TracePropagationLayer;
+
+impl<S> Layer<S> for TracePropagationLayer {
+    type Service = TracePropagation<S>;
+    fn layer(&self, inner: S) -> TracePropagation<S> {
+        TracePropagation { inner }
+    }
+}
+
+/// See [`TracePropagationLayer`].
+#[derive(Clone)]
+pub struct TracePropagation<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for TracePropagation<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        crate::telemetry::inject_http(request.headers_mut());
+        self.inner.call(request)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    caller: String,
+    service: String,
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientMethodLabels {
+    caller: String,
+    service: String,
+    method: String,
+}
+
+type Durations = Family<ClientMethodLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
+}
+
+/// Records every call; see the module docs.
+#[derive(Clone)]
+pub struct ClientMetricsLayer {
+    caller: &'static str,
+    requests: Family<ClientLabels, Counter>,
+    durations: Durations,
+}
+
+impl ClientMetricsLayer {
+    /// Registers the client metrics in `metrics` (once per process).
+    pub fn new(metrics: &Metrics, caller: &'static str) -> Self {
+        Self {
+            caller,
+            requests: metrics.register(
+                "grpc_client_requests",
+                "gRPC calls made to other services, by calling service, service, method and status code",
+                Family::default,
+            ),
+            durations: metrics.register(
+                "grpc_client_request_duration_seconds",
+                "Time from a gRPC call's start until its response finished, retries included",
+                || Durations::new_with_constructor(duration_histogram),
+            ),
+        }
+    }
+}
+
+impl<S> Layer<S> for ClientMetricsLayer {
+    type Service = ClientMetrics<S>;
+    fn layer(&self, inner: S) -> ClientMetrics<S> {
+        ClientMetrics {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`ClientMetricsLayer`].
+#[derive(Clone)]
+pub struct ClientMetrics<S> {
+    inner: S,
+    layer: ClientMetricsLayer,
+}
+
+impl<S, B> Service<http::Request<B>> for ClientMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<http::Response<Body>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let full = request.uri().path().trim_start_matches('/');
+        let (service, method) = full.split_once('/').unwrap_or((full, ""));
+        let mut record = CallRecord {
+            layer: self.layer.clone(),
+            labels: ClientMethodLabels {
+                caller: self.layer.caller.to_owned(),
+                service: service.to_owned(),
+                method: method.to_owned(),
+            },
+            started: Instant::now(),
+            code: None,
+        };
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => {
+                    record.code = code_in(response.headers());
+                    Ok(response.map(|body| Body::new(RecordedBody { inner: body, record: Some(record) })))
+                }
+                Err(error) => {
+                    let code = error
+                        .downcast_ref::<Status>()
+                        .map_or(Code::Unavailable, Status::code);
+                    record.code = Some(code);
+                    record.finish();
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+struct CallRecord {
+    layer: ClientMetricsLayer,
+    labels: ClientMethodLabels,
+    started: Instant,
+    code: Option<Code>,
+}
+
+impl CallRecord {
+    /// Records with the status seen, or CANCELLED when the caller dropped
+    /// the response before its status arrived.
+    fn finish(self) {
+        let code = self.code.unwrap_or(Code::Cancelled);
+        let ClientMethodLabels {
+            caller,
+            service,
+            method,
+        } = self.labels.clone();
+        self.layer
+            .requests
+            .get_or_create(&ClientLabels {
+                caller,
+                service,
+                method,
+                code: format!("{code:?}"),
+            })
+            .inc();
+        self.layer
+            .durations
+            .get_or_create(&self.labels)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// A response body that records its call when it ends (trailers read, or
+/// dropped).
+struct RecordedBody {
+    inner: Body,
+    record: Option<CallRecord>,
+}
+
+impl Drop for RecordedBody {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish();
+        }
+    }
+}
+
+impl HttpBody for RecordedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(record) = this.record.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        record.code = code_in(trailers).or(record.code);
+                    }
+                }
+                Poll::Ready(Some(Err(status))) => record.code = Some(status.code()),
+                Poll::Ready(None) => {
+                    if record.code.is_none() {
+                        record.code = Some(Code::Ok);
+                    }
+                }
+                Poll::Pending => {}
+            }
+        }
+        if matches!(polled, Poll::Ready(None))
+            && let Some(record) = this.record.take()
+        {
+            record.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A fake upstream answering each call with the next of `codes`
+    /// (trailers-only for errors), recording what it received.
+    #[derive(Clone, Default)]
+    struct Upstream {
+        calls: Arc<AtomicU32>,
+        bodies: Arc<Mutex<Vec<bytes::Bytes>>>,
+        headers: Arc<Mutex<Vec<http::HeaderMap>>>,
+        codes: Arc<Vec<Code>>,
+        delay: Duration,
+    }
+
+    impl Upstream {
+        fn answering(codes: &[Code]) -> Self {
+            Self {
+                codes: Arc::new(codes.to_vec()),
+                ..Self::default()
+            }
+        }
+
+        fn channel(&self, retry: RetryPolicy, timeout: Duration) -> (GrpcChannel, Metrics) {
+            let upstream = self.clone();
+            let service = tower::service_fn(move |request: http::Request<Body>| {
+                let upstream = upstream.clone();
+                async move {
+                    let n = upstream.calls.fetch_add(1, Ordering::SeqCst) as usize;
+                    upstream.headers.lock().unwrap_or_else(|e| e.into_inner()).push(request.headers().clone());
+                    let body = request.into_body().collect().await?.to_bytes();
+                    upstream.bodies.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+                    tokio::time::sleep(upstream.delay).await;
+                    let code = upstream.codes.get(n).copied().unwrap_or(Code::Ok);
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", (code as i32).to_string())
+                        .body(Body::empty())?;
+                    Ok::<_, BoxError>(response)
+                }
+            });
+            let metrics = Metrics::new();
+            let config = StackConfig {
+                caller: "test",
+                timeout,
+                retry,
+            };
+            (stack(service, &config, &metrics), metrics)
+        }
+
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    fn quick_retries() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        }
+    }
+
+    fn request(path: &str, body: &'static [u8]) -> http::Request<Body> {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://upstream{path}"))
+            .body(Body::new(http_body_util::Full::new(bytes::Bytes::from_static(body))))
+            .unwrap_or_else(|e| panic!("request: {e}"))
+    }
+
+    async fn code_of(channel: GrpcChannel, req: http::Request<Body>) -> Result<Code, BoxError> {
+        let response = channel.oneshot(req).await?;
+        let code = code_in(response.headers()).unwrap_or(Code::Ok);
+        // Reading the body to its end records the call.
+        let _ = response.into_body().collect().await;
+        Ok(code)
+    }
+
+    #[test]
+    fn idempotent_methods_are_reads_and_keyed_calls() {
+        assert!(is_idempotent("/telenet.contacts.v1.Contacts/GetContact"));
+        assert!(is_idempotent("/telenet.contacts.v1.Contacts/ListContacts"));
+        assert!(is_idempotent("/telenet.contacts.v1.Contacts/UpsertByIdentity"));
+        assert!(!is_idempotent("/telenet.conversations.v1.Conversations/SendMessage"));
+        assert!(!is_idempotent("/telenet.conversations.v1.Members/CreateToken"));
+    }
+
+    #[tokio::test]
+    async fn idempotent_calls_are_retried_with_the_same_body_until_they_succeed() {
+        let upstream = Upstream::answering(&[Code::Unavailable, Code::Unavailable, Code::Ok]);
+        let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
+        let code = code_of(channel, request("/p.S/GetThing", b"abc")).await.expect("call");
+        assert_eq!(code, Code::Ok);
+        assert_eq!(upstream.calls(), 3);
+        let bodies = upstream.bodies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(bodies.iter().all(|b| b.as_ref() == b"abc"), "{bodies:?}");
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_max_attempts_with_the_last_answer() {
+        let upstream = Upstream::answering(&[Code::Unavailable; 5]);
+        let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
+        let code = code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+        assert_eq!(code, Code::Unavailable);
+        assert_eq!(upstream.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn calls_with_effects_and_permanent_errors_are_not_retried() {
+        let upstream = Upstream::answering(&[Code::Unavailable, Code::Ok]);
+        let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
+        let code = code_of(channel, request("/p.S/SendMessage", b"")).await.expect("call");
+        assert_eq!(code, Code::Unavailable);
+        assert_eq!(upstream.calls(), 1);
+
+        let upstream = Upstream::answering(&[Code::NotFound, Code::Ok]);
+        let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
+        let code = code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+        assert_eq!(code, Code::NotFound);
+        assert_eq!(upstream.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_runs_out_of_time_is_the_clients_deadline_exceeded() {
+        let upstream = Upstream {
+            delay: Duration::from_millis(200),
+            ..Upstream::answering(&[Code::Ok])
+        };
+        let no_retry = RetryPolicy {
+            max_attempts: 1,
+            ..quick_retries()
+        };
+        let (channel, _) = upstream.channel(no_retry, Duration::from_millis(20));
+        let error = code_of(channel, request("/p.S/SendMessage", b""))
+            .await
+            .expect_err("times out");
+        let status = Status::from_error(error);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(is_client_timeout(&status), "{status:?}");
+        assert!(!is_client_timeout(&Status::deadline_exceeded("a service said so")));
+    }
+
+    #[tokio::test]
+    async fn calls_are_counted_by_caller_method_and_code() {
+        let upstream = Upstream::answering(&[Code::Unavailable, Code::Ok, Code::NotFound]);
+        let (channel, metrics) = upstream.channel(quick_retries(), Duration::from_secs(5));
+        code_of(channel.clone(), request("/p.S/GetThing", b"")).await.expect("call");
+        code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains(r#"telenet_grpc_client_requests_total{caller="test",service="p.S",method="GetThing",code="Ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"telenet_grpc_client_requests_total{caller="test",service="p.S",method="GetThing",code="NotFound"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_current_trace_context_travels_with_every_call() {
+        use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+
+        let upstream = Upstream::answering(&[Code::Ok]);
+        let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
+        let span = tracing::info_span!("caller");
+        let trace_id = {
+            let _entered = span.enter();
+            let trace_id = span.context().span().span_context().trace_id();
+            code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+            trace_id
+        };
+        let headers = upstream.headers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let traceparent = headers[0]
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            traceparent.contains(&trace_id.to_string()),
+            "{traceparent:?} carries {trace_id}"
+        );
+    }
+}
