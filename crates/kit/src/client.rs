@@ -47,9 +47,59 @@ use crate::metrics::Metrics;
 /// Any error of the stack; tonic turns it back into a [`Status`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+type Stack = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
 /// The channel every gRPC client goes through: the stack over a
-/// [`tonic::transport::Channel`].
-pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+/// [`tonic::transport::Channel`]. Cheap to clone (clones share the
+/// connection).
+///
+/// A named type with a named error ([`ClientError`]) rather than a boxed
+/// service with a boxed error: futures holding a call through it stay
+/// provably `Send`, which the compiler cannot always prove for
+/// `Box<dyn Error + Send + Sync>` as an associated error type.
+#[derive(Clone)]
+pub struct GrpcChannel {
+    stack: Stack,
+}
+
+impl std::fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcChannel").finish_non_exhaustive()
+    }
+}
+
+impl Service<http::Request<Body>> for GrpcChannel {
+    type Response = http::Response<Body>;
+    type Error = ClientError;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, ClientError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        self.stack.poll_ready(cx).map_err(ClientError)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let call = self.stack.call(request);
+        Box::pin(async move { call.await.map_err(ClientError) })
+    }
+}
+
+/// Why a call through [`GrpcChannel`] failed before a response arrived
+/// (no connection, the client's own timeout…). tonic finds the [`Status`]
+/// in its source chain.
+#[derive(Debug)]
+pub struct ClientError(BoxError);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
 
 /// Metadata key set on a DEADLINE_EXCEEDED the client stack made itself
 /// (the attempt ran out of time), as opposed to one a service answered.
@@ -87,8 +137,10 @@ pub fn is_client_timeout(status: &Status) -> bool {
 pub struct StackConfig {
     /// The calling service (metrics label).
     pub caller: &'static str,
-    /// Longest wait for one attempt's response to begin.
-    pub timeout: Duration,
+    /// Longest wait for one attempt's response to begin; `None` for calls
+    /// whose caller bounds them itself (a streamed upload lasts as long as
+    /// its bytes take to arrive).
+    pub timeout: Option<Duration>,
     /// Retries of idempotent calls.
     pub retry: RetryPolicy,
 }
@@ -114,7 +166,9 @@ where
             timeout: config.timeout,
         })
         .service(channel.map_err(Into::into));
-    BoxCloneSyncService::new(service)
+    GrpcChannel {
+        stack: BoxCloneSyncService::new(service),
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
@@ -125,7 +179,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 /// Bounds each attempt; see the module docs.
 #[derive(Clone)]
 pub struct TimeoutLayer {
-    timeout: Duration,
+    timeout: Option<Duration>,
 }
 
 impl<S> Layer<S> for TimeoutLayer {
@@ -142,7 +196,7 @@ impl<S> Layer<S> for TimeoutLayer {
 #[derive(Clone)]
 pub struct Timeout<S> {
     inner: S,
-    timeout: Duration,
+    timeout: Option<Duration>,
 }
 
 impl<S, Req> Service<Req> for Timeout<S>
@@ -160,8 +214,10 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let timeout = self.timeout;
         let call = self.inner.call(request);
+        let Some(timeout) = self.timeout else {
+            return Box::pin(call);
+        };
         Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result,
@@ -176,9 +232,10 @@ fn client_timeout(timeout: Duration) -> Status {
         "no answer within {}",
         crate::config::duration::format(timeout)
     ));
-    status
-        .metadata_mut()
-        .insert(CLIENT_TIMEOUT_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+    status.metadata_mut().insert(
+        CLIENT_TIMEOUT_METADATA,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     status
 }
 
@@ -285,7 +342,12 @@ fn is_transient(status: &Status) -> bool {
 /// The status of a trailers-only response (how services answer errors),
 /// with its metadata.
 fn status_in(headers: &http::HeaderMap) -> Option<Status> {
-    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
     if code == 0 {
         return None;
     }
@@ -438,7 +500,12 @@ where
             match call.await {
                 Ok(response) => {
                     record.code = code_in(response.headers());
-                    Ok(response.map(|body| Body::new(RecordedBody { inner: body, record: Some(record) })))
+                    Ok(response.map(|body| {
+                        Body::new(RecordedBody {
+                            inner: body,
+                            record: Some(record),
+                        })
+                    }))
                 }
                 Err(error) => {
                     let code = error
@@ -576,9 +643,17 @@ mod tests {
                 let upstream = upstream.clone();
                 async move {
                     let n = upstream.calls.fetch_add(1, Ordering::SeqCst) as usize;
-                    upstream.headers.lock().unwrap_or_else(|e| e.into_inner()).push(request.headers().clone());
+                    upstream
+                        .headers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(request.headers().clone());
                     let body = request.into_body().collect().await?.to_bytes();
-                    upstream.bodies.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+                    upstream
+                        .bodies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(body);
                     tokio::time::sleep(upstream.delay).await;
                     let code = upstream.codes.get(n).copied().unwrap_or(Code::Ok);
                     let response = http::Response::builder()
@@ -591,7 +666,7 @@ mod tests {
             let metrics = Metrics::new();
             let config = StackConfig {
                 caller: "test",
-                timeout,
+                timeout: Some(timeout),
                 retry,
             };
             (stack(service, &config, &metrics), metrics)
@@ -614,7 +689,9 @@ mod tests {
         http::Request::builder()
             .method("POST")
             .uri(format!("http://upstream{path}"))
-            .body(Body::new(http_body_util::Full::new(bytes::Bytes::from_static(body))))
+            .body(Body::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(body),
+            )))
             .unwrap_or_else(|e| panic!("request: {e}"))
     }
 
@@ -630,19 +707,31 @@ mod tests {
     fn idempotent_methods_are_reads_and_keyed_calls() {
         assert!(is_idempotent("/telenet.contacts.v1.Contacts/GetContact"));
         assert!(is_idempotent("/telenet.contacts.v1.Contacts/ListContacts"));
-        assert!(is_idempotent("/telenet.contacts.v1.Contacts/UpsertByIdentity"));
-        assert!(!is_idempotent("/telenet.conversations.v1.Conversations/SendMessage"));
-        assert!(!is_idempotent("/telenet.conversations.v1.Members/CreateToken"));
+        assert!(is_idempotent(
+            "/telenet.contacts.v1.Contacts/UpsertByIdentity"
+        ));
+        assert!(!is_idempotent(
+            "/telenet.conversations.v1.Conversations/SendMessage"
+        ));
+        assert!(!is_idempotent(
+            "/telenet.conversations.v1.Members/CreateToken"
+        ));
     }
 
     #[tokio::test]
     async fn idempotent_calls_are_retried_with_the_same_body_until_they_succeed() {
         let upstream = Upstream::answering(&[Code::Unavailable, Code::Unavailable, Code::Ok]);
         let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
-        let code = code_of(channel, request("/p.S/GetThing", b"abc")).await.expect("call");
+        let code = code_of(channel, request("/p.S/GetThing", b"abc"))
+            .await
+            .expect("call");
         assert_eq!(code, Code::Ok);
         assert_eq!(upstream.calls(), 3);
-        let bodies = upstream.bodies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bodies = upstream
+            .bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         assert!(bodies.iter().all(|b| b.as_ref() == b"abc"), "{bodies:?}");
     }
 
@@ -650,7 +739,9 @@ mod tests {
     async fn retries_stop_at_max_attempts_with_the_last_answer() {
         let upstream = Upstream::answering(&[Code::Unavailable; 5]);
         let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
-        let code = code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+        let code = code_of(channel, request("/p.S/GetThing", b""))
+            .await
+            .expect("call");
         assert_eq!(code, Code::Unavailable);
         assert_eq!(upstream.calls(), 3);
     }
@@ -659,13 +750,17 @@ mod tests {
     async fn calls_with_effects_and_permanent_errors_are_not_retried() {
         let upstream = Upstream::answering(&[Code::Unavailable, Code::Ok]);
         let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
-        let code = code_of(channel, request("/p.S/SendMessage", b"")).await.expect("call");
+        let code = code_of(channel, request("/p.S/SendMessage", b""))
+            .await
+            .expect("call");
         assert_eq!(code, Code::Unavailable);
         assert_eq!(upstream.calls(), 1);
 
         let upstream = Upstream::answering(&[Code::NotFound, Code::Ok]);
         let (channel, _) = upstream.channel(quick_retries(), Duration::from_secs(5));
-        let code = code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+        let code = code_of(channel, request("/p.S/GetThing", b""))
+            .await
+            .expect("call");
         assert_eq!(code, Code::NotFound);
         assert_eq!(upstream.calls(), 1);
     }
@@ -687,15 +782,21 @@ mod tests {
         let status = Status::from_error(error);
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert!(is_client_timeout(&status), "{status:?}");
-        assert!(!is_client_timeout(&Status::deadline_exceeded("a service said so")));
+        assert!(!is_client_timeout(&Status::deadline_exceeded(
+            "a service said so"
+        )));
     }
 
     #[tokio::test]
     async fn calls_are_counted_by_caller_method_and_code() {
         let upstream = Upstream::answering(&[Code::Unavailable, Code::Ok, Code::NotFound]);
         let (channel, metrics) = upstream.channel(quick_retries(), Duration::from_secs(5));
-        code_of(channel.clone(), request("/p.S/GetThing", b"")).await.expect("call");
-        code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+        code_of(channel.clone(), request("/p.S/GetThing", b""))
+            .await
+            .expect("call");
+        code_of(channel, request("/p.S/GetThing", b""))
+            .await
+            .expect("call");
         let text = metrics.encode().expect("encode");
         assert!(
             text.contains(r#"telenet_grpc_client_requests_total{caller="test",service="p.S",method="GetThing",code="Ok"} 1"#),
@@ -727,10 +828,16 @@ mod tests {
         let trace_id = {
             let _entered = span.enter();
             let trace_id = span.context().span().span_context().trace_id();
-            code_of(channel, request("/p.S/GetThing", b"")).await.expect("call");
+            code_of(channel, request("/p.S/GetThing", b""))
+                .await
+                .expect("call");
             trace_id
         };
-        let headers = upstream.headers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let headers = upstream
+            .headers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let traceparent = headers[0]
             .get("traceparent")
             .and_then(|v| v.to_str().ok())

@@ -178,6 +178,20 @@ impl ErrorCode {
         }
     }
 
+    /// The code an HTTP error status stands for, for an error that did not
+    /// come from a code (a framework's own rejection of a request): the
+    /// inverse of [`ErrorCode::http_status`]. 409 answers both
+    /// `AlreadyExists` and `FailedPrecondition`; it reads as the more
+    /// general `FailedPrecondition`.
+    pub fn from_http_status(status: StatusCode) -> Option<ErrorCode> {
+        if status == StatusCode::CONFLICT {
+            return Some(ErrorCode::FailedPrecondition);
+        }
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.http_status() == status)
+    }
+
     /// The inverse of [`ErrorCode::as_str`].
     pub fn from_name(name: &str) -> Option<ErrorCode> {
         ErrorCode::ALL
@@ -333,6 +347,23 @@ mod tests {
                 assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code, "{code}");
             }
         }
+    }
+
+    #[test]
+    fn every_code_but_already_exists_round_trips_through_http() {
+        for code in ErrorCode::ALL {
+            if code != ErrorCode::AlreadyExists {
+                assert_eq!(ErrorCode::from_http_status(code.http_status()), Some(code));
+            }
+        }
+        assert_eq!(
+            ErrorCode::from_http_status(StatusCode::CONFLICT),
+            Some(ErrorCode::FailedPrecondition)
+        );
+        assert_eq!(
+            ErrorCode::from_http_status(StatusCode::METHOD_NOT_ALLOWED),
+            None
+        );
     }
 
     #[test]

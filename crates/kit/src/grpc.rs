@@ -518,8 +518,9 @@ pub struct ClientConfig {
     /// Longest wait for a TCP connection to be established.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
-    /// Longest wait for any one call; tonic reports it as CANCELLED with a
-    /// "Timeout expired" message, which [`is_retryable`] recognises.
+    /// Longest wait for one attempt of a call through [`client`] (0: none);
+    /// when it runs out, the call answers DEADLINE_EXCEEDED marked as the
+    /// client's own ([`is_client_timeout`]).
     #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// TCP keepalive, to notice vanished peers.
@@ -630,7 +631,7 @@ pub fn client(
     let channel = connect_lazy(endpoint, config, None)?;
     let stack = crate::client::StackConfig {
         caller,
-        timeout: config.request_timeout,
+        timeout: (!config.request_timeout.is_zero()).then_some(config.request_timeout),
         retry: config.retry.clone(),
     };
     Ok(crate::client::stack(channel, &stack, metrics))

@@ -11,6 +11,7 @@
 //!   readiness) and client channel (timeouts, keepalive, retries);
 //! - [`client`]: the client stack every gRPC call goes through (metrics,
 //!   trace propagation, retry of idempotent calls, timeout);
+//! - [`fs`]: files kept in the data directory (owner-only);
 //! - [`mime`]: MIME type essences;
 //! - [`metrics`]: Prometheus metrics (the process's registry, RED layers
 //!   for gRPC and HTTP, the `/metrics` endpoint);
@@ -19,6 +20,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod fs;
 pub mod grpc;
 pub mod metrics;
 pub mod mime;

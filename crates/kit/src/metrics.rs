@@ -1,6 +1,6 @@
 //! Prometheus metrics: one [`Metrics`] handle per process, created where the
 //! process starts and passed down to whatever records (the gRPC server, the
-//! HTTP listeners, the bus, the outbox relays, dispatch, presence), and
+//! HTTP listeners, the bus, the outbox relays), and
 //! served as the Prometheus text format on `GET /metrics` by [`serve`].
 //!
 //! Every metric TELENET exposes is declared here, in one place, with its
@@ -14,9 +14,9 @@
 //! use telenet_kit::metrics::Metrics;
 //!
 //! let metrics = Metrics::new();
-//! metrics.observe_dispatch_send("custom", Duration::from_millis(12));
+//! metrics.observe_publish(["inbound.message"], true, Duration::from_millis(12));
 //! let text = metrics.encode().expect("encodes");
-//! assert!(text.contains("telenet_dispatch_send_duration_seconds_count{channel_kind=\"custom\"} 1"));
+//! assert!(text.contains("telenet_bus_publish_duration_seconds_count 1"));
 //! ```
 //!
 //! Handles are cheap to clone and clones share the registry. A handle made
@@ -67,17 +67,6 @@ const UNMEASURED_GRPC_PREFIX: &str = "/grpc.health.v1.Health/";
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
-}
-
-/// Upper bounds (seconds) of the transcode histogram: from a remux (a few
-/// milliseconds) to the external encoders' default time limit (two
-/// minutes).
-const TRANSCODE_BUCKETS: [f64; 12] = [
-    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
-
-fn transcode_histogram() -> Histogram {
-    Histogram::new(TRANSCODE_BUCKETS)
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -148,43 +137,6 @@ struct DbLabels {
     db: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DispatchLabels {
-    channel_kind: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ChannelKindLabels {
-    channel_kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TranscodeLabels {
-    profile: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProfileLabels {
-    profile: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: String,
-}
-
 /// What a consumer decided for a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeOutcome {
@@ -206,78 +158,6 @@ impl ConsumeOutcome {
             ConsumeOutcome::Retry => "retry",
             ConsumeOutcome::Dead => "dead",
             ConsumeOutcome::Requeue => "requeue",
-        }
-    }
-}
-
-/// How one outbound delivery attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DispatchOutcome {
-    /// The channel accepted the message.
-    Sent,
-    /// Passing trouble; the message will be attempted again.
-    Retry,
-    /// Rejected for good, or out of attempts.
-    Failed,
-}
-
-impl DispatchOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            DispatchOutcome::Sent => "sent",
-            DispatchOutcome::Retry => "retry",
-            DispatchOutcome::Failed => "failed",
-        }
-    }
-}
-
-/// How one transcode job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TranscodeOutcome {
-    /// Made by rewriting the container, without re-encoding.
-    Remuxed,
-    /// Made by decoding and encoding.
-    Encoded,
-    /// Not made; the variant records why.
-    Failed,
-}
-
-impl TranscodeOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            TranscodeOutcome::Remuxed => "remuxed",
-            TranscodeOutcome::Encoded => "encoded",
-            TranscodeOutcome::Failed => "failed",
-        }
-    }
-}
-
-/// Where a transcode job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TranscodeJobState {
-    /// Waiting for a worker of the pool.
-    Waiting,
-    /// On a worker.
-    Running,
-}
-
-/// How fetching one inbound attachment ended (this delivery).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchOutcome {
-    /// Stored.
-    Ready,
-    /// Failed for now; the message's event is retried.
-    Retry,
-    /// Failed for good; the attachment is reported failed.
-    Failed,
-}
-
-impl FetchOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            FetchOutcome::Ready => "ready",
-            FetchOutcome::Retry => "retry",
-            FetchOutcome::Failed => "failed",
         }
     }
 }
@@ -315,13 +195,6 @@ struct Inner {
     outbox_backlog: Family<DbLabels, Gauge>,
     outbox_oldest_age: Family<DbLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     outbox_relayed: Family<DbLabels, Counter>,
-    dispatch_attempts: Family<DispatchLabels, Counter>,
-    dispatch_send_duration: Histograms<ChannelKindLabels>,
-    presence_users: Family<StatusLabels, Gauge>,
-    media_transcodes: Family<TranscodeLabels, Counter>,
-    media_transcode_duration: Family<ProfileLabels, Histogram, fn() -> Histogram>,
-    media_transcode_jobs: Family<StateLabels, Gauge>,
-    media_inbound_fetches: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Inner {
@@ -342,13 +215,6 @@ impl Default for Inner {
             outbox_backlog: Family::default(),
             outbox_oldest_age: Family::default(),
             outbox_relayed: Family::default(),
-            dispatch_attempts: Family::default(),
-            dispatch_send_duration: histograms(),
-            presence_users: Family::default(),
-            media_transcodes: Family::default(),
-            media_transcode_duration: Family::new_with_constructor(transcode_histogram),
-            media_transcode_jobs: Family::default(),
-            media_inbound_fetches: Family::default(),
             registry: std::sync::Mutex::new((Registry::default(), Registered::default())),
         };
 
@@ -432,41 +298,6 @@ impl Default for Inner {
             "outbox_relayed_events",
             "Outbox events published by the relay",
             inner.outbox_relayed.clone(),
-        );
-        registry.register(
-            "dispatch_attempts",
-            "Outbound delivery attempts, by channel kind and outcome (sent, retry, failed)",
-            inner.dispatch_attempts.clone(),
-        );
-        registry.register(
-            "dispatch_send_duration_seconds",
-            "Time a channel's API took to answer an outbound send",
-            inner.dispatch_send_duration.clone(),
-        );
-        registry.register(
-            "presence_users",
-            "Agents known to the presence store, by effective status",
-            inner.presence_users.clone(),
-        );
-        registry.register(
-            "media_transcodes",
-            "Transcode jobs finished, by profile and outcome (remuxed, encoded, failed)",
-            inner.media_transcodes.clone(),
-        );
-        registry.register(
-            "media_transcode_duration_seconds",
-            "Time a transcode job took on its worker: reading the source, converting, storing the parts",
-            inner.media_transcode_duration.clone(),
-        );
-        registry.register(
-            "media_transcode_jobs",
-            "Transcode jobs of this process, by state (waiting for a worker, running)",
-            inner.media_transcode_jobs.clone(),
-        );
-        registry.register(
-            "media_inbound_fetches",
-            "Fetches of inbound attachments from providers, by outcome (ready, retry, failed)",
-            inner.media_inbound_fetches.clone(),
         );
         Inner {
             registry: std::sync::Mutex::new((registry, Registered::default())),
@@ -667,82 +498,6 @@ impl Metrics {
             .outbox_relayed
             .get_or_create(&DbLabels { db: db.to_owned() })
             .inc_by(count);
-    }
-
-    /// One outbound delivery attempt on a channel of `channel_kind`
-    /// (`custom`, `whatsapp`, …; `unknown` when the channel could not be
-    /// looked up).
-    pub fn count_dispatch(&self, channel_kind: &str, outcome: DispatchOutcome) {
-        self.inner
-            .dispatch_attempts
-            .get_or_create(&DispatchLabels {
-                channel_kind: channel_kind.to_owned(),
-                outcome: outcome.as_str().to_owned(),
-            })
-            .inc();
-    }
-
-    /// How long a channel's API took to answer one send.
-    pub fn observe_dispatch_send(&self, channel_kind: &str, elapsed: Duration) {
-        self.inner
-            .dispatch_send_duration
-            .get_or_create(&ChannelKindLabels {
-                channel_kind: channel_kind.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// Agents by effective status across all workspaces, as last counted.
-    pub fn set_presence_users(&self, online: u64, away: u64, offline: u64) {
-        for (status, count) in [("online", online), ("away", away), ("offline", offline)] {
-            self.inner
-                .presence_users
-                .get_or_create(&StatusLabels {
-                    status: status.to_owned(),
-                })
-                .set(saturating_i64(count));
-        }
-    }
-
-    /// A transcode job finished on its worker after `elapsed`.
-    pub fn observe_transcode(&self, profile: &str, outcome: TranscodeOutcome, elapsed: Duration) {
-        self.inner
-            .media_transcodes
-            .get_or_create(&TranscodeLabels {
-                profile: profile.to_owned(),
-                outcome: outcome.as_str().to_owned(),
-            })
-            .inc();
-        self.inner
-            .media_transcode_duration
-            .get_or_create(&ProfileLabels {
-                profile: profile.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// A transcode job entered (`+1`) or left (`-1`) a state.
-    pub fn add_transcode_jobs(&self, state: TranscodeJobState, delta: i64) {
-        let state = match state {
-            TranscodeJobState::Waiting => "waiting",
-            TranscodeJobState::Running => "running",
-        };
-        self.inner
-            .media_transcode_jobs
-            .get_or_create(&StateLabels {
-                state: state.to_owned(),
-            })
-            .inc_by(delta);
-    }
-
-    /// One fetch of an inbound attachment ended.
-    pub fn count_inbound_fetch(&self, outcome: FetchOutcome) {
-        self.inner
-            .media_inbound_fetches
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.as_str().to_owned(),
-            })
-            .inc();
     }
 
     /// A tower layer recording [`Metrics::observe_http`] for every request
@@ -1161,12 +916,6 @@ mod tests {
         metrics.set_queue_depth("g", 0, 0);
         metrics.set_outbox_backlog("d", 0, Duration::ZERO);
         metrics.count_outbox_relayed("d", 1);
-        metrics.count_dispatch("custom", DispatchOutcome::Sent);
-        metrics.observe_dispatch_send("custom", tick);
-        metrics.set_presence_users(0, 0, 0);
-        metrics.observe_transcode("audio-mp3", TranscodeOutcome::Encoded, tick);
-        metrics.add_transcode_jobs(TranscodeJobState::Running, 0);
-        metrics.count_inbound_fetch(FetchOutcome::Ready);
         let text = metrics.encode().expect("encodes");
         for name in [
             "telenet_build_info",
@@ -1184,13 +933,6 @@ mod tests {
             "telenet_outbox_backlog_events",
             "telenet_outbox_oldest_event_age_seconds",
             "telenet_outbox_relayed_events_total",
-            "telenet_dispatch_attempts_total",
-            "telenet_dispatch_send_duration_seconds",
-            "telenet_presence_users",
-            "telenet_media_transcodes_total",
-            "telenet_media_transcode_duration_seconds",
-            "telenet_media_transcode_jobs",
-            "telenet_media_inbound_fetches_total",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
@@ -1224,18 +966,7 @@ mod tests {
         metrics.set_queue_depth("dispatch", 7, 1);
         metrics.set_outbox_backlog("conversations", 3, Duration::from_secs(2));
         metrics.count_outbox_relayed("conversations", 5);
-        metrics.count_dispatch("custom", DispatchOutcome::Sent);
-        metrics.set_presence_users(2, 1, 0);
         metrics.count_settle_error("dispatch");
-        metrics.observe_transcode(
-            "voice-ogg-opus",
-            TranscodeOutcome::Remuxed,
-            Duration::from_millis(4),
-        );
-        metrics.add_transcode_jobs(TranscodeJobState::Waiting, 1);
-        metrics.add_transcode_jobs(TranscodeJobState::Waiting, 1);
-        metrics.add_transcode_jobs(TranscodeJobState::Waiting, -1);
-        metrics.count_inbound_fetch(FetchOutcome::Retry);
         let text = metrics.encode().expect("encodes");
         for (series, value) in [
             (
@@ -1258,27 +989,7 @@ mod tests {
                 r#"telenet_outbox_relayed_events_total{db="conversations"}"#,
                 5.0,
             ),
-            (
-                r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="sent"}"#,
-                1.0,
-            ),
-            (r#"telenet_presence_users{status="online"}"#, 2.0),
-            (r#"telenet_presence_users{status="away"}"#, 1.0),
-            (r#"telenet_presence_users{status="offline"}"#, 0.0),
             (r#"telenet_bus_settle_errors_total{group="dispatch"}"#, 1.0),
-            (
-                r#"telenet_media_transcodes_total{profile="voice-ogg-opus",outcome="remuxed"}"#,
-                1.0,
-            ),
-            (
-                r#"telenet_media_transcode_duration_seconds_bucket{profile="voice-ogg-opus",le="0.01"}"#,
-                1.0,
-            ),
-            (r#"telenet_media_transcode_jobs{state="waiting"}"#, 1.0),
-            (
-                r#"telenet_media_inbound_fetches_total{outcome="retry"}"#,
-                1.0,
-            ),
         ] {
             assert_eq!(sample(&text, series), Some(value), "{series}:\n{text}");
         }
@@ -1484,7 +1195,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_served_in_the_prometheus_text_format() {
         let metrics = Metrics::new();
-        metrics.count_dispatch("custom", DispatchOutcome::Failed);
+        metrics.count_outbox_relayed("dispatch", 1);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let token = CancellationToken::new();
@@ -1506,9 +1217,7 @@ mod tests {
             "{answer}"
         );
         assert!(
-            answer.contains(
-                r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="failed"} 1"#
-            ),
+            answer.contains(r#"telenet_outbox_relayed_events_total{db="dispatch"} 1"#),
             "{answer}"
         );
         token.cancel();

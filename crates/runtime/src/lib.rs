@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use telenet_bus::SharedBus;
 use telenet_kit::grpc::{ChannelError, ClientConfig, GrpcChannel, GrpcServer};
 use telenet_kit::metrics::Metrics;
+use telenet_presence::SharedPresence;
 use telenet_store::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,10 @@ pub use runner::{Runner, Stopped};
 /// The endpoints of the other services, by service name (`ingress`,
 /// `contacts`, `conversations`, `media`, `dispatch`, `reporting`).
 pub type Endpoints = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The addresses of the HTTP listeners this process bound, by service name
+/// (`ingress`, `gateway`).
+pub type HttpAddrs = Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>;
 
 /// What the process gives a service to start with.
 pub struct ServiceContext<C> {
@@ -59,7 +64,10 @@ pub struct ServiceContext<C> {
     /// webhooks, the gateway), bound before any service started so others
     /// can know its address.
     pub listener: Option<TcpListener>,
+    /// Agent presence, when the process has a presence store.
+    pub presence: Option<SharedPresence>,
     endpoints: Endpoints,
+    http_addrs: HttpAddrs,
     client_config: ClientConfig,
 }
 
@@ -74,7 +82,9 @@ impl<C> ServiceContext<C> {
             metrics,
             data_dir: PathBuf::from(".telenet"),
             listener: None,
+            presence: None,
             endpoints: Arc::new(|_| None),
+            http_addrs: Arc::new(|_| None),
             client_config: ClientConfig::default(),
         }
     }
@@ -95,6 +105,31 @@ impl<C> ServiceContext<C> {
     pub fn with_listener(mut self, listener: TcpListener) -> Self {
         self.listener = Some(listener);
         self
+    }
+
+    /// With the presence store.
+    pub fn with_presence(mut self, presence: SharedPresence) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
+    /// With the addresses of the HTTP listeners the process bound.
+    pub fn with_http_addrs(mut self, addrs: HttpAddrs) -> Self {
+        self.http_addrs = addrs;
+        self
+    }
+
+    /// The presence store; an error naming the service when there is none.
+    pub fn presence(&self) -> anyhow::Result<SharedPresence> {
+        self.presence
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the {} service needs a presence store", self.name))
+    }
+
+    /// The address of `service`'s HTTP listener when this process runs it
+    /// (e.g. the gateway, for links that point at it).
+    pub fn http_addr_of(&self, service: &str) -> Option<SocketAddr> {
+        (self.http_addrs)(service)
     }
 
     /// With the other services' endpoints and the client settings used to
@@ -125,6 +160,28 @@ impl<C> ServiceContext<C> {
             .map_err(|e| anyhow::anyhow!("{} → {service}: {e}", self.name))
     }
 
+    /// [`client`](Self::client) with its own timeout per call (e.g. the
+    /// gateway's bound on what an agent waits for); zero for none (calls the
+    /// service bounds itself, such as streamed uploads).
+    pub fn client_with_timeout(
+        &self,
+        service: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<GrpcChannel> {
+        let endpoint = (self.endpoints)(service).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} needs the {service} service, whose endpoint is not set",
+                self.name
+            )
+        })?;
+        let config = ClientConfig {
+            request_timeout: timeout,
+            ..self.client_config.clone()
+        };
+        telenet_kit::grpc::client(&endpoint, &config, &self.metrics, self.name)
+            .map_err(|e| anyhow::anyhow!("{} → {service}: {e}", self.name))
+    }
+
     /// A gRPC client channel to `endpoint`.
     pub fn client_to(&self, endpoint: &str) -> Result<GrpcChannel, ChannelError> {
         telenet_kit::grpc::client(endpoint, &self.client_config, &self.metrics, self.name)
@@ -146,7 +203,9 @@ impl<C> ServiceContext<C> {
             metrics: self.metrics,
             data_dir: self.data_dir,
             listener: self.listener,
+            presence: self.presence,
             endpoints: self.endpoints,
+            http_addrs: self.http_addrs,
             client_config: self.client_config,
         }
     }

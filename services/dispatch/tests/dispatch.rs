@@ -13,10 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{RetryPolicy, SharedBus, SubscribeSpec, Subscription};
-use telenet_dispatch::{
-    ChannelCredentials, ChannelDirectory, Config, DirectoryError, DispatchService, MIGRATIONS,
-    subscription,
-};
+use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
+use telenet_dispatch::{Config, DispatchService, MIGRATIONS, subscription};
+use telenet_kit::error::to_status;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind};
 use telenet_proto::dispatch::v1::dispatch_server::Dispatch;
@@ -25,7 +24,8 @@ use telenet_proto::events::v1::{
     OutboundRequested, OutboundStatusChanged, event_envelope::Payload,
 };
 use telenet_signing::Secret;
-use telenet_store::{Db, events, outbox, testing};
+use telenet_store::testing::Backend;
+use telenet_store::{Db, events, outbox};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- receiver
@@ -216,12 +216,6 @@ impl ChannelDirectory for FixedDirectory {
 
 // ----------------------------------------------------------------- harness
 
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 struct Harness {
     db: Db,
     bus: SharedBus,
@@ -232,7 +226,7 @@ struct Harness {
     seen: Vec<(String, OutboundStatusChanged)>,
     metrics: Metrics,
     token: CancellationToken,
-    _dir: Option<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
 }
 
 const MAX_ATTEMPTS: u32 = 4;
@@ -252,13 +246,8 @@ fn test_config() -> Config {
 
 impl Harness {
     async fn start(backend: Backend) -> Self {
-        let (url, dir) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                (testing::sqlite_in(dir.path(), "dispatch"), Some(dir))
-            }
-            Backend::Postgres => (testing::fresh_postgres().await, None),
-        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = backend.url(dir.path(), "dispatch").await;
         let db = Db::connect(&url, "dispatch").await.expect("connect");
         db.migrate(&MIGRATIONS).await.expect("migrate");
         let bus: SharedBus = Arc::new(MemoryBus::new(RetryPolicy {
@@ -275,9 +264,8 @@ impl Harness {
         let directory = Arc::new(FixedDirectory::default());
         let metrics = Metrics::new();
         let svc = DispatchService::new(db.clone(), bus.clone(), directory.clone(), test_config())
-            .await
             .expect("service")
-            .with_metrics(metrics.clone());
+            .with_metrics(&metrics);
         tokio::spawn(outbox::Relay::new(db.clone(), bus.clone()).run(token.clone()));
         tokio::spawn(svc.clone().run(token.clone()));
         Self {
@@ -387,24 +375,7 @@ async fn quiet_period() {
     tokio::time::sleep(Duration::from_millis(400)).await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })+
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await;
-            })+
-        }
-    };
-}
-
-on_both_backends!(
+telenet_store::on_both_backends!(
     accepted_message_is_sent_with_its_external_id,
     server_errors_are_retried_until_sent,
     persistent_server_errors_fail_after_max_attempts,
@@ -804,7 +775,7 @@ async fn workspaces_are_isolated(backend: Backend) {
         .get_delivery("wsB", "m-only-a")
         .await
         .expect_err("other workspace");
-    assert_eq!(err.to_status().code(), tonic::Code::NotFound);
+    assert_eq!(to_status(&err).code(), tonic::Code::NotFound);
 
     // Through the gRPC adapter as well.
     let status = Dispatch::get_delivery(
@@ -867,6 +838,6 @@ async fn workspaces_are_isolated(backend: Backend) {
         .list_dead_letters(" ", 0)
         .await
         .expect_err("validation");
-    assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
+    assert_eq!(to_status(&err).code(), tonic::Code::InvalidArgument);
     h.stop().await;
 }

@@ -6,7 +6,6 @@
 //! media service honours (the gateway's part is tested with the gateway).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,10 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{RetryPolicy, SharedBus};
-use telenet_dispatch::{
-    ChannelCredentials, ChannelDirectory, Config, DirectoryError, DispatchService, GrpcMediaFiles,
-    MIGRATIONS, subscription,
-};
+use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
+use telenet_dispatch::{Config, DispatchService, GrpcMediaFiles, MIGRATIONS, subscription};
+use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind};
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
 use telenet_proto::media::v1::media_client::MediaClient;
@@ -34,13 +32,12 @@ use tokio_util::sync::CancellationToken;
 const PUBLIC_URL: &str = "https://inbox.example";
 const LINK_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
+/// A media sample of the repository (tests/fixtures/media, with provenance).
 fn fixture(name: &str) -> Vec<u8> {
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/media");
-    let dir = if beside.is_dir() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures/media")
-    };
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/media"
+    ));
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
@@ -195,10 +192,18 @@ impl Harness {
             voice_variant_wait: variant_wait,
             ..Config::default()
         };
+        // Dispatch's client of media goes through the client stack, as in
+        // the process.
+        let to_media = telenet_kit::grpc::client(
+            &format!("http://{addr}"),
+            &Default::default(),
+            &Metrics::new(),
+            "dispatch",
+        )
+        .expect("media channel");
         let svc = DispatchService::new(db.clone(), bus.clone(), directory.clone(), config)
-            .await
             .expect("dispatch")
-            .with_media(Arc::new(GrpcMediaFiles::new(media_client.clone())));
+            .with_media(Arc::new(GrpcMediaFiles::new(to_media)));
         tokio::spawn(outbox::Relay::new(db, bus.clone()).run(token.clone()));
         tokio::spawn(svc.run(token.clone()));
         Harness {

@@ -1,13 +1,13 @@
 //! Bearer-token authentication against the members service, with a short
 //! cache so a burst of requests from one agent costs one upstream call.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
+use hashlink::LruCache;
 use sha2::{Digest, Sha256};
 use telenet_proto::conversations::v1::members_client::MembersClient;
 use telenet_proto::conversations::v1::{AccessLevel, AuthenticateRequest, Member};
@@ -15,8 +15,8 @@ use telenet_proto::conversations::v1::{AccessLevel, AuthenticateRequest, Member}
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Past this many cached tokens, expired entries are swept; if the cache is
-/// still full, it is emptied. Bounds memory against a flood of random tokens.
+/// Most tokens remembered at once; past it the least recently used goes.
+/// Bounds memory against a flood of random tokens.
 const MAX_CACHED_TOKENS: usize = 10_000;
 
 /// The longest bearer token accepted; anything longer is not ours.
@@ -55,20 +55,23 @@ impl Caller {
         )
     }
 
-    /// A gRPC request carrying `message`, the request id and the trace
-    /// context (so the upstream call joins this request's trace).
+    /// A gRPC request carrying `message` and the request id (the client
+    /// stack adds the trace context).
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = telenet_kit::telemetry::grpc_request(message);
-        if let Some(id) = self
-            .request_id
-            .as_ref()
-            .and_then(|id| id.to_str().ok())
-            .and_then(|id| id.parse().ok())
-        {
-            request.metadata_mut().insert(REQUEST_ID_HEADER, id);
-        }
-        request
+        request_with_id(message, self.request_id.as_ref())
     }
+}
+
+/// A gRPC request carrying `message` and the caller's `x-request-id`.
+fn request_with_id<T>(message: T, request_id: Option<&HeaderValue>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(id) = request_id
+        .and_then(|id| id.to_str().ok())
+        .and_then(|id| id.parse().ok())
+    {
+        request.metadata_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    request
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -107,39 +110,18 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     }
 }
 
-/// What the members service said about one token.
-#[derive(Debug, Clone)]
-struct Cached {
-    at: Instant,
-    /// `None`: the token is unknown or revoked.
-    member: Option<Member>,
-}
-
-/// Token → member, for `ttl`. Keyed by the token's SHA-256 so no token sits
-/// in memory in the clear longer than its request. Unknown tokens are cached
-/// too (a random token never becomes valid), so retrying with a bad token
-/// does not hammer the members service. A revoked token keeps working for up
-/// to `ttl`.
+/// Authenticates tokens against the members service, remembering each
+/// answer for the cache's TTL (`gateway.auth_cache_ttl_ms`, 5 s by default).
 #[derive(Debug)]
 pub(crate) struct AuthCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], Cached>>,
+    tokens: TokenCache,
 }
 
 impl AuthCache {
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            tokens: TokenCache::new(ttl, MAX_CACHED_TOKENS),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Cached>> {
-        // Every update is a single insert, so a panic elsewhere cannot leave
-        // the map inconsistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The member `token` belongs to, from the cache or the members service.
@@ -149,59 +131,116 @@ impl AuthCache {
         token: &str,
         request_id: Option<&HeaderValue>,
     ) -> Result<Member, ApiError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !self.ttl.is_zero() {
-            let cached = self.lock().get(&key).cloned();
-            if let Some(cached) = cached.filter(|c| c.at.elapsed() < self.ttl) {
-                return cached.member.ok_or(ApiError::InvalidToken);
-            }
+        let key = TokenCache::key(token);
+        if let Some(known) = self.tokens.get(&key) {
+            return known.ok_or(ApiError::InvalidToken);
         }
-
-        let mut request = telenet_kit::telemetry::grpc_request(AuthenticateRequest {
-            token: token.to_owned(),
-        });
-        if let Some(id) = request_id
-            .and_then(|id| id.to_str().ok())
-            .and_then(|id| id.parse().ok())
-        {
-            request.metadata_mut().insert(REQUEST_ID_HEADER, id);
-        }
-        let mut client = MembersClient::new(state.upstreams.members.clone());
-        let member = match state.call(client.authenticate(request)).await {
-            Ok(member) => Some(member),
-            Err(ApiError::Upstream(status)) if is_refusal(status.code()) => None,
-            // Not an answer about the token: do not cache, let it surface
-            // as 503/504/500.
-            Err(other) => return Err(other),
-        };
-        if member
-            .as_ref()
-            .is_some_and(|m| m.workspace_id.is_empty() || m.user_id.is_empty())
-        {
-            return Err(ApiError::Incomplete("the member's workspace or user id"));
-        }
-        if !self.ttl.is_zero() {
-            self.remember(
-                key,
-                Cached {
-                    at: Instant::now(),
-                    member: member.clone(),
-                },
-            );
-        }
+        let member = ask_members(state, token, request_id).await?;
+        self.tokens.insert(key, member.clone());
         member.ok_or(ApiError::InvalidToken)
     }
+}
 
-    fn remember(&self, key: [u8; 32], cached: Cached) {
-        let mut entries = self.lock();
-        if entries.len() >= MAX_CACHED_TOKENS {
-            let ttl = self.ttl;
-            entries.retain(|_, c| c.at.elapsed() < ttl);
-            if entries.len() >= MAX_CACHED_TOKENS {
-                entries.clear();
-            }
+/// What the members service says about `token`: its member, or `None` when
+/// it is unknown or revoked. Failures that are no answer about the token
+/// (unavailable, timed out) are errors, and are not remembered.
+async fn ask_members(
+    state: &AppState,
+    token: &str,
+    request_id: Option<&HeaderValue>,
+) -> Result<Option<Member>, ApiError> {
+    let request = request_with_id(
+        AuthenticateRequest {
+            token: token.to_owned(),
+        },
+        request_id,
+    );
+    let mut client = MembersClient::new(state.upstreams.members.clone());
+    let member = match state.call(client.authenticate(request)).await {
+        Ok(member) => Some(member),
+        Err(ApiError::Upstream(status)) if is_refusal(status.code()) => None,
+        Err(other) => return Err(other),
+    };
+    if member
+        .as_ref()
+        .is_some_and(|m| m.workspace_id.is_empty() || m.user_id.is_empty())
+    {
+        return Err(ApiError::Incomplete("the member's workspace or user id"));
+    }
+    Ok(member)
+}
+
+/// What the members service said about one token, and when.
+#[derive(Debug, Clone)]
+struct Answer {
+    at: Instant,
+    /// `None`: the token is unknown or revoked.
+    member: Option<Member>,
+}
+
+/// Token → member for `ttl`, at most `capacity` tokens (least recently used
+/// out first). Keyed by the token's SHA-256 so no token sits in memory in
+/// the clear longer than its request. Unknown tokens are remembered too (a
+/// random token never becomes valid), so retrying with a bad token does not
+/// hammer the members service. A revoked or deactivated token keeps working
+/// for at most `ttl`; a zero `ttl` remembers nothing.
+#[derive(Debug)]
+struct TokenCache {
+    ttl: Duration,
+    entries: Mutex<LruCache<[u8; 32], Answer>>,
+}
+
+impl TokenCache {
+    fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(LruCache::new(capacity)),
         }
-        entries.insert(key, cached);
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LruCache<[u8; 32], Answer>> {
+        // Every update is a single call on the map, so a panic elsewhere
+        // cannot leave it inconsistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The remembered answer for `key` (`Some(None)`: a refused token), or
+    /// `None` when there is none younger than the TTL.
+    fn get(&self, key: &[u8; 32]) -> Option<Option<Member>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut entries = self.lock();
+        match entries.get(key) {
+            Some(answer) if answer.at.elapsed() < self.ttl => Some(answer.member.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, key: [u8; 32], member: Option<Member>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let answer = Answer {
+            at: Instant::now(),
+            member,
+        };
+        self.lock().insert(key, answer);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -211,4 +250,61 @@ fn is_refusal(code: tonic::Code) -> bool {
         code,
         tonic::Code::Unauthenticated | tonic::Code::InvalidArgument | tonic::Code::NotFound
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(user_id: &str) -> Member {
+        Member {
+            user_id: user_id.to_owned(),
+            workspace_id: "w".to_owned(),
+            ..Member::default()
+        }
+    }
+
+    #[test]
+    fn answers_are_remembered_for_the_ttl() {
+        let cache = TokenCache::new(Duration::from_secs(60), 10);
+        let (known, refused) = (TokenCache::key("tok_a"), TokenCache::key("tok_b"));
+        assert_eq!(cache.get(&known), None);
+        cache.insert(known, Some(member("u1")));
+        cache.insert(refused, None);
+        assert_eq!(cache.get(&known), Some(Some(member("u1"))));
+        assert_eq!(cache.get(&refused), Some(None));
+    }
+
+    #[test]
+    fn answers_expire_after_the_ttl() {
+        let cache = TokenCache::new(Duration::from_millis(20), 10);
+        let key = TokenCache::key("tok_a");
+        cache.insert(key, Some(member("u1")));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(cache.get(&key), None);
+        assert_eq!(cache.len(), 0, "an expired answer is dropped when met");
+    }
+
+    #[test]
+    fn the_least_recently_used_token_goes_when_full() {
+        let cache = TokenCache::new(Duration::from_secs(60), 2);
+        let [a, b, c] = ["tok_a", "tok_b", "tok_c"].map(TokenCache::key);
+        cache.insert(a, Some(member("a")));
+        cache.insert(b, Some(member("b")));
+        assert!(cache.get(&a).is_some());
+        cache.insert(c, Some(member("c")));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&b), None, "b was used least recently");
+        assert!(cache.get(&a).is_some());
+        assert!(cache.get(&c).is_some());
+    }
+
+    #[test]
+    fn zero_ttl_remembers_nothing() {
+        let cache = TokenCache::new(Duration::ZERO, 10);
+        let key = TokenCache::key("tok_a");
+        cache.insert(key, Some(member("u1")));
+        assert_eq!(cache.get(&key), None);
+        assert_eq!(cache.len(), 0);
+    }
 }

@@ -3,9 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use telenet_kit::error::{ErrorCode, INTERNAL_MESSAGE};
 use telenet_presence::PresenceError;
 
-use crate::problem::Problem;
+use crate::problem::{Problem, TIMEOUT_DETAIL};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,10 @@ pub enum ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
+        // The client stack's own timeout: the upstream did not answer.
+        if telenet_kit::grpc::is_client_timeout(&status) {
+            return ApiError::UpstreamTimeout;
+        }
         ApiError::Upstream(Box::new(status))
     }
 }
@@ -64,16 +69,16 @@ impl ApiError {
         }
     }
 
-    /// The problem document for this error.
+    /// The problem document for this error: its status and `code` from
+    /// the shared error table, except for a rejection of the HTTP request
+    /// itself, which keeps the status axum chose.
     pub fn problem(&self) -> Problem {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                self.to_string(),
-            ),
+            ApiError::MissingToken | ApiError::InvalidToken => {
+                Problem::for_code(ErrorCode::Unauthenticated, self.to_string())
+            }
             ApiError::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "permission_denied", detail.clone())
+                Problem::for_code(ErrorCode::PermissionDenied, detail.clone())
             }
             ApiError::InvalidField { field, message } => {
                 Problem::invalid_field(field, message.clone())
@@ -82,19 +87,11 @@ impl ApiError {
             ApiError::Upstream(status) => Problem::from_grpc(status),
             ApiError::UpstreamTimeout => {
                 tracing::warn!("upstream call timed out");
-                Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "deadline_exceeded",
-                    "a service the gateway depends on did not answer in time",
-                )
+                Problem::for_code(ErrorCode::DeadlineExceeded, TIMEOUT_DETAIL)
             }
             ApiError::Incomplete(_) => {
                 tracing::error!(error = %self, "incomplete upstream response");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                Problem::for_code(ErrorCode::Internal, INTERNAL_MESSAGE)
             }
             ApiError::Presence(error) => presence_problem(error),
         }
@@ -105,20 +102,15 @@ fn presence_problem(error: &PresenceError) -> Problem {
     match error {
         PresenceError::Timeout(_) | PresenceError::Backend(_) => {
             tracing::warn!(%error, "presence store unavailable");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+            Problem::for_code(
+                ErrorCode::Unavailable,
                 "presence is unavailable; retry later",
             )
         }
         // Ids come from the members service, so a rejected one is our bug.
         _ => {
             tracing::error!(%error, "presence store failed");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            Problem::for_code(ErrorCode::Internal, INTERNAL_MESSAGE)
         }
     }
 }
@@ -131,7 +123,9 @@ impl IntoResponse for ApiError {
         let challenge = match self {
             ApiError::MissingToken => Some("Bearer"),
             ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
-            ApiError::Upstream(ref status) if status.code() == tonic::Code::Unauthenticated => {
+            ApiError::Upstream(ref status)
+                if ErrorCode::from_status(status) == ErrorCode::Unauthenticated =>
+            {
                 Some("Bearer")
             }
             _ => None,

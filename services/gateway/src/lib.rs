@@ -9,15 +9,21 @@
 //! Every error is `application/problem+json` (RFC 9457), including axum's own
 //! rejections; `GET /openapi.json` describes the API.
 //!
+//! The process starts it with [`start`], which hands back the REST API on
+//! the listener the process bound and the presence-count poller. [`router`]
+//! builds the REST API alone:
+//!
 //! ```no_run
-//! # async fn run(presence: telenet_presence::SharedPresence) -> std::io::Result<()> {
+//! # fn demo(presence: telenet_presence::SharedPresence) -> Result<(), Box<dyn std::error::Error>> {
 //! use telenet_gateway::{Config, Upstreams};
-//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:7233").connect_lazy();
-//! let config = Config::default();
-//! let app = telenet_gateway::router(Upstreams::single(channel), presence, config.clone());
-//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! telenet_gateway::serve(listener, app, tokio_util::sync::CancellationToken::new()).await
-//! # }
+//! let channel = telenet_kit::grpc::client(
+//!     "http://127.0.0.1:50051",
+//!     &Default::default(),
+//!     &telenet_kit::metrics::Metrics::default(),
+//!     telenet_gateway::NAME,
+//! )?;
+//! let app = telenet_gateway::router(Upstreams::single(channel), presence, Config::default());
+//! # drop(app); Ok(()) }
 //! ```
 
 use std::future::Future;
@@ -25,14 +31,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
+use telenet_kit::grpc::GrpcChannel;
 use telenet_presence::SharedPresence;
+use telenet_runtime::{Phase, ServiceContext, Started};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -41,16 +49,25 @@ mod auth;
 pub mod dto;
 mod error;
 mod extract;
+mod metrics;
 mod openapi;
 pub mod problem;
 mod routes;
-mod sniff;
+
+use metrics::PresenceUsers;
 
 pub use auth::Caller;
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 pub use problem::Problem;
 pub use routes::files::UploadLimits;
+
+/// The service's name: its metrics label, its log prefix.
+pub const NAME: &str = "gateway";
+
+/// How often agents are counted by presence status for
+/// `telenet_presence_users`.
+const PRESENCE_POLL: Duration = Duration::from_secs(15);
 
 /// Gateway settings (`gateway.*`; env `TELENET_GATEWAY__…`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,38 +102,61 @@ impl Default for Config {
     }
 }
 
-/// gRPC channels to the services the gateway calls. `tonic` channels are
-/// cheap to clone and reconnect on their own; a lazily connected channel is
-/// fine (an unreachable service answers 503).
+/// gRPC clients of the services the gateway calls, each through kit's
+/// client stack. Cheap to clone; they connect lazily and reconnect on their
+/// own (an unreachable service answers 503).
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     /// `telenet.conversations.v1.Conversations`.
-    pub conversations: Channel,
+    pub conversations: GrpcChannel,
     /// `telenet.conversations.v1.Members` (served by the conversations
     /// service; a separate field so it can be routed on its own).
-    pub members: Channel,
+    pub members: GrpcChannel,
     /// `telenet.ingress.v1.Channels`.
-    pub ingress: Channel,
+    pub ingress: GrpcChannel,
     /// `telenet.contacts.v1.Contacts`.
-    pub contacts: Channel,
+    pub contacts: GrpcChannel,
     /// `telenet.reporting.v1.Reports`.
-    pub reporting: Channel,
+    pub reporting: GrpcChannel,
     /// `telenet.media.v1.Media`.
-    pub media: Channel,
+    pub media: GrpcChannel,
+    /// `telenet.media.v1.Media` for streamed uploads and downloads, which
+    /// last as long as their bytes take: no per-call timeout; the handlers
+    /// bound the waits that are the upstream's
+    /// ([`AppState::within_upstream_timeout`]).
+    pub media_streams: GrpcChannel,
 }
 
 impl Upstreams {
     /// Every service behind one channel, as in the dev server where all
     /// services share one gRPC server.
-    pub fn single(channel: Channel) -> Self {
+    pub fn single(channel: GrpcChannel) -> Self {
         Self {
             conversations: channel.clone(),
             members: channel.clone(),
             ingress: channel.clone(),
             contacts: channel.clone(),
             reporting: channel.clone(),
-            media: channel,
+            media: channel.clone(),
+            media_streams: channel,
         }
+    }
+
+    /// Clients of the services at the endpoints the process knows.
+    fn from_context(ctx: &ServiceContext<Config>) -> anyhow::Result<Self> {
+        // Each call is bounded by the gateway's own upstream timeout.
+        let timeout = Duration::from_millis(ctx.config.upstream_timeout_ms);
+        let client = |service| ctx.client_with_timeout(service, timeout);
+        Ok(Self {
+            conversations: client("conversations")?,
+            // Members is a service of the conversations process.
+            members: client("conversations")?,
+            ingress: client("ingress")?,
+            contacts: client("contacts")?,
+            reporting: client("reporting")?,
+            media: client("media")?,
+            media_streams: ctx.client_with_timeout("media", Duration::ZERO)?,
+        })
     }
 }
 
@@ -131,17 +171,51 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Awaits an upstream call, bounded by the configured timeout.
+    /// Awaits an upstream unary call. It is bounded by the client stack's
+    /// timeout (`upstream_timeout_ms`, see [`Upstreams::from_context`]);
+    /// past it the client gets a 504.
     pub(crate) async fn call<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.upstream_timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(ApiError::UpstreamTimeout),
-        }
+        Ok(call.await?.into_inner())
     }
+
+    /// Awaits the parts of a streaming call that no per-call timeout can
+    /// bound — an upload's answer after its last chunk went out, a
+    /// download's first message — for at most `upstream_timeout_ms`.
+    pub(crate) async fn within_upstream_timeout<T>(
+        &self,
+        work: impl Future<Output = T>,
+    ) -> Result<T, ApiError> {
+        tokio::time::timeout(self.upstream_timeout, work)
+            .await
+            .map_err(|_| ApiError::UpstreamTimeout)
+    }
+}
+
+/// Starts the gateway on what the process gives it: the presence store,
+/// clients of the services it calls and the listener bound for it. Hands
+/// back its REST API on that listener, and the presence-count poller
+/// (stopped with the other background work, after the API stopped taking
+/// requests).
+pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
+    let listener = ctx
+        .listener
+        .take()
+        .with_context(|| format!("the {NAME} service needs a listener bound by the process"))?;
+    let presence = ctx.presence()?;
+    let upstreams = Upstreams::from_context(&ctx)?;
+    let presence_users = PresenceUsers::register(&ctx.metrics);
+    let app = router(upstreams, presence.clone(), ctx.config);
+    Ok(Started::new().http(NAME, listener, app).task(
+        format!("{NAME}.presence-counts"),
+        Phase::Work,
+        move |token| async move {
+            watch_presence_counts(presence, presence_users, PRESENCE_POLL, token).await;
+            Ok(())
+        },
+    ))
 }
 
 /// The REST API with its middleware: request ids (`x-request-id`, generated
@@ -165,7 +239,7 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
 
     Router::new()
         .route("/healthz", get(routes::meta::healthz))
-        .route("/openapi.json", get(routes::meta::openapi_json))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/me", get(routes::me::get_me))
         .route("/v1/me/status", put(routes::me::set_status))
         .route("/v1/me/heartbeat", post(routes::me::heartbeat))
@@ -233,25 +307,13 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Serves `app` on `listener` until `token` is cancelled, then lets
-/// in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    token: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
-}
-
 /// Counts agents by presence status across all workspaces every
-/// `interval` into `telenet_presence_users`, until `token` is cancelled.
-/// A failed count keeps the last values (logged once until counting works
+/// `interval` into `telenet_presence_users`, until `token` is cancelled. A
+/// failed count keeps the last values (logged once until counting works
 /// again).
-pub async fn watch_presence_counts(
+async fn watch_presence_counts(
     presence: SharedPresence,
-    metrics: telenet_kit::metrics::Metrics,
+    users: PresenceUsers,
     interval: Duration,
     token: CancellationToken,
 ) {
@@ -259,7 +321,7 @@ pub async fn watch_presence_counts(
     loop {
         match presence.count_by_status().await {
             Ok(counts) => {
-                metrics.set_presence_users(counts.online, counts.away, counts.offline);
+                users.set(counts);
                 failing = false;
             }
             Err(error) => {
@@ -274,16 +336,4 @@ pub async fn watch_presence_counts(
             () = tokio::time::sleep(interval) => {}
         }
     }
-}
-
-/// Binds `cfg.listen` and serves the gateway until `token` is cancelled.
-pub async fn run(
-    upstreams: Upstreams,
-    presence: SharedPresence,
-    cfg: Config,
-    token: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-    tracing::info!(listen = %cfg.listen, "gateway listening");
-    serve(listener, router(upstreams, presence, cfg), token).await
 }

@@ -1,14 +1,20 @@
 //! The OpenAPI 3.1 document of the REST API, generated from the handlers'
 //! `#[utoipa::path]` attributes and the DTO types, so it cannot drift from
-//! the code.
+//! the code; and `GET /openapi.json`, which serves it.
+//!
+//! Handlers list the error statuses specific to them with a description
+//! only; every error response is then documented here, in one place, as a
+//! problem document.
 
 use std::sync::LazyLock;
 
 use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
 use crate::dto;
 use crate::problem::{PROBLEM_JSON, Problem};
@@ -55,10 +61,10 @@ const PUBLIC_PATHS: [&str; 3] = [
         routes::files::audio,
         routes::reports::daily_volume,
         routes::meta::healthz,
-        routes::meta::openapi_json,
+        openapi_json,
     ),
     components(schemas(Problem, dto::PresenceStatus, dto::AccessLevel, dto::ChannelKind)),
-    modifiers(&SecurityAndErrors),
+    modifiers(&SecurityAndProblems),
     security(("bearer" = [])),
     tags(
         (name = "me", description = "The calling agent and their presence"),
@@ -73,11 +79,26 @@ const PUBLIC_PATHS: [&str; 3] = [
 )]
 struct ApiDoc;
 
-/// Adds the bearer scheme, and the error responses every operation may give
-/// (so each handler lists only its specific ones).
-struct SecurityAndErrors;
+/// Errors any authenticated operation may give.
+const AUTHENTICATED_ERRORS: [(&str, &str); 1] =
+    [("401", "missing, unknown or revoked bearer token")];
 
-impl Modify for SecurityAndErrors {
+/// Errors every operation may give.
+const COMMON_ERRORS: [(&str, &str); 3] = [
+    ("500", "internal error (details are logged, not returned)"),
+    ("503", "a service the gateway depends on is unavailable"),
+    (
+        "504",
+        "a service the gateway depends on did not answer in time",
+    ),
+];
+
+/// Adds the bearer scheme; documents every error response as a problem
+/// document, and adds the errors every operation may give (so each handler
+/// lists only its specific ones).
+struct SecurityAndProblems;
+
+impl Modify for SecurityAndProblems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -101,39 +122,70 @@ impl Modify for SecurityAndErrors {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
-                if !public {
-                    responses
-                        .entry("401".to_owned())
-                        .or_insert_with(|| problem("missing, unknown or revoked bearer token"));
+                for (status, response) in responses.iter_mut() {
+                    if let RefOr::T(response) = response
+                        && is_error(status)
+                    {
+                        as_problem(response);
+                    }
                 }
-                for (status, description) in [
-                    ("500", "internal error (details are logged, not returned)"),
-                    ("503", "a service the gateway depends on is unavailable"),
-                    (
-                        "504",
-                        "a service the gateway depends on did not answer in time",
-                    ),
-                ] {
+                let authenticated: &[_] = if public { &[] } else { &AUTHENTICATED_ERRORS };
+                for (status, description) in COMMON_ERRORS.iter().chain(authenticated) {
                     responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| problem(description));
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| problem_response(description));
                 }
             }
         }
     }
 }
 
-fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+/// Whether a response status (`"404"`, `"5XX"`, `"default"`) is an error.
+fn is_error(status: &str) -> bool {
+    status.starts_with('4') || status.starts_with('5')
+}
+
+/// Gives an error response the problem document as its body, unless the
+/// handler documented another one.
+fn as_problem(response: &mut Response) {
+    if response.content.is_empty() {
+        response
+            .content
+            .insert(PROBLEM_JSON.to_owned(), problem_content());
+    }
+}
+
+/// An error response described by `description`, with a problem document.
+fn problem_response(description: &str) -> RefOr<Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
-            .content(
-                PROBLEM_JSON,
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
+            .content(PROBLEM_JSON, problem_content())
             .build(),
+    )
+}
+
+fn problem_content() -> Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build()
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")),
+)]
+pub(crate) async fn openapi_json() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        document_json(),
     )
 }
 
@@ -143,7 +195,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 /// The document as JSON, built once.
-pub(crate) fn document_json() -> Bytes {
+fn document_json() -> Bytes {
     static JSON: LazyLock<Bytes> = LazyLock::new(|| match document().to_json() {
         Ok(json) => Bytes::from(json),
         Err(error) => {
@@ -152,4 +204,34 @@ pub(crate) fn document_json() -> Bytes {
         }
     });
     JSON.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_response_is_a_problem_document() {
+        let doc = document();
+        let mut errors = 0;
+        for (path, item) in &doc.paths.paths {
+            let operations = [&item.get, &item.put, &item.post, &item.delete, &item.patch];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in &operation.responses.responses {
+                    let RefOr::T(response) = response else {
+                        panic!("{path} {status}: a reference");
+                    };
+                    if is_error(status) {
+                        errors += 1;
+                        assert!(
+                            response.content.contains_key(PROBLEM_JSON),
+                            "{path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+        // 500, 503 and 504 of every operation at least.
+        assert!(errors >= 3 * 22, "{errors}");
+    }
 }

@@ -7,6 +7,11 @@
 //! the extension member `code` carries a stable snake_case name clients can
 //! branch on (several codes share an HTTP status, e.g. 409), and `field`
 //! names the offending query or body field of a validation error.
+//!
+//! Status and `code` come from the product's one error table
+//! ([`telenet_kit::error::ErrorCode`]); only rejections of the HTTP request
+//! itself (wrong method, wrong media type, a range outside the file) keep
+//! the status HTTP defines for them.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -14,19 +19,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use telenet_kit::error::{ErrorCode, INTERNAL_MESSAGE};
 use utoipa::ToSchema;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Metadata key a TELENET service may set next to the gRPC code with the
-/// precise error code name, so codes sharing a gRPC code (payload too large
-/// and resource exhausted) can be told apart.
-pub const ERROR_CODE_METADATA: &str = "telenet-error-code";
+/// The detail of a 503: the upstream's own text names hosts and ports.
+pub(crate) const UNAVAILABLE_DETAIL: &str =
+    "a service the gateway depends on is unavailable; retry later";
 
-/// What the client sees instead of an internal error's own text, which may
-/// contain SQL, hostnames or other details it must not see.
-const INTERNAL_DETAIL: &str = "internal error";
+/// The detail of a 504.
+pub(crate) const TIMEOUT_DETAIL: &str = "a service the gateway depends on did not answer in time";
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -67,12 +71,18 @@ impl Problem {
         }
     }
 
+    /// A problem for an error `code`: its status and name from the shared
+    /// table.
+    pub fn for_code(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::new(code.http_status(), code.as_str(), detail)
+    }
+
     /// 400 for an invalid `field`; `detail` should name the field too, since
     /// many clients only show `detail`.
     pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
         Self {
             field: Some(field.to_owned()),
-            ..Self::new(StatusCode::BAD_REQUEST, "invalid_argument", detail)
+            ..Self::for_code(ErrorCode::InvalidArgument, detail)
         }
     }
 
@@ -88,61 +98,26 @@ impl Problem {
     /// here and returned opaque, since a transport error's text names hosts
     /// and ports.
     pub fn from_grpc(status: &tonic::Status) -> Self {
-        use tonic::Code;
         let message = status.message();
-        let precise = status
-            .metadata()
-            .get(ERROR_CODE_METADATA)
-            .and_then(|value| value.to_str().ok());
-        let (http, code) = match (status.code(), precise) {
-            (Code::ResourceExhausted, Some("payload_too_large")) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-            }
-            (Code::ResourceExhausted, _) if says_too_large(message) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-            }
-            (Code::ResourceExhausted, _) => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
-            (Code::InvalidArgument | Code::OutOfRange, _) => {
-                (StatusCode::BAD_REQUEST, "invalid_argument")
-            }
-            (Code::Unauthenticated, _) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            (Code::PermissionDenied, _) => (StatusCode::FORBIDDEN, "permission_denied"),
-            (Code::NotFound, _) => (StatusCode::NOT_FOUND, "not_found"),
-            (Code::AlreadyExists, _) => (StatusCode::CONFLICT, "already_exists"),
-            (Code::Aborted, _) => (StatusCode::CONFLICT, "aborted"),
-            // "Not in a state that allows this" (e.g. replying to a closed
-            // conversation) is a conflict with the resource's current state.
-            (Code::FailedPrecondition, _) => (StatusCode::CONFLICT, "failed_precondition"),
-            // tonic reports its own client-side timeouts as CANCELLED.
-            (Code::Unavailable | Code::Cancelled, _) => {
+        let code = error_code_of(status);
+        match code {
+            ErrorCode::Unavailable => {
                 tracing::warn!(code = ?status.code(), message, "upstream unavailable");
-                return Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "a service the gateway depends on is unavailable; retry later",
-                );
+                Self::for_code(code, UNAVAILABLE_DETAIL)
             }
-            (Code::DeadlineExceeded, _) => {
+            ErrorCode::DeadlineExceeded => {
                 tracing::warn!(message, "upstream deadline exceeded");
-                return Self::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "deadline_exceeded",
-                    "a service the gateway depends on did not answer in time",
-                );
+                Self::for_code(code, TIMEOUT_DETAIL)
             }
-            (
-                Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss,
-                _,
-            ) => {
+            ErrorCode::Internal => {
                 tracing::error!(code = ?status.code(), message, "upstream internal error");
-                return Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    INTERNAL_DETAIL,
-                );
+                Self::for_code(code, INTERNAL_MESSAGE)
             }
-        };
-        Self::new(http, code, message)
+            ErrorCode::FailedPrecondition if status.code() == tonic::Code::Aborted => {
+                Self::new(code.http_status(), ABORTED, message)
+            }
+            _ => Self::for_code(code, message),
+        }
     }
 
     /// The problem for a rejection axum (or a tower layer) produced with
@@ -151,7 +126,7 @@ impl Problem {
     pub fn from_rejection(status: StatusCode, text: &str) -> Self {
         if status.is_server_error() {
             tracing::error!(%status, text, "request rejected with a server error");
-            return Self::new(status, "internal", INTERNAL_DETAIL);
+            return Self::new(status, ErrorCode::Internal.as_str(), INTERNAL_MESSAGE);
         }
         let detail = lowercase_first(text.trim());
         let detail = if detail.is_empty() {
@@ -178,30 +153,45 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Whether a RESOURCE_EXHAUSTED message is about size rather than rate;
-/// gRPC itself reports oversized messages with that code.
+/// The `code` of gRPC's ABORTED (a conflict between concurrent changes:
+/// retrying the whole operation may succeed). The shared table answers it
+/// as `FailedPrecondition` (409); clients keep seeing its own name, so they
+/// can tell a conflict worth retrying from one that is not.
+const ABORTED: &str = "aborted";
+
+/// The shared table's code for an upstream status, and one refinement:
+/// gRPC itself reports an oversized message as RESOURCE_EXHAUSTED without
+/// the code metadata, so a message about size is a 413, not a 429.
+fn error_code_of(status: &tonic::Status) -> ErrorCode {
+    match ErrorCode::from_status(status) {
+        ErrorCode::ResourceExhausted if says_too_large(status.message()) => {
+            ErrorCode::PayloadTooLarge
+        }
+        code => code,
+    }
+}
+
+/// Whether a RESOURCE_EXHAUSTED message is about size rather than rate.
 fn says_too_large(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     message.contains("too large") || message.contains("too big")
 }
 
-/// A code name for HTTP statuses that did not come from a gRPC status.
+/// A code name for an HTTP error status that did not come from an error
+/// code: the shared table's, or HTTP's own for rejections of the request
+/// itself.
 fn code_for_http(status: StatusCode) -> &'static str {
     match status {
-        StatusCode::BAD_REQUEST => "invalid_argument",
-        StatusCode::UNAUTHORIZED => "unauthenticated",
-        StatusCode::FORBIDDEN => "permission_denied",
-        StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::CONFLICT => "failed_precondition",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_argument",
-        StatusCode::TOO_MANY_REQUESTS => "resource_exhausted",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        StatusCode::GATEWAY_TIMEOUT => "deadline_exceeded",
-        s if s.is_server_error() => "internal",
-        _ => "error",
+        // Well-formed but invalid content is an invalid argument like any
+        // other (extractors answer it as 400).
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidArgument.as_str(),
+        status => match ErrorCode::from_http_status(status) {
+            Some(code) => code.as_str(),
+            None if status.is_server_error() => ErrorCode::Internal.as_str(),
+            None => "error",
+        },
     }
 }
 
@@ -215,9 +205,8 @@ fn lowercase_first(text: &str) -> String {
 
 /// Fallback for paths no route matches.
 pub async fn route_not_found(request: Request) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+    Problem::for_code(
+        ErrorCode::NotFound,
         format!("no route for {}", request.uri().path()),
     )
 }

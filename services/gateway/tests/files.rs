@@ -72,12 +72,11 @@ async fn world_with(links: bool) -> World {
             .add_service(media.grpc())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let media_channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_lazy();
+    let media_channel = common::client(&format!("http://{addr}"));
     let upstreams = Upstreams {
         members: spawn_members(common::FakeMembers::standard()).await,
-        media: media_channel,
+        media: media_channel.clone(),
+        media_streams: media_channel,
         ..Upstreams::single(common::dead_channel())
     };
     let presence: SharedPresence = std::sync::Arc::new(MemoryPresence::new(Thresholds::default()));
@@ -641,16 +640,13 @@ async fn links_are_made_only_for_the_workspaces_own_files_and_checked() {
     );
 }
 
-/// WhatsApp's Ogg/Opus voice note of the shared fixtures (3.45 s).
+/// WhatsApp's Ogg/Opus voice note of the repository's fixtures (3.45 s).
 fn whatsapp_note() -> Vec<u8> {
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/media/source_ogg_opus_ptb.ogg");
-    let path = if beside.is_file() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures/media/source_ogg_opus_ptb.ogg")
-    };
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/media/source_ogg_opus_ptb.ogg"
+    );
+    std::fs::read(path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
 #[tokio::test]

@@ -1,17 +1,38 @@
 //! Ingress: the channel registry and the webhooks providers call.
 //!
-//! A webhook is verified, parsed into a canonical event, de-duplicated and
+//! A webhook is verified, parsed into canonical events, de-duplicated and
 //! published to the bus; it is answered 2xx only once the broker confirmed
-//! the event, and nothing is recorded when any step fails.
+//! the events, and nothing is recorded when any step fails. What differs
+//! between providers (signatures, payloads, handshakes, which settings
+//! connect a channel) is asked of the channel's provider in
+//! `telenet_channels`; ingress itself knows no channel kind.
+//!
+//! The crate has the rooms of every service: [`domain`] (the rules, no
+//! I/O), `store` (its SQL, the only place that speaks SQL), `grpc` (the
+//! `telenet.ingress.v1.Channels` adapter), `webhook` (the HTTP adapter
+//! providers call), `consumers` (bus handlers: none), [`Error`] and
+//! [`start`], which wires them for the process.
+
+mod consumers;
+pub mod domain;
+mod error;
+mod grpc;
+mod service;
+mod start;
+mod store;
+mod webhook;
+
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use telenet_bus::SharedBus;
-use telenet_store::{Db, StoreError};
-use tonic::Status;
 
-pub mod channels;
-pub mod custom;
-pub mod webhook;
+pub use error::Error;
+pub use service::{Accepted, IngressService};
+pub use start::start;
+pub use webhook::router;
+
+/// The service's name: its metrics label, readiness name and schema.
+pub const NAME: &str = "ingress";
 
 pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_ingress");
 
@@ -41,105 +62,36 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("channel not found")]
-    NotFound,
-    #[error("{0}")]
-    Internal(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<telenet_store::sqlx::Error> for Error {
-    fn from(e: telenet_store::sqlx::Error) -> Self {
-        Error::Store(e.into())
-    }
-}
-
-impl Error {
-    pub fn to_status(&self) -> Status {
-        match self {
-            Error::InvalidArgument(m) => Status::invalid_argument(m.clone()),
-            Error::NotFound => Status::not_found(self.to_string()),
-            Error::Internal(m) => {
-                tracing::error!(error = %m, "ingress failed");
-                Status::internal("internal error")
-            }
-            Error::Store(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "ingress store unavailable");
-                Status::unavailable("ingress store unavailable")
-            }
-            Error::Store(e) => {
-                tracing::error!(error = %e, "ingress store failed");
-                Status::internal("internal error")
-            }
+impl Config {
+    /// The settings for a webhook listener bound at `addr`: with the default
+    /// public URL, which names the default port, the public URL follows the
+    /// port actually bound (an ephemeral one in the dev server and tests).
+    pub fn following_listener(mut self, addr: SocketAddr) -> Self {
+        if self.public_url == Config::default().public_url {
+            self.public_url = format!("http://{addr}");
         }
+        self
     }
 }
 
-/// The ingress service: channel registry (gRPC) and webhooks (HTTP).
-#[derive(Clone)]
-pub struct Ingress {
-    pub(crate) db: Db,
-    pub(crate) bus: SharedBus,
-    pub(crate) config: std::sync::Arc<Config>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Ingress {
-    pub async fn new(db: Db, bus: SharedBus, config: Config) -> Result<Self, Error> {
-        if url::Url::parse(&config.public_url).is_err() {
-            return Err(Error::InvalidArgument(format!(
-                "ingress.public_url {:?} is not an absolute URL",
-                config.public_url
-            )));
-        }
-        Ok(Self {
-            db,
-            bus,
-            config: std::sync::Arc::new(config),
-        })
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The gRPC channel registry.
-    pub fn grpc(
-        &self,
-    ) -> telenet_proto::ingress::v1::channels_server::ChannelsServer<channels::ChannelRegistry>
-    {
-        telenet_proto::ingress::v1::channels_server::ChannelsServer::new(
-            channels::ChannelRegistry::new(self.clone()),
-        )
-    }
-
-    /// The webhook HTTP router (`POST /webhooks/{channel_id}`).
-    pub fn router(&self) -> axum::Router {
-        webhook::router(self.clone())
-    }
-
-    /// Background work until cancelled: forget de-duplication keys older than
-    /// the retention.
-    pub async fn run(self, token: tokio_util::sync::CancellationToken) {
-        let retention = self.config.dedup_retention_hours as i64 * 3_600_000_000;
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => break,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
-            }
-            let cutoff = telenet_store::now_micros() - retention;
-            if let Err(e) =
-                telenet_store::sqlx::query("DELETE FROM webhook_keys WHERE created_at < $1")
-                    .bind(cutoff)
-                    .execute(self.db.pool())
-                    .await
-            {
-                tracing::warn!(error = %e, "pruning webhook keys failed");
-            }
-        }
+    #[test]
+    fn the_default_public_url_follows_the_bound_listener() {
+        let addr: SocketAddr = "127.0.0.1:40123".parse().expect("addr");
+        assert_eq!(
+            Config::default().following_listener(addr).public_url,
+            "http://127.0.0.1:40123"
+        );
+        let configured = Config {
+            public_url: "https://hooks.example".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            configured.following_listener(addr).public_url,
+            "https://hooks.example"
+        );
     }
 }

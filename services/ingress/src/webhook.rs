@@ -1,32 +1,35 @@
-//! `POST /webhooks/{channel_id}`: verify, parse, de-duplicate, publish, and
+//! `/webhooks/{channel_id}`: find the channel, let its provider answer a
+//! handshake or verify and parse the webhook, de-duplicate, publish, and
 //! only then acknowledge.
 //!
-//! Answers: 200 accepted (or duplicate), 400 malformed, 401 bad signature or
-//! stale timestamp, 404 unknown channel, 413 too large, 503 when the broker or
-//! the database cannot take the event (the provider retries later). In every
-//! error case nothing is recorded.
+//! Answers: 200 accepted (`event_id`, or `event_ids` when a webhook carried
+//! several events), duplicate, or acknowledged (a callback without events);
+//! 400 malformed, 401 bad signature or stale timestamp, 404 unknown channel,
+//! 405 a method the channel's provider does not call with, 413 too large,
+//! 503 when the broker or the database cannot take the events (the provider
+//! retries later). In every error case nothing is recorded. Handshakes (a
+//! provider checking the URL) are answered as their provider says.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::json;
-use telenet_proto::events::v1::event_envelope::Payload;
-use telenet_signing::Secret;
-use telenet_store::sqlx;
-use telenet_store::{events, now_micros};
+use telenet_channels::{HandshakeAnswer, Webhook, WebhookError};
 
-use crate::Ingress;
-use crate::channels::ChannelRegistry;
-use crate::custom::{self, Parsed};
+use crate::domain::{self, Channel};
+use crate::{Accepted, IngressService};
 
-pub fn router(ingress: Ingress) -> Router {
-    let limit = ingress.config.max_body_bytes;
+/// The webhook router: `POST /webhooks/{channel_id}` (events), `GET` on the
+/// same path (providers' handshakes) and `GET /healthz`.
+pub fn router(ingress: IngressService) -> Router {
+    let limit = ingress.config().max_body_bytes;
     Router::new()
-        .route("/webhooks/{channel_id}", post(receive))
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/webhooks/{channel_id}", post(receive).get(receive))
+        .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
         // The request's span heads the trace of everything the webhook
         // causes (the event carries it to the consumers).
@@ -48,13 +51,14 @@ fn reject(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn receive(
-    State(ingress): State<Ingress>,
+    State(ingress): State<IngressService>,
     Path(channel_id): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let registry = ChannelRegistry::new(ingress.clone());
-    let channel = match registry.find(&channel_id).await {
+    let channel = match ingress.find_channel(&channel_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return reject(StatusCode::NOT_FOUND, "unknown channel"),
         Err(e) => {
@@ -67,102 +71,76 @@ async fn receive(
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return reject(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {} bytes", ingress.config.max_body_bytes),
+                format!("body larger than {} bytes", ingress.config().max_body_bytes),
             );
         }
         Err(e) => return reject(e.status(), e.body_text()),
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let secret = match Secret::parse(&channel.secret) {
-        Ok(s) => s,
-        Err(_) => {
-            tracing::error!(channel_id, "stored channel secret is invalid");
-            return reject(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-        }
+    let Some(provider) = ingress.registry().get(channel.credentials.kind) else {
+        // A channel of a kind this build has no provider for: nobody here
+        // can read its webhooks.
+        return reject(StatusCode::NOT_FOUND, "unknown channel");
     };
-    if let Err(e) = secret.verify(
-        header("webhook-id"),
-        header("webhook-timestamp"),
-        header("webhook-signature"),
-        &body,
-        telenet_signing::unix_now(),
-    ) {
-        return reject(StatusCode::UNAUTHORIZED, e.to_string());
+    let url = ingress.webhook_url(&channel.id);
+    let webhook = Webhook {
+        channel_id: &channel.id,
+        method: &method,
+        url: &url,
+        query: query.as_deref().unwrap_or_default(),
+        headers: &headers,
+        body: &body,
+        now: telenet_signing::unix_now(),
+    };
+    if let Some(handshake) = provider.handshake(&channel.credentials, &webhook) {
+        return handshake_answer(handshake);
     }
-    let webhook_id = header("webhook-id").unwrap_or_default().to_owned();
-    let parsed = match custom::parse(&body, &channel.channel.id, &webhook_id) {
-        Ok(p) => p,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, e),
-    };
-    accept(
-        &ingress,
-        &channel.channel.workspace_id,
-        &channel.channel.id,
-        &webhook_id,
-        parsed,
-    )
-    .await
+    if method != Method::POST {
+        // What the router answers for a method it has no route for.
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    }
+    let inbound = provider
+        .verify(&channel.credentials, &webhook)
+        .and_then(|()| provider.parse(&channel.credentials, &webhook));
+    match inbound {
+        Ok(inbound) => match ingress.accept(&channel, inbound).await {
+            Ok(accepted) => acknowledge(accepted),
+            Err(_) => reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable, retry later",
+            ),
+        },
+        Err(e) => refuse(&channel, &e),
+    }
 }
 
-/// Record the de-duplication keys and publish in one go: the keys are
-/// committed only after the broker confirmed, so a failed publish leaves no
-/// trace and the provider's retry is processed normally.
-async fn accept(
-    ingress: &Ingress,
-    workspace_id: &str,
-    channel_id: &str,
-    webhook_id: &str,
-    parsed: Parsed,
-) -> Response {
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-        tracing::warn!(error = %e, channel_id, "{what}");
-        reject(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily unavailable, retry later",
-        )
-    };
-    let mut keys = vec![format!("webhook:{webhook_id}")];
-    keys.extend(parsed.dedup_keys());
-    let mut tx = match ingress.db.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return unavailable("database unavailable", &e),
-    };
-    let now = now_micros();
-    for key in &keys {
-        let inserted = sqlx::query(
-            "INSERT INTO webhook_keys (channel_id, key, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (channel_id, key) DO NOTHING",
-        )
-        .bind(channel_id)
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(r) if r.rows_affected() == 0 => {
-                let _ = tx.rollback().await;
-                return answer(StatusCode::OK, json!({ "status": "duplicate" }));
-            }
-            Ok(_) => {}
-            Err(e) => return unavailable("database unavailable", &e),
-        }
+/// The provider refused the webhook: say why, except when the fault is in
+/// our own settings for the channel.
+fn refuse(channel: &Channel, error: &WebhookError) -> Response {
+    let status = domain::refusal_status(error);
+    if status.is_server_error() {
+        tracing::error!(channel_id = %channel.id, error = %error, "the channel's stored credentials cannot check its webhooks");
+        return reject(status, "internal error");
     }
-    let payload = match parsed {
-        Parsed::Message(m) => Payload::InboundMessageReceived(m),
-        Parsed::Status(s) => Payload::InboundStatusReceived(s),
+    reject(status, error.to_string())
+}
+
+fn acknowledge(accepted: Accepted) -> Response {
+    let body = match accepted {
+        Accepted::Duplicate => json!({ "status": "duplicate" }),
+        Accepted::Nothing => json!({ "status": "acknowledged" }),
+        Accepted::Published(ids) => match <[String; 1]>::try_from(ids) {
+            Ok([event_id]) => json!({ "status": "accepted", "event_id": event_id }),
+            Err(ids) => json!({ "status": "accepted", "event_ids": ids }),
+        },
     };
-    let env = events::envelope(workspace_id, payload, None);
-    if let Err(e) = ingress.bus.publish(&[events::to_bus(&env)]).await {
-        let _ = tx.rollback().await;
-        return unavailable("event bus unavailable", &e);
-    }
-    if let Err(e) = tx.commit().await {
-        // The event is out; a provider retry would publish it again, which
-        // consumers absorb (they de-duplicate on the message's external id).
-        return unavailable("committing webhook keys failed after publish", &e);
-    }
-    answer(
-        StatusCode::OK,
-        json!({ "status": "accepted", "event_id": env.event_id }),
+    answer(StatusCode::OK, body)
+}
+
+fn handshake_answer(handshake: HandshakeAnswer) -> Response {
+    (
+        handshake.status,
+        [(header::CONTENT_TYPE, handshake.content_type)],
+        handshake.body,
     )
+        .into_response()
 }

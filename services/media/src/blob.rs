@@ -318,20 +318,18 @@ impl LocalDirStore {
 #[async_trait]
 impl BlobStore for LocalDirStore {
     async fn writer(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let dir = self.tmp_dir();
-        let temp = blocking("create temporary in", &dir.clone(), move || {
-            tempfile::Builder::new()
-                .prefix("upload-")
-                .suffix(".part")
-                .tempfile_in(&dir)
-        })
+        let bytes = HashingFile::create(
+            self.tmp_dir(),
+            "upload-",
+            "create temporary in",
+            FileOps {
+                write: "write",
+                flush: "flush",
+            },
+        )
         .await?;
-        let (file, path) = temp.into_parts();
         Ok(Box::new(LocalWriter {
-            file: tokio::fs::File::from_std(file),
-            temp: path,
-            hasher: Sha256::new(),
-            written: 0,
+            bytes,
             store: self.clone(),
         }))
     }
@@ -376,46 +374,35 @@ impl BlobStore for LocalDirStore {
     }
 }
 
-/// A write in progress: a temporary file plus the running hash. Dropping it
-/// drops the [`TempPath`], which deletes the temporary.
+/// A write in progress: the bytes so far, in a temporary file of the
+/// store's own directory, which dropping the writer deletes.
 struct LocalWriter {
-    file: tokio::fs::File,
-    temp: TempPath,
-    hasher: Sha256,
-    written: u64,
+    bytes: HashingFile,
     store: LocalDirStore,
 }
 
 #[async_trait]
 impl BlobWriter for LocalWriter {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(BlobError::io("write", &self.temp))?;
-        self.hasher.update(chunk);
-        self.written += chunk.len() as u64;
-        Ok(())
+        self.bytes.write(chunk).await
     }
 
     fn written(&self) -> u64 {
-        self.written
+        self.bytes.written()
     }
 
     async fn commit(self: Box<Self>) -> Result<StoredBlob, BlobError> {
-        let LocalWriter {
-            mut file,
-            temp,
-            hasher,
-            written,
-            store,
-        } = *self;
-        file.flush().await.map_err(BlobError::io("flush", &temp))?;
+        let LocalWriter { bytes, store } = *self;
+        let Hashed {
+            file,
+            path: temp,
+            id,
+            size_bytes,
+        } = bytes.finish().await?;
         file.sync_all()
             .await
             .map_err(BlobError::io("fsync", &temp))?;
         drop(file);
-        let id = BlobId::of_digest(&hasher.finalize());
         let target = store.path_of(&id);
         let blobs_dir = store.blobs_dir();
         let newly_stored = blocking("store", &target.clone(), move || {
@@ -424,8 +411,98 @@ impl BlobWriter for LocalWriter {
         .await?;
         Ok(StoredBlob {
             id,
-            size_bytes: written,
+            size_bytes,
             newly_stored,
+        })
+    }
+}
+
+/// What the error messages call a [`HashingFile`]'s operations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileOps {
+    pub write: &'static str,
+    pub flush: &'static str,
+}
+
+/// The bytes of a blob being written, in a temporary file, hashed as they
+/// come: both stores need the id (the hash) before the blob can go where
+/// it belongs, and it is known only at the end. Dropping it deletes the
+/// file.
+pub(crate) struct HashingFile {
+    file: tokio::fs::File,
+    path: TempPath,
+    hasher: Sha256,
+    written: u64,
+    ops: FileOps,
+}
+
+/// A [`HashingFile`] written to the end and flushed.
+pub(crate) struct Hashed {
+    pub file: tokio::fs::File,
+    /// Deletes the file when dropped, unless it is persisted.
+    pub path: TempPath,
+    pub id: BlobId,
+    pub size_bytes: u64,
+}
+
+impl HashingFile {
+    /// A new temporary `<prefix>…part` file in `dir`.
+    pub(crate) async fn create(
+        dir: PathBuf,
+        prefix: &'static str,
+        create_op: &'static str,
+        ops: FileOps,
+    ) -> Result<Self, BlobError> {
+        let temp = blocking(create_op, &dir.clone(), move || {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .suffix(".part")
+                .tempfile_in(&dir)
+        })
+        .await?;
+        let (file, path) = temp.into_parts();
+        Ok(Self {
+            file: tokio::fs::File::from_std(file),
+            path,
+            hasher: Sha256::new(),
+            written: 0,
+            ops,
+        })
+    }
+
+    /// Append bytes.
+    pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(BlobError::io(self.ops.write, &self.path))?;
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Flush the file and name the bytes.
+    pub(crate) async fn finish(self) -> Result<Hashed, BlobError> {
+        let HashingFile {
+            mut file,
+            path,
+            hasher,
+            written,
+            ops,
+        } = self;
+        file.flush()
+            .await
+            .map_err(BlobError::io(ops.flush, &path))?;
+        Ok(Hashed {
+            file,
+            path,
+            id: BlobId::of_digest(&hasher.finalize()),
+            size_bytes: written,
         })
     }
 }
@@ -457,7 +534,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Run blocking filesystem work off the async threads.
-async fn blocking<T, F>(op: &'static str, path: &Path, f: F) -> Result<T, BlobError>
+pub(crate) async fn blocking<T, F>(op: &'static str, path: &Path, f: F) -> Result<T, BlobError>
 where
     F: FnOnce() -> io::Result<T> + Send + 'static,
     T: Send + 'static,

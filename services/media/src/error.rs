@@ -1,5 +1,7 @@
-//! Errors of the media service and their gRPC status.
+//! Errors of the media service, and which [`ErrorCode`] each one is.
 
+use telenet_audio::probe::ProbeError;
+use telenet_kit::error::{ErrorCode, ServiceError};
 use telenet_store::StoreError;
 use tonic::Status;
 
@@ -23,7 +25,8 @@ pub enum Error {
     /// tampered with, for another file).
     #[error("{0}")]
     PermissionDenied(String),
-    /// The request is valid but the service is not set up to answer it.
+    /// The request is valid but the service is not set up to answer it
+    /// (no download links, a profile whose program is missing).
     #[error("{0}")]
     FailedPrecondition(String),
     /// A setting is unusable; `key` is its name in the service's config.
@@ -38,7 +41,7 @@ pub enum Error {
     Blob(#[from] BlobError),
     /// A file that is not acceptable audio, or over a limit.
     #[error(transparent)]
-    Probe(#[from] crate::probe::ProbeError),
+    Probe(#[from] ProbeError),
     /// The stored bytes disagree with the recorded size.
     #[error("blob {blob_id} is {stored} bytes in the store but {recorded} bytes were recorded")]
     Corrupt {
@@ -61,35 +64,90 @@ impl From<telenet_store::sqlx::Error> for Error {
     }
 }
 
-impl Error {
-    /// The status sent to the client. Internal failures are logged here, with
-    /// their detail, and answered opaquely.
-    pub fn to_status(&self) -> Status {
+impl ServiceError for Error {
+    fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidArgument(m) => Status::invalid_argument(m.clone()),
-            Error::NotFound => Status::not_found(self.to_string()),
-            Error::OutOfRange(m) => Status::out_of_range(m.clone()),
-            Error::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
-            Error::PermissionDenied(m) => Status::permission_denied(m.clone()),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
-            Error::Stream(s) => Status::new(s.code(), self.to_string()),
-            Error::Probe(e) => e.to_status(),
-            Error::Blob(BlobError::OutOfRange { .. }) => Status::out_of_range(self.to_string()),
-            Error::Store(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "media store unavailable");
-                Status::unavailable("media store unavailable")
-            }
+            Error::InvalidArgument(_) | Error::OutOfRange(_) => ErrorCode::InvalidArgument,
+            Error::Blob(BlobError::OutOfRange { .. }) => ErrorCode::InvalidArgument,
+            Error::NotFound => ErrorCode::NotFound,
+            Error::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::Stream(status) => ErrorCode::from_grpc(status.code()),
+            // A file that is acceptable audio but over a limit may still be
+            // acceptable elsewhere (as a plain attachment); a read failure
+            // is ours.
+            Error::Probe(ProbeError::Read(_)) => ErrorCode::Internal,
+            Error::Probe(e) if e.is_over_limit() => ErrorCode::FailedPrecondition,
+            Error::Probe(_) => ErrorCode::InvalidArgument,
+            Error::Store(e) if e.is_transient() => ErrorCode::Unavailable,
+            // A blob NotFound here means metadata without bytes: the client
+            // asked for something that should exist, so it is our fault.
             Error::Config { .. }
             | Error::Store(_)
             | Error::Blob(_)
             | Error::Corrupt { .. }
-            | Error::Read { .. } => {
-                // A blob NotFound here means metadata without bytes: the
-                // client asked for something that should exist, so it is our
-                // fault, not theirs.
-                tracing::error!(error = %self, "media request failed");
-                Status::internal("internal error")
-            }
+            | Error::Read { .. } => ErrorCode::Internal,
         }
+    }
+}
+
+impl Error {
+    /// The status sent to the client, through kit's one code table
+    /// (internal failures logged there and answered opaquely). gRPC keeps
+    /// two codes that table folds into others, and clients tell them
+    /// apart: OUT_OF_RANGE (the gateway answers 416 for a range past the
+    /// end) and the code of the client's own failed stream.
+    pub fn to_status(&self) -> Status {
+        let status = telenet_kit::error::to_status(self);
+        let code = match self {
+            Error::OutOfRange(_) | Error::Blob(BlobError::OutOfRange { .. }) => {
+                tonic::Code::OutOfRange
+            }
+            Error::Stream(stream) => stream.code(),
+            _ => return status,
+        };
+        Status::with_metadata(code, status.message(), status.metadata().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_errors_are_the_callers_unless_over_a_limit_or_ours() {
+        let code = |e: ProbeError| Error::Probe(e).to_status().code();
+        assert_eq!(
+            code(ProbeError::NotAudio {
+                what: "a PNG image".into()
+            }),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(ProbeError::TooLong {
+                duration_ms: 301_000,
+                max_ms: 300_000
+            }),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ProbeError::TooLarge { limit: 1 }),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ProbeError::Read(std::io::Error::other("disk"))),
+            tonic::Code::Internal
+        );
+    }
+
+    #[test]
+    fn ranges_past_the_end_and_failed_streams_keep_their_grpc_codes() {
+        let past = Error::OutOfRange("offset 9 is beyond the end".into()).to_status();
+        assert_eq!(past.code(), tonic::Code::OutOfRange);
+        assert_eq!(past.message(), "offset 9 is beyond the end");
+        let stream = Error::Stream(Status::cancelled("gone")).to_status();
+        assert_eq!(stream.code(), tonic::Code::Cancelled);
+        assert_eq!(stream.message(), "upload stream failed: gone");
     }
 }

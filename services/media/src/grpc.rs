@@ -1,6 +1,7 @@
 //! The `telenet.media.v1.Media` gRPC API over [`MediaService`]: message
-//! framing (header first, then chunks) and status codes; the rules live in
-//! the service.
+//! framing (header first, then chunks) and errors turned into statuses
+//! ([`Error::to_status`], through kit's code table); the rules live in the
+//! service.
 
 use futures::{StreamExt, stream};
 use telenet_proto::media::v1 as pb;
@@ -105,8 +106,11 @@ impl Media for MediaService {
         request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let kind = telenet_proto::common::v1::ChannelKind::try_from(request.get_ref().channel_kind)
-            .map_err(|_| Status::invalid_argument("channel_kind is not a known channel kind"))?;
-        Ok(Response::new(crate::profiles::list_proto(kind)))
+            .map_err(|_| {
+                Error::InvalidArgument("channel_kind is not a known channel kind".into())
+                    .to_status()
+            })?;
+        Ok(Response::new(crate::domain::list_profiles(kind)))
     }
 
     // Variants (crate::variants).

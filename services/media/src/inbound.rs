@@ -2,7 +2,8 @@
 //! message are fetched from the provider's URL into the blob store, after the
 //! message is stored, so a slow or broken provider never holds up the inbox.
 //!
-//! The fetcher consumes `message.created` (group `media.inbound`). For each
+//! The fetcher consumes `message.created` (group `media.inbound`; the bus
+//! handler is in `consumers`). For each
 //! inbound message with attachments in state PENDING it downloads every URL —
 //! http or https only, within a size cap and timeouts, following a bounded
 //! number of redirects, and by default only to public addresses — streaming
@@ -15,8 +16,10 @@
 //! secret, the request carries Standard Webhooks headers (`webhook-id`,
 //! `webhook-timestamp`, `webhook-signature`) whose signed body is the URL
 //! being fetched, so the channel's server can refuse anyone else with the
-//! same code that checks our outbound messages. The secret is asked of
-//! ingress (`GetChannelCredentials`) per fetch.
+//! same code that checks our outbound messages. The channel is asked of
+//! ingress (`GetChannelCredentials`, cached briefly) and the headers made by
+//! its provider (`telenet_channels`), so other providers' authorization
+//! lands in their own module.
 //!
 //! Each attachment is announced as soon as it is settled, its event and its
 //! processed mark (`<event id>/<index>`) written in one transaction, so a
@@ -30,35 +33,22 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
-use telenet_bus::{BusError, SharedBus, SubscribeSpec};
-use telenet_kit::metrics::FetchOutcome;
-use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState, ChannelKind};
-use telenet_proto::conversations::v1::MessageDirection;
-use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
-use telenet_proto::ingress::v1::GetChannelRequest;
-use telenet_proto::ingress::v1::channels_client::ChannelsClient;
+use telenet_bus::{BusError, SharedBus};
+use telenet_channels::directory::{ChannelDirectory, DirectoryError};
+use telenet_channels::{CredentialsError, Registry};
+use telenet_proto::common::v1::Attachment;
 use telenet_proto::media::v1 as pb;
-use telenet_store::consumer::{self, HandleError, Incoming};
-use telenet_store::sqlx;
-use telenet_store::{StoreError, events, idempotency, outbox};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, MediaService, mime};
 
-/// Consumer group of the fetcher on the bus (also its `processed_events`
-/// name).
-pub const GROUP: &str = "media.inbound";
+pub use crate::consumers::{GROUP, subscription};
 
 /// MIME type recorded when neither the webhook nor the provider's answer
 /// names a usable one.
 const UNKNOWN_MIME: &str = "application/octet-stream";
-
-/// What the fetcher consumes. Subscribing once declares the group's queue,
-/// so messages created before the fetcher runs wait for it.
-pub fn subscription() -> SubscribeSpec {
-    SubscribeSpec::new(GROUP, &["message.created"])
-}
 
 /// Fetching inbound attachments (`media.inbound.*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,71 +131,15 @@ impl FetchError {
     }
 }
 
-/// Where the fetcher finds a channel's signing secret.
-#[async_trait::async_trait]
-pub trait ChannelSecrets: Send + Sync + 'static {
-    /// The signing secret (`whsec_…`) of a custom channel; `None` for a
-    /// channel of another kind, or one that no longer exists (its files
-    /// are fetched unsigned).
-    async fn custom_secret(
-        &self,
-        workspace_id: &str,
-        channel_id: &str,
-    ) -> Result<Option<String>, FetchError>;
-}
-
-/// Ingress's `GetChannelCredentials` over gRPC.
-#[derive(Debug, Clone)]
-pub struct GrpcChannelSecrets {
-    client: ChannelsClient<tonic::transport::Channel>,
-}
-
-impl GrpcChannelSecrets {
-    pub fn new(client: ChannelsClient<tonic::transport::Channel>) -> Self {
-        Self { client }
-    }
-}
-
-#[async_trait::async_trait]
-impl ChannelSecrets for GrpcChannelSecrets {
-    async fn custom_secret(
-        &self,
-        workspace_id: &str,
-        channel_id: &str,
-    ) -> Result<Option<String>, FetchError> {
-        let reply = self
-            .client
-            .clone()
-            .get_channel_credentials(telenet_kit::telemetry::grpc_request(GetChannelRequest {
-                workspace_id: workspace_id.to_owned(),
-                channel_id: channel_id.to_owned(),
-            }))
-            .await;
-        match reply {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                let custom = reply
-                    .channel
-                    .is_some_and(|c| c.kind() == ChannelKind::Custom);
-                Ok((custom && !reply.secret.is_empty()).then_some(reply.secret))
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(FetchError::Transient(format!(
-                "asking ingress for the channel's secret: {}",
-                status.message()
-            ))),
-        }
-    }
-}
-
 /// The inbound attachment fetcher. Clones share the HTTP client.
 #[derive(Clone)]
 pub struct InboundFetcher {
-    media: MediaService,
-    bus: SharedBus,
+    pub(crate) media: MediaService,
+    pub(crate) bus: SharedBus,
     http: reqwest::Client,
-    config: Arc<InboundConfig>,
-    secrets: Option<Arc<dyn ChannelSecrets>>,
+    pub(crate) config: Arc<InboundConfig>,
+    channels: Option<Arc<dyn ChannelDirectory>>,
+    providers: Registry,
 }
 
 impl std::fmt::Debug for InboundFetcher {
@@ -233,186 +167,27 @@ impl InboundFetcher {
             bus,
             http,
             config: Arc::new(config),
-            secrets: None,
+            channels: None,
+            providers: Registry::builtin(),
         })
     }
 
-    /// Sign fetches of custom channels' files with the channel's secret,
-    /// found through `secrets`.
-    pub fn with_channel_secrets(mut self, secrets: Arc<dyn ChannelSecrets>) -> Self {
-        self.secrets = Some(secrets);
+    /// Fetch channels' files the way their providers authorize it (a
+    /// custom channel's are signed with its secret), with the channels
+    /// looked up in `channels`.
+    pub fn with_channel_directory(mut self, channels: Arc<dyn ChannelDirectory>) -> Self {
+        self.channels = Some(channels);
         self
     }
 
     /// Subscribe now, then fetch in a spawned task until `token` is
-    /// cancelled (fetches in progress finish first).
+    /// cancelled (fetches in progress finish first); see
+    /// [`crate::consumers`].
     pub async fn start(
         self,
         token: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        let bus = self.bus.clone();
-        let concurrency = self.config.concurrency;
-        consumer::spawn(bus, subscription(), concurrency, token, move |incoming| {
-            let fetcher = self.clone();
-            async move { fetcher.handle(incoming).await }
-        })
-        .await
-    }
-
-    /// Fetch the pending attachments of one `message.created`, once.
-    async fn handle(&self, incoming: Incoming) -> Result<(), HandleError> {
-        let env = events::from_bus(&incoming.event)?;
-        let Some(Payload::MessageCreated(created)) = env.payload else {
-            return Ok(());
-        };
-        let Some(message) = created.message else {
-            return Ok(());
-        };
-        if message.direction != MessageDirection::Inbound as i32 {
-            return Ok(());
-        }
-        let pending: Vec<(usize, &Attachment)> = message
-            .attachments
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| is_pending(a))
-            .collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let workspace_id = env.workspace_id.as_str();
-        if workspace_id.trim().is_empty() {
-            return Err(HandleError::Permanent(format!(
-                "event {}: no workspace_id",
-                env.event_id
-            )));
-        }
-        let traceparent = env
-            .trace
-            .as_ref()
-            .map(|t| t.traceparent.clone())
-            .filter(|t| !t.is_empty());
-        for (index, attachment) in pending {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            // Each attachment is announced once, as soon as it is settled: a
-            // redelivery (or a retry for another attachment) skips it.
-            let key = format!("{}/{index}", env.event_id);
-            if self.processed(&key).await? {
-                continue;
-            }
-            let mut attachment = attachment.clone();
-            let fetched = self
-                .fetch_from(workspace_id, &created.channel_id, &attachment)
-                .await;
-            self.media.metrics.count_inbound_fetch(match &fetched {
-                Ok(_) => FetchOutcome::Ready,
-                Err(FetchError::Transient(_)) if incoming.attempt < self.config.attempts => {
-                    FetchOutcome::Retry
-                }
-                Err(_) => FetchOutcome::Failed,
-            });
-            let payload = match fetched {
-                Ok(blob) => {
-                    tracing::info!(message_id = %message.id, index, blob_id = %blob.id, size_bytes = blob.size_bytes, "inbound attachment stored");
-                    attachment.state = AttachmentState::Ready as i32;
-                    attachment.blob_id = blob.id;
-                    attachment.size_bytes = blob.size_bytes;
-                    attachment.mime_type = blob.mime_type;
-                    attachment.error.clear();
-                    self.prepare_for_agents(workspace_id, &mut attachment).await;
-                    Payload::MessageAttachmentReady(ev::MessageAttachmentReady {
-                        message_id: message.id.clone(),
-                        conversation_id: message.conversation_id.clone(),
-                        index,
-                        attachment: Some(attachment),
-                        channel_id: created.channel_id.clone(),
-                    })
-                }
-                Err(FetchError::Transient(reason)) if incoming.attempt < self.config.attempts => {
-                    return Err(HandleError::Transient(format!(
-                        "attachment {index} of message {}: {reason}",
-                        message.id
-                    )));
-                }
-                Err(e) => {
-                    tracing::warn!(message_id = %message.id, index, reason = e.reason(), "inbound attachment failed");
-                    attachment.state = AttachmentState::Failed as i32;
-                    attachment.error = e.reason().to_owned();
-                    Payload::MessageAttachmentFailed(ev::MessageAttachmentFailed {
-                        message_id: message.id.clone(),
-                        conversation_id: message.conversation_id.clone(),
-                        index,
-                        attachment: Some(attachment),
-                        channel_id: created.channel_id.clone(),
-                    })
-                }
-            };
-            let event = events::to_bus(&events::envelope(
-                workspace_id,
-                payload,
-                traceparent.clone(),
-            ));
-            let db = &self.media.db;
-            let mut tx = db.begin().await?;
-            if !idempotency::mark_processed(&mut tx, GROUP, &key).await? {
-                tx.rollback().await.map_err(StoreError::from)?;
-                continue;
-            }
-            outbox::enqueue(&mut tx, &[event]).await?;
-            db.commit(tx).await?;
-        }
-        Ok(())
-    }
-
-    /// For the agents' player: the duration (and the waveform, kept for
-    /// `Probe`) of a stored voice note or audio file, and its
-    /// browser-playable variant started. Neither failing makes the
-    /// attachment fail: the file is stored, only the extras are missing.
-    async fn prepare_for_agents(&self, workspace_id: &str, attachment: &mut Attachment) {
-        let kind = attachment.kind();
-        let audio = matches!(kind, AttachmentKind::Voice | AttachmentKind::Audio)
-            || attachment
-                .mime_type
-                .trim()
-                .to_ascii_lowercase()
-                .starts_with("audio/");
-        if !audio {
-            return;
-        }
-        let probe = pb::ProbeRequest {
-            workspace_id: workspace_id.to_owned(),
-            blob_id: attachment.blob_id.clone(),
-            waveform_peaks: crate::probe::PLAYER_PEAKS,
-        };
-        match self.media.probe_blob(&probe).await {
-            Ok(result) => attachment.duration_ms = result.duration_ms,
-            Err(e) => {
-                tracing::warn!(blob_id = %attachment.blob_id, error = %e, "inbound audio cannot be probed");
-                return;
-            }
-        }
-        if kind != AttachmentKind::Voice {
-            return;
-        }
-        let playable = pb::TranscodeRequest {
-            workspace_id: workspace_id.to_owned(),
-            blob_id: attachment.blob_id.clone(),
-            profile: crate::profiles::WEB_PLAYBACK.to_owned(),
-            wait_ms: 0,
-        };
-        if let Err(e) = self.media.transcode(&playable).await {
-            tracing::warn!(blob_id = %attachment.blob_id, error = %e, "cannot start the playable form of an inbound voice note");
-        }
-    }
-
-    async fn processed(&self, event_id: &str) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-                .bind(GROUP)
-                .bind(event_id)
-                .fetch_optional(self.media.db.pool())
-                .await?;
-        Ok(row.is_some())
+        crate::consumers::spawn(self, token).await
     }
 
     /// Download one attachment into the blob store for `workspace_id`.
@@ -424,25 +199,54 @@ impl InboundFetcher {
         channel_id: &str,
         attachment: &Attachment,
     ) -> Result<pb::Blob, FetchError> {
-        let secret = match &self.secrets {
-            Some(secrets) if !channel_id.is_empty() => {
-                secrets.custom_secret(workspace_id, channel_id).await?
-            }
-            _ => None,
+        let authorization = self
+            .authorization(workspace_id, channel_id, attachment.url.trim())
+            .await?;
+        self.fetch_signed(workspace_id, attachment, authorization)
+            .await
+    }
+
+    /// The headers the channel's provider adds to a fetch of `url`: none
+    /// for a channel that is gone or whose provider needs none; a channel
+    /// whose credentials are unusable is fetched without them (its server
+    /// decides).
+    async fn authorization(
+        &self,
+        workspace_id: &str,
+        channel_id: &str,
+        url: &str,
+    ) -> Result<HeaderMap, FetchError> {
+        let Some(channels) = self.channels.as_ref().filter(|_| !channel_id.is_empty()) else {
+            return Ok(HeaderMap::new());
         };
-        let secret = match secret.as_deref().map(telenet_signing::Secret::parse) {
-            Some(Ok(secret)) => Some(secret),
-            Some(Err(_)) => {
+        let channel = match channels.credentials(workspace_id, channel_id).await {
+            Ok(channel) => channel,
+            Err(DirectoryError::NotFound) => return Ok(HeaderMap::new()),
+            Err(e @ DirectoryError::Unavailable(_)) => {
+                return Err(FetchError::Transient(format!(
+                    "asking ingress for the channel's secret: {e}"
+                )));
+            }
+            Err(e @ DirectoryError::Rejected(_)) => {
+                tracing::warn!(channel_id, error = %e, "channel lookup refused; fetching unsigned");
+                return Ok(HeaderMap::new());
+            }
+        };
+        let Some(provider) = self.providers.get(channel.kind) else {
+            return Ok(HeaderMap::new());
+        };
+        match provider.authorize_media_fetch(&channel, url) {
+            Ok(headers) => Ok(headers),
+            Err(CredentialsError::Invalid(reason)) => {
                 tracing::warn!(
                     channel_id,
-                    "the channel's signing secret is unusable; fetching unsigned"
+                    reason,
+                    "the channel's credentials are unusable; fetching unsigned"
                 );
-                None
+                Ok(HeaderMap::new())
             }
-            None => None,
-        };
-        self.fetch_signed(workspace_id, attachment, secret.as_ref())
-            .await
+            Err(CredentialsError::Unavailable(reason)) => Err(FetchError::Transient(reason)),
+        }
     }
 
     /// Fetch an attachment into the store, unsigned.
@@ -451,14 +255,15 @@ impl InboundFetcher {
         workspace_id: &str,
         attachment: &Attachment,
     ) -> Result<pb::Blob, FetchError> {
-        self.fetch_signed(workspace_id, attachment, None).await
+        self.fetch_signed(workspace_id, attachment, HeaderMap::new())
+            .await
     }
 
     async fn fetch_signed(
         &self,
         workspace_id: &str,
         attachment: &Attachment,
-        secret: Option<&telenet_signing::Secret>,
+        authorization: HeaderMap,
     ) -> Result<pb::Blob, FetchError> {
         let permanent = |m: String| FetchError::Permanent(m);
         let url = url::Url::parse(attachment.url.trim())
@@ -473,20 +278,7 @@ impl InboundFetcher {
             check_literal_host(&url).map_err(permanent)?;
         }
         let max = self.config.max_bytes;
-        let mut request = self.http.get(url.clone());
-        if let Some(secret) = secret {
-            let timestamp = telenet_signing::unix_now();
-            let mut nonce = [0u8; 12];
-            getrandom::fill(&mut nonce).map_err(|e| {
-                FetchError::Transient(format!("no randomness for the signature: {e}"))
-            })?;
-            let id = format!("fetch_{}", hex::encode(nonce));
-            let signature = secret.sign(&id, timestamp, url.as_str().as_bytes());
-            request = request
-                .header("webhook-id", id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header("webhook-signature", signature);
-        }
+        let request = self.http.get(url.clone()).headers(authorization);
         let mut response = request.send().await.map_err(|e| request_error(&e))?;
         let status = response.status();
         if !status.is_success() {
@@ -551,14 +343,6 @@ impl InboundFetcher {
                 e => internal("recording the blob", &e),
             })
     }
-}
-
-/// Announced by the provider and not fetched yet.
-fn is_pending(a: &Attachment) -> bool {
-    let state = AttachmentState::try_from(a.state).unwrap_or(AttachmentState::Unspecified);
-    let pending = matches!(state, AttachmentState::Pending)
-        || (state == AttachmentState::Unspecified && a.blob_id.is_empty());
-    pending && !a.url.trim().is_empty()
 }
 
 fn too_large(max: u64) -> FetchError {
@@ -786,31 +570,6 @@ mod tests {
         assert!(check_literal_host(&url("https://8.8.8.8/x")).is_ok());
         // Names are checked when they are resolved.
         assert!(check_literal_host(&url("https://cdn.example/x")).is_ok());
-    }
-
-    #[test]
-    fn pending_means_announced_with_a_url_and_not_stored() {
-        let pending = Attachment {
-            url: "https://cdn.example/v.ogg".into(),
-            state: AttachmentState::Pending as i32,
-            ..Default::default()
-        };
-        assert!(is_pending(&pending));
-        let unset = Attachment {
-            state: AttachmentState::Unspecified as i32,
-            ..pending.clone()
-        };
-        assert!(is_pending(&unset));
-        for done in [AttachmentState::Ready, AttachmentState::Failed] {
-            assert!(!is_pending(&Attachment {
-                state: done as i32,
-                ..pending.clone()
-            }));
-        }
-        assert!(!is_pending(&Attachment {
-            url: " ".into(),
-            ..pending
-        }));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use telenet_proto::media::v1 as pb;
 use telenet_signing::links::{Link, LinkError, LinkSigner, is_file_name};
 
-use crate::{Error, MediaService, require};
+use crate::domain::require;
+use crate::{Error, MediaService};
 
 /// Default lifetime of a link, in seconds (`ttl_seconds` 0).
 pub const DEFAULT_TTL_SECS: u32 = 3_600;

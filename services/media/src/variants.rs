@@ -27,18 +27,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use telenet_audio::encode::{self, Tools};
+use telenet_audio::profiles::{self, Profile, TranscodeError, Unavailable};
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_proto::media::v1 as pb;
-use telenet_store::sqlx::{self, Row};
-use telenet_store::{events, now_micros, outbox};
+use telenet_store::now_micros;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use telenet_kit::metrics::{TranscodeJobState as JobState, TranscodeOutcome};
-
-use crate::encode::{self, Tools};
-use crate::profiles::{self, Profile, TranscodeError};
-use crate::{BlobId, ByteRange, Error, MediaService, StoredBlob, parse_blob_id, require};
+use crate::domain::{find_profile, parse_blob_id, require};
+use crate::metrics::{TranscodeJobState as JobState, TranscodeOutcome};
+use crate::store::{self, FAILED, PENDING, READY, VariantKey as Key};
+use crate::{BlobId, ByteRange, Error, MediaService, StoredBlob};
 
 /// Longest `wait_ms` a Transcode request may ask for.
 pub const MAX_WAIT_MS: u32 = 30_000;
@@ -51,9 +53,11 @@ pub struct TranscodeConfig {
     /// about one core, so more than the cores only makes every one slower.
     pub workers: usize,
     /// The `ffmpeg` program (AAC and still-image MP4 output): a name looked
-    /// up in `PATH`, or a path.
+    /// up in `PATH`, or a path. Without it those profiles are refused
+    /// (FAILED_PRECONDITION naming the program).
     pub ffmpeg: PathBuf,
-    /// The `sox` program (AMR input, AMR-NB output).
+    /// The `sox` program (AMR input, AMR-NB output); without it the AMR
+    /// profile is refused.
     pub sox: PathBuf,
     /// Longest an external encoder may run, in seconds; it is killed then.
     pub tool_timeout_secs: u64,
@@ -120,9 +124,6 @@ impl TranscodeConfig {
     }
 }
 
-/// (source blob id, profile name).
-type Key = (String, &'static str);
-
 /// The transcoding machinery a service shares between its clones.
 #[derive(Debug)]
 pub(crate) struct Variants {
@@ -137,12 +138,21 @@ pub(crate) struct Variants {
     /// Encodes running now, and the most that ever ran at once.
     running: AtomicU64,
     peak_running: AtomicU64,
+    /// Profiles whose program is missing, found when the service starts.
+    unavailable: Vec<Unavailable>,
+    /// Every job spawned, so shutdown can wait for those running.
+    jobs: TaskTracker,
+    /// Cancelled at shutdown: jobs still waiting for a worker leave their
+    /// variant PENDING for the next process instead of starting.
+    stopping: CancellationToken,
 }
 
 impl Variants {
     pub fn new(config: &TranscodeConfig) -> Self {
         let workers = config.worker_count();
         let options = config.encode_options();
+        let unavailable = profiles::unavailable(&options.tools);
+        warn_unavailable(&unavailable);
         Self {
             pool: Arc::new(Semaphore::new(workers)),
             workers,
@@ -153,25 +163,33 @@ impl Variants {
             started: AtomicU64::new(0),
             running: AtomicU64::new(0),
             peak_running: AtomicU64::new(0),
+            unavailable,
+            jobs: TaskTracker::new(),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Why `profile` cannot be made at all here, when its program is
+    /// missing (profiles that still make some inputs without it are taken).
+    fn refusal(&self, profile: &Profile) -> Option<&Unavailable> {
+        self.unavailable
+            .iter()
+            .find(|u| u.profile == profile.name && !u.partly)
     }
 }
 
-/// States as stored.
-const PENDING: &str = "pending";
-const READY: &str = "ready";
-const FAILED: &str = "failed";
-
-/// A `variants` row with its parts.
-#[derive(Debug, Clone)]
-struct VariantRow {
-    state: String,
-    remuxed: bool,
-    error: String,
-    permanent: bool,
-    created_at: i64,
-    finished_at: i64,
-    parts: Vec<pb::VariantPart>,
+/// One warning naming every profile that cannot be made on this machine
+/// and why, so an operator sees at start what a missing program costs.
+fn warn_unavailable(unavailable: &[Unavailable]) {
+    if unavailable.is_empty() {
+        return;
+    }
+    let reasons: Vec<String> = unavailable.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        profiles = %unavailable.iter().map(|u| u.profile).collect::<Vec<_>>().join(","),
+        "media profiles unavailable: {}",
+        reasons.join("; ")
+    );
 }
 
 impl MediaService {
@@ -187,6 +205,15 @@ impl MediaService {
         self.variants.peak_running.load(Ordering::Relaxed)
     }
 
+    /// Stop starting transcodes and wait for those running to finish and
+    /// be recorded (shutdown); jobs still waiting leave their variant
+    /// PENDING, for this or another replica to make when asked again.
+    pub async fn finish_transcodes(&self) {
+        self.variants.stopping.cancel();
+        self.variants.jobs.close();
+        self.variants.jobs.wait().await;
+    }
+
     /// Workers of the transcoding pool.
     pub fn transcode_workers(&self) -> usize {
         self.variants.workers
@@ -197,6 +224,9 @@ impl MediaService {
     pub async fn transcode(&self, req: &pb::TranscodeRequest) -> Result<pb::Variant, Error> {
         require("workspace_id", &req.workspace_id)?;
         let profile = find_profile(&req.profile)?;
+        if let Some(unavailable) = self.variants.refusal(profile) {
+            return Err(Error::FailedPrecondition(unavailable.to_string()));
+        }
         if req.wait_ms > MAX_WAIT_MS {
             return Err(Error::InvalidArgument(format!(
                 "wait_ms must be at most {MAX_WAIT_MS}"
@@ -205,7 +235,7 @@ impl MediaService {
         let source = self.blob(&req.workspace_id, &req.blob_id).await?;
         let key: Key = (source.id.clone(), profile.name);
 
-        let row = self.load_variant(&key).await?;
+        let row = store::load_variant(&self.db, &key).await?;
         let needs_work = match &row {
             None => true,
             Some(r) if r.state == READY => false,
@@ -213,7 +243,7 @@ impl MediaService {
             Some(_) => true,
         };
         if needs_work {
-            self.ensure_pending(&key).await?;
+            store::ensure_pending(&self.db, &key, now_micros()).await?;
             let done = self.start_job(key.clone(), profile, req.workspace_id.clone());
             if req.wait_ms > 0 {
                 self.wait_for(&key, done, Duration::from_millis(u64::from(req.wait_ms)))
@@ -243,14 +273,7 @@ impl MediaService {
         blob_id: &str,
     ) -> Result<Vec<pb::Variant>, Error> {
         let source = self.blob(workspace_id, blob_id).await?;
-        let names: Vec<String> =
-            sqlx::query("SELECT profile FROM variants WHERE source_blob_id = $1 ORDER BY profile")
-                .bind(&source.id)
-                .fetch_all(self.db.pool())
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("profile"))
-                .collect::<Result<_, _>>()?;
+        let names = store::variant_profiles(&self.db, &source.id).await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             // Rows of profiles no longer in the registry are not shown.
@@ -270,7 +293,7 @@ impl MediaService {
     /// The variant as the API shows it to `workspace_id`; the parts of a
     /// READY variant are made visible to that workspace first.
     async fn answer(&self, workspace_id: &str, key: &Key) -> Result<Option<pb::Variant>, Error> {
-        let Some(row) = self.load_variant(key).await? else {
+        let Some(row) = store::load_variant(&self.db, key).await? else {
             return Ok(None);
         };
         if row.state == READY {
@@ -310,74 +333,6 @@ impl MediaService {
         }))
     }
 
-    async fn load_variant(&self, key: &Key) -> Result<Option<VariantRow>, Error> {
-        let row = sqlx::query(
-            "SELECT state, remuxed, error, permanent, created_at, finished_at FROM variants \
-             WHERE source_blob_id = $1 AND profile = $2",
-        )
-        .bind(&key.0)
-        .bind(key.1)
-        .fetch_optional(self.db.pool())
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let state: String = row.try_get("state")?;
-        let parts = if state == READY {
-            sqlx::query(
-                "SELECT part_index, blob_id, mime_type, size_bytes, duration_ms FROM variant_parts \
-                 WHERE source_blob_id = $1 AND profile = $2 ORDER BY part_index",
-            )
-            .bind(&key.0)
-            .bind(key.1)
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|r| -> Result<pb::VariantPart, Error> {
-                Ok(pb::VariantPart {
-                    index: u32::try_from(r.try_get::<i64, _>("part_index")?).unwrap_or_default(),
-                    blob_id: r.try_get("blob_id")?,
-                    mime_type: r.try_get("mime_type")?,
-                    size_bytes: u64::try_from(r.try_get::<i64, _>("size_bytes")?)
-                        .unwrap_or_default(),
-                    duration_ms: u64::try_from(r.try_get::<i64, _>("duration_ms")?)
-                        .unwrap_or_default(),
-                })
-            })
-            .collect::<Result<_, _>>()?
-        } else {
-            Vec::new()
-        };
-        Ok(Some(VariantRow {
-            state,
-            remuxed: row.try_get::<i64, _>("remuxed")? != 0,
-            error: row.try_get("error")?,
-            permanent: row.try_get::<i64, _>("permanent")? != 0,
-            created_at: row.try_get("created_at")?,
-            finished_at: row.try_get("finished_at")?,
-            parts,
-        }))
-    }
-
-    /// A PENDING row for the key (kept if one exists; a retryable failure
-    /// goes back to PENDING), so the variant is visible as soon as it is
-    /// asked for.
-    async fn ensure_pending(&self, key: &Key) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO variants (source_blob_id, profile, state, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (source_blob_id, profile) DO UPDATE \
-             SET state = $3, error = '' WHERE variants.state = $5 AND variants.permanent = 0",
-        )
-        .bind(&key.0)
-        .bind(key.1)
-        .bind(PENDING)
-        .bind(now_micros())
-        .bind(FAILED)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
     /// The running job for `key`, or a new one. The receiver turns `true`
     /// when the job has ended (whatever its outcome: the row says).
     fn start_job(
@@ -399,7 +354,7 @@ impl MediaService {
         inflight.insert(key.clone(), rx.clone());
         drop(inflight);
         let service = self.clone();
-        tokio::spawn(async move {
+        self.variants.jobs.spawn(async move {
             service.run_job(&key, profile, &workspace_id).await;
             if let Ok(mut inflight) = service.variants.inflight.lock() {
                 inflight.remove(&key);
@@ -415,7 +370,7 @@ impl MediaService {
         let deadline = tokio::time::Instant::now() + timeout;
         let _ = tokio::time::timeout_at(deadline, done.wait_for(|d| *d)).await;
         while tokio::time::Instant::now() < deadline {
-            match self.load_variant(key).await {
+            match store::load_variant(&self.db, key).await {
                 Ok(Some(row)) if row.state != PENDING => return,
                 Ok(_) => {}
                 Err(e) => {
@@ -434,9 +389,12 @@ impl MediaService {
     /// the reason), never in a panic or a lost job.
     async fn run_job(&self, key: &Key, profile: &'static Profile, workspace_id: &str) {
         self.metrics.add_transcode_jobs(JobState::Waiting, 1);
-        let permit = Arc::clone(&self.variants.pool).acquire_owned().await;
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.variants.pool).acquire_owned() => permit.ok(),
+            () = self.variants.stopping.cancelled() => None,
+        };
         self.metrics.add_transcode_jobs(JobState::Waiting, -1);
-        let Ok(_permit) = permit else {
+        let Some(_permit) = permit else {
             return;
         };
         match self.claim(key).await {
@@ -488,19 +446,7 @@ impl MediaService {
     async fn claim(&self, key: &Key) -> Result<bool, Error> {
         let now = now_micros();
         let lease = i64::try_from(self.variants.lease.as_micros()).unwrap_or(i64::MAX);
-        let claimed = sqlx::query(
-            "UPDATE variants SET lease_until = $3, attempts = attempts + 1 \
-             WHERE source_blob_id = $1 AND profile = $2 AND state = $4 AND lease_until < $5",
-        )
-        .bind(&key.0)
-        .bind(key.1)
-        .bind(now.saturating_add(lease))
-        .bind(PENDING)
-        .bind(now)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
-        Ok(claimed == 1)
+        store::claim_variant(&self.db, key, now, now.saturating_add(lease)).await
     }
 
     /// Read the source, transcode it on a blocking thread, store the parts
@@ -553,7 +499,7 @@ impl MediaService {
     /// The whole source blob, refusing more than the probe reads.
     async fn read_source(&self, id: &BlobId) -> Result<Vec<u8>, Error> {
         let reader = self.store.reader(id, ByteRange::ALL).await?;
-        let limit = crate::probe::MAX_INPUT_BYTES;
+        let limit = telenet_audio::probe::MAX_INPUT_BYTES;
         if reader.size_bytes > limit {
             return Err(Error::ResourceExhausted(format!(
                 "the file is {} bytes; at most {limit} are transcoded",
@@ -582,53 +528,20 @@ impl MediaService {
         remuxed: bool,
         workspace_id: &str,
     ) -> Result<(), Error> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM variant_parts WHERE source_blob_id = $1 AND profile = $2")
-            .bind(&key.0)
-            .bind(key.1)
-            .execute(&mut *tx)
-            .await?;
-        for part in parts {
-            sqlx::query(
-                "INSERT INTO variant_parts (source_blob_id, profile, part_index, blob_id, mime_type, \
-                 size_bytes, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&key.0)
-            .bind(key.1)
-            .bind(i64::from(part.index))
-            .bind(&part.blob_id)
-            .bind(&part.mime_type)
-            .bind(i64::try_from(part.size_bytes).unwrap_or(i64::MAX))
-            .bind(i64::try_from(part.duration_ms).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
         let finished_at = now_micros();
-        let created_at: i64 = sqlx::query(
-            "UPDATE variants SET state = $3, remuxed = $4, error = '', permanent = 0, \
-             lease_until = 0, finished_at = $5 WHERE source_blob_id = $1 AND profile = $2 \
-             RETURNING created_at",
-        )
-        .bind(&key.0)
-        .bind(key.1)
-        .bind(READY)
-        .bind(i64::from(remuxed))
-        .bind(finished_at)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("created_at")?;
-        let variant = pb::Variant {
-            state: pb::VariantState::Ready as i32,
-            parts: parts.to_vec(),
-            remuxed,
-            ..finished(workspace_id, key, created_at, finished_at)
-        };
-        let payload = Payload::MediaVariantReady(ev::MediaVariantReady {
-            variant: Some(variant),
-        });
-        announce(&mut tx, workspace_id, payload).await?;
-        self.db.commit(tx).await?;
-        Ok(())
+        store::finish_ready(&self.db, key, parts, remuxed, finished_at, |created_at| {
+            let variant = pb::Variant {
+                state: pb::VariantState::Ready as i32,
+                parts: parts.to_vec(),
+                remuxed,
+                ..finished(workspace_id, key, created_at, finished_at)
+            };
+            let payload = Payload::MediaVariantReady(ev::MediaVariantReady {
+                variant: Some(variant),
+            });
+            (workspace_id.to_owned(), payload)
+        })
+        .await
     }
 
     /// Mark the variant FAILED with the reason, announcing
@@ -641,31 +554,25 @@ impl MediaService {
         workspace_id: &str,
     ) -> Result<(), Error> {
         let finished_at = now_micros();
-        let mut tx = self.db.begin().await?;
-        let created_at: i64 = sqlx::query(
-            "UPDATE variants SET state = $3, error = $4, permanent = $5, lease_until = 0, \
-             finished_at = $6 WHERE source_blob_id = $1 AND profile = $2 RETURNING created_at",
+        store::finish_failed(
+            &self.db,
+            key,
+            reason,
+            permanent,
+            finished_at,
+            |created_at| {
+                let variant = pb::Variant {
+                    state: pb::VariantState::Failed as i32,
+                    error: reason.to_owned(),
+                    ..finished(workspace_id, key, created_at, finished_at)
+                };
+                let payload = Payload::MediaVariantFailed(ev::MediaVariantFailed {
+                    variant: Some(variant),
+                });
+                (workspace_id.to_owned(), payload)
+            },
         )
-        .bind(&key.0)
-        .bind(key.1)
-        .bind(FAILED)
-        .bind(reason)
-        .bind(i64::from(permanent))
-        .bind(finished_at)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("created_at")?;
-        let variant = pb::Variant {
-            state: pb::VariantState::Failed as i32,
-            error: reason.to_owned(),
-            ..finished(workspace_id, key, created_at, finished_at)
-        };
-        let payload = Payload::MediaVariantFailed(ev::MediaVariantFailed {
-            variant: Some(variant),
-        });
-        announce(&mut tx, workspace_id, payload).await?;
-        self.db.commit(tx).await?;
-        Ok(())
+        .await
     }
 }
 
@@ -680,29 +587,4 @@ fn finished(workspace_id: &str, key: &Key, created_at: i64, finished_at: i64) ->
         finished_at: Some(telenet_store::timestamp(finished_at)),
         ..pb::Variant::default()
     }
-}
-
-/// Put a variant event in the outbox, in the transaction recording it.
-async fn announce(
-    tx: &mut telenet_store::Tx<'_>,
-    workspace_id: &str,
-    payload: Payload,
-) -> Result<(), Error> {
-    let event = events::to_bus(&events::envelope(workspace_id, payload, None));
-    outbox::enqueue(tx, &[event]).await?;
-    Ok(())
-}
-
-/// The profile called `name`, or an error listing them.
-fn find_profile(name: &str) -> Result<&'static Profile, Error> {
-    if name.trim().is_empty() {
-        return Err(Error::InvalidArgument("profile is required".into()));
-    }
-    profiles::find(name).ok_or_else(|| {
-        let names: Vec<&str> = profiles::PROFILES.iter().map(|p| p.name).collect();
-        Error::InvalidArgument(format!(
-            "no profile named {name:?}; profiles: {}",
-            names.join(", ")
-        ))
-    })
 }

@@ -13,8 +13,9 @@ use telenet_proto::media::v1::{
     Blob, CreateDownloadUrlRequest, DownloadGrant, DownloadRequest, UploadHeader, UploadRequest,
 };
 use telenet_signing::links::{Link, LinkSigner};
+use telenet_store::Db;
 use telenet_store::sqlx::{self, Row};
-use telenet_store::{Db, testing};
+use telenet_store::testing::Backend;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
@@ -22,11 +23,8 @@ use tonic::{Code, Status};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
-/// The shared fixtures sit beside the repository (`../shared`).
-const SAMPLE_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/media"
-);
+/// The repository's media fixtures.
+const SAMPLE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/media");
 
 struct Harness {
     client: MediaClient<Channel>,
@@ -42,18 +40,9 @@ impl Drop for Harness {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 async fn start(backend: Backend, config: impl FnOnce(&mut Config)) -> Harness {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let url = match backend {
-        Backend::Sqlite => testing::sqlite_in(tmp.path(), "media"),
-        Backend::Postgres => testing::fresh_postgres().await,
-    };
+    let url = backend.url(tmp.path(), "media").await;
     let db = Db::connect(&url, "media").await.expect("connect");
     db.migrate(&MIGRATIONS).await.expect("migrate");
     let blob_dir = tmp.path().join("blobs");
@@ -288,29 +277,23 @@ async fn round_trip(backend: Backend) {
         )]
     );
 
-    // A real voice note, when the samples are around.
+    // A real voice note.
     let sample = Path::new(SAMPLE_DIR).join("source_ogg_opus_ptb.ogg");
-    if sample.is_file() {
-        let ogg = std::fs::read(&sample).expect("read sample");
-        let blob = h
-            .send(chunked(
-                "wsA",
-                "audio/ogg; codecs=opus",
-                ogg.len(),
-                &ogg,
-                64 * KIB,
-            ))
-            .await
-            .expect("upload sample");
-        assert_eq!(blob.id, sha256_hex(&ogg));
-        assert_eq!(blob.mime_type, "audio/ogg; codecs=opus");
-        assert_eq!(h.download("wsA", &blob.id, 0, 0).await, ogg);
-    } else {
-        println!(
-            "note: {} not found; skipping the real voice-note sample",
-            sample.display()
-        );
-    }
+    let ogg =
+        std::fs::read(&sample).unwrap_or_else(|e| panic!("fixture {}: {e}", sample.display()));
+    let blob = h
+        .send(chunked(
+            "wsA",
+            "audio/ogg; codecs=opus",
+            ogg.len(),
+            &ogg,
+            64 * KIB,
+        ))
+        .await
+        .expect("upload sample");
+    assert_eq!(blob.id, sha256_hex(&ogg));
+    assert_eq!(blob.mime_type, "audio/ogg; codecs=opus");
+    assert_eq!(h.download("wsA", &blob.id, 0, 0).await, ogg);
 }
 
 async fn identical_content_is_stored_once(backend: Backend) {
@@ -817,25 +800,7 @@ async fn download_links_need_setting_up(backend: Backend) {
     );
 }
 
-/// Each scenario once per database backend.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Sqlite).await
-            })+
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Postgres).await
-            })+
-        }
-    };
-}
-
-on_both_backends!(
+telenet_store::on_both_backends!(
     round_trip,
     identical_content_is_stored_once,
     ranged_download,

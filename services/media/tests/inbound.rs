@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{SharedBus, SubscribeSpec, Subscription};
-use telenet_media::inbound::{ChannelSecrets, FetchError, InboundConfig, InboundFetcher};
+use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
+use telenet_media::inbound::{FetchError, InboundConfig, InboundFetcher};
 use telenet_media::{BlobId, ByteRange, Config, MIGRATIONS, MediaService};
+use telenet_proto::common::v1::ChannelKind;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
 use telenet_proto::conversations::v1::{Message, MessageDirection};
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
@@ -30,16 +32,13 @@ fn voice_note() -> Vec<u8> {
     bytes
 }
 
-/// WhatsApp's Ogg/Opus voice note of the shared fixtures (3.45 s).
+/// WhatsApp's Ogg/Opus voice note of the repository's fixtures (3.45 s).
 fn whatsapp_note() -> Vec<u8> {
-    let beside = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/media/source_ogg_opus_ptb.ogg");
-    let path = if beside.is_file() {
-        beside
-    } else {
-        "/work/shared/fixtures/media/source_ogg_opus_ptb.ogg".into()
-    };
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/media/source_ogg_opus_ptb.ogg"
+    );
+    std::fs::read(path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
 /// The secret of channel `ch-1` in these tests.
@@ -49,9 +48,20 @@ const CHANNEL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 struct OneChannel;
 
 #[async_trait::async_trait]
-impl ChannelSecrets for OneChannel {
-    async fn custom_secret(&self, _: &str, channel_id: &str) -> Result<Option<String>, FetchError> {
-        Ok((channel_id == "ch-1").then(|| CHANNEL_SECRET.to_owned()))
+impl ChannelDirectory for OneChannel {
+    async fn credentials(
+        &self,
+        _: &str,
+        channel_id: &str,
+    ) -> Result<ChannelCredentials, DirectoryError> {
+        if channel_id != "ch-1" {
+            return Err(DirectoryError::NotFound);
+        }
+        Ok(ChannelCredentials {
+            kind: ChannelKind::Custom,
+            secret: CHANNEL_SECRET.to_owned(),
+            ..ChannelCredentials::default()
+        })
     }
 }
 
@@ -456,7 +466,7 @@ async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
     let probe = telenet_proto::media::v1::ProbeRequest {
         workspace_id: "ws-1".into(),
         blob_id: attachment.blob_id.clone(),
-        waveform_peaks: telenet_media::probe::PLAYER_PEAKS,
+        waveform_peaks: telenet_audio::probe::DEFAULT_PEAKS as u32,
     };
     let id = BlobId::parse(&attachment.blob_id).expect("blob id");
     let path = telenet_media::LocalDirStore::new(&w._tmp.path().join("blobs"))
@@ -477,7 +487,7 @@ async fn inbound_voice_notes_come_with_duration_waveform_and_a_playable_form() {
     assert_eq!(
         (variant.profile.as_str(), variant.source_blob_id.as_str()),
         (
-            telenet_media::profiles::WEB_PLAYBACK,
+            telenet_audio::profiles::WEB_PLAYBACK,
             attachment.blob_id.as_str()
         )
     );
@@ -503,7 +513,7 @@ async fn custom_channels_files_are_fetched_signed_with_the_channels_secret() {
     let w = world(local_config()).await;
     let fetcher = InboundFetcher::new(w.media.clone(), w.bus.clone())
         .expect("fetcher")
-        .with_channel_secrets(Arc::new(OneChannel));
+        .with_channel_directory(Arc::new(OneChannel));
     let attachment = announced(&format!("{base}/signed.ogg?v=1"));
     let blob = fetcher
         .fetch_from("ws-1", "ch-1", &attachment)

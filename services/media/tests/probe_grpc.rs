@@ -2,11 +2,11 @@
 //! 127.0.0.1:0, files uploaded through `Upload`, the database on SQLite and
 //! on PostgreSQL.
 
+// The audio crate's generated test inputs, shared rather than copied.
+#[path = "../../../crates/audio/tests/probe_support/mod.rs"]
 mod probe_support;
 
-use std::path::PathBuf;
-
-use probe_support::{WebmSpec, ebml_webm, wav_pcm16};
+use probe_support::wav_pcm16;
 use telenet_media::{Config, MIGRATIONS, MediaService};
 use telenet_proto::common::v1::ChannelKind;
 use telenet_proto::media::v1::media_client::MediaClient;
@@ -106,16 +106,14 @@ impl Harness {
     }
 }
 
+/// The browser-style recording of the repository's fixtures (no Duration
+/// element).
 fn live_webm() -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/media/derived_webm_opus_live_no_duration.webm");
-    std::fs::read(&path).unwrap_or_else(|e| {
-        println!(
-            "SKIP: {} not readable ({e}); using a generated live WebM",
-            path.display()
-        );
-        ebml_webm(&WebmSpec::default())
-    })
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/media/derived_webm_opus_live_no_duration.webm"
+    );
+    std::fs::read(path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use prost::Message;
-use telenet_media::probe::{self, ProbeOptions};
+use telenet_audio::probe::{self, ProbeOptions};
 use telenet_media::{Config, LocalDirStore, MIGRATIONS, MediaService, TranscodeConfig};
 use telenet_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use telenet_proto::media::v1::media_client::MediaClient;
@@ -19,27 +19,19 @@ use telenet_proto::media::v1::{
     DownloadRequest, GetVariantRequest, ListVariantsRequest, TranscodeRequest, UploadHeader,
     UploadRequest, Variant, VariantState,
 };
+use telenet_store::Db;
 use telenet_store::sqlx::{self, Row};
-use telenet_store::{Db, testing};
+use telenet_store::testing::Backend;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// A media fixture of the repository (`tests/fixtures/media`).
 fn fixture(name: &str) -> Vec<u8> {
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/media");
-    let dir = if beside.is_dir() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures/media")
-    };
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/media");
+    std::fs::read(PathBuf::from(dir).join(name))
+        .unwrap_or_else(|e| panic!("fixture {dir}/{name}: {e}"))
 }
 
 struct Server {
@@ -64,10 +56,7 @@ struct Harness {
 impl Harness {
     async fn new(backend: Backend) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let db_url = match backend {
-            Backend::Sqlite => testing::sqlite_in(tmp.path(), "media"),
-            Backend::Postgres => testing::fresh_postgres().await,
-        };
+        let db_url = backend.url(tmp.path(), "media").await;
         let db = Db::connect(&db_url, "media").await.expect("connect");
         db.migrate(&MIGRATIONS).await.expect("migrate");
         Harness {
@@ -198,7 +187,7 @@ impl Harness {
     }
 }
 
-async fn scenario_transcode_download_and_cache(backend: Backend) {
+async fn transcode_download_and_cache(backend: Backend) {
     let h = Harness::new(backend).await;
     let mut s = h.server(2).await;
     let ogg = fixture("source_ogg_opus_ptb.ogg");
@@ -381,7 +370,7 @@ async fn scenario_transcode_download_and_cache(backend: Backend) {
     assert!(announced.created_at.is_some() && announced.finished_at.is_some());
 }
 
-async fn scenario_bad_input_fails_once(backend: Backend) {
+async fn bad_input_fails_once(backend: Backend) {
     let h = Harness::new(backend).await;
     let mut s = h.server(2).await;
     let blob = upload(
@@ -427,7 +416,7 @@ async fn scenario_bad_input_fails_once(backend: Backend) {
     );
 }
 
-async fn scenario_concurrent_requests_encode_once(backend: Backend) {
+async fn concurrent_requests_encode_once(backend: Backend) {
     let h = Harness::new(backend).await;
     // Two replicas on one database and store.
     let a = h.server(2).await;
@@ -460,7 +449,7 @@ async fn scenario_concurrent_requests_encode_once(backend: Backend) {
     assert_eq!(total, 1, "{backend:?}: 8 concurrent requests, one encode");
 }
 
-async fn scenario_pool_is_bounded(backend: Backend) {
+async fn pool_is_bounded(backend: Backend) {
     let h = Harness::new(backend).await;
     let s = h.server(2).await;
     let mut client = s.client.clone();
@@ -489,42 +478,9 @@ async fn scenario_pool_is_bounded(backend: Backend) {
     assert_eq!(s.service.transcode_workers(), 2);
 }
 
-#[tokio::test]
-async fn transcode_download_and_cache_sqlite() {
-    scenario_transcode_download_and_cache(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn transcode_download_and_cache_postgres() {
-    scenario_transcode_download_and_cache(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn bad_input_fails_once_sqlite() {
-    scenario_bad_input_fails_once(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn bad_input_fails_once_postgres() {
-    scenario_bad_input_fails_once(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_encode_once_sqlite() {
-    scenario_concurrent_requests_encode_once(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_encode_once_postgres() {
-    scenario_concurrent_requests_encode_once(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pool_is_bounded_sqlite() {
-    scenario_pool_is_bounded(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pool_is_bounded_postgres() {
-    scenario_pool_is_bounded(Backend::Postgres).await;
-}
+telenet_store::on_both_backends!(
+    transcode_download_and_cache,
+    bad_input_fails_once,
+    concurrent_requests_encode_once,
+    pool_is_bounded,
+);

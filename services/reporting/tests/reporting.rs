@@ -1,78 +1,68 @@
-//! Reporting on both backends: events fed through the in-memory bus are
-//! counted per UTC day and channel, once each however often they arrive, and
-//! a workspace only ever sees its own counts.
+//! Reporting on both backends, started as the process starts it and asked
+//! over gRPC: events fed through the in-memory bus are counted per UTC day
+//! and channel, once each however often they arrive, events that can never
+//! be counted are dead-lettered, and a workspace only ever sees its own
+//! counts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{Event, RetryPolicy, SharedBus};
+use telenet_kit::grpc::GrpcChannel;
 use telenet_proto::common::v1::TimeRange;
 use telenet_proto::conversations::v1::{Conversation, Message, MessageDirection};
 use telenet_proto::events::v1::{
     ConversationClosed, ConversationOpened, MessageCreated, event_envelope::Payload,
 };
-use telenet_proto::reporting::v1::reports_server::Reports;
+use telenet_proto::reporting::v1::reports_client::ReportsClient;
 use telenet_proto::reporting::v1::{DailyVolume, GetDailyVolumeRequest};
-use telenet_reporting::{Config, MIGRATIONS, ReportingService, subscription};
-use telenet_store::{Db, events, testing};
-use tokio_util::sync::CancellationToken;
+use telenet_reporting::{Config, GROUP, MIGRATIONS, NAME, start};
+use telenet_runtime::testing::{TestService, TestSetup};
+use telenet_store::events;
+use telenet_store::testing::Backend;
+use tonic::Status;
 
 // 2024-03-01T00:00:00Z
 const MARCH_1: i64 = 1_709_251_200;
 const DAY: i64 = 86_400;
 
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
+/// Reporting started as the process starts it, on an in-memory bus with
+/// short retry delays, answering over gRPC.
 struct Harness {
-    db: Db,
-    bus: SharedBus,
-    svc: ReportingService,
-    token: CancellationToken,
-    _dir: Option<tempfile::TempDir>,
+    service: TestService,
+    client: ReportsClient<GrpcChannel>,
 }
 
 impl Harness {
     async fn start(backend: Backend) -> Self {
-        let (url, dir) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                (testing::sqlite_in(dir.path(), "reporting"), Some(dir))
-            }
-            Backend::Postgres => (testing::fresh_postgres().await, None),
-        };
-        let db = Db::connect(&url, "reporting").await.expect("connect");
-        db.migrate(&MIGRATIONS).await.expect("migrate");
         let bus: SharedBus = Arc::new(MemoryBus::new(RetryPolicy {
             delays: vec![Duration::from_millis(20); 5],
         }));
-        // Declare the group's queue before anything is published.
-        drop(bus.subscribe(subscription()).await.expect("declare queue"));
-        let svc = ReportingService::new(db.clone(), bus.clone(), Config { concurrency: 4 })
-            .await
-            .expect("service");
-        let token = CancellationToken::new();
-        tokio::spawn(svc.clone().run(token.clone()));
-        Self {
-            db,
-            bus,
-            svc,
-            token,
-            _dir: dir,
-        }
+        // `start` declares the group's queue before it returns, so what is
+        // published right after is counted.
+        let service = TestService::start(
+            TestSetup::new(NAME, Config { concurrency: 4 })
+                .database(backend, MIGRATIONS)
+                .bus(bus),
+            start,
+        )
+        .await;
+        let client = ReportsClient::new(service.channel());
+        Self { service, client }
     }
 
     async fn publish(&self, events: &[Event]) {
-        self.bus.publish(events).await.expect("publish");
+        self.service.bus.publish(events).await.expect("publish");
+    }
+
+    async fn report(&self, request: GetDailyVolumeRequest) -> Result<Vec<DailyVolume>, Status> {
+        let reply = self.client.clone().get_daily_volume(request).await?;
+        Ok(reply.into_inner().rows)
     }
 
     async fn volume(&self, ws: &str, start: i64, end: i64, channel: &str) -> Vec<DailyVolume> {
-        self.svc
-            .daily_volume(&request(ws, start, end, channel))
+        self.report(request(ws, start, end, channel))
             .await
             .expect("daily volume")
     }
@@ -97,8 +87,7 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.token.cancel();
-        self.db.close().await;
+        self.service.stop().await;
     }
 }
 
@@ -203,27 +192,11 @@ fn message(ws: &str, at: i64, channel: &str, direction: MessageDirection) -> Eve
     )
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })+
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await;
-            })+
-        }
-    };
-}
-
-on_both_backends!(
+telenet_store::on_both_backends!(
     counts_per_utc_day_and_channel_once_each,
     workspaces_are_isolated,
     ranges_are_validated,
+    uncountable_events_are_dead_lettered,
 );
 
 async fn counts_per_utc_day_and_channel_once_each(backend: Backend) {
@@ -296,15 +269,12 @@ async fn counts_per_utc_day_and_channel_once_each(backend: Backend) {
             .is_empty()
     );
 
-    // Through the gRPC adapter as well.
-    let reply = Reports::get_daily_volume(
-        &h.svc,
-        tonic::Request::new(request("ws1", feb_29, MARCH_1 + 2 * DAY, "ch1")),
-    )
-    .await
-    .expect("report")
-    .into_inner();
-    assert_eq!(rows(&reply.rows), expected[..2]);
+    // One channel of several days.
+    let reply = h
+        .report(request("ws1", feb_29, MARCH_1 + 2 * DAY, "ch1"))
+        .await
+        .expect("report");
+    assert_eq!(rows(&reply), expected[..2]);
     h.stop().await;
 }
 
@@ -343,11 +313,9 @@ async fn workspaces_are_isolated(backend: Backend) {
 async fn ranges_are_validated(backend: Backend) {
     let h = Harness::start(backend).await;
     let invalid = |req: GetDailyVolumeRequest, field: &'static str| {
-        let svc = h.svc.clone();
+        let h = &h;
         async move {
-            let status = Reports::get_daily_volume(&svc, tonic::Request::new(req))
-                .await
-                .expect_err("invalid request");
+            let status = h.report(req).await.expect_err("invalid request");
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
             assert!(status.message().contains(field), "{}", status.message());
         }
@@ -373,6 +341,33 @@ async fn ranges_are_validated(backend: Backend) {
         h.volume("ws1", MARCH_1, MARCH_1 + 366 * DAY, "")
             .await
             .is_empty()
+    );
+    h.stop().await;
+}
+
+async fn uncountable_events_are_dead_lettered(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let nowhere = opened("ws1", MARCH_1, " ");
+    h.publish(&[nowhere.clone(), opened("ws1", MARCH_1 + 10, "ch1")])
+        .await;
+    h.expect_volume(
+        "ws1",
+        MARCH_1,
+        MARCH_1 + DAY,
+        &[row("2024-03-01", "ch1", [1, 0, 0, 0])],
+    )
+    .await;
+    let dead = h
+        .service
+        .bus
+        .drain_dead_letters(GROUP, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].event.id, nowhere.id);
+    assert_eq!(
+        dead[0].reason,
+        format!("event {}: no channel_id", nowhere.id)
     );
     h.stop().await;
 }

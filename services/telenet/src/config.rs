@@ -71,6 +71,27 @@ pub struct Endpoints {
     pub reporting: String,
 }
 
+impl Endpoints {
+    /// The endpoint of the service named `name`.
+    pub fn of(&self, name: &str) -> Option<String> {
+        let mut endpoints = self.clone();
+        endpoints.of_mut(name).map(|e| e.clone())
+    }
+
+    /// The endpoint of the service named `name`, to change.
+    pub fn of_mut(&mut self, name: &str) -> Option<&mut String> {
+        Some(match name {
+            "ingress" => &mut self.ingress,
+            "contacts" => &mut self.contacts,
+            "conversations" => &mut self.conversations,
+            "media" => &mut self.media,
+            "dispatch" => &mut self.dispatch,
+            "reporting" => &mut self.reporting,
+            _ => return None,
+        })
+    }
+}
+
 impl Default for Endpoints {
     fn default() -> Self {
         let local = "http://127.0.0.1:50051".to_owned();

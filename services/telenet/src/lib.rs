@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+mod seed;
 pub mod suite;
 
 pub use config::{Config, ServiceName};

@@ -12,7 +12,6 @@ use crate::auth::Caller;
 use crate::dto::{ChannelKind, ChannelPage, CreateChannelBody, CreatedChannel};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::problem::Problem;
 
 /// Longest channel name, in characters (the registry's limit).
 const MAX_NAME_CHARS: usize = 100;
@@ -26,8 +25,8 @@ const MAX_NAME_CHARS: usize = 100;
     request_body = CreateChannelBody,
     responses(
         (status = 201, description = "the channel, with its signing secret", body = CreatedChannel),
-        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the caller is an agent", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid field"),
+        (status = 403, description = "the caller is an agent"),
     ),
 )]
 pub(crate) async fn create_channel(
@@ -103,7 +102,7 @@ fn validate_create(
     params(PageQuery),
     responses(
         (status = 200, description = "a page of channels", body = ChannelPage),
-        (status = 400, description = "invalid paging", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid paging"),
     ),
 )]
 pub(crate) async fn list_channels(

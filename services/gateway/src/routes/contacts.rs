@@ -13,7 +13,6 @@ use crate::auth::Caller;
 use crate::dto::ContactView;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::problem::Problem;
 
 /// The contact id in the path.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -31,7 +30,7 @@ pub struct ContactPath {
     params(ContactPath),
     responses(
         (status = 200, description = "the contact", body = ContactView),
-        (status = 404, description = "no such contact in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such contact in the workspace"),
     ),
 )]
 pub(crate) async fn get_contact(

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use telenet_kit::grpc::GrpcChannel;
 use telenet_proto::common::v1 as common;
 use telenet_proto::conversations::v1 as conv;
 use telenet_proto::conversations::v1::conversations_client::ConversationsClient;
@@ -20,7 +21,6 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
-use crate::problem::Problem;
 
 /// Longest idempotency key accepted, in bytes.
 const MAX_CLIENT_MESSAGE_ID_LEN: usize = 200;
@@ -109,7 +109,7 @@ pub(crate) fn list_request(
     })
 }
 
-fn client(state: &AppState) -> ConversationsClient<tonic::transport::Channel> {
+fn client(state: &AppState) -> ConversationsClient<GrpcChannel> {
     ConversationsClient::new(state.upstreams.conversations.clone())
 }
 
@@ -121,7 +121,7 @@ fn client(state: &AppState) -> ConversationsClient<tonic::transport::Channel> {
     params(ConversationQuery),
     responses(
         (status = 200, description = "a page of conversations", body = ConversationPage),
-        (status = 400, description = "invalid filter or paging", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid filter or paging"),
     ),
 )]
 pub(crate) async fn list_conversations(
@@ -147,7 +147,7 @@ pub(crate) async fn list_conversations(
     params(ConversationPath),
     responses(
         (status = 200, description = "the conversation", body = ConversationView),
-        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such conversation in the workspace"),
     ),
 )]
 pub(crate) async fn get_conversation(
@@ -173,8 +173,8 @@ pub(crate) async fn get_conversation(
     params(ConversationPath, PageQuery),
     responses(
         (status = 200, description = "a page of messages", body = MessagePage),
-        (status = 400, description = "invalid paging", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid paging"),
+        (status = 404, description = "no such conversation in the workspace"),
     ),
 )]
 pub(crate) async fn list_messages(
@@ -207,9 +207,9 @@ pub(crate) async fn list_messages(
     request_body = SendMessageBody,
     responses(
         (status = 201, description = "the stored message and the conversation after the reply", body = SentMessage),
-        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the conversation does not accept replies", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid field"),
+        (status = 404, description = "no such conversation in the workspace"),
+        (status = 409, description = "the conversation does not accept replies"),
     ),
 )]
 pub(crate) async fn send_message(
@@ -376,9 +376,9 @@ async fn stored_attachments(
     request_body = AssignBody,
     responses(
         (status = 200, description = "the conversation after assignment", body = ConversationView),
-        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such conversation or member in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the conversation cannot be assigned (e.g. closed)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid field"),
+        (status = 404, description = "no such conversation or member in the workspace"),
+        (status = 409, description = "the conversation cannot be assigned (e.g. closed)"),
     ),
 )]
 pub(crate) async fn assign(
@@ -407,7 +407,7 @@ pub(crate) async fn assign(
     params(ConversationPath),
     responses(
         (status = 200, description = "the conversation after unassignment", body = ConversationView),
-        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such conversation in the workspace"),
     ),
 )]
 pub(crate) async fn unassign(
@@ -436,9 +436,9 @@ pub(crate) async fn unassign(
     request_body(content = Option<CloseBody>, description = "optional; an empty body closes without a note"),
     responses(
         (status = 200, description = "the closed conversation", body = ConversationView),
-        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such conversation in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the conversation is already closed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid field"),
+        (status = 404, description = "no such conversation in the workspace"),
+        (status = 409, description = "the conversation is already closed"),
     ),
 )]
 pub(crate) async fn close(

@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, OptionalJson};
 use crate::problem::Problem;
-use crate::sniff;
+use telenet_audio::sniff;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -162,9 +162,9 @@ pub struct FilePath {
     responses(
         (status = 201, description = "the file is stored", body = FileView,
          headers(("location" = String, description = "where the file is downloaded"))),
-        (status = 400, description = "the form is malformed, or has no `file` part", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "the file is larger than its kind allows", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "the declared type is not one the kind accepts, or does not match the bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "the form is malformed, or has no `file` part"),
+        (status = 413, description = "the file is larger than its kind allows"),
+        (status = 415, description = "the declared type is not one the kind accepts, or does not match the bytes"),
     ),
 )]
 pub(crate) async fn upload(
@@ -293,8 +293,8 @@ async fn upload_file(
     if tx.send(header).await.is_err() {
         return Err(ApiError::Incomplete("upload stream"));
     }
-    let mut client = MediaClient::new(state.upstreams.media.clone());
-    let call = client.upload(caller.request(ReceiverStream::new(rx)));
+    let mut client = MediaClient::new(state.upstreams.media_streams.clone());
+    let mut call = std::pin::pin!(client.upload(caller.request(ReceiverStream::new(rx))));
     let feed = async move {
         let mut sent = 0u64;
         for chunk in first {
@@ -310,16 +310,13 @@ async fn upload_file(
         // Dropping the sender ends the stream: the upload is complete.
         Ok::<(), ApiError>(())
     };
-    tokio::pin!(call);
     tokio::pin!(feed);
     // Feed and call run together. A failed feed returns at once, dropping
     // the call: the RPC is cancelled and media keeps nothing of it.
     let answer = tokio::select! {
         fed = &mut feed => {
             fed?;
-            tokio::time::timeout(state.upstream_timeout, &mut call)
-                .await
-                .map_err(|_| ApiError::UpstreamTimeout)?
+            state.within_upstream_timeout(&mut call).await?
         }
         answered = &mut call => answered,
     };
@@ -430,9 +427,9 @@ pub(crate) fn parse_range(value: &str) -> Option<RangeSpec> {
          headers(("accept-ranges" = String, description = "`bytes`"), ("etag" = String, description = "the file id, quoted"))),
         (status = 206, description = "the requested range", body = FileBytes, content_type = "application/octet-stream",
          headers(("content-range" = String, description = "`bytes first-last/size`"))),
-        (status = 400, description = "the id is not a file id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 416, description = "the range is outside the file", body = Problem, content_type = "application/problem+json",
+        (status = 400, description = "the id is not a file id"),
+        (status = 404, description = "no such file in the workspace"),
+        (status = 416, description = "the range is outside the file",
          headers(("content-range" = String, description = "`bytes */size`"))),
     ),
 )]
@@ -474,7 +471,7 @@ impl Reader<'_> {
             Reader::Member(caller) => caller.request(message),
             Reader::Link { grant, .. } => {
                 message.grant = Some(grant.clone());
-                telenet_kit::telemetry::grpc_request(message)
+                tonic::Request::new(message)
             }
         }
     }
@@ -653,10 +650,10 @@ pub struct LinkQuery {
     responses(
         (status = 200, description = "the whole file, with its MIME type and `Content-Disposition` naming it", body = FileBytes, content_type = "application/octet-stream"),
         (status = 206, description = "the requested range", body = FileBytes, content_type = "application/octet-stream"),
-        (status = 400, description = "a part of the link is malformed", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the link has expired or its signature does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 416, description = "the range is outside the file", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "a part of the link is malformed"),
+        (status = 403, description = "the link has expired or its signature does not match"),
+        (status = 404, description = "no such file in the workspace"),
+        (status = 416, description = "the range is outside the file"),
     ),
 )]
 pub(crate) async fn download_link(
@@ -728,9 +725,9 @@ pub struct LinkView {
     request_body(content = Option<LinkBody>, description = "optional; an empty body makes a one-hour link"),
     responses(
         (status = 201, description = "the link", body = LinkView),
-        (status = 400, description = "invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "download links are not set up on this installation", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid field"),
+        (status = 404, description = "no such file in the workspace"),
+        (status = 409, description = "download links are not set up on this installation"),
     ),
 )]
 pub(crate) async fn create_link(
@@ -759,8 +756,8 @@ pub(crate) async fn create_link(
     ))
 }
 
-/// Peaks of the waveform when the query does not say.
-const DEFAULT_PEAKS: u32 = 64;
+/// Peaks of the waveform when the query does not say: the player's.
+const DEFAULT_PEAKS: u32 = telenet_audio::probe::DEFAULT_PEAKS as u32;
 
 /// The query of `GET /v1/files/{id}/audio`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -828,9 +825,9 @@ pub struct PlayableView {
     params(FilePath, AudioQuery),
     responses(
         (status = 200, description = "duration, waveform and the playable form", body = AudioView),
-        (status = 400, description = "not an audio file we can read (the detail names the problem), or a bad `peaks`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such file in the workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the file is over the voice-note limits (5 minutes, its size)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "not an audio file we can read (the detail names the problem), or a bad `peaks`"),
+        (status = 404, description = "no such file in the workspace"),
+        (status = 409, description = "the file is over the voice-note limits (5 minutes, its size)"),
     ),
 )]
 pub(crate) async fn audio(
@@ -953,7 +950,7 @@ async fn make_link(
 }
 
 /// The media profile every browser plays.
-const WEB_PLAYBACK: &str = "audio-web-playback";
+const WEB_PLAYBACK: &str = telenet_audio::profiles::WEB_PLAYBACK;
 
 /// An opened download: the blob, any bytes that came with it, the rest.
 type Opened = (
@@ -969,7 +966,7 @@ async fn open(
     reader: &Reader<'_>,
     request: media::DownloadRequest,
 ) -> Result<Opened, ApiError> {
-    let mut client = MediaClient::new(state.upstreams.media.clone());
+    let mut client = MediaClient::new(state.upstreams.media_streams.clone());
     let opened = async {
         let mut stream = client.download(reader.request(request)).await?.into_inner();
         let first = stream
@@ -980,9 +977,7 @@ async fn open(
         let bytes = (!first.chunk.is_empty()).then(|| Bytes::from(first.chunk));
         Ok::<_, ApiError>((blob, bytes, stream))
     };
-    tokio::time::timeout(state.upstream_timeout, opened)
-        .await
-        .map_err(|_| ApiError::UpstreamTimeout)?
+    state.within_upstream_timeout(opened).await?
 }
 
 /// The size of a file, for ranges counted from its end and for 416s.

@@ -13,7 +13,6 @@ use crate::auth::Caller;
 use crate::dto::{MemberList, MemberView, Presence, SetStatusBody};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::problem::Problem;
 
 /// The authenticated member with their presence status.
 #[utoipa::path(
@@ -41,7 +40,7 @@ pub(crate) async fn get_me(
     request_body = SetStatusBody,
     responses(
         (status = 200, description = "the agent's presence after the change", body = Presence),
-        (status = 400, description = "invalid status", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid status"),
     ),
 )]
 pub(crate) async fn set_status(

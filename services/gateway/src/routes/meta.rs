@@ -1,8 +1,6 @@
 //! Unauthenticated endpoints about the gateway itself.
 
 use axum::Json;
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
 
 use crate::dto::Health;
 
@@ -20,22 +18,4 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
     })
-}
-
-/// This API's OpenAPI 3.1 document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "meta",
-    security(()),
-    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")),
-)]
-pub(crate) async fn openapi_json() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        crate::openapi::document_json(),
-    )
 }

@@ -15,7 +15,6 @@ use crate::auth::Caller;
 use crate::dto::{DailyVolumeReport, timestamp};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::problem::Problem;
 
 /// The longest span a report may cover, in days (a leap year).
 pub(crate) const MAX_REPORT_DAYS: i64 = 366;
@@ -85,7 +84,7 @@ impl DailyVolumeQuery {
     params(DailyVolumeQuery),
     responses(
         (status = 200, description = "the report", body = DailyVolumeReport),
-        (status = 400, description = "invalid dates or channel", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid dates or channel"),
     ),
 )]
 pub(crate) async fn daily_volume(

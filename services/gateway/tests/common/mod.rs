@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use telenet_gateway::{Config, Upstreams};
+use telenet_kit::grpc::GrpcChannel;
 use telenet_presence::{MemoryPresence, SharedPresence, Thresholds};
 use telenet_proto::conversations::v1::members_server::{Members, MembersServer};
 use telenet_proto::conversations::v1::{
@@ -20,7 +21,6 @@ use telenet_proto::conversations::v1::{
     CreateWorkspaceRequest, CreateWorkspaceResponse, GetMemberRequest, ListMembersRequest,
     ListMembersResponse, Member,
 };
-use tonic::transport::Channel;
 use tower::ServiceExt;
 
 pub const WORKSPACE: &str = "0198a3c1-0000-7000-8000-00000000000a";
@@ -162,13 +162,25 @@ impl Members for FakeMembers {
     }
 }
 
+/// A client channel to `endpoint` through kit's client stack, as the
+/// process gives the gateway.
+pub fn client(endpoint: &str) -> GrpcChannel {
+    telenet_kit::grpc::client(
+        endpoint,
+        &Default::default(),
+        &Default::default(),
+        telenet_gateway::NAME,
+    )
+    .expect("valid endpoint")
+}
+
 /// A channel to a port nothing listens on: calls fail with UNAVAILABLE.
-pub fn dead_channel() -> Channel {
-    Channel::from_static("http://127.0.0.1:9").connect_lazy()
+pub fn dead_channel() -> GrpcChannel {
+    client("http://127.0.0.1:9")
 }
 
 /// Starts `members` on an ephemeral port and returns a channel to it.
-pub async fn spawn_members(members: FakeMembers) -> Channel {
+pub async fn spawn_members(members: FakeMembers) -> GrpcChannel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind test members server");
@@ -178,9 +190,7 @@ pub async fn spawn_members(members: FakeMembers) -> Channel {
             .add_service(MembersServer::new(members))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("valid uri")
-        .connect_lazy()
+    client(&format!("http://{addr}"))
 }
 
 pub struct Harness {

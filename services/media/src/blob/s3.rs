@@ -27,11 +27,12 @@ use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tempfile::TempPath;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{BlobError, BlobId, BlobReader, BlobStore, BlobWriter, ByteRange, StoredBlob};
+use super::{
+    BlobError, BlobId, BlobReader, BlobStore, BlobWriter, ByteRange, FileOps, Hashed, HashingFile,
+    StoredBlob,
+};
 
 /// Size of the parts of a multipart upload, and the largest object uploaded
 /// in a single request. S3 wants parts of at least 5 MiB (but the last).
@@ -394,26 +395,18 @@ async fn read_part(file: &mut tokio::fs::File, size: usize) -> std::io::Result<V
 #[async_trait]
 impl BlobStore for S3Store {
     async fn writer(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let dir = self.inner.spool_dir.clone();
-        let temp = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || {
-                tempfile::Builder::new()
-                    .prefix("s3-upload-")
-                    .suffix(".part")
-                    .tempfile_in(&dir)
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(BlobError::io("create spool file in", &dir))?;
-        let (file, path) = temp.into_parts();
+        let spool = HashingFile::create(
+            self.inner.spool_dir.clone(),
+            "s3-upload-",
+            "create spool file in",
+            FileOps {
+                write: "write spool",
+                flush: "flush spool",
+            },
+        )
+        .await?;
         Ok(Box::new(S3Writer {
-            file: tokio::fs::File::from_std(file),
-            spool: path,
-            hasher: Sha256::new(),
-            written: 0,
+            spool,
             store: self.clone(),
         }))
     }
@@ -459,44 +452,31 @@ impl BlobStore for S3Store {
     }
 }
 
-/// A write in progress: the spool file and the running hash. Dropping it
-/// deletes the spool; nothing reached the bucket yet.
+/// A write in progress: the spool file. Dropping it deletes the spool;
+/// nothing reached the bucket yet.
 struct S3Writer {
-    file: tokio::fs::File,
-    spool: TempPath,
-    hasher: Sha256,
-    written: u64,
+    spool: HashingFile,
     store: S3Store,
 }
 
 #[async_trait]
 impl BlobWriter for S3Writer {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(BlobError::io("write spool", &self.spool))?;
-        self.hasher.update(chunk);
-        self.written += chunk.len() as u64;
-        Ok(())
+        self.spool.write(chunk).await
     }
 
     fn written(&self) -> u64 {
-        self.written
+        self.spool.written()
     }
 
     async fn commit(self: Box<Self>) -> Result<StoredBlob, BlobError> {
-        let S3Writer {
+        let S3Writer { spool, store } = *self;
+        let Hashed {
             mut file,
-            spool,
-            hasher,
-            written,
-            store,
-        } = *self;
-        file.flush()
-            .await
-            .map_err(BlobError::io("flush spool", &spool))?;
-        let id = BlobId::of_digest(&hasher.finalize());
+            path: spool,
+            id,
+            size_bytes: written,
+        } = spool.finish().await?;
         let path = store.path_of(&id);
         // An object under this key holds these very bytes (the key is their
         // hash) unless it was damaged; only a size mismatch is re-uploaded.

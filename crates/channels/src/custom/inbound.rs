@@ -1,0 +1,240 @@
+//! The custom channel's webhook body, parsed into canonical events.
+//!
+//! ```json
+//! {"type":"message.inbound","message":{"external_id","sender":{"external_id","display_name"},
+//!   "text","attachments":[{"kind","url","mime_type","size_bytes"}]}}
+//! {"type":"message.status","status":{"message_external_id","state","error"}}
+//! ```
+//!
+//! The protocol is ours, so it is read strictly: an unknown field is a
+//! sender's mistake to report (400), not a provider's novelty to tolerate.
+
+use serde::Deserialize;
+use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
+use telenet_proto::events::v1::{InboundMessageReceived, InboundStatusReceived, Sender};
+
+use crate::InboundEvent;
+
+/// Longest text accepted in one message, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Most attachments in one message.
+pub const MAX_ATTACHMENTS: usize = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+enum Body {
+    #[serde(rename = "message.inbound")]
+    Inbound { message: InboundMessage },
+    #[serde(rename = "message.status")]
+    Status { status: StatusBody },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundMessage {
+    external_id: String,
+    sender: SenderBody,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    attachments: Vec<AttachmentBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SenderBody {
+    external_id: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachmentBody {
+    kind: String,
+    url: String,
+    #[serde(default)]
+    mime_type: String,
+    #[serde(default)]
+    size_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    message_external_id: String,
+    state: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// Parse and validate a custom channel's body. Errors are lowercase and name the field.
+pub fn parse_inbound(
+    body: &[u8],
+    channel_id: &str,
+    webhook_id: &str,
+) -> Result<InboundEvent, String> {
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| format!("malformed body: {e}"))?;
+    match parsed {
+        Body::Inbound { message } => {
+            inbound_message(message, channel_id, webhook_id).map(InboundEvent::Message)
+        }
+        Body::Status { status } => {
+            inbound_status(status, channel_id, webhook_id).map(InboundEvent::Status)
+        }
+    }
+}
+
+fn inbound_message(
+    message: InboundMessage,
+    channel_id: &str,
+    webhook_id: &str,
+) -> Result<InboundMessageReceived, String> {
+    non_empty("message.external_id", &message.external_id)?;
+    non_empty("message.sender.external_id", &message.sender.external_id)?;
+    if message.text.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "message.text is longer than {MAX_TEXT_BYTES} bytes"
+        ));
+    }
+    if message.text.trim().is_empty() && message.attachments.is_empty() {
+        return Err("message has neither text nor attachments".into());
+    }
+    if message.attachments.len() > MAX_ATTACHMENTS {
+        return Err(format!(
+            "message has more than {MAX_ATTACHMENTS} attachments"
+        ));
+    }
+    let attachments = message
+        .attachments
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| attachment(i, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(InboundMessageReceived {
+        channel_id: channel_id.to_owned(),
+        channel_kind: telenet_proto::common::v1::ChannelKind::Custom as i32,
+        webhook_id: webhook_id.to_owned(),
+        external_id: message.external_id,
+        sender: Some(Sender {
+            external_id: message.sender.external_id,
+            display_name: message.sender.display_name,
+        }),
+        text: message.text,
+        attachments,
+        sent_at: None,
+    })
+}
+
+fn inbound_status(
+    status: StatusBody,
+    channel_id: &str,
+    webhook_id: &str,
+) -> Result<InboundStatusReceived, String> {
+    non_empty("status.message_external_id", &status.message_external_id)?;
+    let Some(state) = super::delivery_state(&status.state) else {
+        return Err(format!(
+            "status.state {:?} is not one of sent, delivered, read, failed",
+            status.state
+        ));
+    };
+    Ok(InboundStatusReceived {
+        channel_id: channel_id.to_owned(),
+        message_external_id: status.message_external_id,
+        state: state as i32,
+        error: status.error,
+        webhook_id: webhook_id.to_owned(),
+    })
+}
+
+fn attachment(i: usize, a: AttachmentBody) -> Result<Attachment, String> {
+    let kind = match a.kind.as_str() {
+        "image" => AttachmentKind::Image,
+        "audio" => AttachmentKind::Audio,
+        "voice" => AttachmentKind::Voice,
+        "video" => AttachmentKind::Video,
+        "file" => AttachmentKind::File,
+        "sticker" => AttachmentKind::Sticker,
+        other => {
+            return Err(format!(
+                "message.attachments[{i}].kind {other:?} is not one of image, audio, voice, video, file, sticker"
+            ));
+        }
+    };
+    let url = url::Url::parse(&a.url)
+        .map_err(|e| format!("message.attachments[{i}].url is not an absolute URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "message.attachments[{i}].url must be http or https"
+        ));
+    }
+    if !a.mime_type.is_empty() && !a.mime_type.contains('/') {
+        return Err(format!(
+            "message.attachments[{i}].mime_type {:?} is not a MIME type",
+            a.mime_type
+        ));
+    }
+    Ok(Attachment {
+        kind: kind as i32,
+        url: url.into(),
+        mime_type: a.mime_type,
+        size_bytes: a.size_bytes,
+        state: AttachmentState::Pending as i32,
+        ..Default::default()
+    })
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        Err(format!("{field} is required"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telenet_proto::dispatch::v1::DeliveryState;
+
+    #[test]
+    fn parses_an_inbound_message() {
+        let body = br#"{"type":"message.inbound","message":{"external_id":"m1","sender":{"external_id":"+34600","display_name":"Ana"},"text":"hola","attachments":[{"kind":"voice","url":"https://cdn.example/v.ogg","mime_type":"audio/ogg","size_bytes":9199}]}}"#;
+        let Ok(InboundEvent::Message(m)) = parse_inbound(body, "ch", "wh") else {
+            panic!("not a message");
+        };
+        assert_eq!(m.external_id, "m1");
+        assert_eq!(m.text, "hola");
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].kind, AttachmentKind::Voice as i32);
+        assert_eq!(m.attachments[0].state, AttachmentState::Pending as i32);
+    }
+
+    #[test]
+    fn parses_a_status() {
+        let body = br#"{"type":"message.status","status":{"message_external_id":"x9","state":"delivered"}}"#;
+        let Ok(InboundEvent::Status(s)) = parse_inbound(body, "ch", "wh") else {
+            panic!("not a status");
+        };
+        assert_eq!(s.state, DeliveryState::Delivered as i32);
+        assert_eq!(s.message_external_id, "x9");
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{", "malformed body"),
+            (br#"{"type":"nope"}"#, "malformed body"),
+            (br#"{"type":"message.inbound","message":{"external_id":"","sender":{"external_id":"a"},"text":"x"}}"#, "message.external_id"),
+            (br#"{"type":"message.inbound","message":{"external_id":"m","sender":{"external_id":"a"},"text":" "}}"#, "neither text nor attachments"),
+            (br#"{"type":"message.inbound","message":{"external_id":"m","sender":{"external_id":"a"},"attachments":[{"kind":"gif","url":"https://x"}]}}"#, "attachments[0].kind"),
+            (br#"{"type":"message.inbound","message":{"external_id":"m","sender":{"external_id":"a"},"attachments":[{"kind":"file","url":"ftp://x/y"}]}}"#, "attachments[0].url"),
+            (br#"{"type":"message.status","status":{"message_external_id":"m","state":"lost"}}"#, "status.state"),
+            (br#"{"type":"message.inbound","message":{"external_id":"m","sender":{"external_id":"a"},"text":"x","extra":1}}"#, "malformed body"),
+        ];
+        for (body, needle) in cases {
+            let err = parse_inbound(body, "ch", "wh").expect_err("must fail");
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+}

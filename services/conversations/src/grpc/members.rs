@@ -1,0 +1,122 @@
+//! `telenet.conversations.v1.Members`. RPCs not listed here answer
+//! UNIMPLEMENTED (the generated defaults).
+
+use telenet_proto::conversations::v1 as pb;
+use telenet_proto::conversations::v1::AccessLevel;
+use telenet_proto::conversations::v1::members_server::Members as MembersRpc;
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::domain::{NewMember, NewToken, NewWorkspace};
+use crate::members::{CreatedWorkspace, Members};
+
+#[derive(Clone)]
+pub struct MembersApi {
+    members: Members,
+}
+
+impl MembersApi {
+    pub fn new(members: Members) -> Self {
+        Self { members }
+    }
+}
+
+fn new_workspace(r: pb::CreateWorkspaceRequest) -> NewWorkspace {
+    NewWorkspace {
+        name: r.name,
+        owner_name: r.owner_name,
+        owner_email: r.owner_email,
+    }
+}
+
+fn created_workspace_response(created: &CreatedWorkspace) -> pb::CreateWorkspaceResponse {
+    pb::CreateWorkspaceResponse {
+        workspace: Some((&created.workspace).into()),
+        owner: Some((&created.owner).into()),
+        token: created.token.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl MembersRpc for MembersApi {
+    async fn create_workspace(
+        &self,
+        request: Request<pb::CreateWorkspaceRequest>,
+    ) -> Result<Response<pb::CreateWorkspaceResponse>, Status> {
+        let created = self
+            .members
+            .create_workspace(&new_workspace(request.into_inner()))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(created_workspace_response(&created)))
+    }
+
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let member = self
+            .members
+            .authenticate(&request.get_ref().token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&member).into()))
+    }
+
+    async fn create_member(
+        &self,
+        request: Request<pb::CreateMemberRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let r = request.into_inner();
+        let new = NewMember {
+            workspace_id: r.workspace_id,
+            name: r.name,
+            email: r.email,
+            // An unknown level is no level.
+            access_level: AccessLevel::try_from(r.access_level).unwrap_or(AccessLevel::Unspecified),
+        };
+        let member = self.members.create_member(&new).await.map_err(status)?;
+        Ok(Response::new((&member).into()))
+    }
+
+    async fn get_member(
+        &self,
+        request: Request<pb::GetMemberRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let r = request.get_ref();
+        let member = self
+            .members
+            .get_member(&r.workspace_id, &r.user_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&member).into()))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let members = self
+            .members
+            .list_members(&request.get_ref().workspace_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members.iter().map(pb::Member::from).collect(),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let r = request.into_inner();
+        let new = NewToken {
+            workspace_id: r.workspace_id,
+            user_id: r.user_id,
+            label: r.label,
+        };
+        let token = self.members.create_token(&new).await.map_err(status)?;
+        Ok(Response::new(pb::CreateTokenResponse { token }))
+    }
+}

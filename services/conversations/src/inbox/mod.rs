@@ -1,0 +1,145 @@
+//! The inbox's operations, one file per part of PRODUCT.md's messages
+//! module: `receiving` (1), `replying` (2, 3, 5, and assignment on
+//! reply), `assignment` (7), `closing` (8, 9), `delivery` (how far a
+//! reply got, and media's outcome for received files). Each one checks its
+//! input, loads what it needs through the store, lets the domain decide,
+//! and writes the change with its events (`events`) in one transaction.
+//! Operations fed by the bus record the event they apply in the same
+//! transaction, so a redelivered event changes nothing.
+
+use telenet_kit::grpc::GrpcChannel;
+use telenet_store::cursor::{Cursor, finish_page, page_size};
+use telenet_store::{Db, StoreError, Tx, idempotency};
+
+use crate::Config;
+use crate::domain::{Conversation, ConversationQuery, Message, MessagesQuery, Page};
+use crate::error::{Error, require};
+use crate::store::{conversations, messages};
+
+mod assignment;
+mod closing;
+mod contacts;
+mod delivery;
+mod events;
+mod receiving;
+mod replying;
+
+pub use replying::Sent;
+
+/// The inbox: conversations and their messages.
+#[derive(Clone)]
+pub struct Inbox {
+    db: Db,
+    contacts: contacts::Contacts,
+    config: Config,
+}
+
+impl Inbox {
+    /// `contacts` is a channel to the contacts service, which resolves
+    /// senders to contacts.
+    pub fn new(db: Db, contacts: GrpcChannel, config: Config) -> Self {
+        Self {
+            db,
+            contacts: contacts::Contacts::new(contacts),
+            config,
+        }
+    }
+
+    /// One conversation of the workspace.
+    pub async fn get_conversation(
+        &self,
+        workspace_id: &str,
+        conversation_id: &str,
+    ) -> Result<Conversation, Error> {
+        require("workspace_id", workspace_id)?;
+        require("conversation_id", conversation_id)?;
+        conversations::find(self.db.pool(), workspace_id, conversation_id)
+            .await?
+            .ok_or(Error::ConversationNotFound)
+    }
+
+    /// A queue of the inbox: conversations by latest activity, newest
+    /// first.
+    pub async fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<Page<Conversation>, Error> {
+        require("workspace_id", &query.workspace_id)?;
+        let size = page_size(query.page.size);
+        let after = Cursor::decode(&query.page.token).map_err(Error::InvalidArgument)?;
+        let filter = query.filter()?;
+        let mut items = conversations::list(
+            self.db.pool(),
+            &query.workspace_id,
+            &filter,
+            after.as_ref(),
+            size + 1,
+        )
+        .await?;
+        let next = finish_page(&mut items, size, |last| Cursor {
+            key: last.last_message_at,
+            id: last.id.clone(),
+        });
+        Ok(Page { items, next })
+    }
+
+    /// A conversation's history, oldest first.
+    pub async fn list_messages(&self, query: &MessagesQuery) -> Result<Page<Message>, Error> {
+        let conversation = self
+            .get_conversation(&query.workspace_id, &query.conversation_id)
+            .await?;
+        let size = page_size(query.page.size);
+        let after = Cursor::decode(&query.page.token).map_err(Error::InvalidArgument)?;
+        let mut items = messages::history(
+            self.db.pool(),
+            &query.workspace_id,
+            &conversation.id,
+            after.as_ref(),
+            size + 1,
+        )
+        .await?;
+        let next = finish_page(&mut items, size, |last| Cursor {
+            key: last.created_at,
+            id: last.id.clone(),
+        });
+        Ok(Page { items, next })
+    }
+
+    /// The transaction applying event `event_id` for `consumer`; `None`
+    /// when that consumer applied it before (a redelivery).
+    async fn begin_once(
+        &self,
+        consumer: &str,
+        event_id: &str,
+    ) -> Result<Option<Tx<'static>>, Error> {
+        let mut tx = self.db.begin().await?;
+        if !idempotency::mark_processed(&mut tx, consumer, event_id).await? {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+}
+
+/// A conversation as the transaction sees it.
+async fn conversation_in(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Conversation, Error> {
+    conversations::find(&mut **tx, workspace_id, id)
+        .await?
+        .ok_or(Error::ConversationNotFound)
+}
+
+/// A message as the transaction sees it.
+async fn message_in(tx: &mut Tx<'_>, workspace_id: &str, id: &str) -> Result<Message, Error> {
+    messages::find(&mut **tx, workspace_id, id)
+        .await?
+        .ok_or(Error::MessageNotFound)
+}
+
+/// Ids are UUIDv7: sortable by creation, so keyset pages stay cheap.
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

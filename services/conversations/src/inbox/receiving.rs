@@ -1,0 +1,69 @@
+//! PRODUCT.md 1, receiving: a contact's message joins its open
+//! conversation on that channel, or opens a new, unassigned one (a contact
+//! never seen before is created by the contacts service).
+
+use telenet_store::now_micros;
+
+use super::events::Outbox;
+use super::{Inbox, conversation_in, message_in, new_id};
+use crate::consumers::INBOUND;
+use crate::domain::conversation::open_conversation;
+use crate::domain::{InboundMessage, Message};
+use crate::error::Error;
+use crate::store::{conversations, messages};
+
+impl Inbox {
+    /// Apply bus event `event_id`: `received` arrived in the workspace.
+    pub async fn receive_message(
+        &self,
+        event_id: &str,
+        workspace_id: &str,
+        received: &InboundMessage,
+    ) -> Result<(), Error> {
+        let contact_id = self.contacts.resolve_sender(workspace_id, received).await?;
+        let Some(mut tx) = self.begin_once(INBOUND, event_id).await? else {
+            return Ok(());
+        };
+        // The same provider message, delivered under another event id.
+        if messages::inbound_exists(&mut tx, &received.channel_id, &received.external_id).await? {
+            self.db.commit(tx).await?;
+            return Ok(());
+        }
+        let now = now_micros();
+        let mut outbox = Outbox::new(workspace_id);
+        let open =
+            conversations::find_open(&mut tx, workspace_id, &contact_id, &received.channel_id)
+                .await?;
+        let conversation = match open {
+            Some(conversation) => conversation,
+            None => {
+                let opened = open_conversation(
+                    new_id(),
+                    workspace_id,
+                    &contact_id,
+                    &received.channel_id,
+                    &received.sender_external_id,
+                    now,
+                );
+                conversations::insert(&mut tx, &opened).await.map_err(|e| {
+                    if e.is_unique_violation() {
+                        Error::OpenedConcurrently
+                    } else {
+                        e.into()
+                    }
+                })?;
+                let opened = conversation_in(&mut tx, workspace_id, &opened.id).await?;
+                outbox.conversation_opened(&opened);
+                opened
+            }
+        };
+        let message = Message::inbound(new_id(), &conversation, received, now);
+        messages::insert(&mut tx, &message, "").await?;
+        conversations::record_message(&mut tx, &conversation, now).await?;
+        let message = message_in(&mut tx, workspace_id, &message.id).await?;
+        outbox.message_created(&message, &contact_id);
+        outbox.write(&mut tx).await?;
+        self.db.commit(tx).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! PRODUCT.md 2, 3, 5 and 7, replying: a member answers in an open
+//! conversation with text or files; replying to an unassigned conversation
+//! assigns it to them; dispatch is asked to send.
+
+use telenet_store::now_micros;
+
+use super::events::Outbox;
+use super::{Inbox, conversation_in, message_in, new_id};
+use crate::domain::conversation::{assign_on_reply, check_reply_allowed};
+use crate::domain::{Conversation, Message, Reply};
+use crate::error::Error;
+use crate::store::{conversations, members, messages};
+
+/// A reply as stored (pending until dispatch reports), and its
+/// conversation after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub message: Message,
+    pub conversation: Conversation,
+}
+
+impl Inbox {
+    /// Reply in a conversation. A retried reply (same author and client
+    /// message id) returns the first one.
+    pub async fn reply(&self, reply: &Reply) -> Result<Sent, Error> {
+        reply.check(self.config.max_text_chars)?;
+        if !members::is_member(self.db.pool(), &reply.workspace_id, &reply.author_user_id).await? {
+            return Err(Error::AuthorNotMember);
+        }
+        if let Some(sent) = self.sent_before(reply).await? {
+            return Ok(sent);
+        }
+        let workspace_id = reply.workspace_id.as_str();
+        let mut tx = self.db.begin().await?;
+        let conversation = conversation_in(&mut tx, workspace_id, &reply.conversation_id).await?;
+        check_reply_allowed(&conversation)?;
+        let now = now_micros();
+        let mut outbox = Outbox::new(workspace_id);
+        if let Some(assignment) = assign_on_reply(&conversation, &reply.author_user_id) {
+            conversations::set_assignee(&mut tx, &conversation, Some(&assignment.assignee)).await?;
+            outbox.conversation_assigned(&assignment);
+        }
+        let message = Message::reply(new_id(), &conversation, reply, now);
+        messages::insert(&mut tx, &message, &reply.client_message_id).await?;
+        conversations::record_message(&mut tx, &conversation, now).await?;
+        let message = message_in(&mut tx, workspace_id, &message.id).await?;
+        outbox.message_created(&message, &conversation.contact_id);
+        outbox.outbound_requested(&message, &conversation, reply);
+        outbox.write(&mut tx).await?;
+        let conversation = conversation_in(&mut tx, workspace_id, &conversation.id).await?;
+        self.db.commit(tx).await?;
+        Ok(Sent {
+            message,
+            conversation,
+        })
+    }
+
+    /// The reply stored before under the same client message id, if any.
+    async fn sent_before(&self, reply: &Reply) -> Result<Option<Sent>, Error> {
+        if reply.client_message_id.is_empty() {
+            return Ok(None);
+        }
+        let first = messages::find_by_client_id(
+            self.db.pool(),
+            &reply.workspace_id,
+            &reply.author_user_id,
+            &reply.client_message_id,
+        )
+        .await?;
+        let Some(message) = first else {
+            return Ok(None);
+        };
+        let conversation = self
+            .get_conversation(&reply.workspace_id, &message.conversation_id)
+            .await?;
+        Ok(Some(Sent {
+            message,
+            conversation,
+        }))
+    }
+}

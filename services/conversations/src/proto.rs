@@ -1,0 +1,74 @@
+//! Domain values as the protobuf messages of the API: what the gRPC
+//! services answer and what the events carry are the same messages.
+
+use telenet_proto::conversations::v1 as pb;
+use telenet_store::timestamp;
+
+use crate::domain::{Conversation, Member, Message, Workspace};
+
+impl From<&Conversation> for pb::Conversation {
+    fn from(c: &Conversation) -> Self {
+        pb::Conversation {
+            id: c.id.clone(),
+            workspace_id: c.workspace_id.clone(),
+            contact_id: c.contact_id.clone(),
+            channel_id: c.channel_id.clone(),
+            status: c.status as i32,
+            assignee_user_id: c.assignee.clone().unwrap_or_default(),
+            opened_at: Some(timestamp(c.opened_at)),
+            closed_at: c.closed.as_ref().map(|closed| timestamp(closed.at)),
+            closing_note: c.closed.as_ref().map(|closed| pb::ClosingNote {
+                category: closed.note.category.clone(),
+                summary: closed.note.summary.clone(),
+                closed_by_user_id: closed.note.closed_by.clone(),
+            }),
+            last_message_at: Some(timestamp(c.last_message_at)),
+            contact_external_id: c.contact_external_id.clone(),
+            message_count: c.message_count,
+            // Teams are not modelled yet.
+            assignee_team_id: String::new(),
+        }
+    }
+}
+
+impl From<&Message> for pb::Message {
+    fn from(m: &Message) -> Self {
+        pb::Message {
+            id: m.id.clone(),
+            workspace_id: m.workspace_id.clone(),
+            conversation_id: m.conversation_id.clone(),
+            direction: m.direction as i32,
+            author_user_id: m.author_user_id.clone(),
+            text: m.text.clone(),
+            attachments: m.attachments.clone(),
+            status: m.status as i32,
+            external_id: m.external_id.clone(),
+            error: m.error.clone(),
+            created_at: Some(timestamp(m.created_at)),
+            status_changed_at: Some(timestamp(m.status_changed_at)),
+        }
+    }
+}
+
+impl From<&Member> for pb::Member {
+    fn from(m: &Member) -> Self {
+        pb::Member {
+            user_id: m.user_id.clone(),
+            workspace_id: m.workspace_id.clone(),
+            name: m.name.clone(),
+            email: m.email.clone(),
+            access_level: m.access_level as i32,
+            created_at: Some(timestamp(m.created_at)),
+        }
+    }
+}
+
+impl From<&Workspace> for pb::Workspace {
+    fn from(w: &Workspace) -> Self {
+        pb::Workspace {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            created_at: Some(timestamp(w.created_at)),
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! The `conversations` table.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use telenet_proto::conversations::v1::ConversationStatus;
+use telenet_store::cursor::Cursor;
+use telenet_store::{StoreError, Tx, sqlx};
+
+use super::{enum_or, present};
+use crate::domain::conversation::{
+    Assignee, Closed, ClosingNote, Conversation, ConversationFilter,
+};
+
+const COLUMNS: &str = "id, workspace_id, contact_id, channel_id, contact_external_id, status, \
+     assignee_user_id, opened_at, closed_at, closing_category, closing_summary, closed_by, \
+     last_message_at, message_count";
+
+fn decode(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
+    let closed_at: Option<i64> = row.try_get("closed_at")?;
+    let closed = match closed_at {
+        Some(at) => Some(Closed {
+            at,
+            note: ClosingNote {
+                category: row
+                    .try_get::<Option<String>, _>("closing_category")?
+                    .unwrap_or_default(),
+                summary: row
+                    .try_get::<Option<String>, _>("closing_summary")?
+                    .unwrap_or_default(),
+                closed_by: row
+                    .try_get::<Option<String>, _>("closed_by")?
+                    .unwrap_or_default(),
+            },
+        }),
+        None => None,
+    };
+    let count: i64 = row.try_get("message_count")?;
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        contact_id: row.try_get("contact_id")?,
+        channel_id: row.try_get("channel_id")?,
+        contact_external_id: row.try_get("contact_external_id")?,
+        status: enum_or(row.try_get("status")?, ConversationStatus::Unspecified),
+        assignee: present(row.try_get("assignee_user_id")?),
+        opened_at: row.try_get("opened_at")?,
+        closed,
+        last_message_at: row.try_get("last_message_at")?,
+        message_count: u32::try_from(count).unwrap_or(u32::MAX),
+    })
+}
+
+/// One conversation of the workspace.
+pub(crate) async fn find<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Option<Conversation>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM conversations WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
+}
+
+/// The contact's open conversation on the channel (there is at most one).
+pub(crate) async fn find_open(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    contact_id: &str,
+    channel_id: &str,
+) -> Result<Option<Conversation>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM conversations \
+         WHERE workspace_id = $1 AND contact_id = $2 AND channel_id = $3 AND status = $4"
+    ))
+    .bind(workspace_id)
+    .bind(contact_id)
+    .bind(channel_id)
+    .bind(ConversationStatus::Open as i64)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
+}
+
+/// Store a newly opened conversation (its closing fields stay empty). A
+/// second open conversation of the same contact on the same channel is a
+/// unique violation.
+pub(crate) async fn insert(tx: &mut Tx<'_>, c: &Conversation) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO conversations (id, workspace_id, contact_id, channel_id, contact_external_id, \
+         status, assignee_user_id, opened_at, last_message_at, message_count) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&c.id)
+    .bind(&c.workspace_id)
+    .bind(&c.contact_id)
+    .bind(&c.channel_id)
+    .bind(&c.contact_external_id)
+    .bind(c.status as i64)
+    .bind(c.assignee.clone())
+    .bind(c.opened_at)
+    .bind(c.last_message_at)
+    .bind(i64::from(c.message_count))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Give the conversation to `assignee`, or to nobody.
+pub(crate) async fn set_assignee(
+    tx: &mut Tx<'_>,
+    c: &Conversation,
+    assignee: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET assignee_user_id = $1 WHERE workspace_id = $2 AND id = $3",
+    )
+    .bind(assignee.map(str::to_owned))
+    .bind(&c.workspace_id)
+    .bind(&c.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Count a new message and make it the latest activity.
+pub(crate) async fn record_message(
+    tx: &mut Tx<'_>,
+    c: &Conversation,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET last_message_at = $1, message_count = message_count + 1 \
+         WHERE workspace_id = $2 AND id = $3",
+    )
+    .bind(at)
+    .bind(&c.workspace_id)
+    .bind(&c.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Close with the note: out of the open queue, assigned to nobody.
+pub(crate) async fn close(
+    tx: &mut Tx<'_>,
+    c: &Conversation,
+    note: &ClosingNote,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET status = $1, assignee_user_id = NULL, closed_at = $2, \
+         closing_category = $3, closing_summary = $4, closed_by = $5 WHERE workspace_id = $6 AND id = $7",
+    )
+    .bind(ConversationStatus::Closed as i64)
+    .bind(at)
+    .bind(&note.category)
+    .bind(&note.summary)
+    .bind(&note.closed_by)
+    .bind(&c.workspace_id)
+    .bind(&c.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Up to `limit` conversations of the workspace that pass `filter`, by
+/// latest activity (newest first), after the `after` position.
+pub(crate) async fn list<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+    filter: &ConversationFilter,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Conversation>, StoreError> {
+    // Without a position, start above every stored key.
+    let (key, after_id) = after.map_or((i64::MAX, "\u{10FFFF}".to_owned()), |c| {
+        (c.key, c.id.clone())
+    });
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM conversations WHERE workspace_id = $1 \
+         AND (last_message_at < $2 OR (last_message_at = $2 AND id < $3))"
+    );
+    let mut binds = vec![
+        Bind::Text(workspace_id.to_owned()),
+        Bind::Int(key),
+        Bind::Text(after_id),
+    ];
+    if let Some(status) = filter.status {
+        binds.push(Bind::Int(status as i64));
+        sql.push_str(&format!(" AND status = ${}", binds.len()));
+    }
+    match &filter.assignee {
+        Assignee::Anyone => {}
+        Assignee::Nobody => sql.push_str(" AND assignee_user_id IS NULL"),
+        Assignee::User(user) => {
+            binds.push(Bind::Text(user.clone()));
+            sql.push_str(&format!(" AND assignee_user_id = ${}", binds.len()));
+        }
+    }
+    if let Some(contact_id) = &filter.contact_id {
+        binds.push(Bind::Text(contact_id.clone()));
+        sql.push_str(&format!(" AND contact_id = ${}", binds.len()));
+    }
+    binds.push(Bind::Int(limit));
+    sql.push_str(&format!(
+        " ORDER BY last_message_at DESC, id DESC LIMIT ${}",
+        binds.len()
+    ));
+    let mut query = sqlx::query(&sql);
+    for bind in binds {
+        query = match bind {
+            Bind::Text(t) => query.bind(t),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
+    let rows = query.fetch_all(conn).await?;
+    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use telenet_store::testing::Backend;
+
+    use super::*;
+    use crate::domain::conversation::open_conversation;
+    use crate::store::testing;
+
+    telenet_store::on_both_backends!(
+        an_open_conversation_is_found_until_it_is_closed,
+        a_contact_has_one_open_conversation_per_channel,
+        assignees_are_set_and_cleared,
+        a_new_message_is_counted_and_moves_the_conversation_up,
+        queues_list_by_latest_activity_with_filters_and_pages,
+        workspaces_never_see_each_others_conversations,
+    );
+
+    fn opened(id: &str, contact: &str, at: i64) -> Conversation {
+        open_conversation(id.into(), "ws", contact, "ch", "+34", at)
+    }
+
+    async fn stored(db: &telenet_store::Db, conversations: &[Conversation]) {
+        let mut tx = db.begin().await.expect("begin");
+        for c in conversations {
+            insert(&mut tx, c).await.expect("insert");
+        }
+        db.commit(tx).await.expect("commit");
+    }
+
+    async fn an_open_conversation_is_found_until_it_is_closed(backend: Backend) {
+        let t = testing::db(backend).await;
+        let c = opened("c1", "ana", 10);
+        stored(&t.db, std::slice::from_ref(&c)).await;
+        assert_eq!(
+            find(t.db.pool(), "ws", "c1").await.expect("find"),
+            Some(c.clone())
+        );
+
+        let mut tx = t.db.begin().await.expect("begin");
+        let open = find_open(&mut tx, "ws", "ana", "ch").await.expect("open");
+        assert_eq!(open.as_ref().map(|o| o.id.as_str()), Some("c1"));
+        assert_eq!(
+            find_open(&mut tx, "ws", "ana", "other-channel")
+                .await
+                .expect("other channel"),
+            None
+        );
+        set_assignee(&mut tx, &c, Some("ari"))
+            .await
+            .expect("assign");
+        let note = ClosingNote {
+            category: "billing".into(),
+            summary: "invoice resent".into(),
+            closed_by: "ari".into(),
+        };
+        close(&mut tx, &c, &note, 20).await.expect("close");
+        assert_eq!(
+            find_open(&mut tx, "ws", "ana", "ch").await.expect("none"),
+            None
+        );
+        t.db.commit(tx).await.expect("commit");
+
+        let closed = find(t.db.pool(), "ws", "c1")
+            .await
+            .expect("find")
+            .expect("kept");
+        assert_eq!(closed.status, ConversationStatus::Closed);
+        assert_eq!(closed.assignee, None);
+        assert_eq!(closed.closed, Some(Closed { at: 20, note }));
+    }
+
+    async fn a_contact_has_one_open_conversation_per_channel(backend: Backend) {
+        let t = testing::db(backend).await;
+        stored(&t.db, &[opened("c1", "ana", 10)]).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        let err = insert(&mut tx, &opened("c2", "ana", 11))
+            .await
+            .expect_err("second open conversation");
+        assert!(err.is_unique_violation(), "{err}");
+        drop(tx);
+        // Once the first is closed, a new one opens.
+        let mut tx = t.db.begin().await.expect("begin");
+        close(
+            &mut tx,
+            &opened("c1", "ana", 10),
+            &ClosingNote::default(),
+            12,
+        )
+        .await
+        .expect("close");
+        insert(&mut tx, &opened("c2", "ana", 13))
+            .await
+            .expect("reopened");
+        t.db.commit(tx).await.expect("commit");
+    }
+
+    async fn assignees_are_set_and_cleared(backend: Backend) {
+        let t = testing::db(backend).await;
+        let c = opened("c1", "ana", 10);
+        stored(&t.db, std::slice::from_ref(&c)).await;
+        let assignee = |db: telenet_store::Db| async move {
+            find(db.pool(), "ws", "c1")
+                .await
+                .expect("find")
+                .expect("kept")
+                .assignee
+        };
+        let mut tx = t.db.begin().await.expect("begin");
+        set_assignee(&mut tx, &c, Some("ari"))
+            .await
+            .expect("assign");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(assignee(t.db.clone()).await.as_deref(), Some("ari"));
+        let mut tx = t.db.begin().await.expect("begin");
+        set_assignee(&mut tx, &c, None).await.expect("unassign");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(assignee(t.db.clone()).await, None);
+    }
+
+    async fn a_new_message_is_counted_and_moves_the_conversation_up(backend: Backend) {
+        let t = testing::db(backend).await;
+        let c = opened("c1", "ana", 10);
+        stored(&t.db, std::slice::from_ref(&c)).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        record_message(&mut tx, &c, 30).await.expect("first");
+        record_message(&mut tx, &c, 40).await.expect("second");
+        t.db.commit(tx).await.expect("commit");
+        let after = find(t.db.pool(), "ws", "c1")
+            .await
+            .expect("find")
+            .expect("kept");
+        assert_eq!((after.message_count, after.last_message_at), (2, 40));
+        assert_eq!(after.opened_at, 10);
+    }
+
+    async fn queues_list_by_latest_activity_with_filters_and_pages(backend: Backend) {
+        let t = testing::db(backend).await;
+        // c2 and c3 tie on activity: the id breaks the tie.
+        let mine = Conversation {
+            assignee: Some("ari".into()),
+            ..opened("c2", "bea", 20)
+        };
+        stored(
+            &t.db,
+            &[
+                opened("c1", "ana", 10),
+                mine,
+                opened("c3", "cai", 20),
+                opened("c4", "dan", 30),
+            ],
+        )
+        .await;
+        let mut tx = t.db.begin().await.expect("begin");
+        close(
+            &mut tx,
+            &opened("c1", "ana", 10),
+            &ClosingNote::default(),
+            40,
+        )
+        .await
+        .expect("close");
+        t.db.commit(tx).await.expect("commit");
+
+        let ids = |list: Vec<Conversation>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        let all = ConversationFilter::default();
+        assert_eq!(
+            ids(list(t.db.pool(), "ws", &all, None, 10).await.expect("all")),
+            ["c4", "c3", "c2", "c1"]
+        );
+        let open = ConversationFilter {
+            status: Some(ConversationStatus::Open),
+            ..Default::default()
+        };
+        let first = list(t.db.pool(), "ws", &open, None, 2)
+            .await
+            .expect("page 1");
+        assert_eq!(ids(first.clone()), ["c4", "c3"]);
+        let last = first.last().expect("last");
+        let after = Cursor {
+            key: last.last_message_at,
+            id: last.id.clone(),
+        };
+        assert_eq!(
+            ids(list(t.db.pool(), "ws", &open, Some(&after), 2)
+                .await
+                .expect("page 2")),
+            ["c2"]
+        );
+        let unassigned = ConversationFilter {
+            status: Some(ConversationStatus::Open),
+            assignee: Assignee::Nobody,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(list(t.db.pool(), "ws", &unassigned, None, 10)
+                .await
+                .expect("queue")),
+            ["c4", "c3"]
+        );
+        let aris = ConversationFilter {
+            assignee: Assignee::User("ari".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(list(t.db.pool(), "ws", &aris, None, 10)
+                .await
+                .expect("ari's")),
+            ["c2"]
+        );
+        let anas = ConversationFilter {
+            contact_id: Some("ana".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(list(t.db.pool(), "ws", &anas, None, 10)
+                .await
+                .expect("ana's")),
+            ["c1"]
+        );
+    }
+
+    async fn workspaces_never_see_each_others_conversations(backend: Backend) {
+        let t = testing::db(backend).await;
+        let c = opened("c1", "ana", 10);
+        stored(&t.db, std::slice::from_ref(&c)).await;
+        assert_eq!(find(t.db.pool(), "other", "c1").await.expect("find"), None);
+        assert!(
+            list(
+                t.db.pool(),
+                "other",
+                &ConversationFilter::default(),
+                None,
+                10
+            )
+            .await
+            .expect("list")
+            .is_empty()
+        );
+        let mut tx = t.db.begin().await.expect("begin");
+        assert_eq!(
+            find_open(&mut tx, "other", "ana", "ch")
+                .await
+                .expect("open"),
+            None
+        );
+        // Writes name the workspace too: another one's id changes nothing.
+        let foreign = Conversation {
+            workspace_id: "other".into(),
+            ..c.clone()
+        };
+        set_assignee(&mut tx, &foreign, Some("eve"))
+            .await
+            .expect("no-op");
+        record_message(&mut tx, &foreign, 99).await.expect("no-op");
+        close(&mut tx, &foreign, &ClosingNote::default(), 99)
+            .await
+            .expect("no-op");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(find(t.db.pool(), "ws", "c1").await.expect("find"), Some(c));
+    }
+}

@@ -1,0 +1,517 @@
+//! The `messages` table. Attachments are stored as one protobuf
+//! `Attachments` blob per message.
+
+use prost::Message as _;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use telenet_proto::common::v1::Attachment;
+use telenet_proto::conversations::v1::{MessageDirection, MessageStatus};
+use telenet_store::cursor::Cursor;
+use telenet_store::{StoreError, Tx, sqlx};
+
+use super::enum_or;
+use crate::domain::message::{DeliveryUpdate, Message};
+
+const COLUMNS: &str = "id, workspace_id, conversation_id, channel_id, direction, author_user_id, \
+     text, attachments, status, external_id, error, created_at, status_changed_at";
+
+/// A message's attachments, as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Attachments {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<Attachment>,
+}
+
+fn encode_attachments(items: &[Attachment]) -> Vec<u8> {
+    Attachments {
+        items: items.to_vec(),
+    }
+    .encode_to_vec()
+}
+
+/// An undecodable blob reads as no attachments rather than hiding the
+/// message.
+fn decode_attachments(raw: &[u8]) -> Vec<Attachment> {
+    Attachments::decode(raw)
+        .map(|a| a.items)
+        .unwrap_or_default()
+}
+
+fn decode(row: &AnyRow) -> Result<Message, sqlx::Error> {
+    let raw: Vec<u8> = row.try_get("attachments")?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        channel_id: row.try_get("channel_id")?,
+        direction: enum_or(row.try_get("direction")?, MessageDirection::Unspecified),
+        author_user_id: row.try_get("author_user_id")?,
+        text: row.try_get("text")?,
+        attachments: decode_attachments(&raw),
+        status: enum_or(row.try_get("status")?, MessageStatus::Unspecified),
+        external_id: row.try_get("external_id")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        status_changed_at: row.try_get("status_changed_at")?,
+    })
+}
+
+/// One message of the workspace.
+pub(crate) async fn find<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Option<Message>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
+}
+
+/// Whether the provider's message was received on the channel already.
+/// Provider ids are unique per channel and direction (index
+/// `messages_external`), so the channel alone identifies it.
+pub(crate) async fn inbound_exists(
+    tx: &mut Tx<'_>,
+    channel_id: &str,
+    external_id: &str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT id FROM messages WHERE channel_id = $1 AND direction = $2 AND external_id = $3",
+    )
+    .bind(channel_id)
+    .bind(MessageDirection::Inbound as i64)
+    .bind(external_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// A reply, found by the provider's id the channel reports it under.
+pub(crate) async fn find_sent(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    channel_id: &str,
+    external_id: &str,
+) -> Result<Option<Message>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages \
+         WHERE workspace_id = $1 AND channel_id = $2 AND direction = $3 AND external_id = $4"
+    ))
+    .bind(workspace_id)
+    .bind(channel_id)
+    .bind(MessageDirection::Outbound as i64)
+    .bind(external_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
+}
+
+/// A reply found by its author's idempotency key.
+pub(crate) async fn find_by_client_id<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+    author_user_id: &str,
+    client_message_id: &str,
+) -> Result<Option<Message>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages \
+         WHERE workspace_id = $1 AND author_user_id = $2 AND client_message_id = $3"
+    ))
+    .bind(workspace_id)
+    .bind(author_user_id)
+    .bind(client_message_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
+}
+
+/// Store a new message; `client_message_id` is the replier's idempotency
+/// key (empty for none). A provider id or a key stored before is a unique
+/// violation.
+pub(crate) async fn insert(
+    tx: &mut Tx<'_>,
+    m: &Message,
+    client_message_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (id, workspace_id, conversation_id, channel_id, direction, author_user_id, \
+         text, attachments, status, external_id, error, client_message_id, created_at, status_changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&m.id)
+    .bind(&m.workspace_id)
+    .bind(&m.conversation_id)
+    .bind(&m.channel_id)
+    .bind(m.direction as i64)
+    .bind(&m.author_user_id)
+    .bind(&m.text)
+    .bind(encode_attachments(&m.attachments))
+    .bind(m.status as i64)
+    .bind(&m.external_id)
+    .bind(&m.error)
+    .bind(client_message_id)
+    .bind(m.created_at)
+    .bind(m.status_changed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Store a message's new delivery status.
+pub(crate) async fn set_delivery(
+    tx: &mut Tx<'_>,
+    m: &Message,
+    update: &DeliveryUpdate,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE messages SET status = $1, error = $2, external_id = $3, status_changed_at = $4 \
+         WHERE workspace_id = $5 AND id = $6",
+    )
+    .bind(update.status as i64)
+    .bind(&update.error)
+    .bind(&update.external_id)
+    .bind(at)
+    .bind(&m.workspace_id)
+    .bind(&m.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A message's attachments, locked until the transaction ends; `None` for
+/// a message the workspace does not have.
+///
+/// Attachments are rewritten whole, and the outcomes of one message's
+/// attachments arrive together: a no-op write first locks the row
+/// (portably; SQLite has no `FOR UPDATE`), so the read sees every outcome
+/// committed before and none is lost.
+pub(crate) async fn attachments_for_update(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Option<Vec<Attachment>>, StoreError> {
+    let locked = sqlx::query(
+        "UPDATE messages SET attachments = attachments WHERE workspace_id = $1 AND id = $2",
+    )
+    .bind(workspace_id)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    if locked.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT attachments FROM messages WHERE workspace_id = $1 AND id = $2")
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let raw: Vec<u8> = row.try_get("attachments")?;
+    Ok(Some(decode_attachments(&raw)))
+}
+
+/// Rewrite a message's attachments.
+pub(crate) async fn set_attachments(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    id: &str,
+    attachments: &[Attachment],
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE messages SET attachments = $1 WHERE workspace_id = $2 AND id = $3")
+        .bind(encode_attachments(attachments))
+        .bind(workspace_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` messages of a conversation, oldest first, after the
+/// `after` position.
+pub(crate) async fn history<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+    conversation_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    // Without a position, start below every stored key.
+    let (key, after_id) = after.map_or((i64::MIN, String::new()), |c| (c.key, c.id.clone()));
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE workspace_id = $1 AND conversation_id = $2 \
+         AND (created_at > $3 OR (created_at = $3 AND id > $4)) ORDER BY created_at, id LIMIT $5"
+    ))
+    .bind(workspace_id)
+    .bind(conversation_id)
+    .bind(key)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use telenet_proto::common::v1::AttachmentState;
+    use telenet_store::Db;
+    use telenet_store::testing::Backend;
+
+    use super::*;
+    use crate::domain::conversation::{Conversation, open_conversation};
+    use crate::domain::message::{InboundMessage, Reply};
+    use crate::store::{conversations, testing};
+
+    telenet_store::on_both_backends!(
+        messages_keep_their_text_and_attachments,
+        a_provider_message_is_stored_once_per_channel,
+        a_retried_reply_is_found_by_its_client_id,
+        replies_are_found_by_the_provider_id_they_were_sent_under,
+        delivery_statuses_are_stored,
+        attachments_are_read_locked_and_rewritten,
+        history_pages_oldest_first,
+        workspaces_never_see_each_others_messages,
+    );
+
+    async fn with_conversation(backend: Backend) -> (testing::TestDb, Conversation) {
+        let t = testing::db(backend).await;
+        let c = open_conversation("c1".into(), "ws", "ana", "ch", "+34", 1);
+        let mut tx = t.db.begin().await.expect("begin");
+        conversations::insert(&mut tx, &c).await.expect("insert");
+        t.db.commit(tx).await.expect("commit");
+        (t, c)
+    }
+
+    fn received(c: &Conversation, id: &str, external_id: &str, at: i64) -> Message {
+        let inbound = InboundMessage {
+            channel_id: c.channel_id.clone(),
+            external_id: external_id.into(),
+            text: format!("text of {id}"),
+            ..Default::default()
+        };
+        Message::inbound(id.into(), c, &inbound, at)
+    }
+
+    fn reply(c: &Conversation, id: &str, at: i64) -> Message {
+        let reply = Reply {
+            author_user_id: "ari".into(),
+            text: "¡Hola! 👋".into(),
+            ..Default::default()
+        };
+        Message::reply(id.into(), c, &reply, at)
+    }
+
+    async fn stored(db: &Db, messages: &[(Message, &str)]) {
+        let mut tx = db.begin().await.expect("begin");
+        for (m, client_id) in messages {
+            insert(&mut tx, m, client_id).await.expect("insert");
+        }
+        db.commit(tx).await.expect("commit");
+    }
+
+    async fn messages_keep_their_text_and_attachments(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let mut m = reply(&c, "m1", 5);
+        m.attachments = vec![Attachment {
+            url: "https://cdn.example/a.ogg".into(),
+            mime_type: "audio/ogg".into(),
+            state: AttachmentState::Pending as i32,
+            ..Default::default()
+        }];
+        stored(&t.db, &[(m.clone(), "")]).await;
+        assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+    }
+
+    async fn a_provider_message_is_stored_once_per_channel(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        stored(&t.db, &[(received(&c, "m1", "wamid.1", 5), "")]).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        assert!(
+            inbound_exists(&mut tx, "ch", "wamid.1")
+                .await
+                .expect("exists")
+        );
+        assert!(
+            !inbound_exists(&mut tx, "other", "wamid.1")
+                .await
+                .expect("other channel")
+        );
+        let err = insert(&mut tx, &received(&c, "m2", "wamid.1", 6), "")
+            .await
+            .expect_err("stored twice");
+        assert!(err.is_unique_violation(), "{err}");
+    }
+
+    async fn a_retried_reply_is_found_by_its_client_id(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        stored(
+            &t.db,
+            &[(reply(&c, "m1", 5), "c-1"), (reply(&c, "m2", 6), "")],
+        )
+        .await;
+        let found = find_by_client_id(t.db.pool(), "ws", "ari", "c-1")
+            .await
+            .expect("find");
+        assert_eq!(found.map(|m| m.id), Some("m1".to_owned()));
+        assert_eq!(
+            find_by_client_id(t.db.pool(), "ws", "olga", "c-1")
+                .await
+                .expect("another author's key"),
+            None
+        );
+        let mut tx = t.db.begin().await.expect("begin");
+        let err = insert(&mut tx, &reply(&c, "m3", 7), "c-1")
+            .await
+            .expect_err("same key");
+        assert!(err.is_unique_violation(), "{err}");
+    }
+
+    async fn replies_are_found_by_the_provider_id_they_were_sent_under(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let mut sent = reply(&c, "m1", 5);
+        sent.external_id = "prov-1".into();
+        // An inbound message under the same provider id is not a reply.
+        stored(&t.db, &[(sent, ""), (received(&c, "m2", "prov-2", 6), "")]).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        let found = find_sent(&mut tx, "ws", "ch", "prov-1")
+            .await
+            .expect("find");
+        assert_eq!(found.map(|m| m.id), Some("m1".to_owned()));
+        assert_eq!(
+            find_sent(&mut tx, "ws", "ch", "prov-2")
+                .await
+                .expect("inbound"),
+            None
+        );
+        assert_eq!(
+            find_sent(&mut tx, "other", "ch", "prov-1")
+                .await
+                .expect("other workspace"),
+            None
+        );
+    }
+
+    async fn delivery_statuses_are_stored(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let m = reply(&c, "m1", 5);
+        stored(&t.db, &[(m.clone(), "")]).await;
+        let update = DeliveryUpdate {
+            status: MessageStatus::Failed,
+            external_id: "prov-1".into(),
+            error: "rejected by the provider".into(),
+        };
+        let mut tx = t.db.begin().await.expect("begin");
+        set_delivery(&mut tx, &m, &update, 9).await.expect("update");
+        t.db.commit(tx).await.expect("commit");
+        let after = find(t.db.pool(), "ws", "m1")
+            .await
+            .expect("find")
+            .expect("kept");
+        assert_eq!(after.status, MessageStatus::Failed);
+        assert_eq!(after.external_id, "prov-1");
+        assert_eq!(after.error, "rejected by the provider");
+        assert_eq!((after.created_at, after.status_changed_at), (5, 9));
+    }
+
+    async fn attachments_are_read_locked_and_rewritten(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let mut m = received(&c, "m1", "wamid.1", 5);
+        m.attachments = vec![Attachment::default(), Attachment::default()];
+        stored(&t.db, &[(m, "")]).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        let mut attachments = attachments_for_update(&mut tx, "ws", "m1")
+            .await
+            .expect("read")
+            .expect("found");
+        assert_eq!(attachments.len(), 2);
+        attachments[1].blob_id = "blob".into();
+        set_attachments(&mut tx, "ws", "m1", &attachments)
+            .await
+            .expect("rewrite");
+        assert_eq!(
+            attachments_for_update(&mut tx, "ws", "missing")
+                .await
+                .expect("read"),
+            None
+        );
+        t.db.commit(tx).await.expect("commit");
+        let after = find(t.db.pool(), "ws", "m1")
+            .await
+            .expect("find")
+            .expect("kept");
+        assert_eq!(after.attachments, attachments);
+    }
+
+    async fn history_pages_oldest_first(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        // m2 and m3 were created in the same microsecond: the id orders them.
+        stored(
+            &t.db,
+            &[
+                (received(&c, "m3", "e3", 20), ""),
+                (received(&c, "m1", "e1", 10), ""),
+                (reply(&c, "m2", 20), ""),
+                (reply(&c, "m4", 30), ""),
+            ],
+        )
+        .await;
+        let ids = |page: Vec<Message>| page.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        let first = history(t.db.pool(), "ws", "c1", None, 3)
+            .await
+            .expect("page 1");
+        assert_eq!(ids(first.clone()), ["m1", "m2", "m3"]);
+        let last = first.last().expect("last");
+        let after = Cursor {
+            key: last.created_at,
+            id: last.id.clone(),
+        };
+        assert_eq!(
+            ids(history(t.db.pool(), "ws", "c1", Some(&after), 3)
+                .await
+                .expect("page 2")),
+            ["m4"]
+        );
+    }
+
+    async fn workspaces_never_see_each_others_messages(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let m = reply(&c, "m1", 5);
+        stored(&t.db, &[(m.clone(), "c-1")]).await;
+        assert_eq!(find(t.db.pool(), "other", "m1").await.expect("find"), None);
+        assert_eq!(
+            find_by_client_id(t.db.pool(), "other", "ari", "c-1")
+                .await
+                .expect("find"),
+            None
+        );
+        assert!(
+            history(t.db.pool(), "other", "c1", None, 10)
+                .await
+                .expect("history")
+                .is_empty()
+        );
+        let foreign = Message {
+            workspace_id: "other".into(),
+            ..m.clone()
+        };
+        let mut tx = t.db.begin().await.expect("begin");
+        let update = DeliveryUpdate {
+            status: MessageStatus::Read,
+            external_id: "x".into(),
+            error: String::new(),
+        };
+        set_delivery(&mut tx, &foreign, &update, 9)
+            .await
+            .expect("no-op");
+        set_attachments(&mut tx, "other", "m1", &[Attachment::default()])
+            .await
+            .expect("no-op");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+    }
+}

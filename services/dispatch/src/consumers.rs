@@ -1,0 +1,349 @@
+//! Bus handlers of dispatch: `outbound.requested`. Each delivery claims its
+//! message, makes one attempt through the channel's provider, and records
+//! the result with its `outbound.status` event; passing trouble sends the
+//! event back to the bus for the next attempt.
+
+use telenet_bus::SubscribeSpec;
+use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
+use telenet_channels::{Provider, SendOutcome};
+use telenet_kit::metrics::UNKNOWN;
+use telenet_proto::common::v1::AttachmentKind;
+use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
+use telenet_store::consumer::{HandleError, Incoming};
+use telenet_store::events;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::domain::{self, Plan, State};
+use crate::media::{VariantAnswer, VariantError};
+use crate::metrics::DispatchOutcome;
+use crate::store::{self, Attempted, Claim};
+use crate::{DispatchService, Error};
+
+/// Consumer group of dispatch on the bus.
+pub const GROUP: &str = "dispatch";
+
+/// What dispatch consumes: its group and bindings. Subscribing once declares
+/// the group's queue, so events published before the consumers start wait.
+pub fn subscription() -> SubscribeSpec {
+    SubscribeSpec::new(GROUP, &["outbound.requested"])
+}
+
+/// Consume `outbound.requested` with `service` until `token` is cancelled.
+pub(crate) async fn run(service: DispatchService, token: CancellationToken) -> Result<(), Error> {
+    let bus = service.inner.bus.clone();
+    let concurrency = service.inner.config.concurrency;
+    telenet_store::consumer::run(bus, subscription(), concurrency, token, move |incoming| {
+        let service = service.clone();
+        async move { service.deliver(incoming).await }
+    })
+    .await?;
+    Ok(())
+}
+
+impl DispatchService {
+    /// Handle one `outbound.requested` delivery: claim the message, make one
+    /// attempt, record it. Returns `Transient` to have the bus bring the
+    /// event back later for the next attempt.
+    async fn deliver(&self, incoming: Incoming) -> Result<(), HandleError> {
+        let env = events::from_bus(&incoming.event)?;
+        let Some(Payload::OutboundRequested(request)) = env.payload else {
+            return Err(HandleError::Permanent(format!(
+                "event {} on {} is not an outbound.requested",
+                incoming.event.id, incoming.event.routing_key
+            )));
+        };
+        for (field, value) in [
+            ("workspace_id", &env.workspace_id),
+            ("message_id", &request.message_id),
+            ("channel_id", &request.channel_id),
+        ] {
+            if value.trim().is_empty() {
+                return Err(HandleError::Permanent(format!(
+                    "outbound.requested {} has no {field}",
+                    env.event_id
+                )));
+            }
+        }
+        let workspace_id = env.workspace_id.as_str();
+        let event_id = if env.event_id.is_empty() {
+            incoming.event.id.as_str()
+        } else {
+            env.event_id.as_str()
+        };
+        let config = &self.inner.config;
+        let lease_micros = i64::try_from(config.lease().as_micros()).unwrap_or(i64::MAX);
+        let claim = store::claim(
+            &self.inner.db,
+            workspace_id,
+            &request,
+            event_id,
+            lease_micros,
+        )
+        .await?;
+        let (previous, lease) = match claim {
+            Claim::Mine { attempts, lease } => (attempts, lease),
+            Claim::Settled => {
+                tracing::debug!(message_id = %request.message_id, "delivery already settled; not sending again");
+                return Ok(());
+            }
+            Claim::Busy => {
+                return Err(HandleError::Transient(format!(
+                    "message {} is being attempted by another consumer",
+                    request.message_id
+                )));
+            }
+        };
+
+        let attempts = previous.saturating_add(1);
+        let (outcome, kind) = self.attempt(workspace_id, &request).await;
+        let settled = domain::settle(outcome, attempts, config.max_attempts);
+        log_attempt(&request, attempts, settled.state, &settled.error);
+        self.metrics.count_dispatch(
+            &kind,
+            match settled.state {
+                State::Sent => DispatchOutcome::Sent,
+                State::Pending => DispatchOutcome::Retry,
+                State::Failed => DispatchOutcome::Failed,
+            },
+        );
+        let state = settled.state;
+        let retry_reason = settled.error.clone();
+        let recorded = store::record(
+            &self.inner.db,
+            Attempted {
+                workspace_id,
+                request: &request,
+                lease: &lease,
+                attempts,
+                state,
+                external_id: settled.external_id,
+                error: settled.error,
+                event_id,
+            },
+        )
+        .await?;
+        if !recorded {
+            // Another consumer took the delivery over; coming back later
+            // sees its result (or its lease) instead of guessing now.
+            return Err(HandleError::Transient(format!(
+                "lost the lease on message {}",
+                request.message_id
+            )));
+        }
+        match state {
+            State::Pending => Err(HandleError::Transient(retry_reason)),
+            State::Sent | State::Failed => Ok(()),
+        }
+    }
+
+    /// One attempt: find the channel and its provider, fit the message to
+    /// it, send. Also returns the channel's kind as metrics name it
+    /// (`unknown` when the lookup failed).
+    async fn attempt(
+        &self,
+        workspace_id: &str,
+        request: &OutboundRequested,
+    ) -> (SendOutcome, String) {
+        let mut kind = UNKNOWN.to_owned();
+        let outcome = self.attempt_as(workspace_id, request, &mut kind).await;
+        (outcome, kind)
+    }
+
+    async fn attempt_as(
+        &self,
+        workspace_id: &str,
+        request: &OutboundRequested,
+        kind: &mut String,
+    ) -> SendOutcome {
+        let channel = match self.channel(workspace_id, &request.channel_id).await {
+            Ok(channel) => channel,
+            Err(outcome) => return outcome,
+        };
+        *kind = telenet_channels::kind_name(channel.kind);
+        let Some(provider) = self.inner.providers.get(channel.kind) else {
+            return SendOutcome::Reject(format!(
+                "sending on {} channels is not supported",
+                channel.kind.as_str_name()
+            ));
+        };
+        let accepted = provider.capabilities(&channel).voice.accepted_types;
+        let message = match self
+            .prepare_attachments(workspace_id, request, &accepted)
+            .await
+        {
+            Ok(message) => message,
+            Err(outcome) => return outcome,
+        };
+        let started = std::time::Instant::now();
+        let outcome = self
+            .send(provider, &channel, &message)
+            .instrument(tracing::info_span!(
+                "dispatch.send",
+                otel.kind = "client",
+                channel_kind = %kind,
+                channel_id = %request.channel_id,
+                message_id = %request.message_id,
+            ))
+            .await;
+        self.metrics.observe_dispatch_send(kind, started.elapsed());
+        if !matches!(outcome, SendOutcome::Sent { .. }) {
+            self.inner
+                .directory
+                .forget(workspace_id, &request.channel_id);
+        }
+        outcome
+    }
+
+    /// The channel's credentials; `Err` is the attempt's outcome when they
+    /// cannot be had.
+    async fn channel(
+        &self,
+        workspace_id: &str,
+        channel_id: &str,
+    ) -> Result<ChannelCredentials, SendOutcome> {
+        match self
+            .inner
+            .directory
+            .credentials(workspace_id, channel_id)
+            .await
+        {
+            Ok(credentials) => Ok(credentials),
+            Err(e @ DirectoryError::Unavailable(_)) => Err(SendOutcome::Retry(e.to_string())),
+            Err(e) => Err(SendOutcome::Reject(e.to_string())),
+        }
+    }
+
+    async fn send(
+        &self,
+        provider: &dyn Provider,
+        channel: &ChannelCredentials,
+        message: &OutboundRequested,
+    ) -> SendOutcome {
+        provider.send(&self.inner.http, channel, message).await
+    }
+
+    /// `request` with its stored voice notes in the form the channel
+    /// accepts and every stored attachment linked (see the domain module).
+    /// `Err` is the attempt's outcome when that form is not ready yet
+    /// (retry) or media cannot be asked.
+    async fn prepare_attachments(
+        &self,
+        workspace_id: &str,
+        request: &OutboundRequested,
+        accepted: &[String],
+    ) -> Result<OutboundRequested, SendOutcome> {
+        let Some(media) = &self.media else {
+            return Ok(request.clone());
+        };
+        let mut message = request.clone();
+        message.attachments.clear();
+        for attachment in &request.attachments {
+            if attachment.kind() != AttachmentKind::Voice || attachment.blob_id.is_empty() {
+                message.attachments.push(attachment.clone());
+                continue;
+            }
+            let profile = match domain::plan(&attachment.mime_type, accepted) {
+                Plan::AsIs => {
+                    message.attachments.push(attachment.clone());
+                    continue;
+                }
+                Plan::AsFile => {
+                    message
+                        .attachments
+                        .push(domain::as_file(attachment.clone()));
+                    continue;
+                }
+                Plan::Variant(profile) => profile,
+            };
+            let wait = self.inner.config.voice_variant_wait;
+            match media
+                .variant(workspace_id, &attachment.blob_id, profile, wait)
+                .await
+            {
+                Ok(VariantAnswer::Ready(parts)) if !parts.is_empty() => {
+                    message.attachments.extend(domain::from_parts(&parts))
+                }
+                Ok(VariantAnswer::Ready(_)) | Ok(VariantAnswer::Pending) => {
+                    return Err(SendOutcome::Retry(format!(
+                        "the {profile} form of voice note {} is not ready yet",
+                        attachment.blob_id
+                    )));
+                }
+                Ok(VariantAnswer::Failed(reason)) => {
+                    tracing::warn!(
+                        message_id = %request.message_id,
+                        blob_id = %attachment.blob_id,
+                        profile,
+                        %reason,
+                        "voice note cannot be made for the channel; sending the file as recorded"
+                    );
+                    message
+                        .attachments
+                        .push(domain::as_file(attachment.clone()));
+                }
+                Err(e @ VariantError::Unavailable(_)) => {
+                    return Err(SendOutcome::Retry(e.to_string()));
+                }
+                Err(e @ VariantError::Rejected(_)) => {
+                    return Err(SendOutcome::Reject(e.to_string()));
+                }
+            }
+        }
+        let ttl = self.inner.config.download_link_ttl;
+        for attachment in &mut message.attachments {
+            if attachment.blob_id.is_empty() || !attachment.url.is_empty() {
+                continue;
+            }
+            let name = domain::link_name(&attachment.file_name);
+            match media
+                .link(workspace_id, &attachment.blob_id, name, ttl)
+                .await
+            {
+                Ok(Some(url)) => attachment.url = url,
+                Ok(None) => {
+                    tracing::warn!(
+                        message_id = %request.message_id,
+                        blob_id = %attachment.blob_id,
+                        "download links are not set up (media.download_urls): the receiver gets \
+                         the blob id only"
+                    );
+                    break;
+                }
+                Err(e @ VariantError::Unavailable(_)) => {
+                    return Err(SendOutcome::Retry(e.to_string()));
+                }
+                Err(e @ VariantError::Rejected(_)) => {
+                    return Err(SendOutcome::Reject(e.to_string()));
+                }
+            }
+        }
+        Ok(message)
+    }
+}
+
+fn log_attempt(request: &OutboundRequested, attempts: u32, state: State, error: &str) {
+    let message_id = request.message_id.as_str();
+    let channel_id = request.channel_id.as_str();
+    match state {
+        State::Sent => tracing::info!(message_id, channel_id, attempts, "outbound message sent"),
+        State::Pending => {
+            tracing::warn!(
+                message_id,
+                channel_id,
+                attempts,
+                error,
+                "outbound attempt failed; will retry"
+            )
+        }
+        State::Failed => {
+            tracing::warn!(
+                message_id,
+                channel_id,
+                attempts,
+                error,
+                "outbound message failed"
+            )
+        }
+    }
+}

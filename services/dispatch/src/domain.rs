@@ -1,0 +1,229 @@
+//! The rules of dispatch, without I/O: where a delivery stands after an
+//! attempt, and the form a voice note goes out in.
+//!
+//! Voice notes: a channel says which MIME types it takes for voice notes
+//! (best first; see `telenet_channels::Capabilities::voice`). For each
+//! voice attachment of an outbound message stored in the media service:
+//!
+//! - recorded in an accepted type: sent as it is;
+//! - else the first accepted type the media service can make (a profile,
+//!   e.g. `audio/ogg` → `voice-ogg-opus`): dispatch asks media for that
+//!   variant (made once, cached) and sends its part(s) as the voice note;
+//!   a variant still being made sends the attempt back to the bus to retry
+//!   later, one that cannot be made falls back to the file as recorded;
+//! - a channel that lists nothing (or nothing media can make) gets the file
+//!   as recorded, as a `file` attachment.
+//!
+//! Links: every stored attachment (voice notes, their variants' parts,
+//! pictures, files) goes out with a signed download link the media service
+//! makes, valid for `dispatch.download_link_ttl`: the receiver fetches it
+//! from the gateway without credentials. When the installation has no
+//! download links set up, the receiver gets only the `blob_id`.
+
+use telenet_channels::SendOutcome;
+use telenet_kit::mime::essence;
+use telenet_proto::common::v1::{Attachment, AttachmentKind};
+use telenet_proto::dispatch::v1 as pb;
+
+use crate::media::VariantPart;
+
+/// Where a delivery stands, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not sent yet; attempted again later.
+    Pending,
+    /// Accepted by the channel.
+    Sent,
+    /// Given up.
+    Failed,
+}
+
+impl State {
+    /// As the API shows it.
+    pub fn proto(self) -> pb::DeliveryState {
+        match self {
+            State::Pending => pb::DeliveryState::Pending,
+            State::Sent => pb::DeliveryState::Sent,
+            State::Failed => pb::DeliveryState::Failed,
+        }
+    }
+
+    /// Whether nothing more will be attempted.
+    pub fn is_final(self) -> bool {
+        self != State::Pending
+    }
+}
+
+/// A delivery after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub state: State,
+    /// The channel's id for the message (sent only, when it said).
+    pub external_id: String,
+    /// Why it is not sent (empty when sent).
+    pub error: String,
+}
+
+/// Where a delivery stands after its attempt number `attempts` came to
+/// `outcome`: passing trouble is retried until `max_attempts` (at least
+/// one) were made, then the delivery fails, saying so.
+pub fn settle(outcome: SendOutcome, attempts: u32, max_attempts: u32) -> Settled {
+    let max_attempts = max_attempts.max(1);
+    let (state, external_id, error) = match outcome {
+        SendOutcome::Sent { external_id } => (State::Sent, external_id, String::new()),
+        SendOutcome::Reject(reason) => (State::Failed, String::new(), reason),
+        SendOutcome::Retry(reason) if attempts >= max_attempts => (
+            State::Failed,
+            String::new(),
+            format!("gave up after {attempts} attempts: {reason}"),
+        ),
+        SendOutcome::Retry(reason) => (State::Pending, String::new(), reason),
+    };
+    Settled {
+        state,
+        external_id,
+        error,
+    }
+}
+
+/// The media profile that makes a voice note of MIME type `mime` (its
+/// essence: parameters ignored, case-insensitive). Profiles that split
+/// audio into parts are last resorts (`audio/amr`, WeChat's form, has only
+/// that one).
+pub fn profile_for(mime: &str) -> Option<&'static str> {
+    Some(match essence(mime).as_str() {
+        "audio/ogg" | "audio/opus" => "voice-ogg-opus",
+        "audio/mp4" | "audio/m4a" | "audio/x-m4a" => "audio-m4a-aac",
+        "audio/mpeg" | "audio/mp3" => "audio-mp3",
+        "audio/amr" => "voice-amr",
+        "video/mp4" => "video-still-mp4",
+        _ => return None,
+    })
+}
+
+/// What to do with one voice attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Send as recorded, as a voice note.
+    AsIs,
+    /// Send the variant of this profile.
+    Variant(&'static str),
+    /// Send the file as recorded, as a plain file.
+    AsFile,
+}
+
+/// How a voice note recorded as `recorded_mime` goes to a channel accepting
+/// `accepted` (best first).
+pub fn plan(recorded_mime: &str, accepted: &[String]) -> Plan {
+    let recorded = essence(recorded_mime);
+    if accepted.iter().any(|a| essence(a) == recorded) {
+        return Plan::AsIs;
+    }
+    accepted
+        .iter()
+        .find_map(|a| profile_for(a))
+        .map_or(Plan::AsFile, Plan::Variant)
+}
+
+/// The attachment as a plain file (same bytes).
+pub fn as_file(mut a: Attachment) -> Attachment {
+    a.set_kind(AttachmentKind::File);
+    a
+}
+
+/// The attachments made of a ready variant's parts. Their names are left
+/// to the media service (the id and the extension of the part's type): the
+/// original's name would carry the wrong extension.
+pub fn from_parts(parts: &[VariantPart]) -> Vec<Attachment> {
+    parts
+        .iter()
+        .map(|p| Attachment {
+            kind: AttachmentKind::Voice as i32,
+            mime_type: p.mime_type.clone(),
+            size_bytes: p.size_bytes,
+            blob_id: p.blob_id.clone(),
+            duration_ms: p.duration_ms,
+            ..Attachment::default()
+        })
+        .collect()
+}
+
+/// `name` when it can name a download link (one path segment of at most
+/// 128 characters, no `/`, `\\` or control characters), else empty: the
+/// media service then names the file itself.
+pub fn link_name(name: &str) -> &str {
+    if telenet_signing::links::is_file_name(name) {
+        name
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn passing_trouble_is_retried_until_the_last_attempt() {
+        let sent = settle(
+            SendOutcome::Sent {
+                external_id: "x-1".into(),
+            },
+            1,
+            3,
+        );
+        assert_eq!(
+            (sent.state, sent.external_id.as_str(), sent.error.as_str()),
+            (State::Sent, "x-1", "")
+        );
+        let retry = settle(SendOutcome::Retry("http 503".into()), 2, 3);
+        assert_eq!(
+            (retry.state, retry.error.as_str()),
+            (State::Pending, "http 503")
+        );
+        let last = settle(SendOutcome::Retry("http 503".into()), 3, 3);
+        assert_eq!(
+            (last.state, last.error.as_str()),
+            (State::Failed, "gave up after 3 attempts: http 503")
+        );
+        let rejected = settle(SendOutcome::Reject("http 400".into()), 1, 3);
+        assert_eq!(rejected.state, State::Failed);
+        // At least one attempt, whatever the setting.
+        assert_eq!(
+            settle(SendOutcome::Retry("x".into()), 1, 0).state,
+            State::Failed
+        );
+        assert!(State::Sent.is_final() && State::Failed.is_final() && !State::Pending.is_final());
+    }
+
+    #[test]
+    fn plans_follow_the_channels_preferences() {
+        let webm = "audio/webm; codecs=opus";
+        assert_eq!(plan(webm, &list(&["audio/webm"])), Plan::AsIs);
+        assert_eq!(plan(webm, &list(&["Audio/WebM; codecs=opus"])), Plan::AsIs);
+        assert_eq!(
+            plan(webm, &list(&["audio/ogg; codecs=opus", "audio/mpeg"])),
+            Plan::Variant("voice-ogg-opus")
+        );
+        assert_eq!(
+            plan(webm, &list(&["application/x-unknown", "audio/mp4"])),
+            Plan::Variant("audio-m4a-aac")
+        );
+        assert_eq!(plan(webm, &[]), Plan::AsFile);
+        assert_eq!(plan(webm, &list(&["text/plain"])), Plan::AsFile);
+    }
+
+    #[test]
+    fn only_safe_names_name_links() {
+        assert_eq!(link_name("note.webm"), "note.webm");
+        assert_eq!(link_name("Sprachnachricht.m4a"), "Sprachnachricht.m4a");
+        for bad in ["", "a/b", "..", " x", "a\\b", "tab\t"] {
+            assert_eq!(link_name(bad), "", "{bad:?}");
+        }
+        assert_eq!(link_name(&"x".repeat(129)), "");
+    }
+}

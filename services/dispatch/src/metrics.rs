@@ -1,0 +1,155 @@
+//! Dispatch's metrics, registered in the process's registry
+//! ([`Metrics::register`]); `docs/metrics.md` lists them for operators.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use telenet_kit::metrics::Metrics;
+
+/// Upper bounds (seconds) of the send-duration histogram: the latency
+/// buckets every TELENET histogram shares (docs/metrics.md), from a
+/// millisecond to half a minute (past the longest send timeout).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DispatchLabels {
+    channel_kind: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelKindLabels {
+    channel_kind: String,
+}
+
+/// How one outbound delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchOutcome {
+    /// The channel accepted the message.
+    Sent,
+    /// Passing trouble; the message will be attempted again.
+    Retry,
+    /// Rejected for good, or out of attempts.
+    Failed,
+}
+
+impl DispatchOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            DispatchOutcome::Sent => "sent",
+            DispatchOutcome::Retry => "retry",
+            DispatchOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Dispatch's metrics. Clones share the series.
+#[derive(Clone, Debug)]
+pub struct DispatchMetrics {
+    attempts: Family<DispatchLabels, Counter>,
+    send_duration: Family<ChannelKindLabels, Histogram, fn() -> Histogram>,
+}
+
+impl DispatchMetrics {
+    /// The metrics in `metrics` (the same ones for every dispatch of the
+    /// process).
+    pub fn register(metrics: &Metrics) -> Self {
+        Self {
+            attempts: metrics.register(
+                "dispatch_attempts",
+                "Outbound delivery attempts, by channel kind and outcome (sent, retry, failed)",
+                Family::default,
+            ),
+            send_duration: metrics.register(
+                "dispatch_send_duration_seconds",
+                "Time a channel's API took to answer an outbound send",
+                || Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+        }
+    }
+
+    /// One outbound delivery attempt on a channel of `channel_kind`
+    /// (`custom`, `whatsapp`, …; `unknown` when the channel could not be
+    /// looked up).
+    pub fn count_dispatch(&self, channel_kind: &str, outcome: DispatchOutcome) {
+        self.attempts
+            .get_or_create(&DispatchLabels {
+                channel_kind: channel_kind.to_owned(),
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// How long a channel's API took to answer one send.
+    pub fn observe_dispatch_send(&self, channel_kind: &str, elapsed: Duration) {
+        self.send_duration
+            .get_or_create(&ChannelKindLabels {
+                channel_kind: channel_kind.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `series` in `text`.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn attempts_and_send_times_are_exposed_by_kind_and_outcome() {
+        let metrics = Metrics::new();
+        let dispatch = DispatchMetrics::register(&metrics);
+        dispatch.count_dispatch("custom", DispatchOutcome::Sent);
+        dispatch.observe_dispatch_send("custom", Duration::from_millis(12));
+        // A second registration (another dispatch in the process) counts
+        // into the same series.
+        DispatchMetrics::register(&metrics).count_dispatch("custom", DispatchOutcome::Sent);
+        DispatchMetrics::register(&metrics).count_dispatch("unknown", DispatchOutcome::Failed);
+        let text = metrics.encode().expect("encodes");
+        for name in [
+            "telenet_dispatch_attempts_total",
+            "telenet_dispatch_send_duration_seconds",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
+        }
+        for (series, value) in [
+            (
+                r#"telenet_dispatch_attempts_total{channel_kind="custom",outcome="sent"}"#,
+                2.0,
+            ),
+            (
+                r#"telenet_dispatch_attempts_total{channel_kind="unknown",outcome="failed"}"#,
+                1.0,
+            ),
+            (
+                r#"telenet_dispatch_send_duration_seconds_count{channel_kind="custom"}"#,
+                1.0,
+            ),
+            (
+                r#"telenet_dispatch_send_duration_seconds_bucket{channel_kind="custom",le="0.025"}"#,
+                1.0,
+            ),
+            (
+                r#"telenet_dispatch_send_duration_seconds_bucket{channel_kind="custom",le="0.01"}"#,
+                0.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series}:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The dispatch service: its parts, shared by the consumer that sends and
+//! the API that answers what became of each message.
+
+use std::sync::Arc;
+
+use telenet_bus::SharedBus;
+use telenet_channels::Registry;
+use telenet_channels::directory::{CachedDirectory, ChannelDirectory};
+use telenet_kit::metrics::Metrics;
+use telenet_proto::dispatch::v1 as pb;
+use telenet_proto::dispatch::v1::dispatch_server::DispatchServer;
+use telenet_store::Db;
+use tokio_util::sync::CancellationToken;
+
+use crate::media::MediaFiles;
+use crate::metrics::DispatchMetrics;
+use crate::{Config, Error, consumers, store};
+
+/// The dispatch service: the `outbound.requested` consumer and the
+/// `telenet.dispatch.v1.Dispatch` API. Clones share everything.
+#[derive(Clone)]
+pub struct DispatchService {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) metrics: DispatchMetrics,
+    /// The media service, for voice notes in the channel's form and
+    /// download links; `None` sends attachments as they are, unlinked.
+    pub(crate) media: Option<Arc<dyn MediaFiles>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) bus: SharedBus,
+    /// Where channels are and how they are reached, asked of ingress.
+    pub(crate) directory: CachedDirectory,
+    /// Who sends on each kind of channel.
+    pub(crate) providers: Registry,
+    /// The client every send goes through: one attempt's time limits, no
+    /// redirects.
+    pub(crate) http: reqwest::Client,
+    pub(crate) config: Config,
+}
+
+impl DispatchService {
+    /// Dispatch over its database and the bus, finding channels through
+    /// `directory` (kept for `directory_cache_ttl`).
+    pub fn new(
+        db: Db,
+        bus: SharedBus,
+        directory: Arc<dyn ChannelDirectory>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let http = http_client(&config).map_err(|e| Error::Setup(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                bus,
+                directory: CachedDirectory::new(directory, config.directory_cache_ttl),
+                providers: Registry::builtin(),
+                http,
+                config,
+            }),
+            metrics: DispatchMetrics::register(&Metrics::default()),
+            media: None,
+        })
+    }
+
+    /// Sends voice notes in the form each channel accepts and links stored
+    /// attachments, through the media service behind `media`.
+    pub fn with_media(mut self, media: Arc<dyn MediaFiles>) -> Self {
+        self.media = Some(media);
+        self
+    }
+
+    /// Records every attempt (by channel kind and outcome) and how long
+    /// channels take to answer in `metrics`.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = DispatchMetrics::register(metrics);
+        self
+    }
+
+    /// The gRPC service to mount.
+    pub fn grpc(&self) -> DispatchServer<Self> {
+        DispatchServer::new(self.clone())
+    }
+
+    /// Consume `outbound.requested` until `token` is cancelled; in-flight
+    /// attempts finish and are recorded before it returns. Publishing the
+    /// resulting `outbound.status` events is the outbox relay's job.
+    pub async fn run(self, token: CancellationToken) -> Result<(), Error> {
+        consumers::run(self, token).await
+    }
+
+    /// The delivery of a message, within the workspace.
+    pub async fn get_delivery(
+        &self,
+        workspace_id: &str,
+        message_id: &str,
+    ) -> Result<pb::Delivery, Error> {
+        require("workspace_id", workspace_id)?;
+        require("message_id", message_id)?;
+        store::get(&self.inner.db, workspace_id, message_id)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// The workspace's FAILED deliveries, most recently failed first;
+    /// `limit` 0 means 50, at most 200.
+    pub async fn list_dead_letters(
+        &self,
+        workspace_id: &str,
+        limit: u32,
+    ) -> Result<Vec<pb::Delivery>, Error> {
+        require("workspace_id", workspace_id)?;
+        let limit = telenet_store::cursor::page_size(limit);
+        Ok(store::dead_letters(&self.inner.db, workspace_id, limit).await?)
+    }
+}
+
+fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(config.http_connect_timeout)
+        .timeout(config.http_timeout)
+        // A redirect would turn the signed POST into something the receiver
+        // did not ask for; a moved endpoint is a configuration to fix.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("telenet-dispatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+fn require(field: &str, value: &str) -> Result<(), Error> {
+    telenet_kit::error::required(field, value).map_err(Error::InvalidArgument)
+}

@@ -1,0 +1,394 @@
+//! The `deliveries` table: one row per outbound message, written only by
+//! dispatch. A consumer takes a short lease on the row before it sends, so a
+//! duplicated or concurrently redelivered `outbound.requested` never makes a
+//! second POST while the first is in flight, and records each attempt's
+//! result together with its `outbound.status` event in one transaction.
+
+use telenet_proto::dispatch::v1 as pb;
+use telenet_proto::events::v1::{
+    OutboundRequested, OutboundStatusChanged, event_envelope::Payload,
+};
+use telenet_store::sqlx::{self, Row, any::AnyRow};
+use telenet_store::{Db, StoreError, events, idempotency, now_micros, outbox, timestamp};
+
+use crate::domain::State;
+
+/// Consumer name for `processed_events`.
+pub(crate) const CONSUMER: &str = "dispatch";
+
+/// A state as stored.
+fn state_text(state: State) -> &'static str {
+    match state {
+        State::Pending => "pending",
+        State::Sent => "sent",
+        State::Failed => "failed",
+    }
+}
+
+/// A stored state as the API shows it.
+fn proto_state(stored: &str) -> pb::DeliveryState {
+    match stored {
+        "pending" => pb::DeliveryState::Pending,
+        "sent" => pb::DeliveryState::Sent,
+        "failed" => pb::DeliveryState::Failed,
+        _ => pb::DeliveryState::Unspecified,
+    }
+}
+
+/// What `claim` found.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// This consumer may attempt the message; `attempts` were made before.
+    Mine { attempts: u32, lease: String },
+    /// The delivery is SENT or FAILED already: nothing to send.
+    Settled,
+    /// Another consumer holds the lease and is attempting it right now.
+    Busy,
+}
+
+/// The outcome of one attempt, ready to be recorded.
+#[derive(Debug)]
+pub(crate) struct Attempted<'a> {
+    pub workspace_id: &'a str,
+    pub request: &'a OutboundRequested,
+    pub lease: &'a str,
+    pub attempts: u32,
+    pub state: State,
+    pub external_id: String,
+    pub error: String,
+    pub event_id: &'a str,
+}
+
+/// Create the delivery if it is new and take its lease when nobody holds a
+/// live one. A settled delivery marks the event processed, so the caller can
+/// simply acknowledge it.
+pub(crate) async fn claim(
+    db: &Db,
+    workspace_id: &str,
+    request: &OutboundRequested,
+    event_id: &str,
+    lease_micros: i64,
+) -> Result<Claim, StoreError> {
+    let now = now_micros();
+    let lease = uuid::Uuid::new_v4().to_string();
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO deliveries \
+         (workspace_id, message_id, conversation_id, channel_id, state, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (workspace_id, message_id) DO NOTHING",
+    )
+    .bind(workspace_id)
+    .bind(&request.message_id)
+    .bind(&request.conversation_id)
+    .bind(&request.channel_id)
+    .bind(state_text(State::Pending))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let taken = sqlx::query(
+        "UPDATE deliveries SET lease_owner = $3, lease_until = $4 \
+         WHERE workspace_id = $1 AND message_id = $2 AND state = $5 AND lease_until <= $6",
+    )
+    .bind(workspace_id)
+    .bind(&request.message_id)
+    .bind(&lease)
+    .bind(now.saturating_add(lease_micros))
+    .bind(state_text(State::Pending))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let row = sqlx::query(
+        "SELECT state, attempts FROM deliveries WHERE workspace_id = $1 AND message_id = $2",
+    )
+    .bind(workspace_id)
+    .bind(&request.message_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    if taken {
+        db.commit(tx).await?;
+        return Ok(Claim::Mine {
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            lease,
+        });
+    }
+    if state != state_text(State::Pending) {
+        idempotency::mark_processed(&mut tx, CONSUMER, event_id).await?;
+        db.commit(tx).await?;
+        return Ok(Claim::Settled);
+    }
+    tx.rollback().await?;
+    Ok(Claim::Busy)
+}
+
+/// Store an attempt's result, release the lease and emit `outbound.status`,
+/// all in one transaction; a final result also marks the event processed.
+/// Returns `false` when the lease was lost meanwhile (it expired and another
+/// consumer took the delivery over): that consumer's result stands.
+pub(crate) async fn record(db: &Db, attempted: Attempted<'_>) -> Result<bool, StoreError> {
+    let now = now_micros();
+    let request = attempted.request;
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE deliveries SET state = $3, attempts = $4, external_id = $5, error = $6, \
+         last_attempt_at = $7, updated_at = $7, lease_owner = '', lease_until = 0 \
+         WHERE workspace_id = $1 AND message_id = $2 AND lease_owner = $8",
+    )
+    .bind(attempted.workspace_id)
+    .bind(&request.message_id)
+    .bind(state_text(attempted.state))
+    .bind(i64::from(attempted.attempts))
+    .bind(&attempted.external_id)
+    .bind(&attempted.error)
+    .bind(now)
+    .bind(attempted.lease)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let env = events::envelope(
+        attempted.workspace_id,
+        Payload::OutboundStatusChanged(OutboundStatusChanged {
+            message_id: request.message_id.clone(),
+            channel_id: request.channel_id.clone(),
+            state: attempted.state.proto() as i32,
+            external_id: attempted.external_id,
+            error: attempted.error,
+            attempts: attempted.attempts,
+        }),
+        // The consumer's span: the status continues the send's trace.
+        None,
+    );
+    outbox::enqueue(&mut tx, &[events::to_bus(&env)]).await?;
+    if attempted.state.is_final() {
+        idempotency::mark_processed(&mut tx, CONSUMER, attempted.event_id).await?;
+    }
+    db.commit(tx).await?;
+    Ok(true)
+}
+
+const COLUMNS: &str =
+    "workspace_id, message_id, channel_id, state, attempts, external_id, error, last_attempt_at";
+
+/// One delivery of the workspace.
+pub(crate) async fn get(
+    db: &Db,
+    workspace_id: &str,
+    message_id: &str,
+) -> Result<Option<pb::Delivery>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM deliveries WHERE workspace_id = $1 AND message_id = $2"
+    ))
+    .bind(workspace_id)
+    .bind(message_id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.as_ref().map(delivery_of).transpose()?)
+}
+
+/// The workspace's FAILED deliveries, most recently failed first.
+pub(crate) async fn dead_letters(
+    db: &Db,
+    workspace_id: &str,
+    limit: i64,
+) -> Result<Vec<pb::Delivery>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM deliveries WHERE workspace_id = $1 AND state = $2 \
+         ORDER BY last_attempt_at DESC, message_id DESC LIMIT $3"
+    ))
+    .bind(workspace_id)
+    .bind(state_text(State::Failed))
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(delivery_of).collect::<Result<_, _>>()?)
+}
+
+fn delivery_of(row: &AnyRow) -> Result<pb::Delivery, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let last: Option<i64> = row.try_get("last_attempt_at")?;
+    Ok(pb::Delivery {
+        message_id: row.try_get("message_id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        channel_id: row.try_get("channel_id")?,
+        state: proto_state(&state) as i32,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        external_id: row.try_get("external_id")?,
+        error: row.try_get("error")?,
+        last_attempt_at: last.map(timestamp),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MIGRATIONS;
+    use telenet_store::testing::Backend;
+
+    telenet_store::on_both_backends!(
+        one_consumer_at_a_time_attempts_a_delivery,
+        results_are_recorded_with_their_status_event,
+        deliveries_are_scoped_by_workspace,
+    );
+
+    /// Long enough never to expire within a test.
+    const LEASE: i64 = 60_000_000;
+
+    struct Fixture {
+        db: Db,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(backend: Backend) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = backend.url(dir.path(), "dispatch").await;
+        let db = Db::connect(&url, "dispatch").await.expect("connect");
+        db.migrate(&MIGRATIONS).await.expect("migrate");
+        Fixture { db, _dir: dir }
+    }
+
+    fn request(message_id: &str) -> OutboundRequested {
+        OutboundRequested {
+            message_id: message_id.into(),
+            conversation_id: "conv-1".into(),
+            channel_id: "ch-1".into(),
+            recipient_external_id: "+4915550001".into(),
+            text: "hello".into(),
+            attachments: Vec::new(),
+        }
+    }
+
+    async fn mine(db: &Db, ws: &str, request: &OutboundRequested, event: &str) -> (u32, String) {
+        match claim(db, ws, request, event, LEASE).await.expect("claim") {
+            Claim::Mine { attempts, lease } => (attempts, lease),
+            other => panic!("not claimed: {other:?}"),
+        }
+    }
+
+    fn attempted<'a>(
+        request: &'a OutboundRequested,
+        lease: &'a str,
+        attempts: u32,
+        state: State,
+    ) -> Attempted<'a> {
+        Attempted {
+            workspace_id: "ws1",
+            request,
+            lease,
+            attempts,
+            state,
+            external_id: if state == State::Sent {
+                "ext-1".into()
+            } else {
+                String::new()
+            },
+            error: if state == State::Sent {
+                String::new()
+            } else {
+                "http 503".into()
+            },
+            event_id: "ev-1",
+        }
+    }
+
+    async fn one_consumer_at_a_time_attempts_a_delivery(backend: Backend) {
+        let f = fixture(backend).await;
+        let m = request("m-1");
+        let (attempts, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempts, 0);
+        // A duplicate arriving meanwhile finds the lease taken.
+        assert!(matches!(
+            claim(&f.db, "ws1", &m, "ev-1", LEASE).await.expect("claim"),
+            Claim::Busy
+        ));
+        assert!(
+            record(&f.db, attempted(&m, &lease, 1, State::Pending))
+                .await
+                .expect("record")
+        );
+        // Released: the next attempt knows how many were made.
+        let (attempts, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempts, 1);
+        // A lease that expired and was taken over no longer records.
+        assert!(
+            !record(&f.db, attempted(&m, "someone else's", 2, State::Sent))
+                .await
+                .expect("record")
+        );
+        assert!(
+            record(&f.db, attempted(&m, &lease, 2, State::Sent))
+                .await
+                .expect("record")
+        );
+        // Settled: nothing more to attempt, under any event.
+        for event in ["ev-1", "ev-2"] {
+            assert!(matches!(
+                claim(&f.db, "ws1", &m, event, LEASE).await.expect("claim"),
+                Claim::Settled
+            ));
+        }
+        // An expired lease is taken over.
+        let n = request("m-2");
+        let _ = claim(&f.db, "ws1", &n, "ev-3", -1).await.expect("claim");
+        assert!(matches!(
+            claim(&f.db, "ws1", &n, "ev-3", LEASE).await.expect("claim"),
+            Claim::Mine { attempts: 0, .. }
+        ));
+        f.db.close().await;
+    }
+
+    async fn results_are_recorded_with_their_status_event(backend: Backend) {
+        let f = fixture(backend).await;
+        let m = request("m-1");
+        let (_, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), 0);
+        record(&f.db, attempted(&m, &lease, 1, State::Pending))
+            .await
+            .expect("record");
+        assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), 1);
+        let pending = get(&f.db, "ws1", "m-1").await.expect("get").expect("found");
+        assert_eq!(pending.state(), pb::DeliveryState::Pending);
+        assert_eq!((pending.attempts, pending.error.as_str()), (1, "http 503"));
+        assert!(pending.last_attempt_at.is_some());
+
+        let (_, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        record(&f.db, attempted(&m, &lease, 2, State::Failed))
+            .await
+            .expect("record");
+        assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), 2);
+        let failed = get(&f.db, "ws1", "m-1").await.expect("get").expect("found");
+        assert_eq!(
+            (failed.state(), failed.attempts),
+            (pb::DeliveryState::Failed, 2)
+        );
+        let dead = dead_letters(&f.db, "ws1", 10).await.expect("dead letters");
+        assert_eq!(dead, vec![failed]);
+        f.db.close().await;
+    }
+
+    async fn deliveries_are_scoped_by_workspace(backend: Backend) {
+        let f = fixture(backend).await;
+        let m = request("m-same");
+        for ws in ["wsA", "wsB"] {
+            let (attempts, _) = mine(&f.db, ws, &m, &format!("ev-{ws}")).await;
+            assert_eq!(attempts, 0, "{ws}: a delivery of its own");
+        }
+        assert!(get(&f.db, "wsA", "m-same").await.expect("get").is_some());
+        assert!(get(&f.db, "wsC", "m-same").await.expect("get").is_none());
+        assert!(
+            dead_letters(&f.db, "wsC", 10)
+                .await
+                .expect("dead")
+                .is_empty()
+        );
+        f.db.close().await;
+    }
+}

@@ -1,0 +1,91 @@
+//! Dispatch started as the process starts it (`start` with a service
+//! context), on both backends: a request published as soon as it is up is
+//! consumed, its result is published as `outbound.status` by the runner's
+//! outbox relay, answered over gRPC and counted in the process's metrics.
+//! Its clients of ingress and media reach the process's gRPC port, where
+//! only dispatch answers here: the channel lookup is refused for good.
+
+use std::time::Duration;
+
+use telenet_bus::SubscribeSpec;
+use telenet_dispatch::{Config, MIGRATIONS, NAME, start};
+use telenet_proto::dispatch::v1::dispatch_client::DispatchClient;
+use telenet_proto::dispatch::v1::{DeliveryState, GetDeliveryRequest};
+use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
+use telenet_runtime::testing::{TestService, TestSetup};
+use telenet_store::events;
+use telenet_store::testing::Backend;
+
+telenet_store::on_both_backends!(a_started_dispatch_consumes_records_and_answers);
+
+async fn a_started_dispatch_consumes_records_and_answers(backend: Backend) {
+    let setup = TestSetup::new(NAME, Config::default()).database(backend, MIGRATIONS);
+    let service = TestService::start(setup, start).await;
+    let mut statuses = service
+        .bus
+        .subscribe(SubscribeSpec::new("observer", &["outbound.status"]))
+        .await
+        .expect("observe");
+
+    let requested = events::envelope(
+        "ws1",
+        Payload::OutboundRequested(OutboundRequested {
+            message_id: "m-1".into(),
+            conversation_id: "conv-1".into(),
+            channel_id: "ch-1".into(),
+            recipient_external_id: "+4915550001".into(),
+            text: "hello".into(),
+            attachments: Vec::new(),
+        }),
+        None,
+    );
+    service
+        .bus
+        .publish(&[events::to_bus(&requested)])
+        .await
+        .expect("publish");
+
+    let delivery = tokio::time::timeout(Duration::from_secs(15), statuses.next())
+        .await
+        .expect("a status in time")
+        .expect("bus open");
+    let env = events::from_bus(&delivery.event).expect("envelope");
+    delivery.ack().await.expect("ack");
+    let Some(Payload::OutboundStatusChanged(status)) = env.payload else {
+        panic!("not a status: {env:?}");
+    };
+    assert_eq!(env.workspace_id, "ws1");
+    assert_eq!(
+        (status.message_id.as_str(), status.state()),
+        ("m-1", DeliveryState::Failed)
+    );
+    assert!(
+        status
+            .error
+            .contains("channel directory rejected the lookup"),
+        "{}",
+        status.error
+    );
+
+    let answered = DispatchClient::new(service.channel())
+        .get_delivery(GetDeliveryRequest {
+            workspace_id: "ws1".into(),
+            message_id: "m-1".into(),
+        })
+        .await
+        .expect("get delivery")
+        .into_inner();
+    assert_eq!(
+        (answered.state(), answered.attempts),
+        (DeliveryState::Failed, 1)
+    );
+
+    let metrics = service.metrics.encode().expect("metrics");
+    assert!(
+        metrics.contains(
+            r#"telenet_dispatch_attempts_total{channel_kind="unknown",outcome="failed"} 1"#
+        ),
+        "{metrics}"
+    );
+    service.stop().await;
+}

@@ -1,0 +1,103 @@
+//! What can go wrong in ingress, and the code each failure answers with.
+//! Conversion to a gRPC status happens only in the adapter
+//! (`telenet_kit::error::to_status`); webhooks answer with their own HTTP
+//! statuses (see the `webhook` module).
+
+use telenet_bus::BusError;
+use telenet_kit::error::{ErrorCode, ServiceError};
+use telenet_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or malformed; the message names it.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The workspace has no such channel (or it was deleted).
+    #[error("channel not found")]
+    NotFound,
+    /// A setting of the service is unusable; `key` is its name.
+    #[error("ingress.{key}: {reason}")]
+    Config { key: &'static str, reason: String },
+    /// Something the service needs failed (e.g. no randomness for a secret);
+    /// logged, answered opaquely.
+    #[error("{0}")]
+    Internal(String),
+    /// The database is unreachable or busy; the same call may succeed later.
+    #[error("ingress store unavailable")]
+    StoreUnavailable(#[source] StoreError),
+    /// The database failed otherwise; logged with its cause, answered opaquely.
+    #[error("ingress store failed")]
+    Store(#[source] StoreError),
+    /// The broker did not confirm a publish.
+    #[error("event bus unavailable")]
+    Bus(#[source] BusError),
+}
+
+impl From<StoreError> for Error {
+    /// Transient failures are told apart where the cause is at hand, so
+    /// callers get UNAVAILABLE (and retry) rather than INTERNAL.
+    fn from(error: StoreError) -> Self {
+        if error.is_transient() {
+            Error::StoreUnavailable(error)
+        } else {
+            Error::Store(error)
+        }
+    }
+}
+
+impl From<telenet_store::sqlx::Error> for Error {
+    fn from(error: telenet_store::sqlx::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+impl From<BusError> for Error {
+    fn from(error: BusError) -> Self {
+        Error::Bus(error)
+    }
+}
+
+impl ServiceError for Error {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::NotFound => ErrorCode::NotFound,
+            Error::StoreUnavailable(_) | Error::Bus(_) => ErrorCode::Unavailable,
+            Error::Config { .. } | Error::Internal(_) | Error::Store(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telenet_kit::error::to_status;
+
+    #[test]
+    fn store_failures_answer_by_whether_a_retry_may_help() {
+        let down = Error::from(telenet_store::sqlx::Error::PoolTimedOut);
+        let status = to_status(&down);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "ingress store unavailable");
+
+        let broken = Error::from(telenet_store::sqlx::Error::RowNotFound);
+        let status = to_status(&broken);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().starts_with("internal error"));
+    }
+
+    #[test]
+    fn caller_errors_keep_their_message() {
+        let status = to_status(&Error::NotFound);
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "channel not found");
+        let status = to_status(&Error::InvalidArgument(
+            "name must be 1 to 100 characters".into(),
+        ));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), "name must be 1 to 100 characters");
+        let status = to_status(&Error::Internal("no randomness for a secret".into()));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("randomness"));
+    }
+}

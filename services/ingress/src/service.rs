@@ -1,0 +1,220 @@
+//! The ingress service: each operation checks its input through the domain
+//! and the channel's provider, reads and writes through the store, and
+//! publishes what webhooks bring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use telenet_bus::SharedBus;
+use telenet_channels::{CredentialsError, Inbound, Registry};
+use telenet_proto::common::v1::PageRequest;
+use telenet_proto::ingress::v1::channels_server::ChannelsServer;
+use telenet_store::cursor::{Cursor, finish_page, page_size};
+use telenet_store::{Db, events, now_micros};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{self, Channel, ChannelRef, NewChannel};
+use crate::{Config, Error, store};
+
+/// How often de-duplication keys past their retention are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(600);
+
+/// The ingress service: the channel registry (`telenet.ingress.v1.Channels`)
+/// and what its webhooks bring. Clones share everything.
+#[derive(Clone)]
+pub struct IngressService {
+    db: Db,
+    bus: SharedBus,
+    registry: Registry,
+    config: Arc<Config>,
+}
+
+/// What became of a webhook's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Published, as events with these ids.
+    Published(Vec<String>),
+    /// Every event (or the delivery itself) was accepted before.
+    Duplicate,
+    /// The webhook carried no event (a callback to acknowledge).
+    Nothing,
+}
+
+impl IngressService {
+    /// The service over its database and the bus, with the providers of
+    /// `registry`.
+    pub fn new(db: Db, bus: SharedBus, config: Config, registry: Registry) -> Result<Self, Error> {
+        domain::check_public_url(&config.public_url)?;
+        Ok(Self {
+            db,
+            bus,
+            registry,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The gRPC service to mount.
+    pub fn grpc(&self) -> ChannelsServer<Self> {
+        ChannelsServer::new(self.clone())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The providers channels are served by.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Where providers send the channel's webhooks.
+    pub fn webhook_url(&self, channel_id: &str) -> String {
+        domain::webhook_url(&self.config.public_url, channel_id)
+    }
+
+    /// Connect a channel: its provider checks and completes its settings
+    /// (generating its secret when none is given).
+    pub async fn create_channel(&self, new: NewChannel) -> Result<Channel, Error> {
+        let provider = self
+            .registry
+            .get(new.requested.kind)
+            .ok_or_else(|| Error::InvalidArgument("kind is not supported".into()))?;
+        let credentials = provider.connect(new.requested).map_err(|e| match e {
+            CredentialsError::Invalid(reason) => Error::InvalidArgument(reason),
+            CredentialsError::Unavailable(reason) => Error::Internal(reason),
+        })?;
+        let channel = Channel {
+            id: uuid::Uuid::now_v7().to_string(),
+            workspace_id: new.workspace_id,
+            name: new.name,
+            created_at: now_micros(),
+            credentials,
+        };
+        store::insert_channel(&self.db, &channel).await?;
+        self.channel(&ChannelRef::new(&channel.workspace_id, &channel.id)?)
+            .await
+    }
+
+    /// A channel of the workspace (deleted channels are not found).
+    pub async fn channel(&self, channel: &ChannelRef) -> Result<Channel, Error> {
+        store::channel(&self.db, &channel.workspace_id, &channel.channel_id)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// A channel by id alone, for its webhooks (the URL names it).
+    pub async fn find_channel(&self, channel_id: &str) -> Result<Option<Channel>, Error> {
+        Ok(store::channel_by_id(&self.db, channel_id).await?)
+    }
+
+    /// A page of the workspace's channels, newest first, and the token of
+    /// the next page (empty after the last).
+    pub async fn list_channels(
+        &self,
+        workspace_id: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<Channel>, String), Error> {
+        telenet_kit::error::required("workspace_id", workspace_id)
+            .map_err(Error::InvalidArgument)?;
+        let size = page_size(page.page_size);
+        let after = Cursor::decode(&page.page_token).map_err(Error::InvalidArgument)?;
+        let mut channels = store::list_channels(&self.db, workspace_id, after, size + 1).await?;
+        let next = finish_page(&mut channels, size, |last| Cursor {
+            key: last.created_at,
+            id: last.id.clone(),
+        });
+        Ok((channels, next))
+    }
+
+    /// Disconnect a channel: its webhooks are refused from now on.
+    pub async fn delete_channel(&self, channel: &ChannelRef) -> Result<(), Error> {
+        let deleted = store::delete_channel(
+            &self.db,
+            &channel.workspace_id,
+            &channel.channel_id,
+            now_micros(),
+        )
+        .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// Publish what a verified webhook of `channel` brought, once: its
+    /// de-duplication keys are committed only after the broker confirmed
+    /// the events, so a failed publish leaves no trace and the provider's
+    /// retry is processed normally. Events seen before are left out.
+    pub async fn accept(&self, channel: &Channel, inbound: Inbound) -> Result<Accepted, Error> {
+        if inbound.events.is_empty() {
+            return Ok(Accepted::Nothing);
+        }
+        let channel_id = channel.id.as_str();
+        let warn = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, channel_id, "{what}");
+        };
+        let mut tx = self
+            .db
+            .begin()
+            .await
+            .inspect_err(|e| warn("database unavailable", e))?;
+        let now = now_micros();
+        let recorded = async {
+            if let Some(id) = &inbound.delivery_id
+                && !store::record_key(&mut tx, channel_id, &domain::delivery_key(id), now).await?
+            {
+                return Ok(Vec::new());
+            }
+            let mut fresh = Vec::new();
+            for event in inbound.events {
+                if store::record_key(&mut tx, channel_id, &domain::event_key(&event), now).await? {
+                    fresh.push(event);
+                }
+            }
+            Ok::<_, Error>(fresh)
+        }
+        .await;
+        let fresh = recorded.inspect_err(|e| warn("database unavailable", e))?;
+        if fresh.is_empty() {
+            let _ = tx.rollback().await;
+            return Ok(Accepted::Duplicate);
+        }
+        let envelopes: Vec<_> = fresh
+            .into_iter()
+            .map(|event| events::envelope(&channel.workspace_id, event.into_payload(), None))
+            .collect();
+        let bus_events: Vec<_> = envelopes.iter().map(events::to_bus).collect();
+        if let Err(e) = self.bus.publish(&bus_events).await {
+            let _ = tx.rollback().await;
+            warn("event bus unavailable", &e);
+            return Err(e.into());
+        }
+        // The events are out; should the commit fail, a provider retry
+        // would publish them again, which consumers absorb (they
+        // de-duplicate on the message's external id).
+        tx.commit()
+            .await
+            .map_err(Error::from)
+            .inspect_err(|e| warn("committing webhook keys failed after publish", e))?;
+        Ok(Accepted::Published(
+            envelopes.into_iter().map(|env| env.event_id).collect(),
+        ))
+    }
+
+    /// Until `token` is cancelled: forget de-duplication keys older than the
+    /// retention, every ten minutes.
+    pub async fn forget_old_webhook_keys(&self, token: CancellationToken) {
+        let retention = domain::key_retention_micros(self.config.dedup_retention_hours);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(FORGET_EVERY) => {}
+            }
+            let cutoff = now_micros().saturating_sub(retention);
+            if let Err(e) = store::forget_keys_before(&self.db, cutoff).await {
+                tracing::warn!(error = %e, "pruning webhook keys failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! Ingress started as the process starts it, on both backends: the channel
+//! registry through its gRPC API (and the directory client dispatch and
+//! media use), and custom-channel webhooks over HTTP — verified, parsed,
+//! published once, refused with the right status, and answered 503 with
+//! nothing recorded while the broker is down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use telenet_bus::{
+    BusError, DeadLetter, Event, EventBus, QueueDepth, SharedBus, SubscribeSpec, Subscription,
+};
+use telenet_channels::directory::{ChannelDirectory, DirectoryError, GrpcChannelDirectory};
+use telenet_ingress::{Config, MIGRATIONS, NAME, start};
+use telenet_kit::grpc::GrpcChannel;
+use telenet_proto::common::v1::{ChannelKind, PageRequest};
+use telenet_proto::dispatch::v1::DeliveryState;
+use telenet_proto::events::v1::event_envelope::Payload;
+use telenet_proto::ingress::v1::channels_client::ChannelsClient;
+use telenet_proto::ingress::v1::{
+    Channel, CreateChannelRequest, DeleteChannelRequest, GetChannelRequest, ListChannelsRequest,
+};
+use telenet_runtime::testing::{TestService, TestSetup};
+use telenet_signing::Secret;
+use telenet_store::events;
+use telenet_store::testing::Backend;
+use tonic::Code;
+
+telenet_store::on_both_backends!(
+    the_registry_connects_lists_and_disconnects_channels,
+    custom_webhooks_are_verified_parsed_and_published_once,
+    a_broker_outage_answers_503_and_records_nothing,
+);
+
+// ----------------------------------------------------------------- harness
+
+/// A bus whose publishing can be cut, like a broker going away.
+struct Flaky {
+    inner: SharedBus,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl EventBus for Flaky {
+    async fn publish(&self, events: &[Event]) -> Result<(), BusError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(BusError::Unavailable("the broker is down".into()));
+        }
+        self.inner.publish(events).await
+    }
+
+    async fn subscribe(&self, spec: SubscribeSpec) -> Result<Subscription, BusError> {
+        self.inner.subscribe(spec).await
+    }
+
+    async fn drain_dead_letters(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.drain_dead_letters(group, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        self.inner.ping().await
+    }
+
+    async fn queue_depth(&self, group: &str) -> Result<QueueDepth, BusError> {
+        self.inner.queue_depth(group).await
+    }
+}
+
+struct Harness {
+    service: TestService,
+    bus: Arc<Flaky>,
+    grpc: GrpcChannel,
+    inbound: Subscription,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    async fn start(backend: Backend) -> Self {
+        let inner = telenet_bus::connect("memory://", "test.", Default::default())
+            .await
+            .expect("memory bus");
+        let bus = Arc::new(Flaky {
+            inner,
+            down: AtomicBool::new(false),
+        });
+        // Watch what ingress publishes from the start.
+        let inbound = bus
+            .subscribe(SubscribeSpec::new("observer", &["inbound.*"]))
+            .await
+            .expect("observe");
+        let setup = TestSetup::new(NAME, Config::default())
+            .database(backend, MIGRATIONS)
+            .bus(bus.clone())
+            .listener();
+        let service = TestService::start(setup, start).await;
+        let grpc = service.channel();
+        Self {
+            service,
+            bus,
+            grpc,
+            inbound,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn channels(&self) -> ChannelsClient<GrpcChannel> {
+        ChannelsClient::new(self.grpc.clone())
+    }
+
+    /// A custom channel of `ws`, with its secret.
+    async fn custom_channel(&self, ws: &str) -> (Channel, String) {
+        let created = self
+            .channels()
+            .create_channel(create(ws, "Shop"))
+            .await
+            .expect("create")
+            .into_inner();
+        (created.channel.expect("the channel"), created.secret)
+    }
+
+    /// POST `body` to `url` signed with `secret` as delivery `id`, at `at`.
+    async fn post(&self, url: &str, secret: &str, id: &str, at: i64, body: &[u8]) -> Reply {
+        let signature = Secret::parse(secret).expect("secret").sign(id, at, body);
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", at.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("webhook request");
+        Reply::of(response).await
+    }
+
+    async fn send(&self, url: &str, secret: &str, id: &str, body: &serde_json::Value) -> Reply {
+        let body = body.to_string();
+        self.post(
+            url,
+            secret,
+            id,
+            telenet_signing::unix_now(),
+            body.as_bytes(),
+        )
+        .await
+    }
+
+    /// The next event published, within 5 s.
+    async fn next_event(&mut self) -> (String, String, Payload) {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), self.inbound.next())
+            .await
+            .expect("an event in time")
+            .expect("bus open");
+        let env = events::from_bus(&delivery.event).expect("envelope");
+        delivery.ack().await.expect("ack");
+        (
+            env.workspace_id,
+            env.event_id,
+            env.payload.expect("payload"),
+        )
+    }
+
+    /// Nothing more was published.
+    async fn nothing_more(&mut self) {
+        let more = tokio::time::timeout(Duration::from_millis(300), self.inbound.next()).await;
+        if let Ok(Some(delivery)) = more {
+            panic!("unexpected event {}", delivery.event.routing_key);
+        }
+    }
+}
+
+/// A webhook's answer: status and JSON body.
+struct Reply {
+    status: u16,
+    allow: Option<String>,
+    body: serde_json::Value,
+}
+
+impl Reply {
+    async fn of(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let allow = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Self {
+            status,
+            allow,
+            body,
+        }
+    }
+}
+
+fn create(ws: &str, name: &str) -> CreateChannelRequest {
+    CreateChannelRequest {
+        workspace_id: ws.into(),
+        kind: ChannelKind::Custom as i32,
+        name: name.into(),
+        outbound_url: "http://shop.example".into(),
+        secret: String::new(),
+        accepted_voice_types: vec!["audio/ogg; codecs=opus".into()],
+    }
+}
+
+fn get(ws: &str, id: &str) -> GetChannelRequest {
+    GetChannelRequest {
+        workspace_id: ws.into(),
+        channel_id: id.into(),
+    }
+}
+
+fn inbound_text(external_id: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "message.inbound",
+        "message": {
+            "external_id": external_id,
+            "sender": {"external_id": "+34600", "display_name": "Ana"},
+            "text": text,
+        }
+    })
+}
+
+fn status(external_id: &str, state: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "message.status",
+        "status": {"message_external_id": external_id, "state": state}
+    })
+}
+
+// ------------------------------------------------------------------- tests
+
+async fn the_registry_connects_lists_and_disconnects_channels(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let mut channels = h.channels();
+
+    // Refusals name what is wrong.
+    for (request, needle) in [
+        (create("ws1", " "), "name must be 1 to 100 characters"),
+        (create("", "Shop"), "workspace_id is required"),
+        (
+            CreateChannelRequest {
+                kind: ChannelKind::Whatsapp as i32,
+                ..create("ws1", "Shop")
+            },
+            "only custom channels can be created",
+        ),
+        (
+            CreateChannelRequest {
+                outbound_url: "shop.example/in".into(),
+                ..create("ws1", "Shop")
+            },
+            "outbound_url is not an absolute URL",
+        ),
+        (
+            CreateChannelRequest {
+                secret: "abc".into(),
+                ..create("ws1", "Shop")
+            },
+            "secret: ",
+        ),
+        (
+            CreateChannelRequest {
+                accepted_voice_types: vec!["ogg".into()],
+                ..create("ws1", "Shop")
+            },
+            "accepted_voice_types",
+        ),
+    ] {
+        let status = channels.create_channel(request).await.expect_err(needle);
+        assert_eq!(status.code(), Code::InvalidArgument, "{needle}");
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+
+    // Connected: a generated secret, the URL normalised, the webhook URL on
+    // the listener the process bound.
+    let (first, secret) = h.custom_channel("ws1").await;
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(first.outbound_url, "http://shop.example/");
+    assert!(
+        first.webhook_url.starts_with("http://127.0.0.1:"),
+        "{}",
+        first.webhook_url
+    );
+    assert!(
+        first
+            .webhook_url
+            .ends_with(&format!("/webhooks/{}", first.id))
+    );
+    let given = Secret::generate().expect("rng").expose();
+    let second = channels
+        .create_channel(CreateChannelRequest {
+            secret: given.clone(),
+            ..create("ws1", "Second")
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(second.secret, given);
+    let second = second.channel.expect("channel");
+
+    // Read back, within the workspace only.
+    let got = channels
+        .get_channel(get("ws1", &first.id))
+        .await
+        .expect("get");
+    assert_eq!(got.into_inner(), first);
+    let status = channels
+        .get_channel(get("ws2", &first.id))
+        .await
+        .expect_err("another workspace");
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Pages, newest first.
+    let page = |token: &str| ListChannelsRequest {
+        workspace_id: "ws1".into(),
+        page: Some(PageRequest {
+            page_size: 1,
+            page_token: token.into(),
+        }),
+    };
+    let one = channels
+        .list_channels(page(""))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(one.channels, vec![second.clone()]);
+    let token = one.page.expect("page").next_page_token;
+    let two = channels
+        .list_channels(page(&token))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(two.channels, vec![first.clone()]);
+    assert_eq!(two.page.expect("page").next_page_token, "");
+
+    // What dispatch and media ask for.
+    let credentials = channels
+        .get_channel_credentials(get("ws1", &first.id))
+        .await
+        .expect("credentials")
+        .into_inner();
+    assert_eq!(credentials.secret, secret);
+    let directory = GrpcChannelDirectory::new(h.grpc.clone());
+    let found = directory
+        .credentials("ws1", &first.id)
+        .await
+        .expect("found");
+    assert_eq!(found.kind, ChannelKind::Custom);
+    assert_eq!(found.outbound_url, "http://shop.example/");
+    assert_eq!(found.secret, secret);
+    assert_eq!(found.accepted_voice_types, vec!["audio/ogg; codecs=opus"]);
+    assert_eq!(
+        directory.credentials("ws2", &first.id).await,
+        Err(DirectoryError::NotFound)
+    );
+    assert!(matches!(
+        directory.credentials("ws1", " ").await,
+        Err(DirectoryError::Rejected(_))
+    ));
+
+    // Disconnected: gone from the registry, its webhooks refused.
+    let delete = DeleteChannelRequest {
+        workspace_id: "ws1".into(),
+        channel_id: first.id.clone(),
+    };
+    channels
+        .delete_channel(delete.clone())
+        .await
+        .expect("delete");
+    let status = channels.delete_channel(delete).await.expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = channels
+        .get_channel(get("ws1", &first.id))
+        .await
+        .expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound);
+    let reply = h
+        .send(
+            &first.webhook_url,
+            &secret,
+            "wh-1",
+            &inbound_text("m-1", "hola"),
+        )
+        .await;
+    assert_eq!(reply.status, 404);
+    h.service.stop().await;
+}
+
+async fn custom_webhooks_are_verified_parsed_and_published_once(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let (channel, secret) = h.custom_channel("ws1").await;
+    let url = channel.webhook_url.clone();
+
+    // Accepted, published with the workspace, the delivery id, the message.
+    let ok = h
+        .send(&url, &secret, "wh-1", &inbound_text("m-1", "hola"))
+        .await;
+    assert_eq!(
+        (ok.status, ok.body["status"].as_str()),
+        (200, Some("accepted"))
+    );
+    let (ws, event_id, payload) = h.next_event().await;
+    assert_eq!(ws, "ws1");
+    assert_eq!(ok.body["event_id"].as_str(), Some(event_id.as_str()));
+    let Payload::InboundMessageReceived(message) = payload else {
+        panic!("not a message: {payload:?}");
+    };
+    assert_eq!(message.channel_id, channel.id);
+    assert_eq!(message.channel_kind, ChannelKind::Custom as i32);
+    assert_eq!(message.webhook_id, "wh-1");
+    assert_eq!(message.external_id, "m-1");
+    assert_eq!(message.text, "hola");
+
+    // Duplicates: the same delivery again, the same message in a new one.
+    for id in ["wh-1", "wh-2"] {
+        let dup = h
+            .send(&url, &secret, id, &inbound_text("m-1", "hola"))
+            .await;
+        assert_eq!(
+            (dup.status, dup.body["status"].as_str()),
+            (200, Some("duplicate")),
+            "{id}"
+        );
+    }
+
+    // Statuses: each state of a message is news once.
+    let delivered = h
+        .send(&url, &secret, "wh-3", &status("out-1", "delivered"))
+        .await;
+    assert_eq!(delivered.body["status"], "accepted");
+    let (_, _, payload) = h.next_event().await;
+    let Payload::InboundStatusReceived(reported) = payload else {
+        panic!("not a status: {payload:?}");
+    };
+    assert_eq!(reported.message_external_id, "out-1");
+    assert_eq!(reported.state, DeliveryState::Delivered as i32);
+    let again = h
+        .send(&url, &secret, "wh-4", &status("out-1", "delivered"))
+        .await;
+    assert_eq!(again.body["status"], "duplicate");
+    let read = h
+        .send(&url, &secret, "wh-5", &status("out-1", "read"))
+        .await;
+    assert_eq!(read.body["status"], "accepted");
+    h.next_event().await;
+
+    // Refusals, each naming why, and recording nothing.
+    let body = inbound_text("m-2", "x").to_string();
+    let now = telenet_signing::unix_now();
+    let other = Secret::generate().expect("rng").expose();
+    let wrong_secret = h.post(&url, &other, "wh-6", now, body.as_bytes()).await;
+    assert_eq!(wrong_secret.status, 401);
+    let stale = h
+        .post(&url, &secret, "wh-6", now - 600, body.as_bytes())
+        .await;
+    assert_eq!(stale.status, 401);
+    assert!(
+        stale.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tolerance"))
+    );
+    let unsigned = Reply::of(h.http.post(&url).body("{}").send().await.expect("send")).await;
+    assert_eq!(
+        (unsigned.status, unsigned.body["error"].as_str()),
+        (401, Some("missing header webhook-id"))
+    );
+    let malformed = h.post(&url, &secret, "wh-6", now, b"{\"type\":").await;
+    assert_eq!(malformed.status, 400);
+    let invalid = serde_json::json!({"type":"message.inbound","message":{"external_id":"m-2","sender":{"external_id":""},"text":"x"}});
+    let invalid = h.send(&url, &secret, "wh-7", &invalid).await;
+    assert_eq!(invalid.status, 400);
+    assert!(
+        invalid.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sender.external_id"))
+    );
+    let unknown = url.replace(&channel.id, "00000000-0000-7000-8000-000000000000");
+    let unknown = h
+        .send(&unknown, &secret, "wh-8", &inbound_text("m-2", "x"))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.body["error"].as_str()),
+        (404, Some("unknown channel"))
+    );
+    let big = h
+        .send(
+            &url,
+            &secret,
+            "wh-9",
+            &inbound_text("m-2", &"x".repeat(1024 * 1024 + 10)),
+        )
+        .await;
+    assert_eq!(big.status, 413);
+    // The custom channel has no handshake: a GET is not served.
+    let probe = Reply::of(h.http.get(&url).send().await.expect("send")).await;
+    assert_eq!((probe.status, probe.allow.as_deref()), (405, Some("POST")));
+    h.nothing_more().await;
+
+    // A refused delivery id is not burnt: sent right, it is accepted.
+    let retried = h
+        .send(&url, &secret, "wh-6", &inbound_text("m-2", "again"))
+        .await;
+    assert_eq!(retried.body["status"], "accepted");
+    let (_, _, payload) = h.next_event().await;
+    assert!(matches!(payload, Payload::InboundMessageReceived(m) if m.text == "again"));
+    h.nothing_more().await;
+    h.service.stop().await;
+}
+
+async fn a_broker_outage_answers_503_and_records_nothing(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let (channel, secret) = h.custom_channel("ws1").await;
+    let url = channel.webhook_url.clone();
+    let message = inbound_text("m-down", "are you there?");
+
+    h.bus.down.store(true, Ordering::SeqCst);
+    let down = h.send(&url, &secret, "wh-down", &message).await;
+    assert_eq!(
+        (down.status, down.body["error"].as_str()),
+        (503, Some("temporarily unavailable, retry later"))
+    );
+    h.nothing_more().await;
+
+    // The provider retries the same delivery once the broker is back.
+    h.bus.down.store(false, Ordering::SeqCst);
+    let retried = h.send(&url, &secret, "wh-down", &message).await;
+    assert_eq!(
+        (retried.status, retried.body["status"].as_str()),
+        (200, Some("accepted"))
+    );
+    let (_, _, payload) = h.next_event().await;
+    assert!(matches!(payload, Payload::InboundMessageReceived(m) if m.external_id == "m-down"));
+    h.service.stop().await;
+}
