@@ -181,7 +181,7 @@ impl Runner {
         serving.close();
         serving.wait().await;
         for (phase, token, tracker) in phases {
-            tracing::debug!(phase = phase.as_str(), "stopping phase");
+            tracing::info!(phase = phase.as_str(), "stopping phase");
             token.cancel();
             tracker.close();
             tracker.wait().await;
@@ -191,5 +191,104 @@ impl Runner {
         }
         tracing::info!("stopped");
         Stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records "<name> told" when a task's token is cancelled and
+    /// "<name> done" when it finished its (slow) last work.
+    fn recording(
+        log: &Arc<Mutex<Vec<String>>>,
+        name: &'static str,
+    ) -> impl FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, anyhow::Result<()>>
+    + Send
+    + 'static {
+        let log = log.clone();
+        move |token| {
+            Box::pin(async move {
+                token.cancelled().await;
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{name} told"));
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{name} done"));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn phases_stop_in_order_each_finishing_before_the_next_is_told() {
+        let bus = telenet_bus::connect("memory://", "runner-test.", Default::default())
+            .await
+            .expect("bus");
+        let metrics = Metrics::new();
+        let root = CancellationToken::new();
+        let server = GrpcServer::new(Default::default());
+        let mut runner = Runner::new(server, metrics, bus, root.clone());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // Added out of order: the phase decides, not the order of adding.
+        let started = Started::new()
+            .task("t.flush", Phase::Flush, recording(&log, "flush"))
+            .task("t.work", Phase::Work, recording(&log, "work"))
+            .task("t.consume", Phase::Consume, recording(&log, "consume"));
+        runner.add("t", None, started);
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let running = tokio::spawn(runner.run(grpc));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            log.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
+            "nothing stops before the root token"
+        );
+        root.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("stops")
+            .expect("runner");
+        let log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            log,
+            [
+                "consume told",
+                "consume done",
+                "work told",
+                "work done",
+                "flush told",
+                "flush done"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_stops_the_process() {
+        let bus = telenet_bus::connect("memory://", "runner-test2.", Default::default())
+            .await
+            .expect("bus");
+        let root = CancellationToken::new();
+        let mut runner = Runner::new(
+            GrpcServer::new(Default::default()),
+            Metrics::new(),
+            bus,
+            root.clone(),
+        );
+        runner.add(
+            "t",
+            None,
+            Started::new().task("t.broken", Phase::Work, |_token| async {
+                anyhow::bail!("lost the database for good")
+            }),
+        );
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        tokio::time::timeout(Duration::from_secs(5), runner.run(grpc))
+            .await
+            .expect("the process stops by itself");
+        assert!(root.is_cancelled());
     }
 }

@@ -178,9 +178,29 @@ impl Relay {
                 }
             }
         }
-        // Publish what is already committed before stopping.
-        if let Err(e) = self.relay_once().await {
-            tracing::debug!(error = %e, "outbox flush at shutdown failed");
+        // Publish what is already committed before stopping: the relay stops
+        // after every consumer and handler has, so this is the last of it.
+        self.flush().await;
+    }
+
+    /// Relays batches until the outbox is empty, the bus fails, or a bound
+    /// is reached (a shutdown must end; what is left stays committed and is
+    /// published by the next start).
+    async fn flush(&self) {
+        const MAX_BATCHES: usize = 100;
+        for _ in 0..MAX_BATCHES {
+            match self.relay_once().await {
+                Ok(0) => return,
+                Ok(n) => {
+                    if let Some((metrics, db)) = &self.metrics {
+                        metrics.count_outbox_relayed(db, n as u64);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox flush at shutdown failed; the rest is published on the next start");
+                    return;
+                }
+            }
         }
     }
 }

@@ -121,6 +121,26 @@ async fn check_contract(db: Db) {
     ] {
         assert!(text.lines().any(|l| l == series), "{series}\n{text}");
     }
+
+    // Stopping, the relay publishes everything already committed — more
+    // than one batch — before it returns.
+    let mut tx = db.begin().await.expect("begin");
+    let pending: Vec<Event> = (0..1_203)
+        .map(|i| Event::new("test.flush", i.to_string().into_bytes()))
+        .collect();
+    outbox::enqueue(&mut tx, &pending).await.expect("enqueue");
+    db.commit(tx).await.expect("commit");
+    let stopped = CancellationToken::new();
+    stopped.cancel();
+    outbox::Relay::new(db.clone(), bus.clone())
+        .run(stopped)
+        .await;
+    assert_eq!(outbox::backlog(&db).await.expect("backlog"), 0);
+    for expected in &pending {
+        let d = sub.next().await.expect("delivery");
+        assert_eq!(&d.event, expected);
+        d.ack().await.expect("ack");
+    }
     db.close().await;
 }
 
