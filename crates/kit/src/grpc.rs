@@ -67,12 +67,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
-use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -82,8 +82,13 @@ use tower::timeout::Timeout;
 use tower::util::MapErr;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
+#[cfg(test)]
+use crate::client::jittered;
+pub use crate::client::{
+    ChannelError, ClientConfig, GrpcChannel, RetryPolicy, channel, client, is_client_timeout,
+    is_retryable,
+};
 use crate::config::duration;
-use crate::error::ErrorCode;
 use crate::metrics::{self, GrpcMetricsLayer, Metrics};
 use crate::telemetry;
 
@@ -508,203 +513,12 @@ impl Readiness {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Client
-
-/// Client channel tuning.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Longest wait for a TCP connection to be established.
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    /// Longest wait for one attempt of a call through [`client`] (0: none);
-    /// when it runs out, the call answers DEADLINE_EXCEEDED marked as the
-    /// client's own ([`is_client_timeout`]).
-    #[serde(with = "duration")]
-    pub request_timeout: Duration,
-    /// TCP keepalive, to notice vanished peers.
-    #[serde(with = "duration")]
-    pub tcp_keepalive: Duration,
-    /// HTTP/2 ping interval, also on idle connections.
-    #[serde(with = "duration")]
-    pub http2_keepalive_interval: Duration,
-    /// How long a ping may go unanswered before reconnecting.
-    #[serde(with = "duration")]
-    pub http2_keepalive_timeout: Duration,
-    /// Retries of idempotent calls (reads, upserts keyed by the caller)
-    /// made through [`client`].
-    pub retry: RetryPolicy,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            tcp_keepalive: Duration::from_secs(60),
-            http2_keepalive_interval: Duration::from_secs(30),
-            http2_keepalive_timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-        }
-    }
-}
-
-/// Why a channel could not be created.
-#[derive(Debug, thiserror::Error)]
-pub enum ChannelError {
-    /// The endpoint is not a valid URI.
-    #[error("invalid grpc endpoint `{endpoint}`: {source}")]
-    InvalidEndpoint {
-        /// The endpoint as given.
-        endpoint: String,
-        /// The parse error.
-        source: tonic::transport::Error,
-    },
-    /// TLS is not compiled in; in-cluster traffic is plain HTTP/2 and TLS,
-    /// where wanted, belongs to the mesh.
-    #[error(
-        "grpc endpoint `{0}` uses https, which is not supported; use http:// (TLS is the service mesh's job)"
-    )]
-    TlsUnsupported(String),
-    /// The channel's background task needs a Tokio runtime.
-    #[error("grpc channel to `{0}` created outside a tokio runtime")]
-    NoRuntime(String),
-}
-
-/// A lazily connected channel to `endpoint` (`http://host:port`, or
-/// `host:port` meaning plain HTTP/2). Connecting happens on first use and
-/// again after failures, so a service can start before its dependencies;
-/// readiness checks reveal whether they answer.
-pub fn channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, ChannelError> {
-    connect_lazy(endpoint, config, Some(config.request_timeout))
-}
-
-fn connect_lazy(
-    endpoint: &str,
-    config: &ClientConfig,
-    timeout: Option<Duration>,
-) -> Result<Channel, ChannelError> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_owned()
-    } else {
-        format!("http://{endpoint}")
-    };
-    if uri.starts_with("https://") {
-        return Err(ChannelError::TlsUnsupported(endpoint.to_owned()));
-    }
-    // connect_lazy spawns the channel's worker and would panic without a
-    // runtime.
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(ChannelError::NoRuntime(endpoint.to_owned()));
-    }
-    let endpoint_config = Endpoint::from_shared(uri)
-        .map_err(|source| ChannelError::InvalidEndpoint {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?
-        .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Some(config.tcp_keepalive))
-        .http2_keep_alive_interval(config.http2_keepalive_interval)
-        .keep_alive_timeout(config.http2_keepalive_timeout)
-        .keep_alive_while_idle(true);
-    let endpoint_config = match timeout {
-        Some(timeout) => endpoint_config.timeout(timeout),
-        None => endpoint_config,
-    };
-    Ok(endpoint_config.connect_lazy())
-}
-
-pub use crate::client::{GrpcChannel, is_client_timeout};
-
-/// A client channel to `endpoint` for the service `caller`, through the
-/// client stack ([`crate::client`]): metrics (recorded in `metrics`), trace
-/// propagation, retry of idempotent calls ([`ClientConfig::retry`]) and a
-/// timeout per attempt ([`ClientConfig::request_timeout`]).
-pub fn client(
-    endpoint: &str,
-    config: &ClientConfig,
-    metrics: &Metrics,
-    caller: &'static str,
-) -> Result<GrpcChannel, ChannelError> {
-    let channel = connect_lazy(endpoint, config, None)?;
-    let stack = crate::client::StackConfig {
-        caller,
-        timeout: (!config.request_timeout.is_zero()).then_some(config.request_timeout),
-        retry: config.retry.clone(),
-    };
-    Ok(crate::client::stack(channel, &stack, metrics))
-}
-
-/// Retry schedule of idempotent calls ([`crate::client`]): exponential backoff (doubling)
-/// with jitter, capped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Total attempts including the first; 1 disables retries.
-    pub max_attempts: u32,
-    /// Delay before the first retry (before jitter).
-    #[serde(with = "duration")]
-    pub initial_backoff: Duration,
-    /// Upper bound of the delay between attempts.
-    #[serde(with = "duration")]
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `retry` (1-based), without jitter.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
-/// Whether `status` is worth retrying for an idempotent call.
-pub fn is_retryable(status: &Status) -> bool {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded => true,
-        // Not when a TELENET service said the payload is too large: that
-        // will not change on retry.
-        Code::ResourceExhausted => ErrorCode::from_status(status) == ErrorCode::ResourceExhausted,
-        Code::Cancelled => caused_by_client_timeout(status),
-        _ => false,
-    }
-}
-
-fn caused_by_client_timeout(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
-/// "Equal jitter": half the delay fixed, half random, so retries from many
-/// callers spread out without ever retrying immediately.
-pub(crate) fn jittered(delay: Duration) -> Duration {
-    let half = delay / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    half + Duration::from_nanos(fastrand::u64(0..=nanos))
-}
-
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+    use tonic::transport::Channel;
+
+    use crate::error::ErrorCode;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use tonic_health::pb::HealthCheckRequest;

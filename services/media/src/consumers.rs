@@ -65,6 +65,15 @@ pub(crate) async fn spawn(
 }
 
 impl InboundFetcher {
+    /// Subscribe now, then fetch in a spawned task until `token` is
+    /// cancelled (fetches in progress finish first).
+    pub async fn start(
+        self,
+        token: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        spawn(self, token).await
+    }
+
     /// Fetch the pending attachments of one `message.created`, once.
     pub(crate) async fn handle(&self, incoming: Incoming) -> Result<(), HandleError> {
         let env = events::from_bus(&incoming.event)?;

@@ -35,12 +35,11 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
-use telenet_bus::{BusError, SharedBus};
+use telenet_bus::SharedBus;
 use telenet_channels::directory::{ChannelDirectory, DirectoryError};
 use telenet_channels::{CredentialsError, Registry};
 use telenet_proto::common::v1::Attachment;
 use telenet_proto::media::v1 as pb;
-use tokio_util::sync::CancellationToken;
 
 use crate::{Error, MediaService, mime};
 
@@ -178,16 +177,6 @@ impl InboundFetcher {
     pub fn with_channel_directory(mut self, channels: Arc<dyn ChannelDirectory>) -> Self {
         self.channels = Some(channels);
         self
-    }
-
-    /// Subscribe now, then fetch in a spawned task until `token` is
-    /// cancelled (fetches in progress finish first); see
-    /// [`crate::consumers`].
-    pub async fn start(
-        self,
-        token: CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        crate::consumers::spawn(self, token).await
     }
 
     /// Download one attachment into the blob store for `workspace_id`.

@@ -11,7 +11,14 @@ use telenet_proto::conversations::v1::members_client::MembersClient;
 use telenet_proto::conversations::v1::{AuthenticateRequest, CreateWorkspaceRequest};
 
 use crate::config::Config;
-use crate::suite::Seed;
+
+/// The seeded workspace of a dev server.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    pub workspace_id: String,
+    pub user_id: String,
+    pub token: String,
+}
 
 /// The seeded workspace: the remembered one while its token still works
 /// (the database may have been reset), else a new one.

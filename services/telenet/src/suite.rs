@@ -20,17 +20,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServiceName};
+pub use crate::seed::Seed;
 
 /// How often the depth of this process's consumer queues is read.
 const QUEUE_POLL: Duration = Duration::from_secs(5);
-
-/// The seeded workspace of a dev server.
-#[derive(Debug, Clone)]
-pub struct Seed {
-    pub workspace_id: String,
-    pub user_id: String,
-    pub token: String,
-}
 
 /// What to start.
 pub struct Suite {
