@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use telenet::ServiceName;
-use telenet_media::probe::{self, ProbeOptions};
+use telenet_audio::probe::{self, ProbeOptions};
 use telenet_tests::flow::Gateway;
 use telenet_tests::{Receiver, eventually, inbound_text, send_webhook, world};
 
@@ -20,12 +20,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const BOUNDARY: &str = "telenet-voice-reply";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/media");
-    let dir = if beside.is_dir() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures/media")
-    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/media");
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 

@@ -45,12 +45,6 @@ pub use start::{NAME, start};
 pub use uploads::Download;
 pub use variants::TranscodeConfig;
 
-/// The probe media uses (`telenet_audio::probe`), for callers that reach
-/// it through this crate.
-pub use telenet_audio::probe;
-/// The transcoding profiles (`telenet_audio::profiles`).
-pub use telenet_audio::profiles;
-
 pub const MIGRATIONS: telenet_store::Migrations =
     telenet_store::migrations!("0100_blobs", "0120_variants", "0130_probes");
 
