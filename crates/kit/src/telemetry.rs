@@ -344,40 +344,8 @@ impl Extractor for MapExtractor<'_> {
 // ---------------------------------------------------------------------------
 // W3C trace context over gRPC
 
-/// Client interceptor adding the current trace context to the request
-/// metadata, so the server's request span joins the caller's trace.
-///
-/// ```no_run
-/// # fn run() -> Result<(), telenet_kit::grpc::ChannelError> {
-/// use tonic::service::interceptor::InterceptedService;
-/// use telenet_kit::{grpc, telemetry};
-///
-/// let channel = grpc::channel("contacts:50051", &grpc::ClientConfig::default())?;
-/// let traced = InterceptedService::new(channel, telemetry::inject_grpc);
-/// // or: ContactServiceClient::with_interceptor(channel, telemetry::inject_grpc)
-/// # drop(traced);
-/// # Ok(()) }
-/// ```
-pub fn inject_grpc(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    inject_metadata(request.metadata_mut());
-    Ok(request)
-}
-
-/// Adds the current trace context to gRPC metadata, for requests built by
-/// hand (streaming calls, requests with a message already attached).
-pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
-    TraceContextPropagator::new()
-        .inject_context(&current_context(), &mut MetadataInjector(metadata));
-}
-
-/// `message` as a gRPC request carrying the current trace context, for
-/// clients without the [`inject_grpc`] interceptor:
-/// `client.get_contact(telemetry::grpc_request(GetContactRequest { .. }))`.
-pub fn grpc_request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    inject_metadata(request.metadata_mut());
-    request
-}
+// Outgoing gRPC calls carry the context through the client stack
+// (`crate::client`), which calls [`inject_http`] on every request.
 
 /// Adds the current trace context (`traceparent`, `tracestate`) to the
 /// headers of an outgoing HTTP request, so the receiver can join the trace.
@@ -443,18 +411,6 @@ pub fn grpc_request_span(request: &http::Request<()>) -> Span {
     );
     set_parent_context(&span, extract_http_parent(request.headers()));
     span
-}
-
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        let key = tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes());
-        let value = tonic::metadata::MetadataValue::try_from(value.as_str());
-        if let (Ok(key), Ok(value)) = (key, value) {
-            self.0.insert(key, value);
-        }
-    }
 }
 
 struct HeaderInjector<'a>(&'a mut http::HeaderMap);
@@ -568,9 +524,10 @@ mod tests {
             let span = grpc_request_span(&request);
             let _entered = span.enter();
 
-            let outgoing = inject_grpc(tonic::Request::new(())).expect("interceptor never fails");
+            // What the client stack does to every outgoing call.
+            let mut outgoing = http::HeaderMap::new();
+            inject_http(&mut outgoing);
             let traceparent = outgoing
-                .metadata()
                 .get(TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .expect("traceparent in metadata");
@@ -597,14 +554,6 @@ mod tests {
                 .get(TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .expect("traceparent header");
-            assert_eq!(trace_id_of(traceparent), TRACE_ID);
-
-            let request = grpc_request(());
-            let traceparent = request
-                .metadata()
-                .get(TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .expect("traceparent in metadata");
             assert_eq!(trace_id_of(traceparent), TRACE_ID);
         });
     }
