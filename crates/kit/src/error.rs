@@ -75,6 +75,12 @@ pub enum ErrorCode {
     Internal,
 }
 
+/// Whether a RESOURCE_EXHAUSTED message is about size rather than rate.
+fn says_too_large(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("too large") || message.contains("too big")
+}
+
 impl ErrorCode {
     /// Every code, for tables and tests.
     pub const ALL: [ErrorCode; 11] = [
@@ -153,12 +159,23 @@ impl ErrorCode {
     /// The code of a status: the [`ERROR_CODE_METADATA`] entry when a TELENET
     /// service set it, otherwise [`ErrorCode::from_grpc`].
     pub fn from_status(status: &tonic::Status) -> ErrorCode {
-        status
+        let named = status
             .metadata()
             .get(ERROR_CODE_METADATA)
             .and_then(|value| value.to_str().ok())
-            .and_then(ErrorCode::from_name)
-            .unwrap_or_else(|| ErrorCode::from_grpc(status.code()))
+            .and_then(ErrorCode::from_name);
+        match named {
+            Some(code) => code,
+            // gRPC itself reports an oversized message as RESOURCE_EXHAUSTED
+            // without our metadata: a message about size is not a rate limit
+            // (a 413, and not worth retrying).
+            None if status.code() == tonic::Code::ResourceExhausted
+                && says_too_large(status.message()) =>
+            {
+                ErrorCode::PayloadTooLarge
+            }
+            None => ErrorCode::from_grpc(status.code()),
+        }
     }
 
     /// Stable snake_case name, used in metadata and API error bodies.
@@ -301,6 +318,18 @@ pub fn required(field: &str, value: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn grpcs_own_size_errors_are_payload_too_large_not_rate_limits() {
+        let own = tonic::Status::resource_exhausted(
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(ErrorCode::from_status(&own), ErrorCode::PayloadTooLarge);
+        assert!(!crate::grpc::is_retryable(&own));
+        let rate = tonic::Status::resource_exhausted("slow down");
+        assert_eq!(ErrorCode::from_status(&rate), ErrorCode::ResourceExhausted);
+        assert!(crate::grpc::is_retryable(&rate));
+    }
     #[test]
     fn required_fields_name_themselves() {
         assert_eq!(super::required("name", "x"), Ok(()));

@@ -99,7 +99,7 @@ impl Problem {
     /// and ports.
     pub fn from_grpc(status: &tonic::Status) -> Self {
         let message = status.message();
-        let code = error_code_of(status);
+        let code = ErrorCode::from_status(status);
         match code {
             ErrorCode::Unavailable => {
                 tracing::warn!(code = ?status.code(), message, "upstream unavailable");
@@ -158,24 +158,6 @@ impl IntoResponse for Problem {
 /// as `FailedPrecondition` (409); clients keep seeing its own name, so they
 /// can tell a conflict worth retrying from one that is not.
 const ABORTED: &str = "aborted";
-
-/// The shared table's code for an upstream status, and one refinement:
-/// gRPC itself reports an oversized message as RESOURCE_EXHAUSTED without
-/// the code metadata, so a message about size is a 413, not a 429.
-fn error_code_of(status: &tonic::Status) -> ErrorCode {
-    match ErrorCode::from_status(status) {
-        ErrorCode::ResourceExhausted if says_too_large(status.message()) => {
-            ErrorCode::PayloadTooLarge
-        }
-        code => code,
-    }
-}
-
-/// Whether a RESOURCE_EXHAUSTED message is about size rather than rate.
-fn says_too_large(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    message.contains("too large") || message.contains("too big")
-}
 
 /// A code name for an HTTP error status that did not come from an error
 /// code: the shared table's, or HTTP's own for rejections of the request
