@@ -625,9 +625,8 @@ pub struct ClientConfig {
     /// Longest wait for a TCP connection to be established.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
-    /// Longest wait for one attempt of a call through [`client`] (0: none);
-    /// when it runs out, the call answers DEADLINE_EXCEEDED marked as the
-    /// client's own ([`is_client_timeout`]).
+    /// Longest wait for one attempt of a call to another service (0: none);
+    /// when it runs out, the call answers DEADLINE_EXCEEDED.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// TCP keepalive, to notice vanished peers.

@@ -63,7 +63,7 @@ pub const MAX_UPLOAD_MESSAGE_BYTES: usize = 1024 * 1024 + 1024;
 pub struct Config {
     /// Directory of the local blob store (created when missing). Every
     /// replica of the service must see the same directory, e.g. one shared
-    /// volume. Started by the process ([`start`]), a relative path is taken
+    /// volume. A relative path is taken
     /// inside its data directory: the default `.telenet/blobs` becomes
     /// `<data_dir>/blobs`.
     pub blob_dir: PathBuf,
