@@ -222,11 +222,7 @@ mod tests {
     use super::*;
     use crate::memory::MemoryBus;
     use crate::{Event, RetryPolicy};
-
-    fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-    }
+    use telenet_kit::metrics::sample;
 
     #[tokio::test]
     async fn publishes_settles_and_queue_depth_are_recorded() {
@@ -270,7 +266,7 @@ mod tests {
         );
         let text = loop {
             let text = metrics.encode().expect("encode");
-            if value(&text, r#"telenet_bus_queue_dead_letters{group="g"}"#) == Some(1.0) {
+            if sample(&text, r#"telenet_bus_queue_dead_letters{group="g"}"#) == Some(1.0) {
                 break text;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -311,7 +307,7 @@ mod tests {
             // The dropped delivery is back in the queue; the retried one waits out its delay.
             (r#"telenet_bus_queue_ready_messages{group="g"}"#, 1.0),
         ] {
-            assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+            assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
         }
     }
 }

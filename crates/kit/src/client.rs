@@ -15,6 +15,9 @@
 //!    ([`is_client_timeout`]);
 //! 5. the lazily connected [`tonic::transport::Channel`].
 //!
+//! Each of the four is an [`Around`]: what it does around a call, given the
+//! rest of the stack below it; [`Step`] makes it a service over that rest.
+//!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use telenet_kit::{grpc, metrics::Metrics};
@@ -30,7 +33,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,9 +46,10 @@ use tower::{Layer, Service, ServiceExt as _};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::call_status::{RecordCall, StatusBody};
 use crate::config::duration;
 use crate::error::ErrorCode;
-use crate::metrics::Metrics;
+use crate::metrics::{Histograms, Metrics};
 
 /// Any error of the stack; tonic turns it back into a [`Status`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -161,14 +164,14 @@ where
     S::Future: Send + 'static,
 {
     let service = tower::ServiceBuilder::new()
-        .layer(ClientMetricsLayer::new(metrics, config.caller))
-        .layer(TracePropagationLayer)
-        .layer(RetryIdempotentLayer {
+        .layer(StepLayer(ClientMetrics::new(metrics, config.caller)))
+        .layer(StepLayer(TracePropagation))
+        .layer(StepLayer(RetryIdempotent {
             policy: Arc::new(config.retry.clone()),
-        })
-        .layer(TimeoutLayer {
+        }))
+        .layer(StepLayer(Timeout {
             timeout: config.timeout,
-        })
+        }))
         .service(channel.map_err(Into::into));
     GrpcChannel {
         stack: BoxCloneSyncService::new(service),
@@ -178,47 +181,85 @@ where
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 // ---------------------------------------------------------------------------
-// Timeout
+// Steps
 
-/// Bounds each attempt; see the module docs.
-#[derive(Clone)]
-pub struct TimeoutLayer {
-    timeout: Option<Duration>,
-}
-
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
-    fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout {
-            inner,
-            timeout: self.timeout,
-        }
-    }
-}
-
-/// See [`TimeoutLayer`].
-#[derive(Clone)]
-pub struct Timeout<S> {
-    inner: S,
-    timeout: Option<Duration>,
-}
-
-impl<S, Req> Service<Req> for Timeout<S>
-where
-    S: Service<Req, Error = BoxError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
+/// The rest of the stack below a step: a service of gRPC calls whose
+/// futures may move between threads.
+pub trait Calls:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = BoxError,
+        Future: Send + 'static,
+    >
 {
-    type Response = S::Response;
+}
+
+impl<S> Calls for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = BoxError,
+            Future: Send + 'static,
+        >
+{
+}
+
+/// What one step of the stack does around each call.
+pub trait Around<S: Calls>: Clone {
+    /// Makes the call `request` through `inner`, the rest of the stack
+    /// below this step (ready: its `poll_ready` answered).
+    fn call(&self, inner: &mut S, request: http::Request<Body>) -> BoxFuture<http::Response<Body>>;
+}
+
+/// One step of the stack: the rest of the stack `S` with `A` around every
+/// call.
+#[derive(Clone)]
+pub struct Step<S, A> {
+    inner: S,
+    around: A,
+}
+
+impl<S: Calls, A: Around<S>> Service<http::Request<Body>> for Step<S, A> {
+    type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<S::Response>;
+    type Future = BoxFuture<http::Response<Body>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
-        let call = self.inner.call(request);
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.around.call(&mut self.inner, request)
+    }
+}
+
+/// Puts a step ([`Around`]) over the rest of the stack.
+#[derive(Clone)]
+pub struct StepLayer<A>(pub A);
+
+impl<S, A: Clone> Layer<S> for StepLayer<A> {
+    type Service = Step<S, A>;
+    fn layer(&self, inner: S) -> Step<S, A> {
+        Step {
+            inner,
+            around: self.0.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Timeout
+
+/// Bounds each attempt; see the module docs.
+#[derive(Clone)]
+pub struct Timeout {
+    timeout: Option<Duration>,
+}
+
+impl<S: Calls> Around<S> for Timeout {
+    fn call(&self, inner: &mut S, request: http::Request<Body>) -> BoxFuture<http::Response<Body>> {
+        let call = inner.call(request);
         let Some(timeout) = self.timeout else {
             return Box::pin(call);
         };
@@ -248,52 +289,19 @@ fn client_timeout(timeout: Duration) -> Status {
 
 /// Retries idempotent calls; see the module docs.
 #[derive(Clone)]
-pub struct RetryIdempotentLayer {
+pub struct RetryIdempotent {
     policy: Arc<RetryPolicy>,
 }
 
-impl<S> Layer<S> for RetryIdempotentLayer {
-    type Service = RetryIdempotent<S>;
-    fn layer(&self, inner: S) -> RetryIdempotent<S> {
-        RetryIdempotent {
-            inner,
-            policy: self.policy.clone(),
-        }
-    }
-}
-
-/// See [`RetryIdempotentLayer`].
-#[derive(Clone)]
-pub struct RetryIdempotent<S> {
-    inner: S,
-    policy: Arc<RetryPolicy>,
-}
-
-impl<S> Service<http::Request<Body>> for RetryIdempotent<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<http::Response<Body>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+impl<S: Calls + Clone + Send + 'static> Around<S> for RetryIdempotent {
+    fn call(&self, inner: &mut S, request: http::Request<Body>) -> BoxFuture<http::Response<Body>> {
         let max_attempts = self.policy.max_attempts.max(1);
         if max_attempts == 1 || !is_idempotent(request.uri().path()) {
-            let call = self.inner.call(request);
-            return Box::pin(call);
+            return Box::pin(inner.call(request));
         }
         // Every attempt goes through its own clone (tonic's channel is a
         // handle; a clone shares the connection).
-        let service = self.inner.clone();
+        let service = inner.clone();
         let policy = self.policy.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
@@ -329,18 +337,14 @@ where
 /// DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED (a rate limit, not "too large").
 fn worth_retrying(result: &Result<http::Response<Body>, BoxError>) -> bool {
     match result {
-        Ok(response) => status_in(response.headers()).is_some_and(|status| is_transient(&status)),
+        Ok(response) => status_in(response.headers()).is_some_and(|status| is_retryable(&status)),
         Err(error) => match error.downcast_ref::<Status>() {
-            Some(status) => is_transient(status),
+            Some(status) => is_retryable(status),
             // The connection could not be made or broke: nothing was
             // answered, so an idempotent call is safe to send again.
             None => true,
         },
     }
-}
-
-fn is_transient(status: &Status) -> bool {
-    is_retryable(status)
 }
 
 /// The status of a trailers-only response (how services answer errors),
@@ -360,46 +364,21 @@ fn status_in(headers: &http::HeaderMap) -> Option<Status> {
     Some(status)
 }
 
-fn code_in(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
-    Some(Code::from_i32(value.parse().ok()?))
-}
-
 // ---------------------------------------------------------------------------
 // Trace propagation
 
 /// Adds the current trace context to every request; see the module docs.
 #[derive(Clone)]
-pub struct TracePropagationLayer;
+pub struct TracePropagation;
 
-impl<S> Layer<S> for TracePropagationLayer {
-    type Service = TracePropagation<S>;
-    fn layer(&self, inner: S) -> TracePropagation<S> {
-        TracePropagation { inner }
-    }
-}
-
-/// See [`TracePropagationLayer`].
-#[derive(Clone)]
-pub struct TracePropagation<S> {
-    inner: S,
-}
-
-impl<S, B> Service<http::Request<B>> for TracePropagation<S>
-where
-    S: Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+impl<S: Calls> Around<S> for TracePropagation {
+    fn call(
+        &self,
+        inner: &mut S,
+        mut request: http::Request<Body>,
+    ) -> BoxFuture<http::Response<Body>> {
         crate::telemetry::inject_http(request.headers_mut());
-        self.inner.call(request)
+        Box::pin(inner.call(request))
     }
 }
 
@@ -421,7 +400,7 @@ struct ClientMethodLabels {
     method: String,
 }
 
-type Durations = Family<ClientMethodLabels, Histogram, fn() -> Histogram>;
+type Durations = Histograms<ClientMethodLabels>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -431,13 +410,13 @@ fn duration_histogram() -> Histogram {
 
 /// Records every call; see the module docs.
 #[derive(Clone)]
-pub struct ClientMetricsLayer {
+pub struct ClientMetrics {
     caller: &'static str,
     requests: Family<ClientLabels, Counter>,
     durations: Durations,
 }
 
-impl ClientMetricsLayer {
+impl ClientMetrics {
     /// Registers the client metrics in `metrics` (once per process).
     pub fn new(metrics: &Metrics, caller: &'static str) -> Self {
         Self {
@@ -456,67 +435,28 @@ impl ClientMetricsLayer {
     }
 }
 
-impl<S> Layer<S> for ClientMetricsLayer {
-    type Service = ClientMetrics<S>;
-    fn layer(&self, inner: S) -> ClientMetrics<S> {
-        ClientMetrics {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// See [`ClientMetricsLayer`].
-#[derive(Clone)]
-pub struct ClientMetrics<S> {
-    inner: S,
-    layer: ClientMetricsLayer,
-}
-
-impl<S, B> Service<http::Request<B>> for ClientMetrics<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<http::Response<Body>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+impl<S: Calls> Around<S> for ClientMetrics {
+    fn call(&self, inner: &mut S, request: http::Request<Body>) -> BoxFuture<http::Response<Body>> {
         let full = request.uri().path().trim_start_matches('/');
         let (service, method) = full.split_once('/').unwrap_or((full, ""));
-        let mut record = CallRecord {
-            layer: self.layer.clone(),
+        let record = CallRecord {
+            metrics: self.clone(),
             labels: ClientMethodLabels {
-                caller: self.layer.caller.to_owned(),
+                caller: self.caller.to_owned(),
                 service: service.to_owned(),
                 method: method.to_owned(),
             },
             started: Instant::now(),
-            code: None,
         };
-        let call = self.inner.call(request);
+        let call = inner.call(request);
         Box::pin(async move {
             match call.await {
-                Ok(response) => {
-                    record.code = code_in(response.headers());
-                    Ok(response.map(|body| {
-                        Body::new(RecordedBody {
-                            inner: body,
-                            record: Some(record),
-                        })
-                    }))
-                }
+                Ok(response) => Ok(StatusBody::wrap(response, Some(record)).map(Body::new)),
                 Err(error) => {
                     let code = error
                         .downcast_ref::<Status>()
                         .map_or(Code::Unavailable, Status::code);
-                    record.code = Some(code);
-                    record.finish();
+                    record.observe(code);
                     Err(error)
                 }
             }
@@ -524,24 +464,21 @@ where
     }
 }
 
+/// Records a call in the client metrics.
 struct CallRecord {
-    layer: ClientMetricsLayer,
+    metrics: ClientMetrics,
     labels: ClientMethodLabels,
     started: Instant,
-    code: Option<Code>,
 }
 
 impl CallRecord {
-    /// Records with the status seen, or CANCELLED when the caller dropped
-    /// the response before its status arrived.
-    fn finish(self) {
-        let code = self.code.unwrap_or(Code::Cancelled);
+    fn observe(self, code: Code) {
         let ClientMethodLabels {
             caller,
             service,
             method,
         } = self.labels.clone();
-        self.layer
+        self.metrics
             .requests
             .get_or_create(&ClientLabels {
                 caller,
@@ -550,68 +487,25 @@ impl CallRecord {
                 code: format!("{code:?}"),
             })
             .inc();
-        self.layer
+        self.metrics
             .durations
             .get_or_create(&self.labels)
             .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
-/// A response body that records its call when it ends (trailers read, or
-/// dropped).
-struct RecordedBody {
-    inner: Body,
-    record: Option<CallRecord>,
-}
-
-impl Drop for RecordedBody {
-    fn drop(&mut self) {
-        if let Some(record) = self.record.take() {
-            record.finish();
-        }
-    }
-}
-
-impl HttpBody for RecordedBody {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some(record) = this.record.as_mut() {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(trailers) = frame.trailers_ref() {
-                        record.code = code_in(trailers).or(record.code);
-                    }
-                }
-                Poll::Ready(Some(Err(status))) => record.code = Some(status.code()),
-                Poll::Ready(None) => {
-                    if record.code.is_none() {
-                        record.code = Some(Code::Ok);
-                    }
-                }
-                Poll::Pending => {}
-            }
-        }
-        if matches!(polled, Poll::Ready(None))
-            && let Some(record) = this.record.take()
-        {
-            record.finish();
-        }
-        polled
+impl RecordCall<Status> for CallRecord {
+    fn code_of_error(&self, status: &Status) -> Code {
+        status.code()
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    /// A response read to its end without a status is taken as answered.
+    fn code_without_status(&self) -> Code {
+        Code::Ok
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn record(self, code: Code) {
+        self.observe(code);
     }
 }
 
@@ -813,6 +707,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+    use crate::call_status::grpc_status;
 
     /// A fake upstream answering each call with the next of `codes`
     /// (trailers-only for errors), recording what it received.
@@ -893,7 +788,7 @@ mod tests {
 
     async fn code_of(channel: GrpcChannel, req: http::Request<Body>) -> Result<Code, BoxError> {
         let response = channel.oneshot(req).await?;
-        let code = code_in(response.headers()).unwrap_or(Code::Ok);
+        let code = grpc_status(response.headers()).unwrap_or(Code::Ok);
         // Reading the body to its end records the call.
         let _ = response.into_body().collect().await;
         Ok(code)

@@ -17,6 +17,7 @@
 //!   for gRPC and HTTP, the `/metrics` endpoint);
 //! - [`shutdown`]: signal handling and listener binding.
 
+mod call_status;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -3,9 +3,13 @@
 //! HTTP listeners, the bus, the outbox relays), and
 //! served as the Prometheus text format on `GET /metrics` by [`serve`].
 //!
-//! Every metric TELENET exposes is declared here, in one place, with its
-//! help text; `docs/metrics.md` lists them for operators. Label values are
-//! always from small, known sets (route templates, method names, routing
+//! The metrics of the shared plumbing (gRPC and HTTP servers, bus, outbox)
+//! are declared here with their help text. Each service declares its own in
+//! its `metrics.rs` through [`Metrics::register`], and the client stack its
+//! `telenet_grpc_client_…` pair in [`crate::client`]; `docs/metrics.md` lists
+//! them all for operators. Histograms of a latency use the shared
+//! [`LATENCY_BUCKETS`] ([`latency_histogram`], [`histograms`]). Label values
+//! are always from small, known sets (route templates, method names, routing
 //! keys, consumer groups, outcomes), never ids or raw paths, so a scrape
 //! stays small however much traffic there is.
 //!
@@ -30,7 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,14 +46,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tower::{Layer, Service};
 
+use crate::call_status::{RecordCall, StatusBody};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `Content-Type` of the Prometheus text exposition format (0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Upper bounds (seconds) of the latency histograms: from a millisecond
-/// (a local gRPC hop) to half a minute (the longest request timeout).
-const LATENCY_BUCKETS: [f64; 14] = [
+/// Upper bounds (seconds) of the latency histograms every TELENET metric
+/// shares (`docs/metrics.md`): from a millisecond (a local gRPC hop) to half
+/// a minute (the longest request timeout).
+pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -65,14 +72,27 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// say nothing about the service's traffic (the same paths get no trace span).
 const UNMEASURED_GRPC_PREFIX: &str = "/grpc.health.v1.Health/";
 
-fn latency_histogram() -> Histogram {
+/// A histogram with the shared [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+/// Histograms by label set `L`, each made by a plain function (so the
+/// family's type can be named in a struct).
+pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
+/// Latency histograms ([`latency_histogram`]) by label set `L`.
+pub fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
     Family::new_with_constructor(latency_histogram)
+}
+
+/// The value of `series` (a metric's name with its labels, as the text
+/// format writes them: `name{label="value"}`) in `text`, a scrape; `None`
+/// when the scrape has no such series. For tests and tools that check one
+/// value.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -307,7 +327,8 @@ impl Default for Inner {
 }
 
 impl Metrics {
-    /// A fresh registry with every TELENET metric declared.
+    /// A fresh registry with the shared plumbing's metrics declared; the
+    /// services and the client stack register theirs ([`Metrics::register`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -681,9 +702,9 @@ where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: HttpBody + Send + 'static,
 {
-    type Response = http::Response<MeteredBody<ResBody>>;
+    type Response = http::Response<StatusBody<ResBody, GrpcRecorder>>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -701,29 +722,24 @@ where
         Box::pin(async move {
             let Some((metrics, (service, method))) = measured else {
                 return match response.await {
-                    Ok(response) => Ok(response.map(|body| MeteredBody::new(body, None))),
+                    Ok(response) => Ok(StatusBody::wrap(response, None)),
                     Err(error) => Err(error.into()),
                 };
             };
+            let recorder = GrpcRecorder {
+                metrics,
+                service,
+                method,
+                started,
+            };
             match response.await {
-                Ok(response) => {
-                    let recorder = GrpcRecorder {
-                        metrics,
-                        service,
-                        method,
-                        started,
-                        // A trailers-only answer (every unary error) carries
-                        // its status in the headers.
-                        code: grpc_status(response.headers()),
-                    };
-                    Ok(response.map(|body| MeteredBody::new(body, Some(recorder))))
-                }
+                Ok(response) => Ok(StatusBody::wrap(response, Some(recorder))),
                 Err(error) => {
                     let error = error.into();
                     let code = error
                         .downcast_ref::<tonic::Status>()
                         .map_or(Code::Unknown, tonic::Status::code);
-                    metrics.observe_grpc(&service, &method, code, started.elapsed());
+                    recorder.observe(code);
                     Err(error)
                 }
             }
@@ -731,93 +747,34 @@ where
     }
 }
 
-fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
-    Some(Code::from_i32(value.parse().ok()?))
-}
-
-struct GrpcRecorder {
+/// Records a served call in [`Metrics::observe_grpc`].
+pub(crate) struct GrpcRecorder {
     metrics: Metrics,
     service: String,
     method: String,
     started: Instant,
-    code: Option<Code>,
 }
 
 impl GrpcRecorder {
-    /// Records with the status seen, or CANCELLED when the response was
-    /// dropped before its status went out (the client went away).
-    fn finish(self) {
-        let code = self.code.unwrap_or(Code::Cancelled);
+    fn observe(self, code: Code) {
         self.metrics
             .observe_grpc(&self.service, &self.method, code, self.started.elapsed());
     }
 }
 
-/// A response body that records its request when it ends (trailers sent,
-/// or dropped).
-pub(crate) struct MeteredBody<B> {
-    inner: B,
-    recorder: Option<GrpcRecorder>,
-}
-
-impl<B> MeteredBody<B> {
-    fn new(inner: B, recorder: Option<GrpcRecorder>) -> Self {
-        Self { inner, recorder }
-    }
-}
-
-impl<B> Drop for MeteredBody<B> {
-    fn drop(&mut self) {
-        if let Some(recorder) = self.recorder.take() {
-            recorder.finish();
-        }
-    }
-}
-
-impl<B> HttpBody for MeteredBody<B>
-where
-    B: HttpBody + Unpin,
-{
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(trailers), Some(recorder)) =
-                    (frame.trailers_ref(), this.recorder.as_mut())
-                {
-                    recorder.code = grpc_status(trailers).or(recorder.code);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(recorder) = this.recorder.as_mut() {
-                    recorder.code = Some(Code::Unknown);
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(mut recorder) = this.recorder.take() {
-                    recorder.code = recorder.code.or(Some(Code::Unknown));
-                    recorder.finish();
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
+impl<E> RecordCall<E> for GrpcRecorder {
+    /// A response body that fails says nothing of the call's status.
+    fn code_of_error(&self, _: &E) -> Code {
+        Code::Unknown
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    /// Every gRPC response ends with a status; one without is broken.
+    fn code_without_status(&self) -> Code {
+        Code::Unknown
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn record(self, code: Code) {
+        self.observe(code);
     }
 }
 
@@ -896,12 +853,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The value of the sample `name{labels}` in `text`.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-    }
+    use http_body::Frame;
 
     #[test]
     fn every_metric_is_declared_with_help_and_type() {

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use telenet_bus::{Delivery, Event, SharedBus, SubscribeSpec};
+use telenet_bus::{BusError, Delivery, Event, SharedBus, SubscribeSpec, Subscription};
 use tokio_util::sync::CancellationToken;
 
 /// What went wrong while handling an event.
@@ -38,6 +38,45 @@ pub struct Incoming {
     pub attempt: u32,
 }
 
+/// A consumer group's subscription, taken before its consumer runs:
+/// subscribing declares the group's queue, which keeps every event from
+/// that moment on however late the consumer starts. Consume it with
+/// [`run_on`].
+pub struct GroupSubscription {
+    group: String,
+    subscription: Subscription,
+}
+
+impl std::fmt::Debug for GroupSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupSubscription")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupSubscription {
+    /// The consumer group subscribed.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+}
+
+/// Subscribe `spec` now, to be consumed later by [`run_on`]. Services do
+/// this in `start`, before they accept requests, and hand the subscription
+/// to the task that consumes it.
+pub async fn subscribe(
+    bus: &SharedBus,
+    spec: SubscribeSpec,
+) -> Result<GroupSubscription, BusError> {
+    let group = spec.group.clone();
+    let subscription = bus.subscribe(spec).await?;
+    Ok(GroupSubscription {
+        group,
+        subscription,
+    })
+}
+
 /// Consume `spec` until `token` is cancelled, with up to `concurrency`
 /// deliveries handled at once.
 pub async fn run<H, F>(
@@ -46,14 +85,13 @@ pub async fn run<H, F>(
     concurrency: usize,
     token: CancellationToken,
     handler: H,
-) -> Result<(), telenet_bus::BusError>
+) -> Result<(), BusError>
 where
     H: Fn(Incoming) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
-    let group = spec.group.clone();
-    let sub = bus.subscribe(spec).await?;
-    consume(group, sub, concurrency, token, handler).await;
+    let subscription = subscribe(&bus, spec).await?;
+    run_on(subscription, concurrency, token, handler).await;
     Ok(())
 }
 
@@ -67,25 +105,26 @@ pub async fn spawn<H, F>(
     concurrency: usize,
     token: CancellationToken,
     handler: H,
-) -> Result<tokio::task::JoinHandle<()>, telenet_bus::BusError>
+) -> Result<tokio::task::JoinHandle<()>, BusError>
 where
     H: Fn(Incoming) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
-    let group = spec.group.clone();
-    let sub = bus.subscribe(spec).await?;
-    Ok(tokio::spawn(consume(
-        group,
-        sub,
+    let subscription = subscribe(&bus, spec).await?;
+    Ok(tokio::spawn(run_on(
+        subscription,
         concurrency,
         token,
         handler,
     )))
 }
 
-async fn consume<H, F>(
-    group: String,
-    mut sub: telenet_bus::Subscription,
+/// Consume a subscription taken with [`subscribe`] until `token` is
+/// cancelled or the bus ends it, with up to `concurrency` deliveries
+/// handled at once; deliveries being handled finish and are settled before
+/// it returns.
+pub async fn run_on<H, F>(
+    subscription: GroupSubscription,
     concurrency: usize,
     token: CancellationToken,
     handler: H,
@@ -93,6 +132,10 @@ async fn consume<H, F>(
     H: Fn(Incoming) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
+    let GroupSubscription {
+        group,
+        subscription: mut sub,
+    } = subscription;
     let handler = Arc::new(handler);
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let tasks = tokio_util::task::TaskTracker::new();

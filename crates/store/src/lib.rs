@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+use telenet_kit::error::ErrorCode;
 
 pub mod consumer;
 pub mod cursor;
@@ -67,6 +68,28 @@ impl StoreError {
             }
             StoreError::Bus(_) => true,
             _ => false,
+        }
+    }
+
+    /// The code a service answers this failure with: UNAVAILABLE when a
+    /// retry may succeed (so callers retry), INTERNAL otherwise (logged
+    /// with its cause, answered opaquely).
+    pub fn code(&self) -> ErrorCode {
+        if self.is_transient() {
+            ErrorCode::Unavailable
+        } else {
+            ErrorCode::Internal
+        }
+    }
+
+    /// The word a service's message gives this failure after the store's
+    /// name (`contacts store unavailable`): `unavailable` when a retry may
+    /// succeed, `failed` otherwise. It goes with [`StoreError::code`].
+    pub fn verdict(&self) -> &'static str {
+        if self.is_transient() {
+            "unavailable"
+        } else {
+            "failed"
         }
     }
 

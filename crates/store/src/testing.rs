@@ -70,6 +70,34 @@ impl Backend {
     }
 }
 
+/// A migrated database of one service, for a test; its SQLite file lives
+/// as long as this does.
+pub struct TestDb {
+    pub db: crate::Db,
+    _dir: tempfile::TempDir,
+}
+
+impl Backend {
+    /// The database of service `name` (its schema on PostgreSQL, its file
+    /// on SQLite) on this backend, with `migrations` applied. Panics when
+    /// the backend is unusable: a test must fail, not skip, without it.
+    pub async fn database(self, name: &str, migrations: &crate::Migrations) -> TestDb {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("cannot make a temporary directory: {e}"),
+        };
+        let url = self.url(dir.path(), name).await;
+        let db = match crate::Db::connect(&url, name).await {
+            Ok(db) => db,
+            Err(e) => panic!("cannot open the {name} database on {self:?}: {e}"),
+        };
+        if let Err(e) = db.migrate(migrations).await {
+            panic!("cannot migrate the {name} database on {self:?}: {e}");
+        }
+        TestDb { db, _dir: dir }
+    }
+}
+
 /// Runs each named scenario `async fn name(backend: Backend)` once on
 /// SQLite and once on PostgreSQL, as tests `sqlite::name` and
 /// `postgres::name`.

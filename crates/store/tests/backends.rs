@@ -54,6 +54,20 @@ async fn check_contract(db: Db) {
     );
     tx.commit().await.expect("commit");
 
+    // A transaction begun once per event carries the mark; a second one is
+    // not begun.
+    let tx = idempotency::begin_once(&db, "a", "e3")
+        .await
+        .expect("begin")
+        .expect("a new event");
+    tx.commit().await.expect("commit");
+    assert!(
+        idempotency::begin_once(&db, "a", "e3")
+            .await
+            .expect("begin")
+            .is_none()
+    );
+
     // Outbox: committed events are relayed in order, rolled-back ones never.
     let bus = Arc::new(telenet_bus::memory::MemoryBus::new(Default::default()));
     let mut sub = bus

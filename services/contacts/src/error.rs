@@ -13,24 +13,11 @@ pub enum Error {
     /// The workspace has no such contact (whether or not another one does).
     #[error("contact not found")]
     NotFound,
-    /// The database is unreachable or busy; the same call may succeed later.
-    #[error("contacts store unavailable")]
-    StoreUnavailable(#[source] StoreError),
-    /// The database failed otherwise; logged with its cause, answered opaquely.
-    #[error("contacts store failed")]
-    Store(#[source] StoreError),
-}
-
-impl From<StoreError> for Error {
-    /// Transient failures are told apart where the cause is at hand, so
-    /// callers get UNAVAILABLE (and retry) rather than INTERNAL.
-    fn from(error: StoreError) -> Self {
-        if error.is_transient() {
-            Error::StoreUnavailable(error)
-        } else {
-            Error::Store(error)
-        }
-    }
+    /// The database failed: unavailable when the same call may succeed
+    /// later (callers retry), otherwise logged with its cause and answered
+    /// opaquely ([`StoreError::code`]).
+    #[error("contacts store {}", .0.verdict())]
+    Store(#[from] StoreError),
 }
 
 impl ServiceError for Error {
@@ -38,8 +25,7 @@ impl ServiceError for Error {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound => ErrorCode::NotFound,
-            Error::StoreUnavailable(_) => ErrorCode::Unavailable,
-            Error::Store(_) => ErrorCode::Internal,
+            Error::Store(e) => e.code(),
         }
     }
 }

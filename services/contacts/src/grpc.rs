@@ -59,7 +59,9 @@ impl Contacts for ContactsService {
 /// The status a failed call answers with. A store outage is also worth a
 /// warning: the caller only learns "unavailable", the log says why.
 fn status(error: Error) -> Status {
-    if let Error::StoreUnavailable(cause) = &error {
+    if let Error::Store(cause) = &error
+        && cause.is_transient()
+    {
         tracing::warn!(error = %cause, "contacts store unavailable");
     }
     telenet_kit::error::to_status(&error)

@@ -164,19 +164,10 @@ fn contact_of(row: &AnyRow) -> Result<Contact, sqlx::Error> {
 mod tests {
     use super::*;
     use crate::MIGRATIONS;
-    use telenet_store::testing::Backend;
+    use telenet_store::testing::{Backend, TestDb};
 
-    struct Fixture {
-        db: Db,
-        _dir: tempfile::TempDir,
-    }
-
-    async fn fixture(backend: Backend) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = backend.url(dir.path(), "contacts").await;
-        let db = Db::connect(&url, "contacts").await.expect("connect");
-        db.migrate(&MIGRATIONS).await.expect("migrate");
-        Fixture { db, _dir: dir }
+    async fn fixture(backend: Backend) -> TestDb {
+        backend.database("contacts", &MIGRATIONS).await
     }
 
     fn key(ws: &str, channel: &str, external: &str) -> IdentityKey {

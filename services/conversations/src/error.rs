@@ -77,22 +77,10 @@ pub enum Error {
 
     #[error("no randomness")]
     NoRandomness(#[source] getrandom::Error),
-    #[error("conversations store unavailable")]
-    StoreUnavailable(#[source] StoreError),
-    #[error("conversations store failed")]
-    Store(#[source] StoreError),
-}
-
-impl From<StoreError> for Error {
     /// Transient store failures (connections, locks) are worth retrying;
-    /// the others are bugs or broken data.
-    fn from(e: StoreError) -> Self {
-        if e.is_transient() {
-            Error::StoreUnavailable(e)
-        } else {
-            Error::Store(e)
-        }
-    }
+    /// the others are bugs or broken data ([`StoreError::code`]).
+    #[error("conversations store {}", .0.verdict())]
+    Store(#[from] StoreError),
 }
 
 impl ServiceError for Error {
@@ -127,9 +115,9 @@ impl ServiceError for Error {
             Error::Contacts(_)
             | Error::NoContact
             | Error::OpenedConcurrently
-            | Error::StatusBeforeMessage
-            | Error::StoreUnavailable(_) => ErrorCode::Unavailable,
-            Error::NoRandomness(_) | Error::Store(_) => ErrorCode::Internal,
+            | Error::StatusBeforeMessage => ErrorCode::Unavailable,
+            Error::Store(e) => e.code(),
+            Error::NoRandomness(_) => ErrorCode::Internal,
         }
     }
 }
@@ -140,7 +128,7 @@ impl ServiceError for Error {
 impl From<Error> for HandleError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Store(s) | Error::StoreUnavailable(s) => s.into(),
+            Error::Store(s) => s.into(),
             e if e.code().is_transient() => HandleError::Transient(e.to_string()),
             e => HandleError::Permanent(e.to_string()),
         }

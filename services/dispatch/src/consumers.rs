@@ -3,22 +3,22 @@
 //! the result with its `outbound.status` event; passing trouble sends the
 //! event back to the bus for the next attempt.
 
-use telenet_bus::SubscribeSpec;
+use telenet_bus::{BusError, SharedBus, SubscribeSpec};
 use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
 use telenet_channels::{Provider, SendOutcome};
 use telenet_kit::metrics::UNKNOWN;
 use telenet_proto::common::v1::AttachmentKind;
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
-use telenet_store::consumer::{HandleError, Incoming};
+use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
 use telenet_store::events;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::DispatchService;
 use crate::domain::{self, Plan, State};
 use crate::media::{VariantAnswer, VariantError};
 use crate::metrics::DispatchOutcome;
 use crate::store::{self, Attempted, Claim};
-use crate::{DispatchService, Error};
 
 /// Consumer group of dispatch on the bus.
 pub const GROUP: &str = "dispatch";
@@ -29,16 +29,25 @@ pub fn subscription() -> SubscribeSpec {
     SubscribeSpec::new(GROUP, &["outbound.requested"])
 }
 
-/// Consume `outbound.requested` with `service` until `token` is cancelled.
-pub(crate) async fn run(service: DispatchService, token: CancellationToken) -> Result<(), Error> {
-    let bus = service.inner.bus.clone();
+/// Subscribe now, so requests published from now on wait for the consumer
+/// however late it starts ([`run`]).
+pub(crate) async fn subscribe(bus: &SharedBus) -> Result<GroupSubscription, BusError> {
+    consumer::subscribe(bus, subscription()).await
+}
+
+/// Consume the `outbound.requested` of `requests` with `service` until
+/// `token` is cancelled.
+pub(crate) async fn run(
+    service: DispatchService,
+    requests: GroupSubscription,
+    token: CancellationToken,
+) {
     let concurrency = service.inner.config.concurrency;
-    telenet_store::consumer::run(bus, subscription(), concurrency, token, move |incoming| {
+    consumer::run_on(requests, concurrency, token, move |incoming| {
         let service = service.clone();
         async move { service.deliver(incoming).await }
     })
-    .await?;
-    Ok(())
+    .await;
 }
 
 impl DispatchService {

@@ -31,10 +31,8 @@ impl ServiceError for Error {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound => ErrorCode::NotFound,
-            Error::Store(e) if e.is_transient() => ErrorCode::Unavailable,
-            Error::Store(_) | Error::Bus(_) | Error::Setup(_) | Error::Config { .. } => {
-                ErrorCode::Internal
-            }
+            Error::Store(e) => e.code(),
+            Error::Bus(_) | Error::Setup(_) | Error::Config { .. } => ErrorCode::Internal,
         }
     }
 }

@@ -6,19 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use telenet_kit::metrics::Metrics;
-
-/// Upper bounds (seconds) of the send-duration histogram: the latency
-/// buckets every TELENET histogram shares (docs/metrics.md), from a
-/// millisecond to half a minute (past the longest send timeout).
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
-}
+use telenet_kit::metrics::{Histograms, Metrics, histograms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DispatchLabels {
@@ -56,7 +44,9 @@ impl DispatchOutcome {
 #[derive(Clone, Debug)]
 pub struct DispatchMetrics {
     attempts: Family<DispatchLabels, Counter>,
-    send_duration: Family<ChannelKindLabels, Histogram, fn() -> Histogram>,
+    /// The shared latency buckets (up to half a minute, past the longest
+    /// send timeout).
+    send_duration: Histograms<ChannelKindLabels>,
 }
 
 impl DispatchMetrics {
@@ -72,7 +62,7 @@ impl DispatchMetrics {
             send_duration: metrics.register(
                 "dispatch_send_duration_seconds",
                 "Time a channel's API took to answer an outbound send",
-                || Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+                histograms,
             ),
         }
     }
@@ -102,12 +92,7 @@ impl DispatchMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The value of the sample `series` in `text`.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-    }
+    use telenet_kit::metrics::sample;
 
     #[test]
     fn attempts_and_send_times_are_exposed_by_kind_and_outcome() {

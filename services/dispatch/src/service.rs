@@ -10,6 +10,7 @@ use telenet_kit::metrics::Metrics;
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::dispatch::v1::dispatch_server::DispatchServer;
 use telenet_store::Db;
+use telenet_store::consumer::GroupSubscription;
 use tokio_util::sync::CancellationToken;
 
 use crate::media::MediaFiles;
@@ -88,7 +89,23 @@ impl DispatchService {
     /// attempts finish and are recorded before it returns. Publishing the
     /// resulting `outbound.status` events is the outbox relay's job.
     pub async fn run(self, token: CancellationToken) -> Result<(), Error> {
-        consumers::run(self, token).await
+        let requests = self.subscribe().await?;
+        self.consume(requests, token).await;
+        Ok(())
+    }
+
+    /// Subscribe to `outbound.requested` now (the group's queue keeps every
+    /// request from this moment on), to be consumed by
+    /// [`DispatchService::consume`].
+    pub async fn subscribe(&self) -> Result<GroupSubscription, Error> {
+        Ok(consumers::subscribe(&self.inner.bus).await?)
+    }
+
+    /// Consume `requests` (from [`DispatchService::subscribe`]) until
+    /// `token` is cancelled; in-flight attempts finish and are recorded
+    /// before it returns.
+    pub async fn consume(self, requests: GroupSubscription, token: CancellationToken) {
+        consumers::run(self, requests, token).await;
     }
 
     /// The delivery of a message, within the workspace.

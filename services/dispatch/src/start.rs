@@ -11,7 +11,7 @@ use telenet_channels::directory::GrpcChannelDirectory;
 use telenet_runtime::{Phase, ServiceContext, Started};
 
 use crate::media::GrpcMediaFiles;
-use crate::{Config, DispatchService, NAME, subscription};
+use crate::{Config, DispatchService, NAME};
 
 /// Build dispatch from its database, the bus and its clients of ingress and
 /// media, and hand back its gRPC service and its consumer.
@@ -27,13 +27,16 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
         DispatchService::new(ctx.db()?, ctx.bus.clone(), Arc::new(directory), ctx.config)?
             .with_metrics(&ctx.metrics)
             .with_media(Arc::new(media));
-    // Declare the group's queue now: requests published before the
-    // consumer runs wait in it.
-    drop(ctx.bus.subscribe(subscription()).await?);
+    // Subscribe now: requests published before the consumer runs wait in
+    // the group's queue.
+    let requests = service.subscribe().await?;
     let consumer = service.clone();
     Ok(Started::new().grpc(service.grpc()).task(
         format!("{NAME}.outbound-requested"),
         Phase::Consume,
-        move |token| async move { Ok(consumer.run(token).await?) },
+        move |token| async move {
+            consumer.consume(requests, token).await;
+            Ok(())
+        },
     ))
 }

@@ -231,7 +231,7 @@ fn delivery_of(row: &AnyRow) -> Result<pb::Delivery, sqlx::Error> {
 mod tests {
     use super::*;
     use crate::MIGRATIONS;
-    use telenet_store::testing::Backend;
+    use telenet_store::testing::{Backend, TestDb};
 
     telenet_store::on_both_backends!(
         one_consumer_at_a_time_attempts_a_delivery,
@@ -242,17 +242,8 @@ mod tests {
     /// Long enough never to expire within a test.
     const LEASE: i64 = 60_000_000;
 
-    struct Fixture {
-        db: Db,
-        _dir: tempfile::TempDir,
-    }
-
-    async fn fixture(backend: Backend) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = backend.url(dir.path(), "dispatch").await;
-        let db = Db::connect(&url, "dispatch").await.expect("connect");
-        db.migrate(&MIGRATIONS).await.expect("migrate");
-        Fixture { db, _dir: dir }
+    async fn fixture(backend: Backend) -> TestDb {
+        backend.database("dispatch", &MIGRATIONS).await
     }
 
     fn request(message_id: &str) -> OutboundRequested {

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{RetryPolicy, SharedBus, SubscribeSpec, Subscription};
 use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
-use telenet_dispatch::{Config, DispatchService, MIGRATIONS, subscription};
+use telenet_dispatch::{Config, DispatchService, MIGRATIONS};
 use telenet_kit::error::to_status;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind};
@@ -253,8 +253,6 @@ impl Harness {
         let bus: SharedBus = Arc::new(MemoryBus::new(RetryPolicy {
             delays: vec![Duration::from_millis(20); 10],
         }));
-        // Declare the group's queue before anything is published.
-        drop(bus.subscribe(subscription()).await.expect("declare queue"));
         let statuses = bus
             .subscribe(SubscribeSpec::new("observer", &["outbound.status"]))
             .await
@@ -266,8 +264,10 @@ impl Harness {
         let svc = DispatchService::new(db.clone(), bus.clone(), directory.clone(), test_config())
             .expect("service")
             .with_metrics(&metrics);
+        // Subscribe before anything is published.
+        let requests = svc.subscribe().await.expect("subscribe");
         tokio::spawn(outbox::Relay::new(db.clone(), bus.clone()).run(token.clone()));
-        tokio::spawn(svc.clone().run(token.clone()));
+        tokio::spawn(svc.clone().consume(requests, token.clone()));
         Self {
             db,
             bus,
@@ -334,8 +334,7 @@ impl Harness {
     /// The value of the metric series `series` (name and labels).
     fn metric(&self, series: &str) -> Option<f64> {
         let text = self.metrics.encode().expect("metrics encode");
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        telenet_kit::metrics::sample(&text, series)
     }
 
     async fn stop(self) {

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use telenet_bus::memory::MemoryBus;
 use telenet_bus::{RetryPolicy, SharedBus};
 use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
-use telenet_dispatch::{Config, DispatchService, GrpcMediaFiles, MIGRATIONS, subscription};
+use telenet_dispatch::{Config, DispatchService, GrpcMediaFiles, MIGRATIONS};
 use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind};
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
@@ -186,7 +186,6 @@ impl Harness {
         let bus: SharedBus = Arc::new(MemoryBus::new(RetryPolicy {
             delays: vec![Duration::from_millis(50); 20],
         }));
-        drop(bus.subscribe(subscription()).await.expect("declare queue"));
         let directory = Arc::new(Directory::default());
         let config = Config {
             voice_variant_wait: variant_wait,
@@ -204,8 +203,9 @@ impl Harness {
         let svc = DispatchService::new(db.clone(), bus.clone(), directory.clone(), config)
             .expect("dispatch")
             .with_media(Arc::new(GrpcMediaFiles::new(to_media)));
+        let requests = svc.subscribe().await.expect("subscribe");
         tokio::spawn(outbox::Relay::new(db, bus.clone()).run(token.clone()));
-        tokio::spawn(svc.run(token.clone()));
+        tokio::spawn(svc.consume(requests, token.clone()));
         Harness {
             bus,
             media: media_client,

@@ -22,27 +22,14 @@ pub enum Error {
     /// logged, answered opaquely.
     #[error("{0}")]
     Internal(String),
-    /// The database is unreachable or busy; the same call may succeed later.
-    #[error("ingress store unavailable")]
-    StoreUnavailable(#[source] StoreError),
-    /// The database failed otherwise; logged with its cause, answered opaquely.
-    #[error("ingress store failed")]
-    Store(#[source] StoreError),
+    /// The database failed: unavailable when the same call may succeed
+    /// later (callers retry), otherwise logged with its cause and answered
+    /// opaquely ([`StoreError::code`]).
+    #[error("ingress store {}", .0.verdict())]
+    Store(#[from] StoreError),
     /// The broker did not confirm a publish.
     #[error("event bus unavailable")]
     Bus(#[source] BusError),
-}
-
-impl From<StoreError> for Error {
-    /// Transient failures are told apart where the cause is at hand, so
-    /// callers get UNAVAILABLE (and retry) rather than INTERNAL.
-    fn from(error: StoreError) -> Self {
-        if error.is_transient() {
-            Error::StoreUnavailable(error)
-        } else {
-            Error::Store(error)
-        }
-    }
 }
 
 impl From<telenet_store::sqlx::Error> for Error {
@@ -62,8 +49,9 @@ impl ServiceError for Error {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound => ErrorCode::NotFound,
-            Error::StoreUnavailable(_) | Error::Bus(_) => ErrorCode::Unavailable,
-            Error::Config { .. } | Error::Internal(_) | Error::Store(_) => ErrorCode::Internal,
+            Error::Store(e) => e.code(),
+            Error::Bus(_) => ErrorCode::Unavailable,
+            Error::Config { .. } | Error::Internal(_) => ErrorCode::Internal,
         }
     }
 }

@@ -160,7 +160,7 @@ pub(crate) async fn forget_keys_before(db: &Db, cutoff: i64) -> Result<u64, Stor
 mod tests {
     use super::*;
     use crate::MIGRATIONS;
-    use telenet_store::testing::Backend;
+    use telenet_store::testing::{Backend, TestDb};
 
     telenet_store::on_both_backends!(
         channels_are_stored_and_scoped_by_workspace,
@@ -168,17 +168,8 @@ mod tests {
         keys_are_recorded_once_and_forgotten_by_age,
     );
 
-    struct Fixture {
-        db: Db,
-        _dir: tempfile::TempDir,
-    }
-
-    async fn fixture(backend: Backend) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = backend.url(dir.path(), "ingress").await;
-        let db = Db::connect(&url, "ingress").await.expect("connect");
-        db.migrate(&MIGRATIONS).await.expect("migrate");
-        Fixture { db, _dir: dir }
+    async fn fixture(backend: Backend) -> TestDb {
+        backend.database("ingress", &MIGRATIONS).await
     }
 
     fn sample(ws: &str, id: &str, at: i64) -> Channel {

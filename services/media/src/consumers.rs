@@ -10,8 +10,8 @@ use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
 use telenet_proto::conversations::v1::MessageDirection;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_proto::media::v1 as pb;
-use telenet_store::consumer::{self, HandleError, Incoming};
-use telenet_store::events;
+use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
+use telenet_store::{events, idempotency};
 use tokio_util::sync::CancellationToken;
 
 use crate::inbound::{FetchError, InboundFetcher};
@@ -31,37 +31,36 @@ pub fn subscription() -> SubscribeSpec {
 /// Waveform peaks an inbound voice note is probed with: the player's.
 const PLAYER_PEAKS: u32 = DEFAULT_PEAKS as u32;
 
-/// Declare the group's queue (subscribe once and let go), so every message
-/// created from now on waits for the fetcher, however late it starts.
-pub(crate) async fn declare(bus: &SharedBus) -> Result<(), BusError> {
-    drop(bus.subscribe(subscription()).await?);
-    Ok(())
+/// Subscribe now, so every message created from now on waits for the
+/// fetcher, however late it starts ([`run`]).
+pub(crate) async fn subscribe(bus: &SharedBus) -> Result<GroupSubscription, BusError> {
+    consumer::subscribe(bus, subscription()).await
 }
 
-/// Fetch until `token` is cancelled; fetches in progress finish first.
-pub(crate) async fn run(fetcher: InboundFetcher, token: CancellationToken) -> Result<(), BusError> {
-    let bus = fetcher.bus.clone();
+/// Fetch the attachments of `messages` until `token` is cancelled; fetches
+/// in progress finish first.
+pub(crate) async fn run(
+    fetcher: InboundFetcher,
+    messages: GroupSubscription,
+    token: CancellationToken,
+) {
     let concurrency = fetcher.config.concurrency;
-    consumer::run(bus, subscription(), concurrency, token, move |incoming| {
+    consumer::run_on(messages, concurrency, token, move |incoming| {
         let fetcher = fetcher.clone();
         async move { fetcher.handle(incoming).await }
     })
-    .await
+    .await;
 }
 
-/// Declare the queue now (so no message created from here on is missed),
-/// then fetch in a spawned task until `token` is cancelled (fetches in
-/// progress finish first).
+/// Subscribe now (so no message created from here on is missed), then
+/// fetch in a spawned task until `token` is cancelled (fetches in progress
+/// finish first).
 pub(crate) async fn spawn(
     fetcher: InboundFetcher,
     token: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-    declare(&fetcher.bus).await?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = run(fetcher, token).await {
-            tracing::error!(error = %e, group = GROUP, "the inbound attachment consumer stopped");
-        }
-    }))
+    let messages = subscribe(&fetcher.bus).await?;
+    Ok(tokio::spawn(run(fetcher, messages, token)))
 }
 
 impl InboundFetcher {
@@ -112,7 +111,7 @@ impl InboundFetcher {
             // Each attachment is announced once, as soon as it is settled: a
             // redelivery (or a retry for another attachment) skips it.
             let key = format!("{}/{index}", env.event_id);
-            if store::is_processed(&self.media.db, GROUP, &key).await? {
+            if idempotency::is_processed(&self.media.db, GROUP, &key).await? {
                 continue;
             }
             let mut attachment = attachment.clone();

@@ -80,14 +80,12 @@ impl ServiceError for Error {
             Error::Probe(ProbeError::Read(_)) => ErrorCode::Internal,
             Error::Probe(e) if e.is_over_limit() => ErrorCode::FailedPrecondition,
             Error::Probe(_) => ErrorCode::InvalidArgument,
-            Error::Store(e) if e.is_transient() => ErrorCode::Unavailable,
+            Error::Store(e) => e.code(),
             // A blob NotFound here means metadata without bytes: the client
             // asked for something that should exist, so it is our fault.
-            Error::Config { .. }
-            | Error::Store(_)
-            | Error::Blob(_)
-            | Error::Corrupt { .. }
-            | Error::Read { .. } => ErrorCode::Internal,
+            Error::Config { .. } | Error::Blob(_) | Error::Corrupt { .. } | Error::Read { .. } => {
+                ErrorCode::Internal
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use telenet_kit::metrics::Metrics;
+use telenet_kit::metrics::{Histograms, Metrics};
 
 /// Upper bounds (seconds) of the transcode histogram: from a remux (a few
 /// milliseconds) to the external encoders' default time limit (two
@@ -44,7 +44,7 @@ struct OutcomeLabels {
     outcome: String,
 }
 
-type Durations = Family<ProfileLabels, Histogram, fn() -> Histogram>;
+type Durations = Histograms<ProfileLabels>;
 
 /// How one transcode job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,12 +187,7 @@ impl Default for MediaMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The value of the sample `name{labels}` in `text`.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-    }
+    use telenet_kit::metrics::sample;
 
     #[test]
     fn every_media_metric_is_declared_with_help_and_type() {

@@ -36,14 +36,17 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     let channels = GrpcChannelDirectory::new(ctx.client("ingress")?);
     let fetcher = InboundFetcher::new(media.clone(), ctx.bus.clone())?
         .with_channel_directory(Arc::new(channels));
-    consumers::declare(&ctx.bus).await?;
+    let messages = consumers::subscribe(&ctx.bus).await?;
     let transcodes = media.clone();
     Ok(Started::new()
         .grpc(media.grpc())
         .task(
             format!("{NAME}.inbound"),
             Phase::Consume,
-            move |token| async move { Ok(consumers::run(fetcher, token).await?) },
+            move |token| async move {
+                consumers::run(fetcher, messages, token).await;
+                Ok(())
+            },
         )
         .task(
             format!("{NAME}.transcodes"),

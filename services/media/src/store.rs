@@ -1,15 +1,16 @@
 //! The media service's SQL, and the only place that speaks it: which
 //! workspace recorded which blob (`blobs`), kept probe answers (`probes`),
-//! variants and their parts (`variants`, `variant_parts`), and the marks of
-//! inbound attachments already announced (`processed_events`). Events are
-//! put in the outbox in the transaction that records what they announce.
+//! and variants and their parts (`variants`, `variant_parts`); inbound
+//! attachments already announced are marked with the store crate's
+//! `idempotency`. Events are put in the outbox in the transaction that
+//! records what they announce.
 
 use prost::Message;
 use telenet_bus::Event;
 use telenet_proto::events::v1::event_envelope::Payload;
 use telenet_proto::media::v1 as pb;
 use telenet_store::sqlx::{self, Row};
-use telenet_store::{Db, StoreError, events, idempotency, outbox};
+use telenet_store::{Db, StoreError, Tx, events, idempotency, outbox};
 
 use crate::Error;
 
@@ -274,10 +275,7 @@ pub(crate) async fn finish_ready(
     .fetch_one(&mut *tx)
     .await?
     .try_get("created_at")?;
-    let (workspace_id, payload) = announce(created_at);
-    enqueue(&mut tx, &workspace_id, payload).await?;
-    db.commit(tx).await?;
-    Ok(())
+    commit_announced(db, tx, created_at, announce).await
 }
 
 /// Mark the variant FAILED with the reason; `announce` makes the event
@@ -305,32 +303,23 @@ pub(crate) async fn finish_failed(
     .fetch_one(&mut *tx)
     .await?
     .try_get("created_at")?;
+    commit_announced(db, tx, created_at, announce).await
+}
+
+/// Put the event `announce` makes from the variant's `created_at` in the
+/// outbox and commit `tx`: a variant's outcome and its announcement are
+/// written together.
+async fn commit_announced(
+    db: &Db,
+    mut tx: Tx<'static>,
+    created_at: i64,
+    announce: impl FnOnce(i64) -> (String, Payload),
+) -> Result<(), Error> {
     let (workspace_id, payload) = announce(created_at);
-    enqueue(&mut tx, &workspace_id, payload).await?;
+    let event = events::to_bus(&events::envelope(&workspace_id, payload, None));
+    outbox::enqueue(&mut tx, &[event]).await?;
     db.commit(tx).await?;
     Ok(())
-}
-
-/// Put an event for `workspace_id` in the outbox, in `tx`.
-async fn enqueue(
-    tx: &mut telenet_store::Tx<'_>,
-    workspace_id: &str,
-    payload: Payload,
-) -> Result<(), Error> {
-    let event = events::to_bus(&events::envelope(workspace_id, payload, None));
-    outbox::enqueue(tx, &[event]).await?;
-    Ok(())
-}
-
-/// Whether `key` (an inbound attachment: `<event id>/<index>`) was
-/// announced already by consumer `group`.
-pub(crate) async fn is_processed(db: &Db, group: &str, key: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-        .bind(group)
-        .bind(key)
-        .fetch_optional(db.pool())
-        .await?;
-    Ok(row.is_some())
 }
 
 /// Mark `key` processed by `group` and put `event` in the outbox, in one
@@ -341,11 +330,9 @@ pub(crate) async fn settle_once(
     key: &str,
     event: Event,
 ) -> Result<bool, StoreError> {
-    let mut tx = db.begin().await?;
-    if !idempotency::mark_processed(&mut tx, group, key).await? {
-        tx.rollback().await.map_err(StoreError::from)?;
+    let Some(mut tx) = idempotency::begin_once(db, group, key).await? else {
         return Ok(false);
-    }
+    };
     outbox::enqueue(&mut tx, &[event]).await?;
     db.commit(tx).await?;
     Ok(true)

@@ -5,7 +5,7 @@
 
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
 use telenet_proto::events::v1::EventEnvelope;
-use telenet_store::consumer::{HandleError, Incoming};
+use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
 use telenet_store::{Db, events};
 use tokio_util::sync::CancellationToken;
 
@@ -27,26 +27,25 @@ pub fn subscription() -> SubscribeSpec {
     )
 }
 
-/// Declare the group's queue now, so events published from now on wait
-/// for the consumer however late it starts.
-pub(crate) async fn declare(bus: &SharedBus) -> Result<(), BusError> {
-    drop(bus.subscribe(subscription()).await?);
-    Ok(())
+/// Subscribe now, so events published from now on wait for the consumer
+/// however late it starts ([`run`]).
+pub(crate) async fn subscribe(bus: &SharedBus) -> Result<GroupSubscription, BusError> {
+    consumer::subscribe(bus, subscription()).await
 }
 
-/// Count events, `concurrency` at a time, until `token` is cancelled;
-/// events being counted finish before it returns.
+/// Count the events of `events`, `concurrency` at a time, until `token` is
+/// cancelled; events being counted finish before it returns.
 pub(crate) async fn run(
     db: Db,
-    bus: SharedBus,
+    events: GroupSubscription,
     concurrency: usize,
     token: CancellationToken,
-) -> Result<(), BusError> {
-    telenet_store::consumer::run(bus, subscription(), concurrency, token, move |incoming| {
+) {
+    consumer::run_on(events, concurrency, token, move |incoming| {
         let db = db.clone();
         async move { count_event(&db, incoming).await }
     })
-    .await
+    .await;
 }
 
 /// Count one event, once.

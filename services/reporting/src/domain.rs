@@ -31,7 +31,7 @@ impl Counts {
         messages_in: 0,
         messages_out: 0,
     };
-    const OPENED: Counts = Counts {
+    pub(crate) const OPENED: Counts = Counts {
         opened: 1,
         ..Counts::ZERO
     };
@@ -39,7 +39,7 @@ impl Counts {
         closed: 1,
         ..Counts::ZERO
     };
-    const MESSAGE_IN: Counts = Counts {
+    pub(crate) const MESSAGE_IN: Counts = Counts {
         messages_in: 1,
         ..Counts::ZERO
     };

@@ -22,8 +22,8 @@ impl ServiceError for Error {
     fn code(&self) -> ErrorCode {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            Error::Store(e) if e.is_transient() => ErrorCode::Unavailable,
-            Error::Store(_) | Error::Bus(_) => ErrorCode::Internal,
+            Error::Store(e) => e.code(),
+            Error::Bus(_) => ErrorCode::Internal,
         }
     }
 }

@@ -4,6 +4,7 @@
 use telenet_bus::SharedBus;
 use telenet_proto::reporting::v1::reports_server::ReportsServer;
 use telenet_store::Db;
+use telenet_store::consumer::GroupSubscription;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{DayVolume, VolumeQuery};
@@ -28,11 +29,24 @@ impl ReportingService {
         ReportsServer::new(self.clone())
     }
 
+    /// Subscribe to the counted events now (their queue keeps every event
+    /// from this moment on), to be consumed by [`ReportingService::consume`].
+    pub async fn subscribe(&self) -> Result<GroupSubscription, Error> {
+        Ok(consumers::subscribe(&self.bus).await?)
+    }
+
     /// Consume the counted events until `token` is cancelled; events being
     /// applied finish before it returns.
     pub async fn run(self, token: CancellationToken) -> Result<(), Error> {
-        consumers::run(self.db, self.bus, self.config.concurrency, token).await?;
+        let events = self.subscribe().await?;
+        self.consume(events, token).await;
         Ok(())
+    }
+
+    /// Consume `events` (from [`ReportingService::subscribe`]) until
+    /// `token` is cancelled; events being applied finish before it returns.
+    pub async fn consume(self, events: GroupSubscription, token: CancellationToken) {
+        consumers::run(self.db, events, self.config.concurrency, token).await;
     }
 
     /// The workspace's rows of the query's days, by day then channel.

@@ -16,11 +16,9 @@ pub(crate) async fn count_once(
     event_id: &str,
     contribution: Option<&Contribution>,
 ) -> Result<bool, StoreError> {
-    let mut tx = db.begin().await?;
-    if !idempotency::mark_processed(&mut tx, consumer, event_id).await? {
-        tx.rollback().await?;
+    let Some(mut tx) = idempotency::begin_once(db, consumer, event_id).await? else {
         return Ok(false);
-    }
+    };
     if let Some(contribution) = contribution {
         add_counts(&mut tx, contribution).await?;
     }
@@ -98,33 +96,14 @@ mod tests {
     use super::*;
     use crate::domain::DaySpan;
     use crate::{GROUP, MIGRATIONS};
-    use telenet_store::testing::Backend;
+    use telenet_store::testing::{Backend, TestDb};
 
-    struct Fixture {
-        db: Db,
-        _dir: tempfile::TempDir,
+    async fn fixture(backend: Backend) -> TestDb {
+        backend.database("reporting", &MIGRATIONS).await
     }
 
-    async fn fixture(backend: Backend) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = backend.url(dir.path(), "reporting").await;
-        let db = Db::connect(&url, "reporting").await.expect("connect");
-        db.migrate(&MIGRATIONS).await.expect("migrate");
-        Fixture { db, _dir: dir }
-    }
-
-    const OPENED: Counts = Counts {
-        opened: 1,
-        closed: 0,
-        messages_in: 0,
-        messages_out: 0,
-    };
-    const IN: Counts = Counts {
-        opened: 0,
-        closed: 0,
-        messages_in: 1,
-        messages_out: 0,
-    };
+    const OPENED: Counts = Counts::OPENED;
+    const IN: Counts = Counts::MESSAGE_IN;
 
     fn adds(ws: &str, day: &str, channel: &str, counts: Counts) -> Contribution {
         Contribution {
@@ -161,6 +140,18 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// Count each of `events` once, as events `e0`, `e1`, ….
+    async fn count_each(db: &Db, events: &[Contribution]) {
+        for (i, event) in events.iter().enumerate() {
+            let id = format!("e{i}");
+            assert!(
+                count_once(db, GROUP, &id, Some(event))
+                    .await
+                    .expect("count")
+            );
+        }
     }
 
     fn row(day: &str, channel: &str, counts: [i64; 4]) -> (String, String, [i64; 4]) {
@@ -211,14 +202,7 @@ mod tests {
             adds("ws", "2024-03-01", "ch1", IN),
             adds("ws", "2024-02-29", "ch1", IN),
         ];
-        for (i, event) in events.iter().enumerate() {
-            let id = format!("e{i}");
-            assert!(
-                count_once(&f.db, GROUP, &id, Some(event))
-                    .await
-                    .expect("count")
-            );
-        }
+        count_each(&f.db, &events).await;
         assert_eq!(
             rows(&f.db, &query("ws", "2024-02-01", "2024-03-31", None)).await,
             vec![
@@ -239,14 +223,7 @@ mod tests {
             adds("wsA", "2024-03-02", "ch1", IN),
             adds("wsB", "2024-03-01", "ch1", IN),
         ];
-        for (i, event) in events.iter().enumerate() {
-            let id = format!("e{i}");
-            assert!(
-                count_once(&f.db, GROUP, &id, Some(event))
-                    .await
-                    .expect("count")
-            );
-        }
+        count_each(&f.db, &events).await;
         // Both ends of the span are included.
         assert_eq!(
             rows(&f.db, &query("wsA", "2024-03-01", "2024-03-01", None)).await,

@@ -10,6 +10,7 @@
 //! sender's mistake to report (400), not a provider's novelty to tolerate.
 
 use serde::Deserialize;
+use telenet_kit::error::required;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};
 use telenet_proto::events::v1::{InboundMessageReceived, InboundStatusReceived, Sender};
 
@@ -90,8 +91,8 @@ fn inbound_message(
     channel_id: &str,
     webhook_id: &str,
 ) -> Result<InboundMessageReceived, String> {
-    non_empty("message.external_id", &message.external_id)?;
-    non_empty("message.sender.external_id", &message.sender.external_id)?;
+    required("message.external_id", &message.external_id)?;
+    required("message.sender.external_id", &message.sender.external_id)?;
     if message.text.len() > MAX_TEXT_BYTES {
         return Err(format!(
             "message.text is longer than {MAX_TEXT_BYTES} bytes"
@@ -131,7 +132,7 @@ fn inbound_status(
     channel_id: &str,
     webhook_id: &str,
 ) -> Result<InboundStatusReceived, String> {
-    non_empty("status.message_external_id", &status.message_external_id)?;
+    required("status.message_external_id", &status.message_external_id)?;
     let Some(state) = super::delivery_state(&status.state) else {
         return Err(format!(
             "status.state {:?} is not one of sent, delivered, read, failed",
@@ -182,14 +183,6 @@ fn attachment(i: usize, a: AttachmentBody) -> Result<Attachment, String> {
         state: AttachmentState::Pending as i32,
         ..Default::default()
     })
-}
-
-fn non_empty(field: &str, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() {
-        Err(format!("{field} is required"))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

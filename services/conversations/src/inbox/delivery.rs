@@ -4,7 +4,7 @@
 
 use telenet_proto::common::v1::Attachment;
 use telenet_proto::dispatch::v1::DeliveryState;
-use telenet_store::now_micros;
+use telenet_store::{idempotency, now_micros};
 
 use super::Inbox;
 use super::events::Outbox;
@@ -29,7 +29,7 @@ impl Inbox {
         let Some(reported) = status_reported(state) else {
             return Ok(());
         };
-        let Some(mut tx) = self.begin_once(STATUS, event_id).await? else {
+        let Some(mut tx) = idempotency::begin_once(&self.db, STATUS, event_id).await? else {
             return Ok(());
         };
         let message = match target {
@@ -64,7 +64,7 @@ impl Inbox {
         index: u32,
         outcome: &Attachment,
     ) -> Result<(), Error> {
-        let Some(mut tx) = self.begin_once(MEDIA, event_id).await? else {
+        let Some(mut tx) = idempotency::begin_once(&self.db, MEDIA, event_id).await? else {
             return Ok(());
         };
         let mut attachments = messages::attachments_for_update(&mut tx, workspace_id, message_id)

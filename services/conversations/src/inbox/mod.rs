@@ -9,7 +9,7 @@
 
 use telenet_kit::grpc::GrpcChannel;
 use telenet_store::cursor::{Cursor, finish_page, page_size};
-use telenet_store::{Db, StoreError, Tx, idempotency};
+use telenet_store::{Db, Tx};
 
 use crate::Config;
 use crate::domain::{Conversation, ConversationQuery, Message, MessagesQuery, Page};
@@ -103,21 +103,6 @@ impl Inbox {
             id: last.id.clone(),
         });
         Ok(Page { items, next })
-    }
-
-    /// The transaction applying event `event_id` for `consumer`; `None`
-    /// when that consumer applied it before (a redelivery).
-    async fn begin_once(
-        &self,
-        consumer: &str,
-        event_id: &str,
-    ) -> Result<Option<Tx<'static>>, Error> {
-        let mut tx = self.db.begin().await?;
-        if !idempotency::mark_processed(&mut tx, consumer, event_id).await? {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Ok(None);
-        }
-        Ok(Some(tx))
     }
 }
 

@@ -2,7 +2,7 @@
 //! conversation on that channel, or opens a new, unassigned one (a contact
 //! never seen before is created by the contacts service).
 
-use telenet_store::now_micros;
+use telenet_store::{idempotency, now_micros};
 
 use super::events::Outbox;
 use super::{Inbox, conversation_in, message_in, new_id};
@@ -21,7 +21,7 @@ impl Inbox {
         received: &InboundMessage,
     ) -> Result<(), Error> {
         let contact_id = self.contacts.resolve_sender(workspace_id, received).await?;
-        let Some(mut tx) = self.begin_once(INBOUND, event_id).await? else {
+        let Some(mut tx) = idempotency::begin_once(&self.db, INBOUND, event_id).await? else {
             return Ok(());
         };
         // The same provider message, delivered under another event id.

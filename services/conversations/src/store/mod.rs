@@ -24,20 +24,11 @@ fn present(value: Option<String>) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use telenet_store::Db;
     use telenet_store::testing::Backend;
+    pub(crate) use telenet_store::testing::TestDb;
 
     /// A migrated database on `backend`, kept while this lives.
-    pub(crate) struct TestDb {
-        pub db: Db,
-        _dir: tempfile::TempDir,
-    }
-
     pub(crate) async fn db(backend: Backend) -> TestDb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = backend.url(dir.path(), crate::NAME).await;
-        let db = Db::connect(&url, crate::NAME).await.expect("connect");
-        db.migrate(&crate::MIGRATIONS).await.expect("migrate");
-        TestDb { db, _dir: dir }
+        backend.database(crate::NAME, &crate::MIGRATIONS).await
     }
 }
