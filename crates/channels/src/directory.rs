@@ -14,11 +14,11 @@
 //! let provider = registry.get(channel.kind);
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use telenet_kit::cache::TtlCache;
 use telenet_kit::grpc::GrpcChannel;
 use telenet_proto::common::v1::ChannelKind;
 use telenet_proto::ingress::v1::GetChannelRequest;
@@ -152,43 +152,31 @@ fn error_of(status: &tonic::Status) -> DirectoryError {
 /// up on the next attempt.
 pub struct CachedDirectory {
     inner: Arc<dyn ChannelDirectory>,
-    ttl: Duration,
-    entries: Mutex<HashMap<(String, String), (Instant, ChannelCredentials)>>,
+    entries: TtlCache<(String, String), ChannelCredentials>,
 }
 
 impl std::fmt::Debug for CachedDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedDirectory")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+        f.debug_struct("CachedDirectory").finish_non_exhaustive()
     }
 }
 
-/// Above this many entries, expired ones are swept on insert, so the cache
-/// cannot grow without bound on a long-running process.
-const SWEEP_ABOVE: usize = 4096;
+/// Most channels kept at once (least recently used out first).
+const CAPACITY: usize = 4096;
 
 impl CachedDirectory {
     /// Answers from `inner`, kept for `ttl` (zero: ask every time).
     pub fn new(inner: Arc<dyn ChannelDirectory>, ttl: Duration) -> Self {
         Self {
             inner,
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: TtlCache::new(ttl, CAPACITY),
         }
     }
 
     /// Drop what is kept about the channel.
     pub fn forget(&self, workspace_id: &str, channel_id: &str) {
-        self.lock()
+        self.entries
             .remove(&(workspace_id.to_owned(), channel_id.to_owned()));
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Instant, ChannelCredentials)>> {
-        // A poisoned cache holds whole entries only; keep using it.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -199,26 +187,12 @@ impl ChannelDirectory for CachedDirectory {
         workspace_id: &str,
         channel_id: &str,
     ) -> Result<ChannelCredentials, DirectoryError> {
-        if self.ttl.is_zero() {
-            return self.inner.credentials(workspace_id, channel_id).await;
-        }
         let key = (workspace_id.to_owned(), channel_id.to_owned());
-        let now = Instant::now();
-        let fresh = self
-            .lock()
-            .get(&key)
-            .filter(|(at, _)| now.duration_since(*at) < self.ttl)
-            .map(|(_, creds)| creds.clone());
-        if let Some(creds) = fresh {
+        if let Some(creds) = self.entries.get(&key) {
             return Ok(creds);
         }
         let creds = self.inner.credentials(workspace_id, channel_id).await?;
-        let mut entries = self.lock();
-        if entries.len() >= SWEEP_ABOVE {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| now.duration_since(*at) < ttl);
-        }
-        entries.insert(key, (now, creds.clone()));
+        self.entries.insert(key, creds.clone());
         Ok(creds)
     }
 }

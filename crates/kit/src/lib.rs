@@ -9,6 +9,7 @@
 //!   statuses;
 //! - [`grpc`]: the gRPC server (health, reflection, timeouts, limits,
 //!   readiness) and client channel (timeouts, keepalive, retries);
+//! - [`cache`]: a bounded cache of answers with a TTL;
 //! - [`client`]: the client stack every gRPC call goes through (metrics,
 //!   trace propagation, retry of idempotent calls, timeout);
 //! - [`fs`]: files kept in the data directory (owner-only);
@@ -17,6 +18,7 @@
 //!   for gRPC and HTTP, the `/metrics` endpoint);
 //! - [`shutdown`]: signal handling and listener binding.
 
+pub mod cache;
 mod call_status;
 pub mod client;
 pub mod config;

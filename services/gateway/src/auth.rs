@@ -1,14 +1,13 @@
 //! Bearer-token authentication against the members service, with a short
 //! cache so a burst of requests from one agent costs one upstream call.
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
-use hashlink::LruCache;
 use sha2::{Digest, Sha256};
+use telenet_kit::cache::TtlCache;
 use telenet_proto::conversations::v1::members_client::MembersClient;
 use telenet_proto::conversations::v1::{AccessLevel, AuthenticateRequest, Member};
 
@@ -170,14 +169,6 @@ async fn ask_members(
     Ok(member)
 }
 
-/// What the members service said about one token, and when.
-#[derive(Debug, Clone)]
-struct Answer {
-    at: Instant,
-    /// `None`: the token is unknown or revoked.
-    member: Option<Member>,
-}
-
 /// Token → member for `ttl`, at most `capacity` tokens (least recently used
 /// out first). Keyed by the token's SHA-256 so no token sits in memory in
 /// the clear longer than its request. Unknown tokens are remembered too (a
@@ -185,62 +176,25 @@ struct Answer {
 /// hammer the members service. A revoked or deactivated token keeps working
 /// for at most `ttl`; a zero `ttl` remembers nothing.
 #[derive(Debug)]
-struct TokenCache {
-    ttl: Duration,
-    entries: Mutex<LruCache<[u8; 32], Answer>>,
-}
+struct TokenCache(TtlCache<[u8; 32], Option<Member>>);
 
 impl TokenCache {
     fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(LruCache::new(capacity)),
-        }
+        Self(TtlCache::new(ttl, capacity))
     }
 
     fn key(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    fn lock(&self) -> MutexGuard<'_, LruCache<[u8; 32], Answer>> {
-        // Every update is a single call on the map, so a panic elsewhere
-        // cannot leave it inconsistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The remembered answer for `key` (`Some(None)`: a refused token), or
     /// `None` when there is none younger than the TTL.
     fn get(&self, key: &[u8; 32]) -> Option<Option<Member>> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let mut entries = self.lock();
-        match entries.get(key) {
-            Some(answer) if answer.at.elapsed() < self.ttl => Some(answer.member.clone()),
-            Some(_) => {
-                entries.remove(key);
-                None
-            }
-            None => None,
-        }
+        self.0.get(key)
     }
 
     fn insert(&self, key: [u8; 32], member: Option<Member>) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let answer = Answer {
-            at: Instant::now(),
-            member,
-        };
-        self.lock().insert(key, answer);
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
+        self.0.insert(key, member);
     }
 }
 
@@ -265,46 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_remembered_for_the_ttl() {
+    fn answers_are_remembered_by_the_tokens_hash() {
         let cache = TokenCache::new(Duration::from_secs(60), 10);
         let (known, refused) = (TokenCache::key("tok_a"), TokenCache::key("tok_b"));
         assert_eq!(cache.get(&known), None);
         cache.insert(known, Some(member("u1")));
         cache.insert(refused, None);
-        assert_eq!(cache.get(&known), Some(Some(member("u1"))));
+        assert_eq!(
+            cache.get(&TokenCache::key("tok_a")),
+            Some(Some(member("u1")))
+        );
         assert_eq!(cache.get(&refused), Some(None));
-    }
-
-    #[test]
-    fn answers_expire_after_the_ttl() {
-        let cache = TokenCache::new(Duration::from_millis(20), 10);
-        let key = TokenCache::key("tok_a");
-        cache.insert(key, Some(member("u1")));
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(cache.get(&key), None);
-        assert_eq!(cache.len(), 0, "an expired answer is dropped when met");
-    }
-
-    #[test]
-    fn the_least_recently_used_token_goes_when_full() {
-        let cache = TokenCache::new(Duration::from_secs(60), 2);
-        let [a, b, c] = ["tok_a", "tok_b", "tok_c"].map(TokenCache::key);
-        cache.insert(a, Some(member("a")));
-        cache.insert(b, Some(member("b")));
-        assert!(cache.get(&a).is_some());
-        cache.insert(c, Some(member("c")));
-        assert_eq!(cache.len(), 2);
-        assert_eq!(cache.get(&b), None, "b was used least recently");
-        assert!(cache.get(&a).is_some());
-        assert!(cache.get(&c).is_some());
-    }
-
-    #[test]
-    fn zero_ttl_remembers_nothing() {
-        let cache = TokenCache::new(Duration::ZERO, 10);
-        let key = TokenCache::key("tok_a");
-        cache.insert(key, Some(member("u1")));
-        assert_eq!(cache.get(&key), None);
-        assert_eq!(cache.len(), 0);
+        assert_ne!(known, refused);
     }
 }
