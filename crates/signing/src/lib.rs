@@ -27,7 +27,17 @@ pub enum SignatureError {
     StaleTimestamp,
     #[error("no valid v1 signature in webhook-signature")]
     Mismatch,
+    #[error("webhook-signature carries more than {MAX_SIGNATURES} signatures")]
+    TooManySignatures,
 }
+
+/// Most signatures one `webhook-signature` header may carry (a sender
+/// rotating its secret sends two or three). More is refused before any is
+/// checked, so a header stuffed with candidates costs nothing to answer.
+pub const MAX_SIGNATURES: usize = 8;
+
+/// Bytes of an HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
 
 /// A parsed signing secret.
 #[derive(Clone)]
@@ -110,22 +120,29 @@ impl Secret {
         if (now - ts).abs() > TOLERANCE_SECS {
             return Err(SignatureError::StaleTimestamp);
         }
-        for candidate in signature.split_whitespace() {
-            let Some(b64) = candidate.strip_prefix("v1,") else {
-                continue;
-            };
-            let Ok(tag) = STANDARD.decode(b64) else {
-                continue;
-            };
-            if self
-                .mac(id, ts_text.trim(), body)
-                .verify_slice(&tag)
-                .is_ok()
-            {
-                return Ok(());
-            }
+        let candidates: Vec<&str> = signature.split_whitespace().collect();
+        if candidates.len() > MAX_SIGNATURES {
+            return Err(SignatureError::TooManySignatures);
         }
-        Err(SignatureError::Mismatch)
+        // The body is hashed once, whatever the number of candidates; each
+        // is then compared in constant time.
+        let expected = self.mac(id, ts_text.trim(), body).finalize();
+        let matches = |tag: &[u8]| {
+            tag.len() == TAG_LEN
+                && hmac::digest::CtOutput::<Hmac<Sha256>>::new(
+                    hmac::digest::Output::<Hmac<Sha256>>::clone_from_slice(tag),
+                ) == expected
+        };
+        let valid = candidates
+            .iter()
+            .filter_map(|candidate| candidate.strip_prefix("v1,"))
+            .filter_map(|b64| STANDARD.decode(b64).ok())
+            .any(|tag| matches(&tag));
+        if valid {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
     }
 }
 
@@ -161,6 +178,70 @@ mod tests {
                 SPEC_TS + 10
             ),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_valid_signature_among_others_passes_and_odd_candidates_are_skipped() {
+        let secret = Secret::parse(SPEC_SECRET).expect("spec secret parses");
+        let header = format!(
+            "v2,abc v1,!!notbase64 v1,AAAA v1,{} {SPEC_SIG}",
+            "A".repeat(44)
+        );
+        assert_eq!(
+            secret.verify(
+                Some(SPEC_ID),
+                Some("1614265330"),
+                Some(&header),
+                SPEC_BODY,
+                SPEC_TS
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_header_stuffed_with_candidates_is_refused_before_any_is_checked() {
+        let secret = Secret::parse(SPEC_SECRET).expect("spec secret parses");
+        let wrong = format!("v1,{}", "A".repeat(44));
+        let mut candidates = vec![wrong.as_str(); MAX_SIGNATURES];
+        candidates.push(SPEC_SIG);
+        let header = candidates.join(" ");
+        assert_eq!(
+            secret.verify(
+                Some(SPEC_ID),
+                Some("1614265330"),
+                Some(&header),
+                SPEC_BODY,
+                SPEC_TS
+            ),
+            Err(SignatureError::TooManySignatures),
+            "even with the valid one among them"
+        );
+        candidates.remove(0);
+        let header = candidates.join(" ");
+        assert_eq!(
+            secret.verify(
+                Some(SPEC_ID),
+                Some("1614265330"),
+                Some(&header),
+                SPEC_BODY,
+                SPEC_TS
+            ),
+            Ok(()),
+            "{MAX_SIGNATURES} candidates are still checked"
+        );
+        // The timestamp is checked before the candidates are even counted.
+        let stuffed = vec![wrong.as_str(); 2_000].join(" ");
+        assert_eq!(
+            secret.verify(
+                Some(SPEC_ID),
+                Some("1614265330"),
+                Some(&stuffed),
+                SPEC_BODY,
+                SPEC_TS + 301
+            ),
+            Err(SignatureError::StaleTimestamp)
         );
     }
 

@@ -206,7 +206,9 @@ fn webhook_error(e: SignatureError) -> WebhookError {
         SignatureError::MissingHeader(name) => WebhookError::MissingHeader(name),
         SignatureError::BadTimestamp => WebhookError::BadTimestamp(e.to_string()),
         SignatureError::StaleTimestamp => WebhookError::Stale(e.to_string()),
-        SignatureError::Mismatch => WebhookError::BadSignature(e.to_string()),
+        SignatureError::Mismatch | SignatureError::TooManySignatures => {
+            WebhookError::BadSignature(e.to_string())
+        }
         SignatureError::BadSecret => {
             WebhookError::Credentials("the signing secret is invalid".into())
         }
