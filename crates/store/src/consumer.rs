@@ -12,9 +12,18 @@ use tokio_util::sync::CancellationToken;
 /// What went wrong while handling an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// Worth retrying later (a dependency is down, a lock timed out).
+    /// Worth retrying later, with a growing delay through the bus's retry
+    /// queues, and dead-lettered when those are used up (a lock timed out,
+    /// an event arrived before the one it depends on).
     #[error("transient: {0}")]
     Transient(String),
+    /// What the handler needs is down (the database shutting down, starting
+    /// up, read-only after a failover, unreachable; another service not
+    /// answering). Never dead-lettered: the delivery is held and handled
+    /// again, with a growing pause, until it is back or the consumer stops
+    /// (then the delivery returns to the queue).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Can never succeed (undecodable payload, unknown reference); goes to the dead-letter queue.
     #[error("permanent: {0}")]
     Permanent(String),
@@ -23,7 +32,7 @@ pub enum HandleError {
 impl From<crate::StoreError> for HandleError {
     fn from(e: crate::StoreError) -> Self {
         if e.is_transient() {
-            HandleError::Transient(e.to_string())
+            HandleError::Unavailable(e.to_string())
         } else {
             HandleError::Permanent(e.to_string())
         }
@@ -152,8 +161,9 @@ pub async fn run_on<H, F>(
         };
         let handler = handler.clone();
         let group = group.clone();
+        let token = token.clone();
         tasks.spawn(async move {
-            settle(&group, delivery, &*handler).await;
+            settle(&group, delivery, &*handler, &token).await;
             drop(permit);
         });
     }
@@ -162,7 +172,14 @@ pub async fn run_on<H, F>(
     tasks.wait().await;
 }
 
-async fn settle<H, F>(group: &str, delivery: Delivery, handler: &H)
+/// The pause before handling a delivery again while what it needs is
+/// unavailable: 200 ms, doubling, at most 10 s.
+fn unavailable_pause(tries: u32) -> std::time::Duration {
+    let ms = 200u64.saturating_mul(1u64 << tries.min(6));
+    std::time::Duration::from_millis(ms.min(10_000))
+}
+
+async fn settle<H, F>(group: &str, delivery: Delivery, handler: &H, token: &CancellationToken)
 where
     H: Fn(Incoming) -> F,
     F: Future<Output = Result<(), HandleError>>,
@@ -172,12 +189,33 @@ where
     // Continue the producer's trace (W3C context in the event's headers).
     let span = tracing::info_span!("consume", group, key = %event.routing_key, event_id = %event.id, attempt = delivery.attempt);
     telenet_kit::telemetry::set_span_parent(&span, &event.headers);
-    let result = handler(Incoming {
-        event: event.clone(),
-        attempt: delivery.attempt,
-    })
-    .instrument(span)
-    .await;
+    let mut tries = 0u32;
+    let result = loop {
+        let result = handler(Incoming {
+            event: event.clone(),
+            attempt: delivery.attempt,
+        })
+        .instrument(span.clone())
+        .await;
+        let Err(HandleError::Unavailable(reason)) = result else {
+            break result;
+        };
+        // Hold the delivery until what it needs is back: dead-lettering it
+        // would lose an event the platform was already told we have.
+        let pause = unavailable_pause(tries);
+        if tries == 0 || tries.is_power_of_two() {
+            tracing::warn!(group, event_id = %event.id, key = %event.routing_key, tries, %reason, "dependency unavailable; the event will be handled again in {pause:?}");
+        }
+        tries = tries.saturating_add(1);
+        tokio::select! {
+            _ = token.cancelled() => {
+                // Not handled: back to the queue for the next consumer.
+                drop(delivery);
+                return;
+            }
+            _ = tokio::time::sleep(pause) => {}
+        }
+    };
     let settled = match result {
         Ok(()) => delivery.ack().await,
         Err(HandleError::Transient(reason)) => {
@@ -188,8 +226,23 @@ where
             tracing::error!(group, event_id = %event.id, key = %event.routing_key, %reason, "event dead-lettered");
             delivery.dead_letter(&reason).await
         }
+        Err(HandleError::Unavailable(_)) => unreachable!("handled above"),
     };
     if let Err(e) = settled {
         tracing::warn!(group, event_id = %event.id, error = %e, "could not settle delivery; it will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_pause_grows_and_is_capped() {
+        assert_eq!(unavailable_pause(0).as_millis(), 200);
+        assert_eq!(unavailable_pause(1).as_millis(), 400);
+        assert_eq!(unavailable_pause(5).as_millis(), 6_400);
+        assert_eq!(unavailable_pause(6).as_millis(), 10_000);
+        assert_eq!(unavailable_pause(60).as_millis(), 10_000);
     }
 }

@@ -51,21 +51,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying later may succeed (connection trouble, lock timeouts).
+    /// Whether retrying later may succeed: the database is unreachable,
+    /// shutting down, starting up, read-only after a failover, out of
+    /// resources, or the statement lost a serialization race or a deadlock.
+    /// PostgreSQL's verdict is read from the error's SQLSTATE
+    /// ([`is_transient_sqlstate`]); SQLite's from its busy and locked codes.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Database(e) => {
-                matches!(
-                    e,
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::WorkerCrashed
-                ) || e.as_database_error().is_some_and(|d| {
-                    let msg = d.message();
-                    msg.contains("database is locked") || msg.contains("deadlock")
-                })
-            }
+            StoreError::Database(e) => is_transient_sqlx(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient_sqlx(e),
             StoreError::Bus(_) => true,
             _ => false,
         }
@@ -102,6 +96,49 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            match code.as_deref() {
+                // A SQLSTATE has five characters (and may be all digits);
+                // SQLite answers with its numeric result codes, at most
+                // four digits: BUSY (5) and LOCKED (6) with their extended
+                // variants pass.
+                Some(c) if c.len() < 5 && c.bytes().all(|b| b.is_ascii_digit()) => {
+                    matches!(c.parse::<u32>().map(|n| n & 0xff), Ok(5 | 6))
+                }
+                Some(c) => is_transient_sqlstate(c),
+                None => {
+                    let msg = d.message();
+                    msg.contains("database is locked") || msg.contains("deadlock")
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE names a condition that passes: the server
+/// going away or not yet back (class 57P0: 57P01 admin shutdown, 57P02
+/// crash shutdown, 57P03 cannot connect now), a broken connection (class
+/// 08), a read-only transaction after a failover (25006), insufficient
+/// resources (class 53: disk full, out of memory, too many connections), a
+/// serialization failure or deadlock (40001, 40P01), a lock not available
+/// (55P03) and a statement cancelled by a timeout or an administrator
+/// (57014). Everything else (a constraint, a syntax error, a missing
+/// table) will fail again the same way.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("57P0")
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "25006" | "40001" | "40P01" | "55P03" | "57014")
 }
 
 /// One migration of a service, embedded at compile time.

@@ -122,13 +122,22 @@ impl ServiceError for Error {
     }
 }
 
-/// A consumer's outcome: retried later when trying again may succeed,
+/// A consumer's outcome: held and handled again while the database or the
+/// contacts service is down, retried later when trying again may succeed,
 /// dead-lettered otherwise. Store errors keep the store's own judgement and
 /// text.
 impl From<Error> for HandleError {
     fn from(e: Error) -> Self {
         match e {
             Error::Store(s) => s.into(),
+            Error::Contacts(ref status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                HandleError::Unavailable(e.to_string())
+            }
             e if e.code().is_transient() => HandleError::Transient(e.to_string()),
             e => HandleError::Permanent(e.to_string()),
         }
@@ -270,16 +279,20 @@ mod tests {
     #[test]
     fn consumers_retry_what_may_succeed_later_and_dead_letter_the_rest() {
         let transient = |e: Error| matches!(HandleError::from(e), HandleError::Transient(_));
-        assert!(transient(Error::Contacts(tonic::Status::unavailable(
+        let unavailable = |e: Error| matches!(HandleError::from(e), HandleError::Unavailable(_));
+        assert!(unavailable(Error::Contacts(tonic::Status::unavailable(
             "down"
         ))));
+        assert!(unavailable(Error::Contacts(
+            tonic::Status::deadline_exceeded("slow")
+        )));
         assert!(!transient(Error::Contacts(
             tonic::Status::invalid_argument("bad")
         )));
         assert!(transient(Error::NoContact));
         assert!(transient(Error::OpenedConcurrently));
         assert!(transient(Error::StatusBeforeMessage));
-        assert!(transient(Error::from(StoreError::Database(
+        assert!(unavailable(Error::from(StoreError::Database(
             sqlx_pool_timed_out()
         ))));
         assert!(!transient(Error::UnknownMessage("m".into())));
