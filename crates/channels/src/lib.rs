@@ -25,6 +25,8 @@
 pub mod conformance;
 pub mod custom;
 pub mod directory;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod provider;
 mod registry;
