@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Datelike, Utc};
 use telenet_proto::common::v1::TimeRange;
-use telenet_proto::conversations::v1::MessageDirection;
+use telenet_proto::conversations::v1::{Conversation, MessageDirection};
 use telenet_proto::events::v1::EventEnvelope;
 use telenet_proto::events::v1::event_envelope::Payload;
 
@@ -35,7 +35,7 @@ impl Counts {
         opened: 1,
         ..Counts::ZERO
     };
-    const CLOSED: Counts = Counts {
+    pub(crate) const CLOSED: Counts = Counts {
         closed: 1,
         ..Counts::ZERO
     };
@@ -57,6 +57,35 @@ pub struct Contribution {
     pub day: String,
     pub channel_id: String,
     pub counts: Counts,
+    /// The conversation's opening or closing this event reports, which
+    /// counts once however many events report it; `None` for messages.
+    pub milestone: Option<Milestone>,
+}
+
+/// A step in a conversation's life that happens once: it is opened once
+/// and closed once (the contact's next message opens a new one), so a
+/// second event reporting it (another close that raced the first, or an
+/// event published again under another id) adds nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Milestone {
+    pub conversation_id: String,
+    pub kind: MilestoneKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MilestoneKind {
+    Opened,
+    Closed,
+}
+
+impl MilestoneKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MilestoneKind::Opened => "opened",
+            MilestoneKind::Closed => "closed",
+        }
+    }
 }
 
 /// One row of the daily volume report.
@@ -100,7 +129,7 @@ pub fn contribution_of(env: &EventEnvelope) -> Result<Option<Contribution>, Unco
     let Some(payload) = &env.payload else {
         return Ok(None);
     };
-    let Some((channel_id, counts)) = counts_of(payload)? else {
+    let Some((channel_id, counts, milestone)) = counts_of(payload)? else {
         return Ok(None);
     };
     Ok(Some(Contribution {
@@ -108,26 +137,49 @@ pub fn contribution_of(env: &EventEnvelope) -> Result<Option<Contribution>, Unco
         day,
         channel_id,
         counts,
+        milestone,
     }))
 }
 
-/// The channel and counts a payload contributes, wherever it happened.
-fn counts_of(payload: &Payload) -> Result<Option<(String, Counts)>, Uncountable> {
+/// The channel, counts and milestone a payload contributes, wherever it
+/// happened.
+fn counts_of(
+    payload: &Payload,
+) -> Result<Option<(String, Counts, Option<Milestone>)>, Uncountable> {
     let incomplete = |event, part| Uncountable::Incomplete { event, part };
-    let (channel_id, counts) = match payload {
+    let milestone = |event, conversation: &Conversation, kind| {
+        if conversation.id.trim().is_empty() {
+            return Err(incomplete(event, "conversation.id"));
+        }
+        Ok(Some(Milestone {
+            conversation_id: conversation.id.clone(),
+            kind,
+        }))
+    };
+    let (channel_id, counts, milestone) = match payload {
         Payload::ConversationOpened(e) => {
+            let event = "conversation.opened";
             let conversation = e
                 .conversation
                 .as_ref()
-                .ok_or(incomplete("conversation.opened", "conversation"))?;
-            (conversation.channel_id.clone(), Counts::OPENED)
+                .ok_or(incomplete(event, "conversation"))?;
+            (
+                conversation.channel_id.clone(),
+                Counts::OPENED,
+                milestone(event, conversation, MilestoneKind::Opened)?,
+            )
         }
         Payload::ConversationClosed(e) => {
+            let event = "conversation.closed";
             let conversation = e
                 .conversation
                 .as_ref()
-                .ok_or(incomplete("conversation.closed", "conversation"))?;
-            (conversation.channel_id.clone(), Counts::CLOSED)
+                .ok_or(incomplete(event, "conversation"))?;
+            (
+                conversation.channel_id.clone(),
+                Counts::CLOSED,
+                milestone(event, conversation, MilestoneKind::Closed)?,
+            )
         }
         Payload::MessageCreated(e) => {
             let message = e
@@ -142,7 +194,7 @@ fn counts_of(payload: &Payload) -> Result<Option<(String, Counts)>, Uncountable>
                     return Ok(None);
                 }
             };
-            (e.channel_id.clone(), counts)
+            (e.channel_id.clone(), counts, None)
         }
         // Not bound by reporting; a stray one counts nothing.
         _ => return Ok(None),
@@ -150,7 +202,7 @@ fn counts_of(payload: &Payload) -> Result<Option<(String, Counts)>, Uncountable>
     if channel_id.trim().is_empty() {
         return Err(Uncountable::NoChannel);
     }
-    Ok(Some((channel_id, counts)))
+    Ok(Some((channel_id, counts, milestone)))
 }
 
 /// A protobuf timestamp as a UTC time, for years 1 to 9999 only: day strings
@@ -240,7 +292,7 @@ impl VolumeQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use telenet_proto::conversations::v1::{Conversation, Message};
+    use telenet_proto::conversations::v1::Message;
     use telenet_proto::events::v1::{
         ContactCreated, ConversationClosed, ConversationOpened, MessageCreated,
     };
@@ -379,12 +431,17 @@ mod tests {
         }
     }
 
+    fn conversation(channel: &str) -> Option<Conversation> {
+        Some(Conversation {
+            id: "conv".into(),
+            channel_id: channel.into(),
+            ..Default::default()
+        })
+    }
+
     fn opened(channel: &str) -> Payload {
         Payload::ConversationOpened(ConversationOpened {
-            conversation: Some(Conversation {
-                channel_id: channel.into(),
-                ..Default::default()
-            }),
+            conversation: conversation(channel),
         })
     }
 
@@ -419,20 +476,35 @@ mod tests {
                     opened: 1,
                     ..Counts::default()
                 },
+                milestone: Some(Milestone {
+                    conversation_id: "conv".into(),
+                    kind: MilestoneKind::Opened,
+                }),
             }))
         );
         let closed = Payload::ConversationClosed(ConversationClosed {
-            conversation: Some(Conversation {
-                channel_id: "ch1".into(),
-                ..Default::default()
-            }),
+            conversation: conversation("ch1"),
         });
+        let closing = counted(closed).expect("countable").expect("counts");
         assert_eq!(
-            counts(closed),
-            Some(Counts {
+            closing.counts,
+            Counts {
                 closed: 1,
                 ..Counts::default()
+            }
+        );
+        assert_eq!(
+            closing.milestone,
+            Some(Milestone {
+                conversation_id: "conv".into(),
+                kind: MilestoneKind::Closed,
             })
+        );
+        // Messages are counted per event, not per conversation.
+        let message_in = counted(message("ch1", MessageDirection::Inbound));
+        assert_eq!(
+            message_in.expect("countable").expect("counts").milestone,
+            None
         );
         assert_eq!(
             counts(message("ch1", MessageDirection::Inbound)),
@@ -482,6 +554,18 @@ mod tests {
         assert_eq!(
             uncountable.to_string(),
             "conversation.opened without conversation"
+        );
+        // A conversation's opening and closing count once per conversation,
+        // so they need its id.
+        let anonymous = Payload::ConversationClosed(ConversationClosed {
+            conversation: Some(Conversation {
+                channel_id: "ch1".into(),
+                ..Default::default()
+            }),
+        });
+        assert_eq!(
+            err(envelope("ws", at, anonymous)).to_string(),
+            "conversation.closed without conversation.id"
         );
         let bare = Payload::MessageCreated(MessageCreated::default());
         assert_eq!(

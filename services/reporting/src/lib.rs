@@ -5,7 +5,9 @@
 //! `message.created` and keeps, per workspace, UTC day and channel, how many
 //! conversations were opened and closed and how many messages came in and
 //! went out. Each event is counted in the same transaction that records it as
-//! processed, so a redelivered event counts once.
+//! processed, so a redelivered event counts once; a conversation's opening
+//! and closing are also recorded per conversation, so each counts once
+//! even when two events report it.
 //!
 //! The crate has the rooms of every service: [`domain`] (what events count
 //! and which days a report covers, no I/O), `store` (its SQL, the only place
@@ -32,7 +34,8 @@ pub use start::start;
 /// The service's name: its metrics label, readiness name and schema.
 pub const NAME: &str = "reporting";
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_daily_volume");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_daily_volume", "0101_conversation_milestones");
 
 /// Reporting settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The `daily_volume` table: counting an event once, and reading a
-//! workspace's rows. Every statement of the service, each scoped by
-//! workspace.
+//! workspace's rows; `conversation_milestones`, which keeps a
+//! conversation's opening and closing from counting twice. Every statement
+//! of the service, each scoped by workspace.
 
 use telenet_store::sqlx::{self, Row, any::AnyRow};
 use telenet_store::{Db, StoreError, Tx, idempotency};
@@ -9,7 +10,9 @@ use crate::domain::{Contribution, Counts, DayVolume, VolumeQuery};
 
 /// Record that `consumer` processed `event_id` and add its contribution,
 /// in one transaction, so a redelivered event counts once. `false` when the
-/// event was processed already (nothing changes).
+/// event was processed already (nothing changes). A conversation's opening
+/// or closing reported before, by another event, is recorded as processed
+/// and adds nothing.
 pub(crate) async fn count_once(
     db: &Db,
     consumer: &str,
@@ -19,11 +22,32 @@ pub(crate) async fn count_once(
     let Some(mut tx) = idempotency::begin_once(db, consumer, event_id).await? else {
         return Ok(false);
     };
-    if let Some(contribution) = contribution {
+    if let Some(contribution) = contribution
+        && first_report(&mut tx, contribution).await?
+    {
         add_counts(&mut tx, contribution).await?;
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Whether the contribution is the first report of its milestone (always,
+/// for contributions without one). On PostgreSQL a concurrent transaction
+/// inserting the same milestone waits for this one to end, then finds it.
+async fn first_report(tx: &mut Tx<'_>, contribution: &Contribution) -> Result<bool, StoreError> {
+    let Some(milestone) = &contribution.milestone else {
+        return Ok(true);
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO conversation_milestones (workspace_id, conversation_id, milestone) \
+         VALUES ($1, $2, $3) ON CONFLICT (workspace_id, conversation_id, milestone) DO NOTHING",
+    )
+    .bind(&contribution.workspace_id)
+    .bind(&milestone.conversation_id)
+    .bind(milestone.kind.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Add to the row of the contribution's workspace, day and channel,
@@ -34,6 +58,7 @@ async fn add_counts(tx: &mut Tx<'_>, contribution: &Contribution) -> Result<(), 
         day,
         channel_id,
         counts,
+        milestone: _,
     } = contribution;
     sqlx::query(
         "INSERT INTO daily_volume (workspace_id, day, channel_id, conversations_opened, \
@@ -94,7 +119,7 @@ fn volume_of(row: &AnyRow) -> Result<DayVolume, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DaySpan;
+    use crate::domain::{DaySpan, Milestone, MilestoneKind};
     use crate::{GROUP, MIGRATIONS};
     use telenet_store::testing::{Backend, TestDb};
 
@@ -104,6 +129,22 @@ mod tests {
 
     const OPENED: Counts = Counts::OPENED;
     const IN: Counts = Counts::MESSAGE_IN;
+    const CLOSED: Counts = Counts::CLOSED;
+
+    /// Conversation `id` of `ws` reaching `kind` on `day`.
+    fn milestone(ws: &str, day: &str, id: &str, kind: MilestoneKind) -> Contribution {
+        let counts = match kind {
+            MilestoneKind::Opened => OPENED,
+            MilestoneKind::Closed => CLOSED,
+        };
+        Contribution {
+            milestone: Some(Milestone {
+                conversation_id: id.into(),
+                kind,
+            }),
+            ..adds(ws, day, "ch1", counts)
+        }
+    }
 
     fn adds(ws: &str, day: &str, channel: &str, counts: Counts) -> Contribution {
         Contribution {
@@ -111,6 +152,7 @@ mod tests {
             day: day.into(),
             channel_id: channel.into(),
             counts,
+            milestone: None,
         }
     }
 
@@ -162,7 +204,46 @@ mod tests {
         an_event_counts_once,
         events_of_one_day_and_channel_add_up,
         reads_keep_to_the_workspace_days_and_channel,
+        a_conversation_opens_and_closes_once_whatever_reports_it,
     );
+
+    async fn a_conversation_opens_and_closes_once_whatever_reports_it(backend: Backend) {
+        use MilestoneKind::{Closed, Opened};
+        let f = fixture(backend).await;
+        let reports = [
+            ("e1", milestone("ws", "2024-03-01", "c1", Opened)),
+            ("e2", milestone("ws", "2024-03-01", "c1", Closed)),
+            // Another close that raced the first, the next day.
+            ("e3", milestone("ws", "2024-03-02", "c1", Closed)),
+            // The same close published again under another id.
+            ("e4", milestone("ws", "2024-03-01", "c1", Closed)),
+            ("e5", milestone("ws", "2024-03-01", "c2", Closed)),
+            // The same id in another workspace is another conversation.
+            ("e6", milestone("other", "2024-03-01", "c1", Closed)),
+        ];
+        for (id, report) in &reports {
+            // Each event is processed, counted or not.
+            assert!(
+                count_once(&f.db, GROUP, id, Some(report))
+                    .await
+                    .expect("count")
+            );
+        }
+        assert!(
+            !count_once(&f.db, GROUP, "e3", Some(&reports[2].1))
+                .await
+                .expect("count")
+        );
+        assert_eq!(
+            rows(&f.db, &query("ws", "2024-03-01", "2024-03-02", None)).await,
+            vec![row("2024-03-01", "ch1", [1, 2, 0, 0])]
+        );
+        assert_eq!(
+            rows(&f.db, &query("other", "2024-03-01", "2024-03-02", None)).await,
+            vec![row("2024-03-01", "ch1", [0, 1, 0, 0])]
+        );
+        f.db.close().await;
+    }
 
     async fn an_event_counts_once(backend: Backend) {
         let f = fixture(backend).await;

@@ -145,32 +145,43 @@ fn event(ws: &str, seconds: i64, nanos: i32, payload: Payload) -> Event {
     events::to_bus(&env)
 }
 
+/// A conversation of its own on `channel`.
 fn conversation(channel: &str) -> Conversation {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Conversation {
-        id: "conv".into(),
+        id: format!("conv-{n}"),
         channel_id: channel.into(),
         ..Default::default()
     }
 }
 
 fn opened(ws: &str, at: i64, channel: &str) -> Event {
+    opened_of(ws, at, conversation(channel))
+}
+
+fn opened_of(ws: &str, at: i64, conversation: Conversation) -> Event {
     event(
         ws,
         at,
         0,
         Payload::ConversationOpened(ConversationOpened {
-            conversation: Some(conversation(channel)),
+            conversation: Some(conversation),
         }),
     )
 }
 
 fn closed(ws: &str, at: i64, channel: &str) -> Event {
+    closed_of(ws, at, conversation(channel))
+}
+
+fn closed_of(ws: &str, at: i64, conversation: Conversation) -> Event {
     event(
         ws,
         at,
         0,
         Payload::ConversationClosed(ConversationClosed {
-            conversation: Some(conversation(channel)),
+            conversation: Some(conversation),
         }),
     )
 }
@@ -197,6 +208,7 @@ telenet_store::on_both_backends!(
     workspaces_are_isolated,
     ranges_are_validated,
     uncountable_events_are_dead_lettered,
+    a_conversation_counts_its_opening_and_closing_once,
 );
 
 async fn counts_per_utc_day_and_channel_once_each(backend: Backend) {
@@ -369,5 +381,39 @@ async fn uncountable_events_are_dead_lettered(backend: Backend) {
         dead[0].reason,
         format!("event {}: no channel_id", nowhere.id)
     );
+    h.stop().await;
+}
+
+/// Events of different ids reporting the same conversation's opening or
+/// closing (two closes that raced, an event published again under a new
+/// id), applied concurrently: each counts once, in its workspace.
+async fn a_conversation_counts_its_opening_and_closing_once(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let raced = conversation("ch1");
+    let mut reports = Vec::new();
+    for n in 0..4 {
+        reports.push(opened_of("ws1", MARCH_1 + n, raced.clone()));
+        reports.push(closed_of("ws1", MARCH_1 + 60 + n, raced.clone()));
+    }
+    // The same conversation id in another workspace is another conversation.
+    reports.push(closed_of("ws2", MARCH_1 + 60, raced.clone()));
+    // And each delivered twice.
+    let again = reports.clone();
+    h.publish(&reports).await;
+    h.publish(&again).await;
+    h.expect_volume(
+        "ws1",
+        MARCH_1,
+        MARCH_1 + DAY,
+        &[row("2024-03-01", "ch1", [1, 1, 0, 0])],
+    )
+    .await;
+    h.expect_volume(
+        "ws2",
+        MARCH_1,
+        MARCH_1 + DAY,
+        &[row("2024-03-01", "ch1", [0, 1, 0, 0])],
+    )
+    .await;
     h.stop().await;
 }

@@ -2,7 +2,7 @@
 //! member of the workspace, or takes it from its assignee.
 
 use super::events::Outbox;
-use super::{Inbox, conversation_in};
+use super::{Inbox, conversation_for_update, conversation_in};
 use crate::domain::Conversation;
 use crate::domain::conversation::{Assign, Unassign, assign_conversation, unassign_conversation};
 use crate::error::Error;
@@ -10,6 +10,8 @@ use crate::store::{conversations, members};
 
 impl Inbox {
     /// Assign to a member; assigning to the assignee changes nothing.
+    /// Assignments racing each other take turns: each event names the
+    /// assignee the one before it left.
     pub async fn assign(&self, command: &Assign) -> Result<Conversation, Error> {
         command.check()?;
         let workspace_id = command.workspace_id.as_str();
@@ -17,7 +19,8 @@ impl Inbox {
             return Err(Error::AssigneeNotMember);
         }
         let mut tx = self.db.begin().await?;
-        let conversation = conversation_in(&mut tx, workspace_id, &command.conversation_id).await?;
+        let conversation =
+            conversation_for_update(&mut tx, workspace_id, &command.conversation_id).await?;
         let Some(assignment) =
             assign_conversation(&conversation, &command.user_id, &command.caller_user_id)?
         else {
@@ -37,7 +40,8 @@ impl Inbox {
         command.check()?;
         let workspace_id = command.workspace_id.as_str();
         let mut tx = self.db.begin().await?;
-        let conversation = conversation_in(&mut tx, workspace_id, &command.conversation_id).await?;
+        let conversation =
+            conversation_for_update(&mut tx, workspace_id, &command.conversation_id).await?;
         let Some(unassignment) = unassign_conversation(&conversation, &command.caller_user_id)
         else {
             return Ok(conversation);

@@ -6,6 +6,12 @@
 //! and writes the change with its events (`events`) in one transaction.
 //! Operations fed by the bus record the event they apply in the same
 //! transaction, so a redelivered event changes nothing.
+//!
+//! Every change to a conversation first locks it
+//! ([`conversation_for_update`]), so changes to one conversation happen one
+//! at a time and each is judged on the state the one before it left: two
+//! closes close once, concurrent assignments chain, a reply or a message
+//! racing a close comes before it or after it, never into it (ADR 12).
 
 use telenet_kit::grpc::GrpcChannel;
 use telenet_store::cursor::{Cursor, finish_page, page_size};
@@ -113,6 +119,18 @@ async fn conversation_in(
     id: &str,
 ) -> Result<Conversation, Error> {
     conversations::find(&mut **tx, workspace_id, id)
+        .await?
+        .ok_or(Error::ConversationNotFound)
+}
+
+/// A conversation about to change, locked until the transaction ends:
+/// concurrent changes to it wait, and it reads as the last one left it.
+async fn conversation_for_update(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Conversation, Error> {
+    conversations::find_for_update(tx, workspace_id, id)
         .await?
         .ok_or(Error::ConversationNotFound)
 }

@@ -31,9 +31,15 @@ impl Inbox {
         }
         let now = now_micros();
         let mut outbox = Outbox::new(workspace_id);
-        let open =
-            conversations::find_open(&mut tx, workspace_id, &contact_id, &received.channel_id)
-                .await?;
+        // Locked: a close waits for this message, or this message finds
+        // the conversation closed and opens the next one.
+        let open = conversations::find_open_for_update(
+            &mut tx,
+            workspace_id,
+            &contact_id,
+            &received.channel_id,
+        )
+        .await?;
         let conversation = match open {
             Some(conversation) => conversation,
             None => {

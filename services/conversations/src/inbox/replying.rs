@@ -2,10 +2,10 @@
 //! conversation with text or files; replying to an unassigned conversation
 //! assigns it to them; dispatch is asked to send.
 
-use telenet_store::now_micros;
+use telenet_store::{Tx, now_micros};
 
 use super::events::Outbox;
-use super::{Inbox, conversation_in, message_in, new_id};
+use super::{Inbox, conversation_for_update, conversation_in, message_in, new_id};
 use crate::domain::conversation::{assign_on_reply, check_reply_allowed};
 use crate::domain::{Conversation, Message, Reply};
 use crate::error::Error;
@@ -21,18 +21,21 @@ pub struct Sent {
 
 impl Inbox {
     /// Reply in a conversation. A retried reply (same author and client
-    /// message id) returns the first one.
+    /// message id) returns the first one. A reply racing a close either
+    /// comes before it (and the close follows) or finds it closed.
     pub async fn reply(&self, reply: &Reply) -> Result<Sent, Error> {
         reply.check(self.config.max_text_chars)?;
         if !members::is_member(self.db.pool(), &reply.workspace_id, &reply.author_user_id).await? {
             return Err(Error::AuthorNotMember);
         }
-        if let Some(sent) = self.sent_before(reply).await? {
-            return Ok(sent);
-        }
         let workspace_id = reply.workspace_id.as_str();
         let mut tx = self.db.begin().await?;
-        let conversation = conversation_in(&mut tx, workspace_id, &reply.conversation_id).await?;
+        let conversation =
+            conversation_for_update(&mut tx, workspace_id, &reply.conversation_id).await?;
+        // Under the lock, so a retry racing its first attempt finds it.
+        if let Some(sent) = sent_before(&mut tx, reply).await? {
+            return Ok(sent);
+        }
         check_reply_allowed(&conversation)?;
         let now = now_micros();
         let mut outbox = Outbox::new(workspace_id);
@@ -54,28 +57,27 @@ impl Inbox {
             conversation,
         })
     }
+}
 
-    /// The reply stored before under the same client message id, if any.
-    async fn sent_before(&self, reply: &Reply) -> Result<Option<Sent>, Error> {
-        if reply.client_message_id.is_empty() {
-            return Ok(None);
-        }
-        let first = messages::find_by_client_id(
-            self.db.pool(),
-            &reply.workspace_id,
-            &reply.author_user_id,
-            &reply.client_message_id,
-        )
-        .await?;
-        let Some(message) = first else {
-            return Ok(None);
-        };
-        let conversation = self
-            .get_conversation(&reply.workspace_id, &message.conversation_id)
-            .await?;
-        Ok(Some(Sent {
-            message,
-            conversation,
-        }))
+/// The reply stored before under the same client message id, if any, and
+/// its conversation.
+async fn sent_before(tx: &mut Tx<'_>, reply: &Reply) -> Result<Option<Sent>, Error> {
+    if reply.client_message_id.is_empty() {
+        return Ok(None);
     }
+    let first = messages::find_by_client_id(
+        &mut **tx,
+        &reply.workspace_id,
+        &reply.author_user_id,
+        &reply.client_message_id,
+    )
+    .await?;
+    let Some(message) = first else {
+        return Ok(None);
+    };
+    let conversation = conversation_in(tx, &reply.workspace_id, &message.conversation_id).await?;
+    Ok(Some(Sent {
+        message,
+        conversation,
+    }))
 }

@@ -66,13 +66,57 @@ pub(crate) async fn find<'c>(
     Ok(row.as_ref().map(decode).transpose()?)
 }
 
-/// The contact's open conversation on the channel (there is at most one).
-pub(crate) async fn find_open(
+/// One conversation of the workspace, locked until the transaction ends;
+/// `None` for a conversation the workspace does not have.
+///
+/// Every change to a conversation starts here, so changes to one
+/// conversation happen one at a time (ADR 12): a no-op write first takes
+/// the row's lock (portably; SQLite has no `FOR UPDATE`), a concurrent
+/// change waits for it until this transaction ends, and the read after it
+/// sees every change committed before, which the domain then judges (a
+/// second close is refused, an assignment knows the assignee it replaces,
+/// a reply finds the conversation closed).
+pub(crate) async fn find_for_update(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Option<Conversation>, StoreError> {
+    let locked =
+        sqlx::query("UPDATE conversations SET status = status WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    if locked.rows_affected() == 0 {
+        return Ok(None);
+    }
+    find(&mut **tx, workspace_id, id).await
+}
+
+/// The contact's open conversation on the channel (there is at most one),
+/// locked until the transaction ends like [`find_for_update`]: a message
+/// joins it only while it is open, and a close that committed first leaves
+/// none (the message opens the contact's next conversation).
+pub(crate) async fn find_open_for_update(
     tx: &mut Tx<'_>,
     workspace_id: &str,
     contact_id: &str,
     channel_id: &str,
 ) -> Result<Option<Conversation>, StoreError> {
+    let open = ConversationStatus::Open as i64;
+    let locked = sqlx::query(
+        "UPDATE conversations SET status = status \
+         WHERE workspace_id = $1 AND contact_id = $2 AND channel_id = $3 AND status = $4",
+    )
+    .bind(workspace_id)
+    .bind(contact_id)
+    .bind(channel_id)
+    .bind(open)
+    .execute(&mut **tx)
+    .await?;
+    if locked.rows_affected() == 0 {
+        return Ok(None);
+    }
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM conversations \
          WHERE workspace_id = $1 AND contact_id = $2 AND channel_id = $3 AND status = $4"
@@ -80,7 +124,7 @@ pub(crate) async fn find_open(
     .bind(workspace_id)
     .bind(contact_id)
     .bind(channel_id)
-    .bind(ConversationStatus::Open as i64)
+    .bind(open)
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.as_ref().map(decode).transpose()?)
@@ -242,6 +286,7 @@ mod tests {
         a_new_message_is_counted_and_moves_the_conversation_up,
         queues_list_by_latest_activity_with_filters_and_pages,
         workspaces_never_see_each_others_conversations,
+        a_change_waits_for_the_one_holding_the_conversation,
     );
 
     fn opened(id: &str, contact: &str, at: i64) -> Conversation {
@@ -266,10 +311,12 @@ mod tests {
         );
 
         let mut tx = t.db.begin().await.expect("begin");
-        let open = find_open(&mut tx, "ws", "ana", "ch").await.expect("open");
+        let open = find_open_for_update(&mut tx, "ws", "ana", "ch")
+            .await
+            .expect("open");
         assert_eq!(open.as_ref().map(|o| o.id.as_str()), Some("c1"));
         assert_eq!(
-            find_open(&mut tx, "ws", "ana", "other-channel")
+            find_open_for_update(&mut tx, "ws", "ana", "other-channel")
                 .await
                 .expect("other channel"),
             None
@@ -284,7 +331,9 @@ mod tests {
         };
         close(&mut tx, &c, &note, 20).await.expect("close");
         assert_eq!(
-            find_open(&mut tx, "ws", "ana", "ch").await.expect("none"),
+            find_open_for_update(&mut tx, "ws", "ana", "ch")
+                .await
+                .expect("none"),
             None
         );
         t.db.commit(tx).await.expect("commit");
@@ -448,6 +497,51 @@ mod tests {
         );
     }
 
+    async fn a_change_waits_for_the_one_holding_the_conversation(backend: Backend) {
+        let t = testing::db(backend).await;
+        let c = opened("c1", "ana", 10);
+        stored(&t.db, std::slice::from_ref(&c)).await;
+        let mut first = t.db.begin().await.expect("begin");
+        let held = find_for_update(&mut first, "ws", "c1")
+            .await
+            .expect("lock")
+            .expect("found");
+        assert_eq!(held, c);
+        let db = t.db.clone();
+        let second = tokio::spawn(async move {
+            let mut tx = db.begin().await.expect("begin");
+            let seen = find_for_update(&mut tx, "ws", "c1").await.expect("lock");
+            db.commit(tx).await.expect("commit");
+            seen
+        });
+        // However long the second one had, it reads what the first left.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        close(&mut first, &held, &ClosingNote::default(), 20)
+            .await
+            .expect("close");
+        t.db.commit(first).await.expect("commit");
+        let seen = second.await.expect("join").expect("found");
+        assert_eq!(seen.status, ConversationStatus::Closed);
+
+        let mut tx = t.db.begin().await.expect("begin");
+        assert_eq!(
+            find_for_update(&mut tx, "other", "c1").await.expect("lock"),
+            None
+        );
+        assert_eq!(
+            find_for_update(&mut tx, "ws", "nope").await.expect("lock"),
+            None
+        );
+        // The contact's open conversation is locked the same way; a closed
+        // one is not open.
+        assert_eq!(
+            find_open_for_update(&mut tx, "ws", "ana", "ch")
+                .await
+                .expect("lock"),
+            None
+        );
+    }
+
     async fn workspaces_never_see_each_others_conversations(backend: Backend) {
         let t = testing::db(backend).await;
         let c = opened("c1", "ana", 10);
@@ -467,7 +561,7 @@ mod tests {
         );
         let mut tx = t.db.begin().await.expect("begin");
         assert_eq!(
-            find_open(&mut tx, "other", "ana", "ch")
+            find_open_for_update(&mut tx, "other", "ana", "ch")
                 .await
                 .expect("open"),
             None
