@@ -8,8 +8,8 @@
 //!
 //! The [`ServiceContext`] carries what the process owns and shares: the
 //! service's database (migrated), the bus, the metrics registry, gRPC
-//! clients to the other services, the data directory and any listener the
-//! process bound for the service. The service builds its parts and hands
+//! clients to the other services it declares it calls ([`Call`]), the data
+//! directory and any listener the process bound for the service. The service builds its parts and hands
 //! back a [`Started`]: its gRPC services, its HTTP routers, its background
 //! tasks (each in a [`Phase`]) and optional readiness checks. The process
 //! that runs it (the `telenet` binary, a test) serves and spawns them, and
@@ -24,16 +24,18 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use telenet_bus::SharedBus;
-use telenet_kit::grpc::{ChannelError, ClientConfig, GrpcChannel, GrpcServer};
+use telenet_kit::grpc::{ClientConfig, GrpcChannel, GrpcServer};
 use telenet_kit::metrics::Metrics;
 use telenet_presence::SharedPresence;
 use telenet_store::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod calls;
 mod runner;
 pub mod testing;
 
+pub use calls::{Call, CallKind};
 pub use runner::{Runner, Stopped};
 
 /// The endpoints of the other services, by service name (`ingress`,
@@ -69,6 +71,7 @@ pub struct ServiceContext<C> {
     endpoints: Endpoints,
     http_addrs: HttpAddrs,
     client_config: ClientConfig,
+    calls: &'static [Call],
 }
 
 impl<C> ServiceContext<C> {
@@ -86,7 +89,21 @@ impl<C> ServiceContext<C> {
             endpoints: Arc::new(|_| None),
             http_addrs: Arc::new(|_| None),
             client_config: ClientConfig::default(),
+            calls: &[],
         }
+    }
+
+    /// With the service's declaration of the services it calls (its crate's
+    /// `CALLS`): [`client`](Self::client) and [`http_addr_of`](Self::http_addr_of)
+    /// refuse any other. Without it the service may call none.
+    pub fn with_calls(mut self, calls: &'static [Call]) -> Self {
+        self.calls = calls;
+        self
+    }
+
+    /// The services this service declared it calls.
+    pub fn calls(&self) -> &'static [Call] {
+        self.calls
     }
 
     /// With the service's database.
@@ -127,9 +144,17 @@ impl<C> ServiceContext<C> {
     }
 
     /// The address of `service`'s HTTP listener when this process runs it
-    /// (e.g. the gateway, for links that point at it).
-    pub fn http_addr_of(&self, service: &str) -> Option<SocketAddr> {
-        (self.http_addrs)(service)
+    /// (e.g. the gateway, for links that point at it); `None` when it runs
+    /// elsewhere. An error when this service does not declare calling it
+    /// over HTTP or linking to it ([`Call::http`], [`Call::link`]).
+    pub fn http_addr_of(&self, service: &str) -> anyhow::Result<Option<SocketAddr>> {
+        calls::check(
+            self.name,
+            self.calls,
+            service,
+            &[CallKind::Http, CallKind::Link],
+        )?;
+        Ok((self.http_addrs)(service))
     }
 
     /// With the other services' endpoints and the client settings used to
@@ -148,16 +173,10 @@ impl<C> ServiceContext<C> {
     }
 
     /// A gRPC client channel to another service, through kit's client stack
-    /// (trace propagation, timeout, retry of idempotent calls, metrics).
+    /// (trace propagation, timeout, retry of idempotent calls, metrics). An
+    /// error when this service does not declare calling it ([`Call::grpc`]).
     pub fn client(&self, service: &str) -> anyhow::Result<GrpcChannel> {
-        let endpoint = (self.endpoints)(service).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} needs the {service} service, whose endpoint is not set",
-                self.name
-            )
-        })?;
-        self.client_to(&endpoint)
-            .map_err(|e| anyhow::anyhow!("{} → {service}: {e}", self.name))
+        self.client_with_timeout(service, self.client_config.request_timeout)
     }
 
     /// [`client`](Self::client) with its own timeout per call (e.g. the
@@ -168,6 +187,7 @@ impl<C> ServiceContext<C> {
         service: &str,
         timeout: std::time::Duration,
     ) -> anyhow::Result<GrpcChannel> {
+        calls::check(self.name, self.calls, service, &[CallKind::Grpc])?;
         let endpoint = (self.endpoints)(service).ok_or_else(|| {
             anyhow::anyhow!(
                 "{} needs the {service} service, whose endpoint is not set",
@@ -180,11 +200,6 @@ impl<C> ServiceContext<C> {
         };
         telenet_kit::grpc::client(&endpoint, &config, &self.metrics, self.name)
             .map_err(|e| anyhow::anyhow!("{} → {service}: {e}", self.name))
-    }
-
-    /// A gRPC client channel to `endpoint`.
-    pub fn client_to(&self, endpoint: &str) -> Result<GrpcChannel, ChannelError> {
-        telenet_kit::grpc::client(endpoint, &self.client_config, &self.metrics, self.name)
     }
 
     /// The address of the listener bound for this service, if any.
@@ -207,6 +222,7 @@ impl<C> ServiceContext<C> {
             endpoints: self.endpoints,
             http_addrs: self.http_addrs,
             client_config: self.client_config,
+            calls: self.calls,
         }
     }
 }

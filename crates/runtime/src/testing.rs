@@ -14,7 +14,7 @@ use telenet_store::{Db, Migrations};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Runner, ServiceContext, Started};
+use crate::{Call, Runner, ServiceContext, Started};
 
 /// A service running in a test.
 pub struct TestService {
@@ -39,6 +39,7 @@ pub struct TestSetup<C> {
     migrations: Option<Migrations>,
     bus: Option<SharedBus>,
     listener: bool,
+    calls: &'static [Call],
 }
 
 impl<C> TestSetup<C> {
@@ -51,7 +52,16 @@ impl<C> TestSetup<C> {
             migrations: None,
             bus: None,
             listener: false,
+            calls: &[],
         }
+    }
+
+    /// With the services it declares it calls (its crate's `CALLS`), all of
+    /// them reached at the test's own gRPC port; without it, it may call
+    /// none, as in the process.
+    pub fn calls(mut self, calls: &'static [Call]) -> Self {
+        self.calls = calls;
+        self
     }
 
     /// With a fresh database on `backend`, migrated with `migrations`.
@@ -116,6 +126,7 @@ impl TestService {
         let own = format!("http://{grpc_addr}");
         let mut ctx = ServiceContext::new(setup.name, setup.config, bus.clone(), metrics.clone())
             .with_data_dir(dir.path())
+            .with_calls(setup.calls)
             .with_endpoints(
                 std::sync::Arc::new(move |_| Some(own.clone())),
                 Default::default(),

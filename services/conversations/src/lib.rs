@@ -37,7 +37,14 @@ pub use inbox::Inbox;
 pub use members::Members;
 pub use start::start;
 
+use telenet_runtime::Call;
+
 /// The service's name: its metrics label, readiness name and schema.
 pub const NAME: &str = "conversations";
+
+/// The services it calls (see `telenet_runtime::Call`): contacts, for the
+/// contact behind each inbound message. Its context refuses any other, and
+/// the chart's NetworkPolicies allow these (`deploy/tools/callgraph.py`).
+pub const CALLS: &[Call] = &[Call::grpc("contacts")];
 
 pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_conversations");

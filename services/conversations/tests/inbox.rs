@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use telenet_bus::{SharedBus, SubscribeSpec, Subscription};
 use telenet_conversations::domain::StatusTarget;
-use telenet_conversations::{Config, Inbox, MIGRATIONS, NAME};
+use telenet_conversations::{CALLS, Config, Inbox, MIGRATIONS, NAME};
 use telenet_kit::grpc::GrpcChannel;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::conversations::v1 as pb;
@@ -50,6 +50,7 @@ async fn world(backend: Backend) -> World {
         .await
         .expect("sub");
     let setup = TestSetup::new(NAME, Config::default())
+        .calls(CALLS)
         .database(backend, MIGRATIONS)
         .bus(bus.clone());
     let svc = TestService::start(setup, |ctx| async move {

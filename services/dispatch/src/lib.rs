@@ -38,7 +38,15 @@ pub use media::{GrpcMediaFiles, MediaFiles, VariantAnswer, VariantError, Variant
 pub use service::DispatchService;
 pub use start::start;
 
+use telenet_runtime::Call;
+
 /// The service's name: its metrics label, readiness name and schema.
 pub const NAME: &str = "dispatch";
+
+/// The services it calls (see `telenet_runtime::Call`): ingress, for the
+/// channel to send through; media, for voice-note variants and download
+/// links. Its context refuses any other, and the chart's NetworkPolicies
+/// allow these (`deploy/tools/callgraph.py`).
+pub const CALLS: &[Call] = &[Call::grpc("ingress"), Call::grpc("media")];
 
 pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_deliveries");

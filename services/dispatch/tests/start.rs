@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use telenet_bus::SubscribeSpec;
-use telenet_dispatch::{Config, MIGRATIONS, NAME, start};
+use telenet_dispatch::{CALLS, Config, MIGRATIONS, NAME, start};
 use telenet_proto::dispatch::v1::dispatch_client::DispatchClient;
 use telenet_proto::dispatch::v1::{DeliveryState, GetDeliveryRequest};
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
@@ -19,7 +19,9 @@ use telenet_store::testing::Backend;
 telenet_store::on_both_backends!(a_started_dispatch_consumes_records_and_answers);
 
 async fn a_started_dispatch_consumes_records_and_answers(backend: Backend) {
-    let setup = TestSetup::new(NAME, Config::default()).database(backend, MIGRATIONS);
+    let setup = TestSetup::new(NAME, Config::default())
+        .calls(CALLS)
+        .database(backend, MIGRATIONS);
     let service = TestService::start(setup, start).await;
     let mut statuses = service
         .bus

@@ -39,7 +39,7 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use telenet_kit::grpc::GrpcChannel;
 use telenet_presence::SharedPresence;
-use telenet_runtime::{Phase, ServiceContext, Started};
+use telenet_runtime::{Call, Phase, ServiceContext, Started};
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -64,6 +64,18 @@ pub use routes::files::UploadLimits;
 
 /// The service's name: its metrics label, its log prefix.
 pub const NAME: &str = "gateway";
+
+/// The services it calls (see `telenet_runtime::Call`): every API it puts
+/// behind REST (members are served by conversations). Its context refuses
+/// any other, and the chart's NetworkPolicies allow these
+/// (`deploy/tools/callgraph.py`).
+pub const CALLS: &[Call] = &[
+    Call::grpc("conversations"),
+    Call::grpc("ingress"),
+    Call::grpc("contacts"),
+    Call::grpc("reporting"),
+    Call::grpc("media"),
+];
 
 /// How often agents are counted by presence status for
 /// `telenet_presence_users`.

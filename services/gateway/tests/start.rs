@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use telenet_gateway::{Config, NAME};
+use telenet_gateway::{CALLS, Config, NAME};
 use telenet_kit::grpc::GrpcServer;
 use telenet_kit::metrics::Metrics;
 use telenet_presence::{MemoryPresence, Thresholds};
@@ -23,6 +23,7 @@ async fn context() -> ServiceContext<Config> {
         .expect("bus");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     ServiceContext::new(NAME, Config::default(), bus, Metrics::new())
+        .with_calls(CALLS)
         .with_listener(listener)
         .with_presence(Arc::new(MemoryPresence::new(Thresholds::default())))
         .with_endpoints(

@@ -41,7 +41,7 @@ pub use blob::{
     BlobId, BlobStore, BlobWriter, ByteRange, LocalDirStore, S3Config, S3Store, StoredBlob,
 };
 pub use error::Error;
-pub use start::{NAME, start};
+pub use start::{CALLS, NAME, start};
 pub use uploads::Download;
 pub use variants::TranscodeConfig;
 

@@ -8,13 +8,20 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use telenet_channels::directory::GrpcChannelDirectory;
-use telenet_runtime::{Phase, ServiceContext, Started};
+use telenet_runtime::{Call, Phase, ServiceContext, Started};
 
 use crate::inbound::InboundFetcher;
 use crate::{Config, MediaService, consumers};
 
 /// The service's name: its metrics label, readiness name and schema.
 pub const NAME: &str = "media";
+
+/// The services it calls (see `telenet_runtime::Call`): ingress, for the
+/// channel an inbound attachment is fetched with; and links to the gateway
+/// of its own process (download links in the dev server), which it never
+/// connects to. Its context refuses any other, and the chart's
+/// NetworkPolicies allow these (`deploy/tools/callgraph.py`).
+pub const CALLS: &[Call] = &[Call::grpc("ingress"), Call::link("gateway")];
 
 /// The service's data directory name in the process's data directory, as
 /// the default `blob_dir` (`.telenet/blobs`) spells it.
@@ -66,7 +73,10 @@ fn local_download_links<C>(config: &mut Config, ctx: &ServiceContext<C>) -> anyh
     if config.download_urls != Default::default() {
         return Ok(());
     }
-    let Some(gateway) = ctx.http_addr_of("gateway").filter(|a| a.ip().is_loopback()) else {
+    let Some(gateway) = ctx
+        .http_addr_of("gateway")?
+        .filter(|a| a.ip().is_loopback())
+    else {
         return Ok(());
     };
     config.download_urls.base_url = format!("http://{gateway}");

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use telenet_bus::{SharedBus, SubscribeSpec};
 use telenet_kit::grpc::GrpcChannel;
-use telenet_media::{Config, LocalDirStore, MIGRATIONS, MediaService, NAME, TranscodeConfig};
+use telenet_media::{
+    CALLS, Config, LocalDirStore, MIGRATIONS, MediaService, NAME, TranscodeConfig,
+};
 use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState, ChannelKind};
 use telenet_proto::conversations::v1::{Message, MessageDirection};
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
@@ -31,7 +33,9 @@ fn fixture(name: &str) -> Vec<u8> {
 
 async fn started(config: Config) -> TestService {
     TestService::start(
-        TestSetup::new(NAME, config).database(Backend::Sqlite, MIGRATIONS),
+        TestSetup::new(NAME, config)
+            .calls(CALLS)
+            .database(Backend::Sqlite, MIGRATIONS),
         telenet_media::start,
     )
     .await

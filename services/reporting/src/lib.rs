@@ -31,8 +31,15 @@ pub use error::Error;
 pub use service::ReportingService;
 pub use start::start;
 
+use telenet_runtime::Call;
+
 /// The service's name: its metrics label, readiness name and schema.
 pub const NAME: &str = "reporting";
+
+/// The services it calls: none (see `telenet_runtime::Call`); its context
+/// refuses any, and the chart's NetworkPolicies let it call none
+/// (`deploy/tools/callgraph.py`).
+pub const CALLS: &[Call] = &[];
 
 pub const MIGRATIONS: telenet_store::Migrations =
     telenet_store::migrations!("0100_daily_volume", "0101_conversation_milestones");

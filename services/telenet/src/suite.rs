@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use telenet_bus::{MeteredBus, RetryPolicy, SharedBus};
 use telenet_kit::grpc::GrpcServer;
 use telenet_kit::metrics::Metrics;
-use telenet_runtime::{Phase, Runner, ServiceContext, Started};
+use telenet_runtime::{Call, Phase, Runner, ServiceContext, Started};
 use telenet_store::{Db, Migrations};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,20 @@ fn migrations_of(service: ServiceName) -> Option<Migrations> {
         ServiceName::Dispatch => Some(telenet_dispatch::MIGRATIONS),
         ServiceName::Reporting => Some(telenet_reporting::MIGRATIONS),
         ServiceName::Gateway => None,
+    }
+}
+
+/// The services a service declares it calls (its crate's `CALLS`): all its
+/// context lets it reach.
+fn calls_of(service: ServiceName) -> &'static [Call] {
+    match service {
+        ServiceName::Ingress => telenet_ingress::CALLS,
+        ServiceName::Contacts => telenet_contacts::CALLS,
+        ServiceName::Conversations => telenet_conversations::CALLS,
+        ServiceName::Media => telenet_media::CALLS,
+        ServiceName::Dispatch => telenet_dispatch::CALLS,
+        ServiceName::Reporting => telenet_reporting::CALLS,
+        ServiceName::Gateway => telenet_gateway::CALLS,
     }
 }
 
@@ -218,6 +232,7 @@ impl Suite {
             let mut ctx = ServiceContext::new(service.as_str(), (), bus.clone(), metrics.clone())
                 .with_data_dir(&self.config.data_dir)
                 .with_presence(presence.clone())
+                .with_calls(calls_of(service))
                 .with_endpoints(endpoints.clone(), self.config.grpc_client.clone())
                 .with_http_addrs({
                     let addrs = addrs.clone();
@@ -289,4 +304,139 @@ fn process_tasks(bus: Arc<MeteredBus>, metrics: Metrics, listener: Option<TcpLis
 /// The health-service name a service's readiness is reported under.
 pub fn grpc_name(service: ServiceName) -> String {
     format!("telenet.{}", service.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use telenet_runtime::CallKind;
+
+    use super::*;
+
+    /// Each service started as the process starts it, with contexts that
+    /// record what it asks for: the endpoint of every service it makes a
+    /// gRPC client of, the HTTP address of every service it calls over HTTP
+    /// or links to. It asks for exactly what its `CALLS` declare — the graph
+    /// the chart's NetworkPolicies are generated from: an undeclared call
+    /// stops its start (the context refuses it), a declared one it no
+    /// longer makes is a policy opened for nothing.
+    #[tokio::test]
+    async fn every_service_reaches_exactly_the_services_it_declares() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            seed: false,
+            ..Config::default()
+        };
+        let bus = telenet_bus::connect("memory://", "calls.", Default::default())
+            .await
+            .expect("bus");
+        let presence = telenet_presence::connect("memory://", "calls.", Default::default())
+            .await
+            .expect("presence");
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 8080));
+        for service in ServiceName::ALL {
+            let name = service.as_str();
+            let grpc = Arc::new(Mutex::new(BTreeSet::new()));
+            let http = Arc::new(Mutex::new(BTreeSet::new()));
+            let suite = Suite::new(config.clone(), [service]);
+            let db = suite.database(service).await.expect("database");
+            let mut ctx = ServiceContext::new(name, (), bus.clone(), Metrics::new())
+                .with_data_dir(dir.path())
+                .with_presence(presence.clone())
+                .with_calls(calls_of(service))
+                .with_endpoints(
+                    {
+                        let grpc = grpc.clone();
+                        Arc::new(move |other: &str| {
+                            grpc.lock().expect("lock").insert(other.to_owned());
+                            Some("http://127.0.0.1:9".to_owned())
+                        })
+                    },
+                    Default::default(),
+                )
+                .with_http_addrs({
+                    let http = http.clone();
+                    Arc::new(move |other: &str| {
+                        http.lock().expect("lock").insert(other.to_owned());
+                        Some(loopback)
+                    })
+                });
+            if let Some(db) = db {
+                ctx = ctx.with_db(db);
+            }
+            if http_listen_of(&config, service).is_some() {
+                ctx = ctx.with_listener(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+            }
+            if let Err(e) = start_service(service, ctx, &config).await {
+                panic!("{name} does not start with the calls it declares: {e:#}");
+            }
+
+            let declared = |kinds: &[CallKind]| -> BTreeSet<String> {
+                calls_of(service)
+                    .iter()
+                    .filter(|c| kinds.contains(&c.kind))
+                    .map(|c| c.service.to_owned())
+                    .collect()
+            };
+            assert_eq!(
+                *grpc.lock().expect("lock"),
+                declared(&[CallKind::Grpc]),
+                "the gRPC clients {name} makes and declares"
+            );
+            assert_eq!(
+                *http.lock().expect("lock"),
+                declared(&[CallKind::Http, CallKind::Link]),
+                "the HTTP addresses {name} asks for and declares"
+            );
+        }
+    }
+
+    /// The chart's call graph (`charts/telenet/files/calls.yaml`, from which
+    /// its NetworkPolicies are rendered) is what the services declare: a
+    /// declaration changed without `deploy/tools/callgraph.py --write`
+    /// fails here as well as in the deploy checks.
+    #[test]
+    fn the_charts_call_graph_is_the_declared_one() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../charts/telenet/files/calls.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // `service:` lines, each followed by `  grpc: [a, b]` and `  http: […]`.
+        let mut in_chart = BTreeSet::new();
+        let mut service = None;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            if let Some(name) = line.strip_suffix(':').filter(|_| !line.starts_with(' ')) {
+                service = Some(name.to_owned());
+                continue;
+            }
+            let (kind, list) = line.trim().split_once(": ").expect("`kind: [services]`");
+            let list = list.trim_start_matches('[').trim_end_matches(']');
+            for callee in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let caller = service.clone().expect("a service before its calls");
+                in_chart.insert((caller, kind.to_owned(), callee.to_owned()));
+            }
+        }
+        let declared: BTreeSet<_> = ServiceName::ALL
+            .into_iter()
+            .flat_map(|s| calls_of(s).iter().map(move |c| (s, c)))
+            .filter(|(_, c)| c.kind != CallKind::Link)
+            .map(|(s, c)| {
+                (
+                    s.as_str().to_owned(),
+                    c.kind.as_str().to_owned(),
+                    c.service.to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            in_chart, declared,
+            "{path} is stale: run python3 deploy/tools/callgraph.py --write"
+        );
+    }
 }
