@@ -11,22 +11,50 @@ ingress contacts conversations media dispatch reporting gateway
 
 {{/*
 What each service needs: its own PostgreSQL schema, the event bus (outbox
-relay and consumers), the presence store, an HTTP listener, and which
-services it calls over gRPC (the NetworkPolicies allow exactly these
-calls). Only the gateway keeps presence and has no database; it publishes
-no events, so it gets no broker credentials.
+relay and consumers), the presence store and an HTTP listener. Only the
+gateway keeps presence and has no database; it publishes no events, so it
+gets no broker credentials. Which services it calls is in "telenet.calls".
 */}}
 {{- define "telenet.needs" -}}
 {{- $needs := dict
-  "ingress" (dict "database" true "bus" true "presence" false "httpPort" 8081 "httpPortName" "webhooks" "calls" (list))
-  "contacts" (dict "database" true "bus" true "presence" false "calls" (list))
-  "conversations" (dict "database" true "bus" true "presence" false "calls" (list "contacts"))
-  "media" (dict "database" true "bus" true "presence" false "calls" (list))
-  "dispatch" (dict "database" true "bus" true "presence" false "calls" (list "ingress"))
-  "reporting" (dict "database" true "bus" true "presence" false "calls" (list))
-  "gateway" (dict "database" false "bus" false "presence" true "httpPort" 8080 "httpPortName" "http" "calls" (list "conversations" "ingress" "contacts" "reporting"))
+  "ingress" (dict "database" true "bus" true "presence" false "httpPort" 8081 "httpPortName" "webhooks")
+  "contacts" (dict "database" true "bus" true "presence" false)
+  "conversations" (dict "database" true "bus" true "presence" false)
+  "media" (dict "database" true "bus" true "presence" false)
+  "dispatch" (dict "database" true "bus" true "presence" false)
+  "reporting" (dict "database" true "bus" true "presence" false)
+  "gateway" (dict "database" false "bus" false "presence" true "httpPort" 8080 "httpPortName" "http")
 -}}
 {{- toYaml (get $needs .) -}}
+{{- end -}}
+
+{{/*
+Which service calls which, as YAML: service -> {grpc: [services], http:
+[services]}, the services whose gRPC or HTTP port it connects to. Read from
+files/calls.yaml, which deploy/tools/callgraph.py generates from each
+service's declared calls (the services refuse any call they do not
+declare), so the NetworkPolicies follow the code: (root context).
+*/}}
+{{- define "telenet.calls" -}}
+{{- $graph := .Files.Get "files/calls.yaml" | fromYaml -}}
+{{- if or (not $graph) (hasKey $graph "Error") -}}
+{{- fail "files/calls.yaml is missing or unreadable: run python3 deploy/tools/callgraph.py --write" -}}
+{{- end -}}
+{{- $names := splitList " " (include "telenet.serviceNames" .) -}}
+{{- range $name := $names -}}
+{{- $calls := get $graph $name -}}
+{{- if not (kindIs "map" $calls) -}}
+{{- fail (printf "files/calls.yaml: no entry for %s: run python3 deploy/tools/callgraph.py --write" $name) -}}
+{{- end -}}
+{{- range $kind := list "grpc" "http" -}}
+{{- range $callee := (get $calls $kind | default (list)) -}}
+{{- if not (has $callee $names) -}}
+{{- fail (printf "files/calls.yaml: %s calls %s, which is no service" $name $callee) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $graph -}}
 {{- end -}}
 
 {{- define "telenet.name" -}}
