@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use telenet_bus::{SharedBus, SubscribeSpec, Subscription};
-use telenet_conversations::{Config, Error, Inbox, MIGRATIONS, NAME};
+use telenet_conversations::{CALLS, Config, Error, Inbox, MIGRATIONS, NAME};
 use telenet_kit::grpc::GrpcChannel;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::conversations::v1 as pb;
@@ -64,6 +64,7 @@ async fn world(backend: Backend) -> World {
         .await
         .expect("sub");
     let setup = TestSetup::new(NAME, Config::default())
+        .calls(CALLS)
         .database(backend, MIGRATIONS)
         .bus(bus.clone());
     let svc = TestService::start(setup, |ctx| async move {
