@@ -41,4 +41,5 @@ pub use start::start;
 /// The service's name: its metrics label, readiness name and schema.
 pub const NAME: &str = "dispatch";
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_deliveries");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_deliveries", "0110_delivery_deadline");
