@@ -123,9 +123,9 @@ fn spoken(d: Duration) -> String {
     let secs = d.as_secs();
     let (n, unit) = if d.subsec_nanos() != 0 || secs == 0 {
         (d.as_millis() as u64, "millisecond")
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         (secs / 3600, "hour")
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         (secs / 60, "minute")
     } else {
         (secs, "second")
