@@ -19,13 +19,15 @@ pub fn test_retry() -> telenet_bus::RetryPolicy {
     }
 }
 
-/// Embedded defaults with ephemeral ports in `dir`.
+/// Embedded defaults with ephemeral ports in `dir`; channels' receivers may
+/// be on loopback, as in the dev server (tests run them on this machine).
 pub fn embedded(dir: &std::path::Path) -> Config {
     let mut c = Config {
         data_dir: dir.to_owned(),
         grpc_listen: "127.0.0.1:0".into(),
         ..Config::default()
-    };
+    }
+    .allowing_loopback_receivers();
     c.ingress.listen = "127.0.0.1:0".into();
     c.gateway.listen = ([127, 0, 0, 1], 0).into();
     c.metrics_listen = "127.0.0.1:0".into();

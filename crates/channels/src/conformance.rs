@@ -19,7 +19,7 @@
 //!   which checks each request as the real API would (authentication,
 //!   content type, shape) and answers like it; the provider reads success,
 //!   passing trouble (5xx, 429, unreachable) and refusals (4xx, redirects)
-//!   right;
+//!   right, and names them by their status, never copying the API's answer;
 //! - fetching an announced file is authorised for this channel only.
 
 use std::collections::VecDeque;
@@ -801,13 +801,19 @@ async fn sends_reach_the_api_as_it_expects(fixture: Arc<dyn Fixture>) {
 async fn passing_trouble_is_retried_and_refusals_are_final(fixture: Arc<dyn Fixture>) {
     let (api, _, serving) = Api::start(fixture.clone()).await;
     let text = message("m-trouble", "hello", Vec::new());
+    // What the API answers is its own text (an error page, a stack trace
+    // with secrets): reasons name the status, never the body.
     for (status, body, retry) in [
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "down for maintenance",
             true,
         ),
-        (StatusCode::INTERNAL_SERVER_ERROR, "boom", true),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html><pre>boom at db.connect(password=hunter2)</pre></html>",
+            true,
+        ),
         (StatusCode::TOO_MANY_REQUESTS, "slow down", true),
         (StatusCode::REQUEST_TIMEOUT, "", true),
         (StatusCode::BAD_REQUEST, "invalid recipient", false),
@@ -818,7 +824,12 @@ async fn passing_trouble_is_retried_and_refusals_are_final(fixture: Arc<dyn Fixt
         match (&outcome, retry) {
             (SendOutcome::Retry(reason), true) | (SendOutcome::Reject(reason), false) => {
                 assert!(reason.contains(status.as_str()), "{status}: {reason}");
-                assert!(reason.contains(body), "{status}: {reason}");
+                for word in body.split(|c: char| !c.is_alphanumeric()) {
+                    assert!(
+                        word.len() < 4 || !reason.contains(word),
+                        "{status}: the reason copies the body ({word:?}): {reason}"
+                    );
+                }
             }
             _ => panic!("{status}: {outcome:?}"),
         }

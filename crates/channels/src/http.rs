@@ -1,16 +1,27 @@
 //! The HTTP exchange every send goes through: one request, a bounded read of
 //! the answer, and the sorting of what happened into sent, retry later, or
 //! give up.
+//!
+//! What a receiver answers is its own text: an error page, a stack trace,
+//! the secrets of a misconfigured proxy. None of it goes into the reasons
+//! agents see (failure reasons, status events, the API) or into logs at
+//! info: a refusal is told by its status code and the status's standard
+//! name alone ("receiver answered HTTP 500 Internal Server Error"), and
+//! every reason is [`sanitize`]d. A short, sanitised excerpt of an error
+//! body is logged at debug level, for whoever debugs a receiver.
 
 use reqwest::StatusCode;
 
 use crate::SendOutcome;
+use crate::net::refusal_in;
 
-/// How much of a response body is read: enough for a message id and an
-/// error message, never a whole page a misconfigured URL might return.
+/// How much of a response body is read: enough for a message id, never a
+/// whole page a misconfigured URL might return.
 const BODY_LIMIT: usize = 64 * 1024;
-/// How much of an error body goes into the outcome's reason.
+/// How much of an error body is logged (at debug level only).
 const EXCERPT_CHARS: usize = 200;
+/// The longest reason, in characters.
+pub const REASON_CHARS: usize = 300;
 
 /// A provider's answer: its status and the start of its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +32,22 @@ pub struct Answer {
 }
 
 /// Send `request` and read the start of its answer. `Err` is the attempt's
-/// outcome when no answer came (timed out, refused, unreachable).
+/// outcome when no answer came (timed out, refused, unreachable, or a
+/// destination the client's [`Egress`](crate::net::Egress) policy refuses).
 pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, SendOutcome> {
     match request.send().await {
         Ok(response) => {
             let status = response.status();
-            // A body that cannot be read is only a missing id or excerpt:
-            // the status already decides the outcome.
+            // A body that cannot be read is only a missing id: the status
+            // already decides the outcome.
             let body = read_limited(response).await.unwrap_or_default();
+            if !status.is_success() && tracing::enabled!(tracing::Level::DEBUG) {
+                tracing::debug!(
+                    status = status.as_u16(),
+                    body = %excerpt(&body),
+                    "the receiver refused the request"
+                );
+            }
             Ok(Answer { status, body })
         }
         Err(e) => Err(outcome_of_error(&e)),
@@ -36,13 +55,13 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, SendOu
 }
 
 /// `None` for 2xx. 408, 429 and 5xx are the provider's passing trouble;
-/// any other answer (4xx, or a redirect, which sends must not follow) will
+/// any other answer (4xx, or a redirect, which sends do not follow) will
 /// not change by sending the same request again.
-pub fn refusal(status: StatusCode, body: &[u8]) -> Option<SendOutcome> {
+pub fn refusal(status: StatusCode) -> Option<SendOutcome> {
     if status.is_success() {
         return None;
     }
-    let reason = http_error(status, body);
+    let reason = http_error(status);
     Some(
         if status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
@@ -55,23 +74,53 @@ pub fn refusal(status: StatusCode, body: &[u8]) -> Option<SendOutcome> {
     )
 }
 
-/// `http 400 Bad Request: <start of the body>`, whitespace folded so the
-/// reason stays one readable line.
-pub fn http_error(status: StatusCode, body: &[u8]) -> String {
+/// `receiver answered HTTP 400 Bad Request`: the code and its standard
+/// name (never the receiver's own words); redirects say they are not
+/// followed.
+pub fn http_error(status: StatusCode) -> String {
     let head = match status.canonical_reason() {
-        Some(reason) => format!("http {} {reason}", status.as_u16()),
-        None => format!("http {}", status.as_u16()),
+        Some(reason) => format!("receiver answered HTTP {} {reason}", status.as_u16()),
+        None => format!("receiver answered HTTP {}", status.as_u16()),
     };
+    if status.is_redirection() {
+        format!("{head} (redirects are not followed: the outbound URL must be the final one)")
+    } else {
+        head
+    }
+}
+
+/// `text` fit to be shown as a reason: control characters (newlines,
+/// escapes, bidirectional overrides) turned into spaces, whitespace runs
+/// folded, at most [`REASON_CHARS`] characters.
+pub fn sanitize(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if is_unsafe(c) { ' ' } else { c })
+        .collect();
+    let folded = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    if folded.chars().count() <= REASON_CHARS {
+        return folded;
+    }
+    let mut short: String = folded.chars().take(REASON_CHARS - 1).collect();
+    short.push('…');
+    short
+}
+
+/// Control and formatting characters that could forge log lines or turn
+/// text around on screen.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// The start of an error body, sanitised, for the debug log.
+fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if folded.is_empty() {
-        return head;
+    let mut short: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        short.push('…');
     }
-    let mut excerpt: String = folded.chars().take(EXCERPT_CHARS).collect();
-    if folded.chars().count() > EXCERPT_CHARS {
-        excerpt.push('…');
-    }
-    format!("{head}: {excerpt}")
+    sanitize(&short)
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
@@ -87,32 +136,41 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwes
 }
 
 fn outcome_of_error(e: &reqwest::Error) -> SendOutcome {
-    let detail = error_chain(e);
-    if e.is_builder() {
-        SendOutcome::Reject(format!("cannot build the request: {detail}"))
-    } else if e.is_timeout() {
-        SendOutcome::Retry(format!("timed out: {detail}"))
-    } else if e.is_connect() {
-        SendOutcome::Retry(format!("connection failed: {detail}"))
-    } else {
-        SendOutcome::Retry(format!("request failed: {detail}"))
+    // A destination the policy refuses stays refused: no retry.
+    if let Some(refused) = refusal_in(e) {
+        return SendOutcome::Reject(sanitize(&refused.to_string()));
     }
+    let detail = cause(e);
+    let reason = if e.is_builder() {
+        return SendOutcome::Reject(sanitize(&format!("cannot build the request: {detail}")));
+    } else if e.is_timeout() {
+        format!("timed out: {detail}")
+    } else if e.is_connect() {
+        format!("connection failed: {detail}")
+    } else {
+        format!("request failed: {detail}")
+    };
+    SendOutcome::Retry(sanitize(&reason))
 }
 
-/// reqwest's own message hides the cause ("error sending request"); the
-/// sources say what happened ("connection refused").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
+/// What happened, from the error's sources ("connection refused"):
+/// reqwest's own message is generic and names the URL, which may carry a
+/// token in its query, so it is left out.
+fn cause(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
+        if !parts.iter().any(|p| p.contains(&part)) {
+            parts.push(part);
         }
         source = s.source();
     }
-    text
+    if parts.is_empty() {
+        "no further detail".to_owned()
+    } else {
+        parts.join(": ")
+    }
 }
 
 #[cfg(test)]
@@ -121,22 +179,47 @@ mod tests {
 
     #[test]
     fn only_success_is_not_a_refusal() {
-        assert_eq!(refusal(StatusCode::OK, b""), None);
-        assert_eq!(refusal(StatusCode::NO_CONTENT, b""), None);
+        assert_eq!(refusal(StatusCode::OK), None);
+        assert_eq!(refusal(StatusCode::NO_CONTENT), None);
         for retry in [500, 502, 503, 504, 408, 429] {
             let status = StatusCode::from_u16(retry).expect("status");
             assert!(
-                matches!(refusal(status, b""), Some(SendOutcome::Retry(_))),
+                matches!(refusal(status), Some(SendOutcome::Retry(_))),
                 "{retry}"
             );
         }
         for reject in [400, 401, 403, 404, 410, 422, 301] {
             let status = StatusCode::from_u16(reject).expect("status");
             assert!(
-                matches!(refusal(status, b""), Some(SendOutcome::Reject(_))),
+                matches!(refusal(status), Some(SendOutcome::Reject(_))),
                 "{reject}"
             );
         }
+    }
+
+    #[test]
+    fn refusals_name_the_status_only() {
+        assert_eq!(
+            http_error(StatusCode::INTERNAL_SERVER_ERROR),
+            "receiver answered HTTP 500 Internal Server Error"
+        );
+        assert_eq!(
+            http_error(StatusCode::from_u16(599).expect("status")),
+            "receiver answered HTTP 599"
+        );
+        assert!(http_error(StatusCode::FOUND).contains("redirects are not followed"));
+    }
+
+    #[test]
+    fn reasons_are_one_bounded_line_of_visible_text() {
+        assert_eq!(
+            sanitize("line one\r\nline\ttwo\u{1b}[31m red \u{202e}evil"),
+            "line one line two [31m red evil"
+        );
+        let long = sanitize(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), REASON_CHARS);
+        assert!(long.ends_with('…'));
+        assert_eq!(excerpt(b"<html>\n<b>oops</b>"), "<html> <b>oops</b>");
     }
 
     #[tokio::test]
@@ -146,10 +229,11 @@ mod tests {
             .expect("bind");
         let port = closed.local_addr().expect("addr").port();
         drop(closed);
-        let request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/"));
+        let request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/?token=s3cret"));
         let Err(SendOutcome::Retry(reason)) = exchange(request).await else {
             panic!("a refused connection is passing trouble");
         };
         assert!(reason.starts_with("connection failed"), "{reason}");
+        assert!(!reason.contains("s3cret"), "the URL is left out: {reason}");
     }
 }

@@ -14,8 +14,9 @@
 //!
 //! Also here: [`directory`], the one client of ingress's
 //! `GetChannelCredentials` (with its short cache) that dispatch and media
-//! use; [`http`], the HTTP exchange every send goes through; and
-//! [`conformance`], the checks every provider passes.
+//! use; [`http`], the HTTP exchange every send goes through; [`net`], where
+//! requests to addresses others chose may go (public addresses and an
+//! allow-list); and [`conformance`], the checks every provider passes.
 //!
 //! Adding a provider: a module (`src/<provider>/`) with a type implementing
 //! [`Provider`], one line in [`Registry::builtin`], and a test
@@ -28,6 +29,7 @@ pub mod directory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod net;
 mod provider;
 mod registry;
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use telenet_channels::net::{AllowList, Egress};
 
 use crate::Error;
 
@@ -40,6 +41,23 @@ pub struct Config {
     /// note's variant before it is retried later (at most 30 s).
     #[serde(with = "telenet_kit::config::duration")]
     pub voice_variant_wait: Duration,
+    /// Receivers on non-public addresses that messages may still be sent
+    /// to (on-premise receivers): networks (`10.20.0.0/16`, `fd00::/8`),
+    /// addresses (`192.168.1.20`) or host names (`receiver.corp.internal`,
+    /// which may then resolve to any address). Empty: only public addresses
+    /// are reached; loopback, private, link-local (cloud metadata) and other
+    /// internal addresses are refused. Keep `ingress.private_receivers` the
+    /// same, or such channels cannot be created. `telenet dev` allows
+    /// loopback when this is empty.
+    pub private_receivers: Vec<String>,
+    /// How long an outgoing message may wait to be sent; past it, a message
+    /// still pending fails ("not delivered within 15 minutes") and is never
+    /// sent later, also when its request arrives late (an outage).
+    #[serde(with = "telenet_kit::config::duration")]
+    pub pending_deadline: Duration,
+    /// How often messages pending past `pending_deadline` are looked for.
+    #[serde(with = "telenet_kit::config::duration")]
+    pub sweep_interval: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +71,9 @@ impl Default for Config {
             directory_timeout: Duration::from_secs(5),
             download_link_ttl: Duration::from_secs(86_400),
             voice_variant_wait: Duration::from_secs(10),
+            private_receivers: Vec::new(),
+            pending_deadline: Duration::from_secs(900),
+            sweep_interval: Duration::from_secs(30),
         }
     }
 }
@@ -67,7 +88,28 @@ impl Config {
                 reason: "must be between 1m and 7d".into(),
             });
         }
+        for (key, value) in [
+            ("pending_deadline", self.pending_deadline),
+            ("sweep_interval", self.sweep_interval),
+        ] {
+            if value < Duration::from_millis(1) {
+                return Err(Error::Config {
+                    key,
+                    reason: "must be at least 1ms".into(),
+                });
+            }
+        }
+        self.egress()?;
         Ok(())
+    }
+
+    /// Where sends may go: public addresses and `private_receivers`.
+    pub(crate) fn egress(&self) -> Result<Egress, Error> {
+        let allow = AllowList::parse(&self.private_receivers).map_err(|reason| Error::Config {
+            key: "private_receivers",
+            reason,
+        })?;
+        Ok(Egress::new(allow, "dispatch.private_receivers"))
     }
 
     /// How long a consumer may hold a delivery's lease: longer than anything
@@ -101,6 +143,47 @@ mod tests {
         let written = serde_json::to_value(Config::default()).expect("serialize");
         assert_eq!(written["http_timeout"], "15s");
         assert!(serde_json::from_value::<Config>(serde_json::json!({"max_attempt": 3})).is_err());
+    }
+
+    #[test]
+    fn deadlines_and_allow_lists_are_checked() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "private_receivers": ["10.0.0.0/8", "receiver.corp.internal"],
+            "pending_deadline": "2m",
+        }))
+        .expect("config");
+        assert!(config.validate().is_ok());
+        assert_eq!(config.pending_deadline, Duration::from_secs(120));
+        assert_eq!(Config::default().pending_deadline, Duration::from_secs(900));
+        assert!(Config::default().private_receivers.is_empty());
+        for (config, key) in [
+            (
+                Config {
+                    private_receivers: vec!["10.0.0.0/40".into()],
+                    ..Config::default()
+                },
+                "private_receivers",
+            ),
+            (
+                Config {
+                    pending_deadline: Duration::ZERO,
+                    ..Config::default()
+                },
+                "pending_deadline",
+            ),
+            (
+                Config {
+                    sweep_interval: Duration::ZERO,
+                    ..Config::default()
+                },
+                "sweep_interval",
+            ),
+        ] {
+            match config.validate() {
+                Err(Error::Config { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
     }
 
     #[test]

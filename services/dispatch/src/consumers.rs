@@ -10,7 +10,7 @@ use telenet_kit::metrics::UNKNOWN;
 use telenet_proto::common::v1::AttachmentKind;
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
 use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
-use telenet_store::events;
+use telenet_store::{events, now_micros};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -82,16 +82,31 @@ impl DispatchService {
         };
         let config = &self.inner.config;
         let lease_micros = i64::try_from(config.lease().as_micros()).unwrap_or(i64::MAX);
+        // The deadline counts from the reply (when the request was made),
+        // never from a clock ahead of ours.
+        let now = now_micros();
+        let requested_at = env
+            .occurred_at
+            .as_ref()
+            .map_or(now, |t| {
+                t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1_000)
+            })
+            .min(now);
         let claim = store::claim(
             &self.inner.db,
             workspace_id,
             &request,
             event_id,
             lease_micros,
+            requested_at,
         )
         .await?;
-        let (previous, lease) = match claim {
-            Claim::Mine { attempts, lease } => (attempts, lease),
+        let (previous, lease, requested_at) = match claim {
+            Claim::Mine {
+                attempts,
+                lease,
+                requested_at,
+            } => (attempts, lease, requested_at),
             Claim::Settled => {
                 tracing::debug!(message_id = %request.message_id, "delivery already settled; not sending again");
                 return Ok(());
@@ -104,18 +119,29 @@ impl DispatchService {
             }
         };
 
-        let attempts = previous.saturating_add(1);
-        let (outcome, kind) = self.attempt(workspace_id, &request).await;
-        let settled = domain::settle(outcome, attempts, config.max_attempts);
+        let (settled, attempts) =
+            if domain::is_overdue(requested_at, now_micros(), config.pending_deadline) {
+                // Too late to send (the request arrived late, or waited for
+                // its retry past the deadline): failed without an attempt.
+                self.metrics.count_overdue();
+                let reason = domain::overdue_reason(config.pending_deadline);
+                let settled = domain::settle(SendOutcome::Reject(reason), previous, 1);
+                (settled, previous)
+            } else {
+                let attempts = previous.saturating_add(1);
+                let (outcome, kind) = self.attempt(workspace_id, &request).await;
+                let settled = domain::settle(outcome, attempts, config.max_attempts);
+                self.metrics.count_dispatch(
+                    &kind,
+                    match settled.state {
+                        State::Sent => DispatchOutcome::Sent,
+                        State::Pending => DispatchOutcome::Retry,
+                        State::Failed => DispatchOutcome::Failed,
+                    },
+                );
+                (settled, attempts)
+            };
         log_attempt(&request, attempts, settled.state, &settled.error);
-        self.metrics.count_dispatch(
-            &kind,
-            match settled.state {
-                State::Sent => DispatchOutcome::Sent,
-                State::Pending => DispatchOutcome::Retry,
-                State::Failed => DispatchOutcome::Failed,
-            },
-        );
         let state = settled.state;
         let retry_reason = settled.error.clone();
         let recorded = store::record(
@@ -176,6 +202,14 @@ impl DispatchService {
                 channel.kind.as_str_name()
             ));
         };
+        // The one destination a channel's settings choose: refused before
+        // anything is prepared when its policy does not permit it (names
+        // are checked again when the client resolves them).
+        if !channel.outbound_url.is_empty()
+            && let Err(why) = self.inner.egress.check(&channel.outbound_url)
+        {
+            return SendOutcome::Reject(format!("outbound_url: {why}"));
+        }
         let accepted = provider.capabilities(&channel).voice.accepted_types;
         let message = match self
             .prepare_attachments(workspace_id, request, &accepted)

@@ -14,13 +14,21 @@
 //! - a channel that lists nothing (or nothing media can make) gets the file
 //!   as recorded, as a `file` attachment.
 //!
+//! Deadline: a message not sent within `dispatch.pending_deadline` of its
+//! reply fails ([`overdue_reason`]) and is never sent afterwards, so an
+//! agent never waits on a message that stays pending forever, nor sees one
+//! marked failed reach the contact later.
+//!
 //! Links: every stored attachment (voice notes, their variants' parts,
 //! pictures, files) goes out with a signed download link the media service
 //! makes, valid for `dispatch.download_link_ttl`: the receiver fetches it
 //! from the gateway without credentials. When the installation has no
 //! download links set up, the receiver gets only the `blob_id`.
 
+use std::time::Duration;
+
 use telenet_channels::SendOutcome;
+use telenet_channels::http::sanitize;
 use telenet_kit::mime::essence;
 use telenet_proto::common::v1::{Attachment, AttachmentKind};
 use telenet_proto::dispatch::v1 as pb;
@@ -66,9 +74,15 @@ pub struct Settled {
 
 /// Where a delivery stands after its attempt number `attempts` came to
 /// `outcome`: passing trouble is retried until `max_attempts` (at least
-/// one) were made, then the delivery fails, saying so.
+/// one) were made, then the delivery fails, saying so. Reasons are shown
+/// to agents: one line of visible text, bounded.
 pub fn settle(outcome: SendOutcome, attempts: u32, max_attempts: u32) -> Settled {
     let max_attempts = max_attempts.max(1);
+    let outcome = match outcome {
+        SendOutcome::Retry(reason) => SendOutcome::Retry(sanitize(&reason)),
+        SendOutcome::Reject(reason) => SendOutcome::Reject(sanitize(&reason)),
+        sent => sent,
+    };
     let (state, external_id, error) = match outcome {
         SendOutcome::Sent { external_id } => (State::Sent, external_id, String::new()),
         SendOutcome::Reject(reason) => (State::Failed, String::new(), reason),
@@ -83,6 +97,43 @@ pub fn settle(outcome: SendOutcome, attempts: u32, max_attempts: u32) -> Settled
         state,
         external_id,
         error,
+    }
+}
+
+/// Whether a message requested at `requested_at` (µs) is past `deadline`
+/// at `now` (µs).
+pub fn is_overdue(requested_at: i64, now: i64, deadline: Duration) -> bool {
+    now.saturating_sub(requested_at) >= deadline_micros(deadline)
+}
+
+/// `deadline` in microseconds (saturating).
+pub fn deadline_micros(deadline: Duration) -> i64 {
+    i64::try_from(deadline.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Why a message past its deadline failed: `not delivered within 15
+/// minutes`.
+pub fn overdue_reason(deadline: Duration) -> String {
+    format!("not delivered within {}", spoken(deadline))
+}
+
+/// `15 minutes`, `1 hour`, `90 seconds`, `1500 milliseconds`: the largest
+/// unit that says it exactly.
+fn spoken(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if d.subsec_nanos() != 0 || secs == 0 {
+        (d.as_millis() as u64, "millisecond")
+    } else if secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else if secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
     }
 }
 
@@ -198,6 +249,44 @@ mod tests {
             State::Failed
         );
         assert!(State::Sent.is_final() && State::Failed.is_final() && !State::Pending.is_final());
+    }
+
+    #[test]
+    fn reasons_shown_to_agents_are_one_bounded_line() {
+        let failed = settle(
+            SendOutcome::Reject(format!("bad\r\nnews {}", "x".repeat(1000))),
+            1,
+            3,
+        );
+        assert!(failed.error.starts_with("bad news x"), "{}", failed.error);
+        assert!(failed.error.chars().count() <= telenet_channels::http::REASON_CHARS);
+        let retry = settle(SendOutcome::Retry("a\u{1b}[2Jb".into()), 1, 3);
+        assert_eq!(retry.error, "a [2Jb");
+    }
+
+    #[test]
+    fn messages_past_their_deadline_are_overdue() {
+        let minute = Duration::from_secs(60);
+        assert!(!is_overdue(0, 59_999_999, minute));
+        assert!(is_overdue(0, 60_000_000, minute));
+        assert!(!is_overdue(100, 0, minute), "a request from the future");
+        assert_eq!(
+            overdue_reason(Duration::from_secs(900)),
+            "not delivered within 15 minutes"
+        );
+        assert_eq!(
+            overdue_reason(Duration::from_secs(3600)),
+            "not delivered within 1 hour"
+        );
+        assert_eq!(
+            overdue_reason(Duration::from_secs(90)),
+            "not delivered within 90 seconds"
+        );
+        assert_eq!(
+            overdue_reason(Duration::from_millis(1500)),
+            "not delivered within 1500 milliseconds"
+        );
+        assert_eq!(deadline_micros(Duration::MAX), i64::MAX);
     }
 
     #[test]

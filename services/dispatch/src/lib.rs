@@ -49,4 +49,5 @@ pub const NAME: &str = "dispatch";
 /// allow these (`deploy/tools/callgraph.py`).
 pub const CALLS: &[Call] = &[Call::grpc("ingress"), Call::grpc("media")];
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_deliveries");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_deliveries", "0110_delivery_deadline");

@@ -44,6 +44,7 @@ impl DispatchOutcome {
 #[derive(Clone, Debug)]
 pub struct DispatchMetrics {
     attempts: Family<DispatchLabels, Counter>,
+    overdue: Counter,
     /// The shared latency buckets (up to half a minute, past the longest
     /// send timeout).
     send_duration: Histograms<ChannelKindLabels>,
@@ -58,6 +59,11 @@ impl DispatchMetrics {
                 "dispatch_attempts",
                 "Outbound delivery attempts, by channel kind and outcome (sent, retry, failed)",
                 Family::default,
+            ),
+            overdue: metrics.register(
+                "dispatch_overdue",
+                "Outbound messages failed because they were not sent within dispatch.pending_deadline",
+                Counter::default,
             ),
             send_duration: metrics.register(
                 "dispatch_send_duration_seconds",
@@ -77,6 +83,16 @@ impl DispatchMetrics {
                 outcome: outcome.as_str().to_owned(),
             })
             .inc();
+    }
+
+    /// One outbound message failed for being past its deadline.
+    pub fn count_overdue(&self) {
+        self.overdue.inc();
+    }
+
+    /// `n` outbound messages failed for being past their deadline.
+    pub fn count_overdue_by(&self, n: usize) {
+        self.overdue.inc_by(n as u64);
     }
 
     /// How long a channel's API took to answer one send.
@@ -104,9 +120,12 @@ mod tests {
         // into the same series.
         DispatchMetrics::register(&metrics).count_dispatch("custom", DispatchOutcome::Sent);
         DispatchMetrics::register(&metrics).count_dispatch("unknown", DispatchOutcome::Failed);
+        dispatch.count_overdue();
+        dispatch.count_overdue_by(2);
         let text = metrics.encode().expect("encodes");
         for name in [
             "telenet_dispatch_attempts_total",
+            "telenet_dispatch_overdue_total",
             "telenet_dispatch_send_duration_seconds",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
@@ -125,6 +144,7 @@ mod tests {
                 r#"telenet_dispatch_send_duration_seconds_count{channel_kind="custom"}"#,
                 1.0,
             ),
+            ("telenet_dispatch_overdue_total", 3.0),
             (
                 r#"telenet_dispatch_send_duration_seconds_bucket{channel_kind="custom",le="0.025"}"#,
                 1.0,

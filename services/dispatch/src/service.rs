@@ -6,16 +6,20 @@ use std::sync::Arc;
 use telenet_bus::SharedBus;
 use telenet_channels::Registry;
 use telenet_channels::directory::{CachedDirectory, ChannelDirectory};
+use telenet_channels::net::Egress;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::dispatch::v1::dispatch_server::DispatchServer;
-use telenet_store::Db;
 use telenet_store::consumer::GroupSubscription;
+use telenet_store::{Db, now_micros};
 use tokio_util::sync::CancellationToken;
 
 use crate::media::MediaFiles;
 use crate::metrics::DispatchMetrics;
-use crate::{Config, Error, consumers, store};
+use crate::{Config, Error, consumers, domain, store};
+
+/// Deliveries failed per transaction batch of a sweep.
+const SWEEP_BATCH: i64 = 100;
 
 /// The dispatch service: the `outbound.requested` consumer and the
 /// `telenet.dispatch.v1.Dispatch` API. Clones share everything.
@@ -36,8 +40,10 @@ pub(crate) struct Inner {
     /// Who sends on each kind of channel.
     pub(crate) providers: Registry,
     /// The client every send goes through: one attempt's time limits, no
-    /// redirects.
+    /// redirects, names resolved to addresses `egress` permits.
     pub(crate) http: reqwest::Client,
+    /// Where sends may go: public addresses and `private_receivers`.
+    pub(crate) egress: Egress,
     pub(crate) config: Config,
 }
 
@@ -51,7 +57,8 @@ impl DispatchService {
         config: Config,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let http = http_client(&config).map_err(|e| Error::Setup(e.to_string()))?;
+        let egress = config.egress()?;
+        let http = http_client(&config, &egress).map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -59,6 +66,7 @@ impl DispatchService {
                 directory: CachedDirectory::new(directory, config.directory_cache_ttl),
                 providers: Registry::builtin(),
                 http,
+                egress,
                 config,
             }),
             metrics: DispatchMetrics::register(&Metrics::default()),
@@ -108,6 +116,45 @@ impl DispatchService {
         consumers::run(self, requests, token).await;
     }
 
+    /// Fail every delivery still pending past `pending_deadline` (with its
+    /// `outbound.status` event); returns how many. Safe to run on several
+    /// replicas at once: each delivery is failed once.
+    pub async fn sweep_overdue(&self) -> Result<usize, Error> {
+        let deadline = self.inner.config.pending_deadline;
+        let reason = domain::overdue_reason(deadline);
+        let mut total = 0;
+        loop {
+            let cutoff = now_micros().saturating_sub(domain::deadline_micros(deadline));
+            let failed = store::expire(&self.inner.db, cutoff, &reason, SWEEP_BATCH).await?;
+            total += failed;
+            self.metrics.count_overdue_by(failed);
+            if failed < SWEEP_BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Until `token` is cancelled: [`sweep_overdue`](Self::sweep_overdue)
+    /// every `sweep_interval`.
+    pub async fn run_sweeper(self, token: CancellationToken) {
+        let every = self.inner.config.sweep_interval;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.sweep_overdue().await {
+                Ok(0) => {}
+                Ok(failed) => tracing::info!(
+                    failed,
+                    deadline = %telenet_kit::config::duration::format(self.inner.config.pending_deadline),
+                    "outbound messages not sent within their deadline failed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "sweeping overdue outbound messages failed"),
+            }
+        }
+    }
+
     /// The delivery of a message, within the workspace.
     pub async fn get_delivery(
         &self,
@@ -134,15 +181,16 @@ impl DispatchService {
     }
 }
 
-fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+fn http_client(config: &Config, egress: &Egress) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(config.http_connect_timeout)
         .timeout(config.http_timeout)
         // A redirect would turn the signed POST into something the receiver
-        // did not ask for; a moved endpoint is a configuration to fix.
+        // did not ask for, possibly somewhere internal; a moved endpoint is a
+        // configuration to fix. The 3xx is the answer, and it is final.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("telenet-dispatch/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("telenet-dispatch/", env!("CARGO_PKG_VERSION")));
+    egress.apply(builder).build()
 }
 
 fn require(field: &str, value: &str) -> Result<(), Error> {

@@ -1,6 +1,7 @@
 //! How the process starts dispatch: the `Dispatch` API, and the
 //! `outbound.requested` consumer, subscribed before `start` returns so no
-//! request published meanwhile is missed. Channels are looked up in ingress,
+//! request published meanwhile is missed; the sweeper that fails messages
+//! pending past their deadline (`Phase::Work`). Channels are looked up in ingress,
 //! voice notes and download links made by media. The runner adds the
 //! outbox relay (which publishes `outbound.status`) and the readiness
 //! checks.
@@ -31,12 +32,23 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     // the group's queue.
     let requests = service.subscribe().await?;
     let consumer = service.clone();
-    Ok(Started::new().grpc(service.grpc()).task(
-        format!("{NAME}.outbound-requested"),
-        Phase::Consume,
-        move |token| async move {
-            consumer.consume(requests, token).await;
-            Ok(())
-        },
-    ))
+    let sweeper = service.clone();
+    Ok(Started::new()
+        .grpc(service.grpc())
+        .task(
+            format!("{NAME}.outbound-requested"),
+            Phase::Consume,
+            move |token| async move {
+                consumer.consume(requests, token).await;
+                Ok(())
+            },
+        )
+        .task(
+            format!("{NAME}.pending-sweeper"),
+            Phase::Work,
+            move |token| async move {
+                sweeper.run_sweeper(token).await;
+                Ok(())
+            },
+        ))
 }

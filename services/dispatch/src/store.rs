@@ -3,6 +3,8 @@
 //! duplicated or concurrently redelivered `outbound.requested` never makes a
 //! second POST while the first is in flight, and records each attempt's
 //! result together with its `outbound.status` event in one transaction.
+//! Deliveries still pending past their deadline are failed by [`expire`],
+//! with the same event, whichever replica gets there first.
 
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::events::v1::{
@@ -38,8 +40,13 @@ fn proto_state(stored: &str) -> pb::DeliveryState {
 /// What `claim` found.
 #[derive(Debug)]
 pub(crate) enum Claim {
-    /// This consumer may attempt the message; `attempts` were made before.
-    Mine { attempts: u32, lease: String },
+    /// This consumer may attempt the message; `attempts` were made before;
+    /// it was requested at `requested_at` (µs, as first recorded).
+    Mine {
+        attempts: u32,
+        lease: String,
+        requested_at: i64,
+    },
     /// The delivery is SENT or FAILED already: nothing to send.
     Settled,
     /// Another consumer holds the lease and is attempting it right now.
@@ -59,23 +66,25 @@ pub(crate) struct Attempted<'a> {
     pub event_id: &'a str,
 }
 
-/// Create the delivery if it is new and take its lease when nobody holds a
-/// live one. A settled delivery marks the event processed, so the caller can
-/// simply acknowledge it.
+/// Create the delivery if it is new (requested at `requested_at`, µs) and
+/// take its lease when nobody holds a live one. A settled delivery marks the
+/// event processed, so the caller can simply acknowledge it.
 pub(crate) async fn claim(
     db: &Db,
     workspace_id: &str,
     request: &OutboundRequested,
     event_id: &str,
     lease_micros: i64,
+    requested_at: i64,
 ) -> Result<Claim, StoreError> {
     let now = now_micros();
     let lease = uuid::Uuid::new_v4().to_string();
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO deliveries \
-         (workspace_id, message_id, conversation_id, channel_id, state, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         (workspace_id, message_id, conversation_id, channel_id, state, created_at, updated_at, \
+          requested_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
          ON CONFLICT (workspace_id, message_id) DO NOTHING",
     )
     .bind(workspace_id)
@@ -84,6 +93,7 @@ pub(crate) async fn claim(
     .bind(&request.channel_id)
     .bind(state_text(State::Pending))
     .bind(now)
+    .bind(requested_at)
     .execute(&mut *tx)
     .await?;
     let taken = sqlx::query(
@@ -101,7 +111,8 @@ pub(crate) async fn claim(
     .rows_affected()
         == 1;
     let row = sqlx::query(
-        "SELECT state, attempts FROM deliveries WHERE workspace_id = $1 AND message_id = $2",
+        "SELECT state, attempts, requested_at FROM deliveries \
+         WHERE workspace_id = $1 AND message_id = $2",
     )
     .bind(workspace_id)
     .bind(&request.message_id)
@@ -114,6 +125,7 @@ pub(crate) async fn claim(
         return Ok(Claim::Mine {
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             lease,
+            requested_at: row.try_get("requested_at")?,
         });
     }
     if state != state_text(State::Pending) {
@@ -172,6 +184,83 @@ pub(crate) async fn record(db: &Db, attempted: Attempted<'_>) -> Result<bool, St
     }
     db.commit(tx).await?;
     Ok(true)
+}
+
+/// Fail, with `reason`, up to `limit` deliveries still pending that were
+/// requested before `requested_before` (µs) and that no consumer is
+/// attempting right now (a live lease finishes first; its result stands or
+/// the next sweep finds it). Each is failed with its `outbound.status`
+/// event in one transaction, by a conditional update, so several replicas
+/// sweeping at once fail each delivery once. Returns how many were failed.
+pub(crate) async fn expire(
+    db: &Db,
+    requested_before: i64,
+    reason: &str,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    let now = now_micros();
+    let overdue = sqlx::query(
+        "SELECT workspace_id, message_id FROM deliveries \
+         WHERE state = $1 AND requested_at < $2 AND lease_until <= $3 \
+         ORDER BY requested_at LIMIT $4",
+    )
+    .bind(state_text(State::Pending))
+    .bind(requested_before)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let mut expired = 0;
+    for row in &overdue {
+        let workspace_id: String = row.try_get("workspace_id")?;
+        let message_id: String = row.try_get("message_id")?;
+        let mut tx = db.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = $3, error = $4, updated_at = $5 \
+             WHERE workspace_id = $1 AND message_id = $2 AND state = $6 \
+             AND requested_at < $7 AND lease_until <= $5",
+        )
+        .bind(&workspace_id)
+        .bind(&message_id)
+        .bind(state_text(State::Failed))
+        .bind(reason)
+        .bind(now)
+        .bind(state_text(State::Pending))
+        .bind(requested_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            // Settled, or taken by a consumer, since it was read.
+            tx.rollback().await?;
+            continue;
+        }
+        let row = sqlx::query(
+            "SELECT channel_id, attempts FROM deliveries \
+             WHERE workspace_id = $1 AND message_id = $2",
+        )
+        .bind(&workspace_id)
+        .bind(&message_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let attempts: i64 = row.try_get("attempts")?;
+        let env = events::envelope(
+            &workspace_id,
+            Payload::OutboundStatusChanged(OutboundStatusChanged {
+                message_id,
+                channel_id: row.try_get("channel_id")?,
+                state: State::Failed.proto() as i32,
+                external_id: String::new(),
+                error: reason.to_owned(),
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            }),
+            None,
+        );
+        outbox::enqueue(&mut tx, &[events::to_bus(&env)]).await?;
+        db.commit(tx).await?;
+        expired += 1;
+    }
+    Ok(expired)
 }
 
 const COLUMNS: &str =
@@ -237,6 +326,8 @@ mod tests {
         one_consumer_at_a_time_attempts_a_delivery,
         results_are_recorded_with_their_status_event,
         deliveries_are_scoped_by_workspace,
+        overdue_deliveries_fail_once_with_their_status_event,
+        sweepers_racing_fail_each_delivery_once,
     );
 
     /// Long enough never to expire within a test.
@@ -258,8 +349,13 @@ mod tests {
     }
 
     async fn mine(db: &Db, ws: &str, request: &OutboundRequested, event: &str) -> (u32, String) {
-        match claim(db, ws, request, event, LEASE).await.expect("claim") {
-            Claim::Mine { attempts, lease } => (attempts, lease),
+        match claim(db, ws, request, event, LEASE, now_micros())
+            .await
+            .expect("claim")
+        {
+            Claim::Mine {
+                attempts, lease, ..
+            } => (attempts, lease),
             other => panic!("not claimed: {other:?}"),
         }
     }
@@ -297,7 +393,9 @@ mod tests {
         assert_eq!(attempts, 0);
         // A duplicate arriving meanwhile finds the lease taken.
         assert!(matches!(
-            claim(&f.db, "ws1", &m, "ev-1", LEASE).await.expect("claim"),
+            claim(&f.db, "ws1", &m, "ev-1", LEASE, now_micros())
+                .await
+                .expect("claim"),
             Claim::Busy
         ));
         assert!(
@@ -322,15 +420,21 @@ mod tests {
         // Settled: nothing more to attempt, under any event.
         for event in ["ev-1", "ev-2"] {
             assert!(matches!(
-                claim(&f.db, "ws1", &m, event, LEASE).await.expect("claim"),
+                claim(&f.db, "ws1", &m, event, LEASE, now_micros())
+                    .await
+                    .expect("claim"),
                 Claim::Settled
             ));
         }
         // An expired lease is taken over.
         let n = request("m-2");
-        let _ = claim(&f.db, "ws1", &n, "ev-3", -1).await.expect("claim");
+        let _ = claim(&f.db, "ws1", &n, "ev-3", -1, now_micros())
+            .await
+            .expect("claim");
         assert!(matches!(
-            claim(&f.db, "ws1", &n, "ev-3", LEASE).await.expect("claim"),
+            claim(&f.db, "ws1", &n, "ev-3", LEASE, now_micros())
+                .await
+                .expect("claim"),
             Claim::Mine { attempts: 0, .. }
         ));
         f.db.close().await;
@@ -380,6 +484,154 @@ mod tests {
                 .expect("dead")
                 .is_empty()
         );
+        f.db.close().await;
+    }
+
+    const MINUTE: i64 = 60_000_000;
+
+    /// A pending delivery of `message_id` requested `age` µs ago, with no
+    /// live lease (one attempt made and released).
+    async fn pending_since(db: &Db, ws: &str, message_id: &str, age: i64) {
+        let m = request(message_id);
+        let Claim::Mine { lease, .. } = claim(db, ws, &m, "ev", LEASE, now_micros() - age)
+            .await
+            .expect("claim")
+        else {
+            panic!("{message_id}: not claimed");
+        };
+        let mut attempt = attempted(&m, &lease, 1, State::Pending);
+        attempt.workspace_id = ws;
+        assert!(record(db, attempt).await.expect("record"));
+    }
+
+    async fn overdue_deliveries_fail_once_with_their_status_event(backend: Backend) {
+        let f = fixture(backend).await;
+        let reason = "not delivered within 15 minutes";
+        pending_since(&f.db, "ws1", "m-old", 20 * MINUTE).await;
+        pending_since(&f.db, "ws2", "m-old-too", 16 * MINUTE).await;
+        pending_since(&f.db, "ws1", "m-in-time", 2 * MINUTE).await;
+        // Sent in time, long ago: untouched.
+        let sent = request("m-sent");
+        let Claim::Mine { lease, .. } =
+            claim(&f.db, "ws1", &sent, "ev", LEASE, now_micros() - 60 * MINUTE)
+                .await
+                .expect("claim")
+        else {
+            panic!("not claimed");
+        };
+        record(&f.db, attempted(&sent, &lease, 1, State::Sent))
+            .await
+            .expect("record");
+        // Being attempted right now: its attempt finishes first.
+        let busy = request("m-busy");
+        let Claim::Mine {
+            lease: busy_lease, ..
+        } = claim(&f.db, "ws1", &busy, "ev", LEASE, now_micros() - 30 * MINUTE)
+            .await
+            .expect("claim")
+        else {
+            panic!("not claimed");
+        };
+        let backlog = outbox::backlog(&f.db).await.expect("backlog");
+
+        let cutoff = now_micros() - 15 * MINUTE;
+        assert_eq!(expire(&f.db, cutoff, reason, 100).await.expect("expire"), 2);
+        assert_eq!(
+            outbox::backlog(&f.db).await.expect("backlog"),
+            backlog + 2,
+            "one status event per failed delivery"
+        );
+        for (ws, id) in [("ws1", "m-old"), ("ws2", "m-old-too")] {
+            let d = get(&f.db, ws, id).await.expect("get").expect("found");
+            assert_eq!(
+                (d.state(), d.error.as_str(), d.attempts),
+                (pb::DeliveryState::Failed, reason, 1),
+                "{id}"
+            );
+        }
+        let in_time = get(&f.db, "ws1", "m-in-time")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(in_time.state(), pb::DeliveryState::Pending);
+        let d = get(&f.db, "ws1", "m-sent")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(d.state(), pb::DeliveryState::Sent);
+        let d = get(&f.db, "ws1", "m-busy")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(d.state(), pb::DeliveryState::Pending);
+
+        // Again: nothing more to fail, nothing more announced.
+        assert_eq!(expire(&f.db, cutoff, reason, 100).await.expect("expire"), 0);
+        assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), backlog + 2);
+        // A failed delivery is never attempted again.
+        assert!(matches!(
+            claim(
+                &f.db,
+                "ws1",
+                &request("m-old"),
+                "ev-late",
+                LEASE,
+                now_micros()
+            )
+            .await
+            .expect("claim"),
+            Claim::Settled
+        ));
+        // The busy attempt records its result; had it stayed pending, the
+        // next sweep fails it.
+        assert!(
+            record(&f.db, attempted(&busy, &busy_lease, 1, State::Pending))
+                .await
+                .expect("record")
+        );
+        assert_eq!(expire(&f.db, cutoff, reason, 100).await.expect("expire"), 1);
+        let d = get(&f.db, "ws1", "m-busy")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(d.state(), pb::DeliveryState::Failed);
+
+        // The event is the one a failed attempt emits.
+        let rows = sqlx::query("SELECT routing_key FROM outbox")
+            .fetch_all(f.db.pool())
+            .await
+            .expect("outbox");
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("routing_key").expect("key"))
+            .collect();
+        assert!(keys.iter().all(|k| k == "outbound.status"), "{keys:?}");
+        f.db.close().await;
+    }
+
+    async fn sweepers_racing_fail_each_delivery_once(backend: Backend) {
+        let f = fixture(backend).await;
+        for i in 0..20 {
+            pending_since(&f.db, "ws1", &format!("m-{i}"), 20 * MINUTE).await;
+        }
+        let backlog = outbox::backlog(&f.db).await.expect("backlog");
+        let cutoff = now_micros() - 15 * MINUTE;
+        let sweep = || async {
+            let mut total = 0;
+            loop {
+                match expire(&f.db, cutoff, "late", 3).await {
+                    Ok(0) => return Ok::<_, StoreError>(total),
+                    Ok(n) => total += n,
+                    // SQLite: a concurrent writer may find the file busy.
+                    Err(e) if e.is_transient() => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let (a, b, c) = tokio::join!(sweep(), sweep(), sweep());
+        let total = a.expect("sweep") + b.expect("sweep") + c.expect("sweep");
+        assert_eq!(total, 20, "each delivery failed once");
+        assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), backlog + 20);
         f.db.close().await;
     }
 }

@@ -189,6 +189,8 @@ impl Harness {
         let directory = Arc::new(Directory::default());
         let config = Config {
             voice_variant_wait: variant_wait,
+            // The receiver runs on this machine.
+            private_receivers: vec!["127.0.0.1".into()],
             ..Config::default()
         };
         // Dispatch's client of media goes through the client stack, as in

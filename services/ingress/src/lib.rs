@@ -56,6 +56,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long de-duplication keys are kept, in hours (providers redeliver for up to 7 days).
     pub dedup_retention_hours: u64,
+    /// Non-public receivers a channel's `outbound_url` may name all the
+    /// same (on-premise receivers): networks (`10.20.0.0/16`), addresses or
+    /// host names, as `dispatch.private_receivers`, which it should equal.
+    /// Empty: a channel whose `outbound_url` is a loopback, private,
+    /// link-local or other internal address is refused. `telenet dev`
+    /// allows loopback when this is empty.
+    pub private_receivers: Vec<String>,
 }
 
 impl Default for Config {
@@ -65,6 +72,7 @@ impl Default for Config {
             public_url: "http://127.0.0.1:8081".into(),
             max_body_bytes: 1024 * 1024,
             dedup_retention_hours: 24 * 8,
+            private_receivers: Vec::new(),
         }
     }
 }

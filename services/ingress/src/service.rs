@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use telenet_bus::SharedBus;
+use telenet_channels::net::{AllowList, Egress};
 use telenet_channels::{CredentialsError, Inbound, Registry};
 use telenet_proto::common::v1::PageRequest;
 use telenet_proto::ingress::v1::channels_server::ChannelsServer;
@@ -26,6 +27,8 @@ pub struct IngressService {
     db: Db,
     bus: SharedBus,
     registry: Registry,
+    /// Where a channel's `outbound_url` may point.
+    receivers: Egress,
     config: Arc<Config>,
 }
 
@@ -45,10 +48,16 @@ impl IngressService {
     /// `registry`.
     pub fn new(db: Db, bus: SharedBus, config: Config, registry: Registry) -> Result<Self, Error> {
         domain::check_public_url(&config.public_url)?;
+        let allow =
+            AllowList::parse(&config.private_receivers).map_err(|reason| Error::Config {
+                key: "private_receivers",
+                reason,
+            })?;
         Ok(Self {
             db,
             bus,
             registry,
+            receivers: Egress::new(allow, "ingress.private_receivers"),
             config: Arc::new(config),
         })
     }
@@ -83,6 +92,7 @@ impl IngressService {
             CredentialsError::Invalid(reason) => Error::InvalidArgument(reason),
             CredentialsError::Unavailable(reason) => Error::Internal(reason),
         })?;
+        self.check_outbound_url(&credentials.outbound_url)?;
         let channel = Channel {
             id: uuid::Uuid::now_v7().to_string(),
             workspace_id: new.workspace_id,
@@ -93,6 +103,20 @@ impl IngressService {
         store::insert_channel(&self.db, &channel).await?;
         self.channel(&ChannelRef::new(&channel.workspace_id, &channel.id)?)
             .await
+    }
+
+    /// A channel's `outbound_url` (when it has one) must be http(s) and, when
+    /// its host is written as an address, a public one or one
+    /// `private_receivers` allows (names are checked by dispatch when it
+    /// resolves them, since what they resolve to can change).
+    pub fn check_outbound_url(&self, outbound_url: &str) -> Result<(), Error> {
+        if outbound_url.is_empty() {
+            return Ok(());
+        }
+        self.receivers
+            .check(outbound_url)
+            .map(drop)
+            .map_err(|why| Error::InvalidArgument(format!("outbound_url: {why}")))
     }
 
     /// A channel of the workspace (deleted channels are not found).

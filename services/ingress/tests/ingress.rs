@@ -32,6 +32,7 @@ telenet_store::on_both_backends!(
     the_registry_connects_lists_and_disconnects_channels,
     custom_webhooks_are_verified_parsed_and_published_once,
     a_broker_outage_answers_503_and_records_nothing,
+    internal_outbound_urls_are_refused_unless_allowed,
 );
 
 // ----------------------------------------------------------------- harness
@@ -82,6 +83,10 @@ struct Harness {
 
 impl Harness {
     async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, Config::default()).await
+    }
+
+    async fn start_with(backend: Backend, config: Config) -> Self {
         let inner = telenet_bus::connect("memory://", "test.", Default::default())
             .await
             .expect("memory bus");
@@ -94,7 +99,7 @@ impl Harness {
             .subscribe(SubscribeSpec::new("observer", &["inbound.*"]))
             .await
             .expect("observe");
-        let setup = TestSetup::new(NAME, Config::default())
+        let setup = TestSetup::new(NAME, config)
             .database(backend, MIGRATIONS)
             .bus(bus.clone())
             .listener();
@@ -541,5 +546,83 @@ async fn a_broker_outage_answers_503_and_records_nothing(backend: Backend) {
     );
     let (_, _, payload) = h.next_event().await;
     assert!(matches!(payload, Payload::InboundMessageReceived(m) if m.external_id == "m-down"));
+    h.service.stop().await;
+}
+
+async fn internal_outbound_urls_are_refused_unless_allowed(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let mut channels = h.channels();
+    let with_url = |url: &str| CreateChannelRequest {
+        outbound_url: url.into(),
+        ..create("ws1", "Shop")
+    };
+    for url in [
+        "http://127.0.0.1/",
+        "http://127.0.0.1:8080/in",
+        "http://[::1]:8080/in",
+        "http://10.1.2.3/in",
+        "http://172.16.0.9/in",
+        "http://192.168.0.1/in",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]/in",
+        "http://0.0.0.0/",
+    ] {
+        let status = channels.create_channel(with_url(url)).await.expect_err(url);
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}");
+        assert!(
+            status.message().starts_with("outbound_url: ")
+                && status.message().contains("is not a public address")
+                && status.message().contains("ingress.private_receivers"),
+            "{url}: {}",
+            status.message()
+        );
+    }
+    let status = channels
+        .create_channel(with_url("ftp://shop.example/in"))
+        .await
+        .expect_err("ftp");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("outbound_url"),
+        "{}",
+        status.message()
+    );
+    // Nothing was created.
+    let listed = channels
+        .list_channels(ListChannelsRequest {
+            workspace_id: "ws1".into(),
+            page: None,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.channels.is_empty(), "{:?}", listed.channels);
+    // Public addresses, and names (judged by dispatch when it resolves
+    // them), are accepted.
+    for url in ["https://8.8.8.8/in", "https://receiver.example/in"] {
+        channels.create_channel(with_url(url)).await.expect(url);
+    }
+    h.service.stop().await;
+
+    // An on-premise receiver, allowed on purpose.
+    let allowed = Config {
+        private_receivers: vec!["10.1.0.0/16".into()],
+        ..Config::default()
+    };
+    let h = Harness::start_with(backend, allowed).await;
+    let mut channels = h.channels();
+    let created = channels
+        .create_channel(with_url("http://10.1.2.3/in"))
+        .await
+        .expect("allowed")
+        .into_inner();
+    assert_eq!(
+        created.channel.expect("channel").outbound_url,
+        "http://10.1.2.3/in"
+    );
+    for url in ["http://10.2.0.1/in", "http://127.0.0.1/in"] {
+        let status = channels.create_channel(with_url(url)).await.expect_err(url);
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}");
+    }
     h.service.stop().await;
 }

@@ -29,7 +29,6 @@
 //! attachment is reported failed. Blobs are content-addressed, so fetching
 //! again after a crash stores nothing twice.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +36,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use telenet_bus::SharedBus;
 use telenet_channels::directory::{ChannelDirectory, DirectoryError};
+use telenet_channels::net::{AllowList, Egress, Refused, refusal_in};
 use telenet_channels::{CredentialsError, Registry};
 use telenet_proto::common::v1::Attachment;
 use telenet_proto::media::v1 as pb;
@@ -65,7 +65,8 @@ pub struct InboundConfig {
     /// Fetch from loopback, private, link-local and other non-public
     /// addresses too. Off by default: a webhook could otherwise make the
     /// service fetch internal URLs and hand the answer out as an attachment.
-    /// Every address a name resolves to is checked, on redirects too.
+    /// Every address a name resolves to is checked, on redirects too (the
+    /// policy of `telenet_channels::net`, which dispatch applies as well).
     pub allow_private_networks: bool,
     /// Deliveries of a message's event before an attachment whose fetch
     /// keeps failing for a reason worth retrying is reported failed. Keep it
@@ -136,6 +137,9 @@ pub struct InboundFetcher {
     pub(crate) media: MediaService,
     pub(crate) bus: SharedBus,
     http: reqwest::Client,
+    /// Where fetches may go (public addresses, unless private networks are
+    /// allowed).
+    egress: Egress,
     pub(crate) config: Arc<InboundConfig>,
     channels: Option<Arc<dyn ChannelDirectory>>,
     providers: Registry,
@@ -157,7 +161,8 @@ impl InboundFetcher {
         config
             .validate()
             .map_err(|(key, reason)| Error::Config { key, reason })?;
-        let http = http_client(&config).map_err(|e| Error::Config {
+        let egress = egress(&config);
+        let http = http_client(&config, &egress).map_err(|e| Error::Config {
             key: "inbound",
             reason: format!("cannot build the HTTP client: {e}"),
         })?;
@@ -165,6 +170,7 @@ impl InboundFetcher {
             media,
             bus,
             http,
+            egress,
             config: Arc::new(config),
             channels: None,
             providers: Registry::builtin(),
@@ -257,15 +263,12 @@ impl InboundFetcher {
         let permanent = |m: String| FetchError::Permanent(m);
         let url = url::Url::parse(attachment.url.trim())
             .map_err(|e| permanent(format!("url is not an absolute URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(permanent(format!(
-                "url scheme {:?} is not http or https",
-                url.scheme()
-            )));
-        }
-        if !self.config.allow_private_networks {
-            check_literal_host(&url).map_err(permanent)?;
-        }
+        self.egress.check_url(&url).map_err(|why| match why {
+            Refused::Scheme(scheme) => {
+                permanent(format!("url scheme {scheme:?} is not http or https"))
+            }
+            other => permanent(other.to_string()),
+        })?;
         let max = self.config.max_bytes;
         let request = self.http.get(url.clone()).headers(authorization);
         let mut response = request.send().await.map_err(|e| request_error(&e))?;
@@ -347,13 +350,11 @@ fn internal(what: &str, error: &dyn std::fmt::Display) -> FetchError {
 
 /// What a failed request means for the attachment.
 fn request_error(e: &reqwest::Error) -> FetchError {
-    if let Some(refused) = find_source::<NotPublic>(e) {
+    if let Some(refused) = refusal_in(e) {
         return FetchError::Permanent(refused.to_string());
     }
     if e.is_redirect() {
-        let why = find_source::<RedirectRefused>(e)
-            .map_or_else(|| "too many redirects".to_owned(), ToString::to_string);
-        return FetchError::Permanent(why);
+        return FetchError::Permanent("too many redirects".to_owned());
     }
     if e.is_timeout() {
         return FetchError::Transient("the provider did not answer in time".into());
@@ -367,19 +368,6 @@ fn request_error(e: &reqwest::Error) -> FetchError {
     ))
 }
 
-fn find_source<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = err.source();
-    }
-    None
-}
-
 /// The most specific message of an error chain (reqwest's own is generic).
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut current = e;
@@ -389,124 +377,24 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// A name or address that is not on the public internet.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{0} is not a public address (fetching from private networks is off: media.inbound.allow_private_networks)"
-)]
-struct NotPublic(String);
+/// The fetcher's destination policy: public addresses only, unless
+/// `allow_private_networks`.
+fn egress(config: &InboundConfig) -> Egress {
+    let allow = if config.allow_private_networks {
+        AllowList::everything()
+    } else {
+        AllowList::none()
+    };
+    Egress::new(allow, "media.inbound.allow_private_networks")
+}
 
-/// A redirect the policy refused.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct RedirectRefused(String);
-
-fn http_client(config: &InboundConfig) -> reqwest::Result<reqwest::Client> {
-    let max_redirects = config.max_redirects;
-    let allow_private = config.allow_private_networks;
-    let policy = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() > max_redirects {
-            return attempt.error(RedirectRefused(format!(
-                "more than {max_redirects} redirects"
-            )));
-        }
-        let url = attempt.url();
-        if !matches!(url.scheme(), "http" | "https") {
-            let why = format!("redirect to a {:?} URL", url.scheme());
-            return attempt.error(RedirectRefused(why));
-        }
-        if !allow_private && let Err(why) = check_literal_host(url) {
-            return attempt.error(RedirectRefused(format!("redirect refused: {why}")));
-        }
-        attempt.follow()
-    });
-    let mut builder = reqwest::Client::builder()
+fn http_client(config: &InboundConfig, egress: &Egress) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("telenet-media/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .timeout(Duration::from_millis(config.timeout_ms))
-        .redirect(policy);
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicOnly));
-    }
-    builder.build()
-}
-
-/// A host given as an IP address is never resolved, so it is checked here.
-fn check_literal_host(url: &url::Url) -> Result<(), String> {
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-        Some(url::Host::Domain(_)) => return Ok(()),
-        None => return Err("url has no host".into()),
-    };
-    if is_public(ip) {
-        Ok(())
-    } else {
-        Err(NotPublic(ip.to_string()).to_string())
-    }
-}
-
-/// Resolves names to their public addresses only: the connection is made to
-/// an address checked here, so a name cannot switch to an internal address
-/// between the check and the connection.
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> =
-                resolved.into_iter().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                return Err(Box::new(NotPublic(host)) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// Whether `ip` is an ordinary address on the public internet.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return is_public_v4(Ipv4Addr::new(a, b, c, d));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || s[..4] == [0x100, 0, 0, 0]) // discard-only
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || a == 0 // "this network"
-        || (a == 100 && (b & 0xc0) == 64) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && c == 0) // protocol assignments
-        || (a == 198 && (b & 0xfe) == 18) // benchmarking
-        || a >= 240) // reserved
+        .redirect(egress.redirect_policy(config.max_redirects));
+    egress.apply(builder).build()
 }
 
 #[cfg(test)]
@@ -514,51 +402,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_public_addresses_are_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "198.18.0.1",
-            "::1",
-            "::",
-            "fc00::1",
-            "fd12::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a00:1",
-            "2001:db8::1",
-        ] {
-            let ip: IpAddr = private.parse().expect("ip");
-            assert!(!is_public(ip), "{private} counted as public");
-        }
-        for public in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "93.184.216.34",
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            let ip: IpAddr = public.parse().expect("ip");
-            assert!(is_public(ip), "{public} counted as private");
-        }
-    }
-
-    #[test]
-    fn literal_private_hosts_are_refused() {
+    fn private_networks_are_refused_unless_allowed() {
         let url = |s: &str| url::Url::parse(s).expect("url");
-        assert!(check_literal_host(&url("http://127.0.0.1:8080/x")).is_err());
-        assert!(check_literal_host(&url("http://[::1]/x")).is_err());
-        assert!(check_literal_host(&url("https://8.8.8.8/x")).is_ok());
-        // Names are checked when they are resolved.
-        assert!(check_literal_host(&url("https://cdn.example/x")).is_ok());
+        let strict = egress(&InboundConfig::default());
+        let why = strict
+            .check_url(&url("http://169.254.169.254/latest/meta-data/"))
+            .expect_err("metadata service");
+        assert!(
+            why.to_string()
+                .contains("not allowed by media.inbound.allow_private_networks"),
+            "{why}"
+        );
+        assert!(strict.check_url(&url("https://8.8.8.8/x")).is_ok());
+        let open = egress(&InboundConfig {
+            allow_private_networks: true,
+            ..InboundConfig::default()
+        });
+        assert!(open.check_url(&url("http://127.0.0.1:8080/x")).is_ok());
     }
 
     #[test]

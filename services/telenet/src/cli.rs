@@ -236,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::Media(command) => telenet_audio::cli::run(command),
         Command::Dev(args) => {
-            let mut config = load(&args.common)?;
+            let mut config = load(&args.common)?.allowing_loopback_receivers();
             let temp = if args.ephemeral {
                 let dir = tempfile::tempdir().context("creating a temporary data directory")?;
                 config.data_dir = dir.path().to_owned();

@@ -173,6 +173,26 @@ impl Default for Config {
 }
 
 impl Config {
+    /// As the dev server runs it: everything is on this machine, so
+    /// channels' receivers may be on loopback (`127.0.0.0/8`, `::1`) when
+    /// no private receivers are configured (`ingress.private_receivers`,
+    /// `dispatch.private_receivers`). `telenet serve` keeps the defaults:
+    /// public addresses only.
+    pub fn allowing_loopback_receivers(mut self) -> Self {
+        for list in [
+            &mut self.ingress.private_receivers,
+            &mut self.dispatch.private_receivers,
+        ] {
+            if list.is_empty() {
+                *list = telenet_channels::net::LOOPBACK
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+            }
+        }
+        self
+    }
+
     /// The database URL of one service.
     pub fn database_url_of(&self, service: ServiceName) -> String {
         if self.database_url.is_empty() {
@@ -185,5 +205,48 @@ impl Config {
         } else {
             self.database_url.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_dev_server_allows_loopback_receivers() {
+        let served = Config::default();
+        assert!(served.ingress.private_receivers.is_empty());
+        assert!(served.dispatch.private_receivers.is_empty());
+        let dev = Config::default().allowing_loopback_receivers();
+        for list in [
+            &dev.ingress.private_receivers,
+            &dev.dispatch.private_receivers,
+        ] {
+            assert_eq!(list, &["127.0.0.0/8", "::1/128"]);
+        }
+        // What an operator configured stays as it is.
+        let mut configured = Config::default();
+        configured.dispatch.private_receivers = vec!["10.0.0.0/8".into()];
+        let dev = configured.allowing_loopback_receivers();
+        assert_eq!(dev.dispatch.private_receivers, ["10.0.0.0/8"]);
+        assert_eq!(dev.ingress.private_receivers, ["127.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn private_receivers_are_read_from_the_environment_as_the_chart_writes_them() {
+        let env = [(
+            "TELENET_DISPATCH__PRIVATE_RECEIVERS".to_owned(),
+            "[10.20.0.0/16, fd00::/8, 192.168.1.20, receiver.corp.internal]".to_owned(),
+        )];
+        let config: Config = telenet_kit::config::load_with_env(None, (), env).expect("config");
+        assert_eq!(
+            config.dispatch.private_receivers,
+            [
+                "10.20.0.0/16",
+                "fd00::/8",
+                "192.168.1.20",
+                "receiver.corp.internal"
+            ]
+        );
     }
 }

@@ -43,7 +43,8 @@ pub(crate) async fn create_channel(
     let mut client = ChannelsClient::new(state.upstreams.ingress.clone());
     let created = state
         .call(client.create_channel(caller.request(request)))
-        .await?;
+        .await
+        .map_err(refused_setting)?;
     let channel = created
         .channel
         .ok_or(ApiError::Incomplete("the created channel"))?;
@@ -51,6 +52,21 @@ pub(crate) async fn create_channel(
         StatusCode::CREATED,
         Json(CreatedChannel::new(channel.into(), created.secret)),
     ))
+}
+
+/// The registry's refusal of one setting (`outbound_url: … is not a public
+/// address …`, `secret: …`) as a problem naming that field, like the
+/// gateway's own checks.
+fn refused_setting(error: ApiError) -> ApiError {
+    if let ApiError::Upstream(status) = &error
+        && status.code() == tonic::Code::InvalidArgument
+        && let Some(field) = ["outbound_url", "secret", "accepted_voice_types"]
+            .into_iter()
+            .find(|field| status.message().starts_with(field))
+    {
+        return ApiError::invalid(field, status.message().to_owned());
+    }
+    error
 }
 
 /// Checks what the gateway can check without the registry and builds the
@@ -122,4 +138,36 @@ pub(crate) async fn list_channels(
         items: response.channels.into_iter().map(Into::into).collect(),
         next_page_token: super::next_token(response.page),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registrys_refusals_name_the_setting() {
+        let refused = |message: &str| {
+            refused_setting(ApiError::Upstream(Box::new(
+                tonic::Status::invalid_argument(message),
+            )))
+            .problem()
+        };
+        let problem = refused(
+            "outbound_url: 169.254.169.254 is not a public address and is not allowed by \
+             ingress.private_receivers",
+        );
+        assert_eq!(problem.status, 400);
+        assert_eq!(problem.field.as_deref(), Some("outbound_url"));
+        assert!(problem.detail.contains("not a public address"));
+        assert_eq!(
+            refused("secret: too short").field.as_deref(),
+            Some("secret")
+        );
+        assert_eq!(refused("kind is not supported").field, None);
+        let unavailable = refused_setting(ApiError::Upstream(Box::new(
+            tonic::Status::unavailable("outbound_url: x"),
+        )))
+        .problem();
+        assert_eq!((unavailable.status, unavailable.field), (503, None));
+    }
 }
