@@ -46,13 +46,25 @@
 //! `service` at that name. On shutdown every status turns NOT_SERVING before
 //! in-flight requests drain.
 //!
+//! # Security
+//!
+//! [`GrpcServer::with_security`] makes the server speak mutual TLS
+//! ([`crate::tls`]) and authorise every call ([`crate::grpc_auth`]):
+//! services by their certificates, platform clients by their secrets and
+//! workspaces, everyone else refused. Without it the server is plaintext
+//! and trusts its callers (the dev server on loopback, tests).
+//! [`GrpcServer::with_health_listener`] serves the health service alone,
+//! in plaintext, for probes that cannot present a certificate.
+//!
 //! # Client
 //!
 //! [`client`] builds what every service calls another through: a lazily
 //! connected channel (connect timeout, keepalives) under the client stack
 //! of [`crate::client`] (metrics, trace propagation, retries of calls that
 //! are safe to repeat, a timeout per attempt). [`channel`] is the bare
-//! channel, for tools that call a single service once.
+//! channel, for tools that call a single service once. [`client_with`] and
+//! [`channel_with`] connect over mutual TLS with the process's
+//! certificate.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

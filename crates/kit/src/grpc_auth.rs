@@ -84,7 +84,8 @@ pub struct GrpcAuthConfig {
     /// no platform clients, only the services themselves may call.
     pub clients_file: PathBuf,
     /// How often the platform clients file is read again; a changed file
-    /// applies to the next calls, without a restart.
+    /// applies to the next calls, without a restart (0: read once, at
+    /// start).
     #[serde(with = "duration")]
     pub reload_interval: Duration,
 }
@@ -102,12 +103,20 @@ impl Default for GrpcAuthConfig {
 // Platform clients
 
 /// One platform client.
-#[derive(Debug)]
 pub struct PlatformClient {
     /// Its name, for logs.
     pub name: String,
     workspaces: HashSet<String>,
     token_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for PlatformClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformClient")
+            .field("name", &self.name)
+            .field("workspaces", &self.workspaces.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PlatformClient {
@@ -298,6 +307,9 @@ impl PlatformClients {
     /// cancelled; a file that does not load is logged (once until the
     /// failure changes) and the previous clients kept.
     pub async fn watch(self, token: CancellationToken) {
+        if self.inner.reload_interval.is_zero() {
+            return;
+        }
         let mut last_error = None;
         loop {
             tokio::select! {

@@ -70,7 +70,8 @@ pub struct GrpcTlsConfig {
     /// refused during the handshake.
     pub ca_file: PathBuf,
     /// How often the three files are read again; changed files apply to the
-    /// connections made from then on, without a restart.
+    /// connections made from then on, without a restart (0: read once, at
+    /// start).
     #[serde(with = "duration")]
     pub reload_interval: Duration,
     /// `telenet serve` only: serve gRPC without TLS on an address other
@@ -270,6 +271,9 @@ impl Tls {
     /// cancelled. A failed reload is logged (once until the failure
     /// changes) and the current material kept.
     pub async fn watch(self, token: CancellationToken) {
+        if self.inner.reload_interval.is_zero() {
+            return;
+        }
         let mut last_error = None;
         loop {
             tokio::select! {
