@@ -213,20 +213,25 @@ def test_release_name_prefixes_everything() -> None:
     docs = chartlib.render(values, name="prod")
     assert "prod-telenet-gateway" in by_kind(docs, "Deployment")
     config = by_kind(docs, "ConfigMap")["prod-telenet"]["data"]
-    assert config["TELENET_ENDPOINTS__CONTACTS"] == "http://prod-telenet-contacts:50051"
+    assert config["TELENET_ENDPOINTS__CONTACTS"] == "https://prod-telenet-contacts:50051"
 
 
 def test_probes_are_grpc_native_and_readiness_follows_dependencies(minimal_values: dict[str, Any]) -> None:
-    deployments = by_kind(chartlib.render(minimal_values), "Deployment")
+    docs = chartlib.render(minimal_values)
+    deployments = by_kind(docs, "Deployment")
+    # The kubelet presents no client certificate: probes use the health-only
+    # plaintext listener, never the mutual-TLS port.
+    assert by_kind(docs, "ConfigMap")["telenet"]["data"]["TELENET_GRPC_HEALTH_LISTEN"] == "0.0.0.0:50052"
     for service in SERVICES:
         c = container(deployments[f"telenet-{service}"])
-        assert c["livenessProbe"]["grpc"] == {"port": 50051}, "liveness must not depend on anything"
-        assert c["startupProbe"]["grpc"] == {"port": 50051}
+        assert {"name": "grpc-health", "containerPort": 50052, "protocol": "TCP"} in c["ports"]
+        assert c["livenessProbe"]["grpc"] == {"port": 50052}, "liveness must not depend on anything"
+        assert c["startupProbe"]["grpc"] == {"port": 50052}
         if service == "gateway":
             assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
             assert "grpc" not in c["readinessProbe"]
         else:
-            assert c["readinessProbe"]["grpc"] == {"port": 50051, "service": f"telenet.{service}"}
+            assert c["readinessProbe"]["grpc"] == {"port": 50052, "service": f"telenet.{service}"}
 
 
 def test_probe_can_be_switched_off(minimal_values: dict[str, Any]) -> None:
@@ -249,7 +254,7 @@ def test_configuration_reaches_every_service(minimal_values: dict[str, Any]) -> 
     assert config["TELENET_DATA_DIR"] == "/data"
     for service in SERVICES:
         if service != "gateway":
-            assert config[f"TELENET_ENDPOINTS__{service.upper()}"] == f"http://telenet-{service}:50051"
+            assert config[f"TELENET_ENDPOINTS__{service.upper()}"] == f"https://telenet-{service}:50051"
     for deployment in by_kind(docs, "Deployment").values():
         assert container(deployment)["envFrom"] == [{"configMapRef": {"name": "telenet"}}]
         assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
@@ -272,6 +277,12 @@ def test_existing_secrets_are_read_directly(ci_renders: dict[str, list[dict[str,
     docs = ci_renders["existing-secrets-values.yaml"]
     assert "Secret" not in {d["kind"] for d in docs}
     deployments = by_kind(docs, "Deployment")
+    volumes = {v["name"]: v for v in deployments["telenet-gateway"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["grpc-tls"]["secret"]["secretName"] == "gateway-grpc-certificate"
+    assert volumes["grpc-clients"]["secret"]["secretName"] == "telenet-platform-clients"
+    assert volumes["grpc-clients"]["secret"]["items"] == [{"key": "clients", "path": "clients.toml"}]
+    volumes = {v["name"]: v for v in deployments["telenet-dispatch"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["grpc-tls"]["secret"]["secretName"] == "telenet-dispatch-grpc-tls"
     assert env_of(deployments["telenet-dispatch"])["TELENET_BUS_URL"] == {
         "secretKeyRef": {"name": "telenet-rabbitmq", "key": "amqp-url"}
     }
@@ -470,7 +481,7 @@ def test_part_of_the_suite_can_run_elsewhere(ci_renders: dict[str, list[dict[str
     assert set(by_kind(docs, "Deployment")) == {"inbox-ingress", "inbox-conversations", "inbox-media", "inbox-gateway"}
     config = by_kind(docs, "ConfigMap")["inbox"]["data"]
     assert config["TELENET_ENDPOINTS__CONTACTS"] == "http://contacts.other-namespace:50051"
-    assert config["TELENET_ENDPOINTS__CONVERSATIONS"] == "http://inbox-conversations:50051"
+    assert config["TELENET_ENDPOINTS__CONVERSATIONS"] == "https://inbox-conversations:50051"
     args = container(by_kind(docs, "Job")["inbox-migrate"])["args"]
     assert sorted(args[2::2]) == ["conversations", "ingress", "media"]
 
@@ -550,3 +561,103 @@ def test_credentials_cannot_be_put_in_settings(minimal_values: dict[str, Any]) -
         values = with_values(minimal_values, settings={"media": secret})
         with pytest.raises(helm.HelmValuesError):
             chartlib.render(values)
+
+
+# --- gRPC mutual TLS and platform clients --------------------------------------
+
+
+def secret_data(doc: dict[str, Any]) -> dict[str, str]:
+    import base64
+
+    return {k: base64.b64decode(v).decode() for k, v in doc.get("data", {}).items()}
+
+
+def test_grpc_is_mutual_tls_by_default_with_a_certificate_per_service(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(minimal_values)
+    secrets = by_kind(docs, "Secret")
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_GRPC_TLS__CERT_FILE"] == "/etc/telenet/grpc-tls/tls.crt"
+    assert config["TELENET_GRPC_TLS__KEY_FILE"] == "/etc/telenet/grpc-tls/tls.key"
+    assert config["TELENET_GRPC_TLS__CA_FILE"] == "/etc/telenet/grpc-tls/ca.crt"
+    assert config["TELENET_GRPC_TLS__ALLOW_PLAINTEXT"] == "false"
+    assert config["TELENET_GRPC_AUTH__CLIENTS_FILE"] == "", "no platform clients"
+    ca = secret_data(secrets["telenet-grpc-ca"])
+    for service in SERVICES:
+        data = secret_data(secrets[f"telenet-{service}-grpc-tls"])
+        assert secrets[f"telenet-{service}-grpc-tls"]["type"] == "kubernetes.io/tls"
+        assert data["ca.crt"] == ca["tls.crt"], "one CA signs every service"
+        assert data["tls.crt"].startswith("-----BEGIN CERTIFICATE-----")
+        assert "PRIVATE KEY-----" in data["tls.key"]
+        # Its identity first, then the names callers reach it at.
+        assert data["names"].split(",")[:2] == [f"{service}.telenet.internal", f"telenet-{service}"]
+        pod = by_kind(docs, "Deployment")[f"telenet-{service}"]["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "grpc-tls")
+        assert volume["secret"]["secretName"] == f"telenet-{service}-grpc-tls"
+        mount = next(m for m in container_of(pod)["volumeMounts"] if m["name"] == "grpc-tls")
+        # A directory, never a subPath: renewed files must reach the pod.
+        assert mount == {"name": "grpc-tls", "mountPath": "/etc/telenet/grpc-tls", "readOnly": True}
+    # The certificates are not part of the pods' checksums: renewing them
+    # must not restart anything.
+    assert "grpc" not in str(by_kind(docs, "Deployment")["telenet-gateway"]["spec"]["template"]["metadata"]["annotations"])
+
+
+def container_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return pod["containers"][0]
+
+
+def test_cert_manager_issues_and_renews_the_certificates(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["production-values.yaml"]
+    assert not [n for n in by_kind(docs, "Secret") if "grpc-tls" in n or "grpc-ca" in n]
+    certificates = by_kind(docs, "Certificate")
+    assert set(certificates) == {f"telenet-{s}-grpc" for s in SERVICES}
+    spec = certificates["telenet-gateway-grpc"]["spec"]
+    assert spec["secretName"] == "telenet-gateway-grpc-tls"
+    assert spec["dnsNames"][:2] == ["gateway.telenet.internal", "telenet-gateway"]
+    assert "telenet-gateway.telenet.svc.cluster.local" in spec["dnsNames"]
+    assert {"server auth", "client auth"} <= set(spec["usages"])
+    assert spec["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert (spec["duration"], spec["renewBefore"]) == ("720h", "240h")
+    assert "Issuer" not in {d["kind"] for d in docs}, "the company's issuer is used, none is made"
+
+
+def test_cert_manager_without_an_issuer_bootstraps_a_ca(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(with_values(minimal_values, **{"grpcTls.source": "cert-manager"}))
+    chartlib.validate_all(docs)
+    issuers = by_kind(docs, "Issuer")
+    assert issuers["telenet-grpc-selfsigned"]["spec"] == {"selfSigned": {}}
+    assert issuers["telenet-grpc-ca"]["spec"] == {"ca": {"secretName": "telenet-grpc-ca"}}
+    ca = by_kind(docs, "Certificate")["telenet-grpc-ca"]["spec"]
+    assert ca["isCA"] is True and ca["issuerRef"]["name"] == "telenet-grpc-selfsigned"
+    assert by_kind(docs, "Certificate")["telenet-media-grpc"]["spec"]["issuerRef"]["name"] == "telenet-grpc-ca"
+
+
+def test_platform_clients_file_holds_hashes_only(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["production-values.yaml"]
+    clients = by_kind(docs, "Secret")["telenet-grpc-clients"]["stringData"]["clients.toml"]
+    assert 'name = "billing"' in clients
+    assert 'token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"' in clients
+    assert 'workspaces = ["0190a0a0-0000-7000-8000-00000000000a"]' in clients
+    assert clients.count("[[clients]]") == 2
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_GRPC_AUTH__CLIENTS_FILE"] == "/etc/telenet/grpc-clients/clients.toml"
+    for deployment in by_kind(docs, "Deployment").values():
+        pod = deployment["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "grpc-clients")
+        assert volume["secret"]["secretName"] == "telenet-grpc-clients"
+
+
+def test_platform_client_hashes_are_checked(minimal_values: dict[str, Any]) -> None:
+    values = with_values(
+        minimal_values, **{"platformClients.clients": [{"name": "billing", "tokenSha256": "the-secret", "workspaces": []}]}
+    )
+    with pytest.raises(helm.HelmValuesError):
+        chartlib.render(values)
+
+
+def test_plaintext_grpc_only_when_asked(minimal_values: dict[str, Any]) -> None:
+    docs = chartlib.render(with_values(minimal_values, **{"grpcTls.enabled": False}))
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    assert config["TELENET_GRPC_TLS__ALLOW_PLAINTEXT"] == "true"
+    assert config["TELENET_GRPC_TLS__CERT_FILE"] == ""
+    assert config["TELENET_ENDPOINTS__CONTACTS"] == "http://telenet-contacts:50051"
+    assert not [n for n in by_kind(docs, "Secret") if "grpc" in n]

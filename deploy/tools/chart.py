@@ -3,7 +3,7 @@
 Helm runs in-process through helm-python-sdk (the Helm v4 Go SDK behind a C
 ABI): no helm binary and no cluster. Manifests are checked against the
 Kubernetes OpenAPI schemas bundled with kubernetes-validate (strict: unknown
-fields are errors), against small strict schemas for the two CRDs the chart
+fields are errors), against small strict schemas for the CRDs the chart
 can render, and against our own security policy.
 """
 
@@ -133,7 +133,88 @@ _LABEL_SELECTOR = {
     "additionalProperties": False,
     "properties": {"matchLabels": _STRMAP, "matchExpressions": {"type": "array"}},
 }
+_ISSUER_REF = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": _STR},
+}
+_CM_DURATION = {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$"}
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("cert-manager.io/v1", "Certificate"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": _STR,
+            "kind": _STR,
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["secretName", "issuerRef"],
+                "additionalProperties": False,
+                "properties": {
+                    "secretName": _STR,
+                    "commonName": _STR,
+                    "isCA": {"type": "boolean"},
+                    "dnsNames": {"type": "array", "items": _STR},
+                    "ipAddresses": {"type": "array", "items": _STR},
+                    "uris": {"type": "array", "items": _STR},
+                    "usages": {
+                        "type": "array",
+                        "items": {
+                            "enum": [
+                                "digital signature",
+                                "key encipherment",
+                                "server auth",
+                                "client auth",
+                                "cert sign",
+                                "crl sign",
+                            ]
+                        },
+                    },
+                    "duration": _CM_DURATION,
+                    "renewBefore": _CM_DURATION,
+                    "privateKey": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                            "size": {"type": "integer"},
+                            "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                            "rotationPolicy": {"enum": ["Never", "Always"]},
+                        },
+                    },
+                    "issuerRef": _ISSUER_REF,
+                },
+            },
+        },
+    },
+    ("cert-manager.io/v1", "Issuer"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": _STR,
+            "kind": _STR,
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": False,
+                "properties": {
+                    "selfSigned": {"type": "object", "additionalProperties": False, "properties": {}},
+                    "ca": {
+                        "type": "object",
+                        "required": ["secretName"],
+                        "additionalProperties": False,
+                        "properties": {"secretName": _STR},
+                    },
+                },
+            },
+        },
+    },
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],

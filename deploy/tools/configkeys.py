@@ -39,6 +39,12 @@ CHART_MANAGED = {
     "bus_url": "`rabbitmq.url` / `rabbitmq.existingSecret`",
     "presence_url": "`redis.url` / `redis.existingSecret`",
     "grpc_listen": "`0.0.0.0:50051`",
+    "grpc_health_listen": "`0.0.0.0:50052` (the probes' port)",
+    "grpc_tls.cert_file": "`/etc/telenet/grpc-tls/tls.crt`, from the service's Secret (`grpcTls`)",
+    "grpc_tls.key_file": "`/etc/telenet/grpc-tls/tls.key`, from the service's Secret (`grpcTls`)",
+    "grpc_tls.ca_file": "`/etc/telenet/grpc-tls/ca.crt`, from the service's Secret (`grpcTls`)",
+    "grpc_tls.allow_plaintext": "`true` only with `grpcTls.enabled: false`",
+    "grpc_auth.clients_file": "`/etc/telenet/grpc-clients/clients.toml` when there are `platformClients`",
     "metrics_listen": "`0.0.0.0:9090` (`metrics.enabled`)",
     "log_format": "`logs.format`",
     "seed": "`false`",
@@ -46,7 +52,7 @@ CHART_MANAGED = {
     "ingress.public_url": "`webhooks.publicUrl` (or the webhooks Ingress/HTTPRoute host)",
     "gateway.listen": "`0.0.0.0:8080`",
     "media.blob_dir": "`/data/blobs` (inside `data_dir`)",
-    "endpoints.*": "`http://<release>-telenet-<service>:50051`, or `endpoints.<service>`",
+    "endpoints.*": "`https://<release>-telenet-<service>:50051` (`http://` without `grpcTls`), or `endpoints.<service>`",
 }
 # Descriptions and defaults for fields the sources leave undocumented or
 # whose default is computed.

@@ -234,7 +234,41 @@ from the webhooks Ingress or HTTPRoute host.
 {{- if $override -}}
 {{- $override -}}
 {{- else -}}
-{{- printf "http://%s:%d" (include "telenet.componentName" .) 50051 -}}
+{{- printf "%s://%s:%d" (ternary "https" "http" .root.Values.grpcTls.enabled) (include "telenet.componentName" .) 50051 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret holding one service's gRPC certificate, key and CA (`tls.crt`,
+`tls.key`, `ca.crt`): (dict "root" $ "name" "gateway").
+*/}}
+{{- define "telenet.grpcTlsSecret" -}}
+{{- $existing := get .root.Values.grpcTls.existingSecrets .name -}}
+{{- if and (eq .root.Values.grpcTls.source "existing") $existing -}}
+{{- $existing -}}
+{{- else -}}
+{{- printf "%s-grpc-tls" (include "telenet.componentName" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The names one service's certificate carries, as a YAML list: its identity
+(`<service>.telenet.internal`, how the others know it as a caller), then
+the names callers reach it at (its Service, and loopback for commands run
+in its pod): (dict "root" $ "name" "gateway").
+*/}}
+{{- define "telenet.grpcDnsNames" -}}
+{{- $component := include "telenet.componentName" . -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- toYaml (list (printf "%s.telenet.internal" .name) $component (printf "%s.%s" $component $ns) (printf "%s.%s.svc" $component $ns) (printf "%s.%s.svc.%s" $component $ns .root.Values.grpcTls.clusterDomain) "localhost") -}}
+{{- end -}}
+
+{{/* The Secret with the platform clients file, if there are platform clients. */}}
+{{- define "telenet.platformClientsSecret" -}}
+{{- if .Values.platformClients.existingSecret -}}
+{{- .Values.platformClients.existingSecret -}}
+{{- else if .Values.platformClients.clients -}}
+{{- printf "%s-grpc-clients" (include "telenet.fullname" .) -}}
 {{- end -}}
 {{- end -}}
 

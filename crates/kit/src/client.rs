@@ -50,6 +50,7 @@ use crate::call_status::{RecordCall, StatusBody};
 use crate::config::duration;
 use crate::error::ErrorCode;
 use crate::metrics::{Histograms, Metrics};
+use crate::tls::{Tls, TlsConnector};
 
 /// Any error of the stack; tonic turns it back into a [`Status`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -561,10 +562,10 @@ pub enum ChannelError {
         /// The parse error.
         source: tonic::transport::Error,
     },
-    /// TLS is not compiled in; in-cluster traffic is plain HTTP/2 and TLS,
-    /// where wanted, belongs to the mesh.
+    /// The endpoint asks for TLS but no certificates are configured
+    /// (`grpc_tls.*`).
     #[error(
-        "grpc endpoint `{0}` uses https, which is not supported; use http:// (TLS is the service mesh's job)"
+        "grpc endpoint `{0}` uses https, but no certificates are configured: set grpc_tls.cert_file, key_file and ca_file, or use http://"
     )]
     TlsUnsupported(String),
     /// The channel's background task needs a Tokio runtime.
@@ -577,21 +578,36 @@ pub enum ChannelError {
 /// again after failures, so a service can start before its dependencies;
 /// readiness checks reveal whether they answer.
 pub fn channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, ChannelError> {
-    connect_lazy(endpoint, config, Some(config.request_timeout))
+    connect_lazy(endpoint, config, Some(config.request_timeout), None)
+}
+
+/// [`channel`], over mutual TLS with `tls` when given (whatever the
+/// endpoint's scheme: `http://` and `https://` both mean TLS then).
+pub fn channel_with(
+    endpoint: &str,
+    config: &ClientConfig,
+    tls: Option<&Tls>,
+) -> Result<Channel, ChannelError> {
+    connect_lazy(endpoint, config, Some(config.request_timeout), tls)
 }
 
 fn connect_lazy(
     endpoint: &str,
     config: &ClientConfig,
     timeout: Option<Duration>,
+    tls: Option<&Tls>,
 ) -> Result<Channel, ChannelError> {
-    let uri = if endpoint.contains("://") {
+    let mut uri = if endpoint.contains("://") {
         endpoint.to_owned()
     } else {
         format!("http://{endpoint}")
     };
-    if uri.starts_with("https://") {
-        return Err(ChannelError::TlsUnsupported(endpoint.to_owned()));
+    if let Some(rest) = uri.strip_prefix("https://") {
+        if tls.is_none() {
+            return Err(ChannelError::TlsUnsupported(endpoint.to_owned()));
+        }
+        // The connector makes every connection TLS; tonic must not try to.
+        uri = format!("http://{rest}");
     }
     // connect_lazy spawns the channel's worker and would panic without a
     // runtime.
@@ -613,7 +629,14 @@ fn connect_lazy(
         Some(timeout) => endpoint_config.timeout(timeout),
         None => endpoint_config,
     };
-    Ok(endpoint_config.connect_lazy())
+    Ok(match tls {
+        None => endpoint_config.connect_lazy(),
+        Some(tls) => endpoint_config.connect_with_connector_lazy(TlsConnector::new(
+            tls.clone(),
+            config.connect_timeout,
+            config.tcp_keepalive,
+        )),
+    })
 }
 
 /// A client channel to `endpoint` for the service `caller`, through the
@@ -626,7 +649,20 @@ pub fn client(
     metrics: &Metrics,
     caller: &'static str,
 ) -> Result<GrpcChannel, ChannelError> {
-    let channel = connect_lazy(endpoint, config, None)?;
+    client_with(endpoint, config, metrics, caller, None)
+}
+
+/// [`client`], over mutual TLS with `tls` when given: the process's
+/// certificate presented as its identity, the server's verified against the
+/// CA for the endpoint's host name.
+pub fn client_with(
+    endpoint: &str,
+    config: &ClientConfig,
+    metrics: &Metrics,
+    caller: &'static str,
+    tls: Option<&Tls>,
+) -> Result<GrpcChannel, ChannelError> {
+    let channel = connect_lazy(endpoint, config, None, tls)?;
     let stack = StackConfig {
         caller,
         timeout: (!config.request_timeout.is_zero()).then_some(config.request_timeout),

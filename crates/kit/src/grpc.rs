@@ -46,13 +46,25 @@
 //! `service` at that name. On shutdown every status turns NOT_SERVING before
 //! in-flight requests drain.
 //!
+//! # Security
+//!
+//! [`GrpcServer::with_security`] makes the server speak mutual TLS
+//! ([`crate::tls`]) and authorise every call ([`crate::grpc_auth`]):
+//! services by their certificates, platform clients by their secrets and
+//! workspaces, everyone else refused. Without it the server is plaintext
+//! and trusts its callers (the dev server on loopback, tests).
+//! [`GrpcServer::with_health_listener`] serves the health service alone,
+//! in plaintext, for probes that cannot present a certificate.
+//!
 //! # Client
 //!
 //! [`client`] builds what every service calls another through: a lazily
 //! connected channel (connect timeout, keepalives) under the client stack
 //! of [`crate::client`] (metrics, trace propagation, retries of calls that
 //! are safe to repeat, a timeout per attempt). [`channel`] is the bare
-//! channel, for tools that call a single service once.
+//! channel, for tools that call a single service once. [`client_with`] and
+//! [`channel_with`] connect over mutual TLS with the process's
+//! certificate.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -85,10 +97,12 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 #[cfg(test)]
 use crate::client::jittered;
 pub use crate::client::{
-    ChannelError, ClientConfig, GrpcChannel, RetryPolicy, channel, client, is_client_timeout,
-    is_retryable,
+    ChannelError, ClientConfig, GrpcChannel, RetryPolicy, channel, channel_with, client,
+    client_with, is_client_timeout, is_retryable,
 };
 use crate::config::duration;
+use crate::grpc_auth::AuthLayer;
+pub use crate::grpc_auth::{Caller, GrpcSecurity};
 use crate::metrics::{self, GrpcMetricsLayer, Metrics};
 use crate::telemetry;
 
@@ -163,6 +177,8 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     descriptor_sets: Vec<&'static [u8]>,
     metrics: Option<Metrics>,
+    security: GrpcSecurity,
+    health_listener: Option<TcpListener>,
 }
 
 impl GrpcServer {
@@ -174,7 +190,26 @@ impl GrpcServer {
             routes: RoutesBuilder::default(),
             descriptor_sets: Vec::new(),
             metrics: None,
+            security: GrpcSecurity::default(),
+            health_listener: None,
         }
+    }
+
+    /// Authenticates callers and authorises every call as `security` says
+    /// (mutual TLS, platform clients; [`crate::grpc_auth`]). Without it the
+    /// server is plaintext and trusts every caller.
+    pub fn with_security(mut self, security: GrpcSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Also serves the health service alone, in plaintext, on `listener`:
+    /// for probes that cannot present a client certificate (the kubelet's
+    /// gRPC probes). It tells whether the process runs and is ready, and
+    /// nothing else.
+    pub fn with_health_listener(mut self, listener: TcpListener) -> Self {
+        self.health_listener = Some(listener);
+        self
     }
 
     /// Records requests, errors and duration per method into `metrics`
@@ -236,6 +271,8 @@ impl GrpcServer {
             mut routes,
             descriptor_sets,
             metrics,
+            security,
+            health_listener,
         } = self;
 
         let reflection = || {
@@ -267,8 +304,31 @@ impl GrpcServer {
                 metrics,
                 metrics::grpc_methods(&known_sets),
             ))
-            .layer(ProtectLayer::new(&config));
+            .layer(ProtectLayer::new(&config))
+            .layer(AuthLayer::new(&security, &known_sets));
         let router = server.add_routes(routes.routes());
+
+        // The health-only listener stops after the main one.
+        let health_stop = CancellationToken::new();
+        let _stop_health = health_stop.clone().drop_guard();
+        if let Some(listener) = health_listener {
+            let health = readiness.health_service();
+            let stop = health_stop.clone();
+            let health_addr = listener.local_addr().map_err(ServeError::Listener)?;
+            tokio::spawn(async move {
+                tracing::info!(addr = %health_addr, "grpc health listener listening");
+                let served = Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(addr = %health_addr, %error, "grpc health listener failed");
+                }
+            });
+        }
 
         let signal = {
             let shutdown = shutdown.clone();
@@ -284,9 +344,21 @@ impl GrpcServer {
             tokio::time::sleep(config.shutdown_grace).await;
         };
 
-        tracing::info!(addr = %local_addr, "grpc server listening");
+        let serving: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match security.tls {
+                Some(tls) => {
+                    let identities: Arc<[String]> = security.identities.into();
+                    let incoming = crate::tls::TlsIncoming::new(incoming, tls, identities);
+                    tracing::info!(addr = %local_addr, "grpc server listening (mutual TLS)");
+                    Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+                }
+                None => {
+                    tracing::info!(addr = %local_addr, "grpc server listening");
+                    Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+                }
+            };
         tokio::select! {
-            result = router.serve_with_incoming_shutdown(incoming, signal) => {
+            result = serving => {
                 result?;
                 tracing::info!(addr = %local_addr, "grpc server stopped");
                 Ok(())

@@ -9,6 +9,10 @@
 //!   statuses;
 //! - [`grpc`]: the gRPC server (health, reflection, timeouts, limits,
 //!   readiness) and client channel (timeouts, keepalive, retries);
+//! - [`tls`]: mutual TLS between services, certificates re-read when they
+//!   change;
+//! - [`grpc_auth`]: who may call what: services by their certificates,
+//!   platform clients by their credentials and workspaces;
 //! - [`cache`]: a bounded cache of answers with a TTL;
 //! - [`client`]: the client stack every gRPC call goes through (metrics,
 //!   trace propagation, retry of idempotent calls, timeout);
@@ -25,7 +29,12 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod grpc;
+pub mod grpc_auth;
 pub mod metrics;
 pub mod mime;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
+
+#[cfg(test)]
+mod security_tests;

@@ -52,4 +52,6 @@ pub mod telenet {
     }
 }
 
+pub mod access;
+
 pub use telenet::{common, contacts, conversations, dispatch, events, ingress, media, reporting};

@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use telenet_bus::SharedBus;
 use telenet_kit::grpc::{ClientConfig, GrpcChannel, GrpcServer};
 use telenet_kit::metrics::Metrics;
+use telenet_kit::tls::Tls;
 use telenet_presence::SharedPresence;
 use telenet_store::Db;
 use tokio::net::TcpListener;
@@ -72,6 +73,7 @@ pub struct ServiceContext<C> {
     http_addrs: HttpAddrs,
     client_config: ClientConfig,
     calls: &'static [Call],
+    tls: Option<Tls>,
 }
 
 impl<C> ServiceContext<C> {
@@ -90,6 +92,7 @@ impl<C> ServiceContext<C> {
             http_addrs: Arc::new(|_| None),
             client_config: ClientConfig::default(),
             calls: &[],
+            tls: None,
         }
     }
 
@@ -165,6 +168,13 @@ impl<C> ServiceContext<C> {
         self
     }
 
+    /// With the process's certificates: every gRPC client of the service
+    /// then speaks mutual TLS, presenting the service's certificate.
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The database; an error naming the service when it has none.
     pub fn db(&self) -> anyhow::Result<Db> {
         self.db
@@ -198,8 +208,14 @@ impl<C> ServiceContext<C> {
             request_timeout: timeout,
             ..self.client_config.clone()
         };
-        telenet_kit::grpc::client(&endpoint, &config, &self.metrics, self.name)
-            .map_err(|e| anyhow::anyhow!("{} → {service}: {e}", self.name))
+        telenet_kit::grpc::client_with(
+            &endpoint,
+            &config,
+            &self.metrics,
+            self.name,
+            self.tls.as_ref(),
+        )
+        .map_err(|e| anyhow::anyhow!("{} → {service}: {e}", self.name))
     }
 
     /// The address of the listener bound for this service, if any.
@@ -223,6 +239,7 @@ impl<C> ServiceContext<C> {
             http_addrs: self.http_addrs,
             client_config: self.client_config,
             calls: self.calls,
+            tls: self.tls,
         }
     }
 }

@@ -61,9 +61,11 @@ pub struct CreateWorkspaceArgs {
 
 #[derive(Args)]
 pub struct HealthcheckArgs {
-    /// gRPC address of the process to check.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    grpc: String,
+    /// gRPC address of the process to check; default: its plaintext health
+    /// listener (`TELENET_GRPC_HEALTH_LISTEN`, on loopback) when it has one,
+    /// else 127.0.0.1:50051.
+    #[arg(long)]
+    grpc: Option<String>,
     /// Health service name: empty for liveness, `telenet.<service>` for a
     /// service's readiness.
     #[arg(long, default_value = "")]
@@ -207,15 +209,19 @@ async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
         request_timeout: args.timeout,
         ..Default::default()
     };
-    let channel = telenet_kit::grpc::channel(&args.grpc, &client_config)?;
+    let grpc = match args.grpc {
+        Some(grpc) => grpc,
+        None => health_address(std::env::var("TELENET_GRPC_HEALTH_LISTEN").ok().as_deref()),
+    };
+    let channel = telenet_kit::grpc::channel(&grpc, &client_config)?;
     let mut client = HealthClient::new(channel);
     let request = client.check(HealthCheckRequest {
         service: args.service.clone(),
     });
     let what = if args.service.is_empty() {
-        format!("{} (liveness)", args.grpc)
+        format!("{grpc} (liveness)")
     } else {
-        format!("{} service {:?}", args.grpc, args.service)
+        format!("{grpc} service {:?}", args.service)
     };
     let answer = tokio::time::timeout(args.timeout, request)
         .await
@@ -224,6 +230,19 @@ async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
     match answer.into_inner().status() {
         ServingStatus::Serving => Ok(()),
         other => anyhow::bail!("{what} is {}", other.as_str_name()),
+    }
+}
+
+/// Where `telenet healthcheck` asks by default: the plaintext health
+/// listener when the process has one (reached on loopback when it binds
+/// every address), else the usual gRPC port.
+fn health_address(health_listen: Option<&str>) -> String {
+    let Some(listen) = health_listen.map(str::trim).filter(|l| !l.is_empty()) else {
+        return "127.0.0.1:50051".to_owned();
+    };
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        _ => listen.to_owned(),
     }
 }
 
@@ -270,8 +289,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CreateWorkspace(args) => {
             let config = load(&args.common)?;
-            let channel =
-                telenet_kit::grpc::channel(&config.endpoints.conversations, &config.grpc_client)?;
+            // CreateWorkspace is reserved to TELENET's services: run it
+            // where a service's certificate is (`kubectl exec` into a pod).
+            let tls = telenet_kit::tls::Tls::from_config(
+                &config.grpc_tls,
+                telenet_kit::tls::ClientCerts::Required,
+            )?;
+            let channel = telenet_kit::grpc::channel_with(
+                &config.endpoints.conversations,
+                &config.grpc_client,
+                tls.as_ref(),
+            )?;
             let created =
                 telenet_proto::conversations::v1::members_client::MembersClient::new(channel)
                     .create_workspace(telenet_proto::conversations::v1::CreateWorkspaceRequest {
@@ -318,6 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, services: Vec<ServiceName>, dev: bool) -> anyhow::Result<()> {
+    config.check_grpc_transport(dev)?;
     let token = CancellationToken::new();
     telenet_kit::shutdown::on_signal(token.clone());
     let data_dir = config.data_dir.clone();
@@ -344,4 +373,21 @@ async fn serve(config: Config, services: Vec<ServiceName>, dev: bool) -> anyhow:
     tracing::info!("shutting down");
     running.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn healthcheck_asks_the_health_listener_when_there_is_one() {
+        assert_eq!(super::health_address(None), "127.0.0.1:50051");
+        assert_eq!(super::health_address(Some("")), "127.0.0.1:50051");
+        assert_eq!(
+            super::health_address(Some("0.0.0.0:50052")),
+            "127.0.0.1:50052"
+        );
+        assert_eq!(
+            super::health_address(Some("127.0.0.1:7000")),
+            "127.0.0.1:7000"
+        );
+    }
 }

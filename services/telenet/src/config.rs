@@ -123,8 +123,14 @@ pub struct Config {
     pub presence_url: String,
     /// Put in front of every presence key.
     pub presence_prefix: String,
-    /// Where the gRPC server binds (all services of this process).
+    /// Where the gRPC server binds (all services of this process). Without
+    /// `grpc_tls`, only a loopback address (`telenet serve` also takes
+    /// another with `grpc_tls.allow_plaintext`).
     pub grpc_listen: String,
+    /// Where the gRPC health service alone is also served, in plaintext,
+    /// for probes that cannot present a certificate (the kubelet's); empty:
+    /// nowhere.
+    pub grpc_health_listen: String,
     /// Where the other services are reached.
     pub endpoints: Endpoints,
     /// Where Prometheus scrapes this process (`GET /metrics`); empty: no
@@ -136,6 +142,8 @@ pub struct Config {
     pub seed: bool,
     pub grpc_server: telenet_kit::grpc::GrpcServerConfig,
     pub grpc_client: telenet_kit::grpc::ClientConfig,
+    pub grpc_tls: telenet_kit::tls::GrpcTlsConfig,
+    pub grpc_auth: telenet_kit::grpc_auth::GrpcAuthConfig,
     pub ingress: telenet_ingress::Config,
     pub contacts: telenet_contacts::Config,
     pub conversations: telenet_conversations::Config,
@@ -155,12 +163,15 @@ impl Default for Config {
             presence_url: "memory://".into(),
             presence_prefix: String::new(),
             grpc_listen: "127.0.0.1:50051".into(),
+            grpc_health_listen: String::new(),
             endpoints: Endpoints::default(),
             metrics_listen: "127.0.0.1:9090".into(),
             log_format: telenet_kit::telemetry::LogFormat::Pretty,
             seed: true,
             grpc_server: Default::default(),
             grpc_client: Default::default(),
+            grpc_tls: Default::default(),
+            grpc_auth: Default::default(),
             ingress: Default::default(),
             contacts: Default::default(),
             conversations: Default::default(),
@@ -193,6 +204,35 @@ impl Config {
         self
     }
 
+    /// Whether gRPC may be served as configured: with mutual TLS anywhere;
+    /// without, on a loopback address, or (`telenet serve`, not `dev`) where
+    /// `grpc_tls.allow_plaintext` says the network authenticates callers.
+    pub fn check_grpc_transport(&self, dev: bool) -> anyhow::Result<()> {
+        if self.grpc_tls.is_enabled() || is_loopback(&self.grpc_listen) {
+            return Ok(());
+        }
+        let listen = &self.grpc_listen;
+        if dev {
+            anyhow::bail!(
+                "telenet dev serves gRPC without TLS, so only on a loopback address, and grpc_listen is `{listen}`: \
+                 bind 127.0.0.1, or set grpc_tls.cert_file, grpc_tls.key_file and grpc_tls.ca_file"
+            );
+        }
+        if !self.grpc_tls.allow_plaintext {
+            anyhow::bail!(
+                "gRPC on `{listen}` needs mutual TLS between the services: set grpc_tls.cert_file, \
+                 grpc_tls.key_file and grpc_tls.ca_file (the Helm chart does), or bind a loopback address; \
+                 grpc_tls.allow_plaintext = true serves plaintext anyway, trusting every caller, \
+                 only for a network that authenticates them itself"
+            );
+        }
+        tracing::warn!(
+            grpc_listen = %listen,
+            "gRPC without TLS on a non-loopback address (grpc_tls.allow_plaintext): every caller that reaches it is trusted as a TELENET service"
+        );
+        Ok(())
+    }
+
     /// The database URL of one service.
     pub fn database_url_of(&self, service: ServiceName) -> String {
         if self.database_url.is_empty() {
@@ -206,6 +246,16 @@ impl Config {
             self.database_url.clone()
         }
     }
+}
+
+/// Whether `listen` (`host:port`) binds a loopback address only.
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 #[cfg(test)]
@@ -248,5 +298,62 @@ mod tests {
                 "receiver.corp.internal"
             ]
         );
+    }
+
+    #[test]
+    fn plaintext_grpc_is_for_loopback_unless_tls_or_allowed() {
+        let with = |listen: &str, tls: bool, allow: bool| Config {
+            grpc_listen: listen.into(),
+            grpc_tls: telenet_kit::tls::GrpcTlsConfig {
+                cert_file: if tls {
+                    "tls.crt".into()
+                } else {
+                    PathBuf::new()
+                },
+                allow_plaintext: allow,
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        for loopback in [
+            "127.0.0.1:50051",
+            "[::1]:50051",
+            "localhost:50051",
+            "127.0.0.1:0",
+        ] {
+            with(loopback, false, false)
+                .check_grpc_transport(true)
+                .expect("dev on loopback");
+            with(loopback, false, false)
+                .check_grpc_transport(false)
+                .expect("serve on loopback");
+        }
+        for open in [
+            "0.0.0.0:50051",
+            "[::]:50051",
+            "10.0.0.7:50051",
+            "telenet:50051",
+        ] {
+            let error = with(open, false, false)
+                .check_grpc_transport(true)
+                .expect_err("dev refuses");
+            assert!(error.to_string().contains("grpc_tls.cert_file"), "{error}");
+            let error = with(open, false, true)
+                .check_grpc_transport(true)
+                .expect_err("dev refuses even when plaintext is allowed");
+            assert!(error.to_string().contains(open), "{error}");
+            with(open, false, false)
+                .check_grpc_transport(false)
+                .expect_err("serve refuses by default");
+            with(open, false, true)
+                .check_grpc_transport(false)
+                .expect("serve where plaintext is allowed");
+            with(open, true, false)
+                .check_grpc_transport(true)
+                .expect("dev with TLS");
+            with(open, true, false)
+                .check_grpc_transport(false)
+                .expect("serve with TLS");
+        }
     }
 }

@@ -26,12 +26,14 @@ pub async fn seed_workspace(
     config: &Config,
     grpc_addr: SocketAddr,
     metrics: &Metrics,
+    tls: Option<&telenet_kit::tls::Tls>,
 ) -> anyhow::Result<Seed> {
-    let channel = telenet_kit::grpc::client(
+    let channel = telenet_kit::grpc::client_with(
         &format!("http://{grpc_addr}"),
         &config.grpc_client,
         metrics,
         "telenet",
+        tls,
     )?;
     let mut members = MembersClient::new(channel);
     let path = config.data_dir.join("dev-seed.json");

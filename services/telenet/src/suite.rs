@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use telenet_bus::{MeteredBus, RetryPolicy, SharedBus};
-use telenet_kit::grpc::GrpcServer;
+use telenet_kit::grpc::{GrpcSecurity, GrpcServer};
+use telenet_kit::grpc_auth::PlatformClients;
 use telenet_kit::metrics::Metrics;
+use telenet_kit::tls::{ClientCerts, Tls};
 use telenet_runtime::{Call, Phase, Runner, ServiceContext, Started};
 use telenet_store::{Db, Migrations};
 use tokio::net::TcpListener;
@@ -35,6 +37,9 @@ pub struct Suite {
 /// A started suite.
 pub struct Running {
     pub grpc_addr: SocketAddr,
+    /// Where the health service alone answers in plaintext
+    /// (`grpc_health_listen`), if anywhere.
+    pub grpc_health_addr: Option<SocketAddr>,
     pub webhook_addr: Option<SocketAddr>,
     pub gateway_addr: Option<SocketAddr>,
     /// Where `GET /metrics` answers (`None` when `metrics_listen` is empty).
@@ -166,7 +171,18 @@ impl Suite {
         })?;
         let grpc_listener = telenet_kit::shutdown::bind(&self.config.grpc_listen).await?;
         let grpc_addr = grpc_listener.local_addr()?;
-        self.point_endpoints_here(grpc_addr);
+        let own_grpc = reachable(grpc_addr);
+        self.point_endpoints_here(own_grpc);
+        let health_listener = if self.config.grpc_health_listen.trim().is_empty() {
+            None
+        } else {
+            Some(telenet_kit::shutdown::bind(&self.config.grpc_health_listen).await?)
+        };
+        let grpc_health_addr = health_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let (security, tls, clients) = self.grpc_security()?;
 
         // Every HTTP listener is bound before any service starts, so each
         // knows the others' addresses (links that point at the gateway).
@@ -214,14 +230,22 @@ impl Suite {
         .await
         .context("presence store")?;
 
-        let server = GrpcServer::new(self.config.grpc_server.clone())
+        let mut server = GrpcServer::new(self.config.grpc_server.clone())
             .file_descriptor_sets(&[telenet_proto::FILE_DESCRIPTOR_SET])
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_security(security);
+        if let Some(listener) = health_listener {
+            server = server.with_health_listener(listener);
+        }
         let mut runner = Runner::new(server, metrics.clone(), bus.clone(), token.clone());
         runner.add(
             "process",
             None,
-            process_tasks(metered, metrics.clone(), metrics_listener),
+            reload_tasks(
+                process_tasks(metered, metrics.clone(), metrics_listener),
+                tls.clone(),
+                clients,
+            ),
         );
 
         let endpoints = self.config.endpoints.clone();
@@ -234,6 +258,7 @@ impl Suite {
                 .with_presence(presence.clone())
                 .with_calls(calls_of(service))
                 .with_endpoints(endpoints.clone(), self.config.grpc_client.clone())
+                .with_tls(tls.clone())
                 .with_http_addrs({
                     let addrs = addrs.clone();
                     Arc::new(move |name| addrs.get(name).copied())
@@ -252,12 +277,13 @@ impl Suite {
         let running = tokio::spawn(runner.run(grpc_listener));
 
         let seed = if self.config.seed && self.services.contains(&ServiceName::Conversations) {
-            Some(crate::seed::seed_workspace(&self.config, grpc_addr, &metrics).await?)
+            Some(crate::seed::seed_workspace(&self.config, own_grpc, &metrics, tls.as_ref()).await?)
         } else {
             None
         };
         Ok(Running {
             grpc_addr,
+            grpc_health_addr,
             webhook_addr,
             gateway_addr,
             metrics_addr,
@@ -266,6 +292,30 @@ impl Suite {
             token,
             running,
         })
+    }
+
+    /// How the gRPC server authenticates and authorises its callers
+    /// (docs/security.md), the certificates its clients present, and the
+    /// platform clients it accepts.
+    fn grpc_security(
+        &self,
+    ) -> anyhow::Result<(GrpcSecurity, Option<Tls>, Option<PlatformClients>)> {
+        let clients = PlatformClients::from_config(&self.config.grpc_auth)?;
+        // Platform clients present no certificate; services always do.
+        let client_certs = if clients.is_some() {
+            ClientCerts::Optional
+        } else {
+            ClientCerts::Required
+        };
+        let tls = Tls::from_config(&self.config.grpc_tls, client_certs)?;
+        let security = match &tls {
+            Some(tls) => GrpcSecurity::tls(tls.clone(), ServiceName::ALL.map(ServiceName::as_str)),
+            None => GrpcSecurity::plaintext(),
+        }
+        .with_platform_clients(clients.clone())
+        .internal_only(telenet_proto::access::INTERNAL_ONLY)
+        .open_to_platform_clients(telenet_proto::access::OPEN_TO_PLATFORM_CLIENTS);
+        Ok((security, tls, clients))
     }
 
     /// Services of this process are reached on this process's port.
@@ -297,6 +347,47 @@ fn process_tasks(bus: Arc<MeteredBus>, metrics: Metrics, listener: Option<TcpLis
                 .await
                 .context("metrics listener")
         }),
+        None => started,
+    }
+}
+
+/// Where this process reaches its own gRPC server bound at `bound`: on
+/// loopback when it binds every address (its certificate then names
+/// 127.0.0.1 or ::1).
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+/// `started` with the tasks that re-read the certificates and the platform
+/// clients file when they change (stopped last, with the relays).
+fn reload_tasks(started: Started, tls: Option<Tls>, clients: Option<PlatformClients>) -> Started {
+    let started = match tls {
+        Some(tls) => started.task(
+            "process.tls-reload",
+            Phase::Flush,
+            move |token| async move {
+                tls.watch(token).await;
+                Ok(())
+            },
+        ),
+        None => started,
+    };
+    match clients {
+        Some(clients) => started.task(
+            "process.platform-clients-reload",
+            Phase::Flush,
+            move |token| async move {
+                clients.watch(token).await;
+                Ok(())
+            },
+        ),
         None => started,
     }
 }
