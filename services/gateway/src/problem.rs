@@ -59,13 +59,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with `status`, a stable `code` and a human `detail`.
+    /// A problem with `status`, a stable `code` and a human `detail` (cut
+    /// at [`MAX_DETAIL_BYTES`]).
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Self {
             type_uri: "about:blank".to_owned(),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: bounded(detail.into()),
             code: code.to_owned(),
             field: None,
         }
@@ -151,6 +152,25 @@ impl IntoResponse for Problem {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
+}
+
+/// The longest `detail`, in bytes. Details quote what was wrong — an
+/// unknown field's name, a value — and a client can make those as long as
+/// its body; a person reads the start.
+pub const MAX_DETAIL_BYTES: usize = 512;
+
+/// `detail` cut at [`MAX_DETAIL_BYTES`] (on a character boundary, with `…`).
+fn bounded(mut detail: String) -> String {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    let mut end = MAX_DETAIL_BYTES - '…'.len_utf8();
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    detail.truncate(end);
+    detail.push('…');
+    detail
 }
 
 /// The `code` of gRPC's ABORTED (a conflict between concurrent changes:
@@ -242,4 +262,28 @@ fn is_problem(response: &Response) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(PROBLEM_JSON))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_details_are_cut_on_a_character_boundary() {
+        let short = "page_size must be between 1 and 200";
+        assert_eq!(bounded(short.to_owned()), short);
+        for filler in ["x", "é", "😀"] {
+            let detail = bounded(format!("unknown field `{}`", filler.repeat(2000)));
+            assert!(detail.len() <= MAX_DETAIL_BYTES, "{}", detail.len());
+            assert!(detail.len() > MAX_DETAIL_BYTES - 8, "{}", detail.len());
+            assert!(detail.starts_with("unknown field `"));
+            assert!(detail.ends_with('…'));
+        }
+        let problem = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "y".repeat(9000),
+        );
+        assert!(problem.detail.len() <= MAX_DETAIL_BYTES);
+    }
 }

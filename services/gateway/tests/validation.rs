@@ -313,6 +313,34 @@ async fn bodies_and_the_objects_in_them_must_be_objects() {
     .problem(503);
 }
 
+/// A problem's detail quotes what was wrong, but not at any length.
+#[tokio::test]
+async fn details_quoting_the_request_are_kept_short() {
+    let h = harness().await;
+    let long = "x".repeat(5000);
+    let query = send(
+        &h.app,
+        get(&format!("/v1/channels?{long}=1"), Some(OWNER_TOKEN)),
+    )
+    .await;
+    let body = send(
+        &h.app,
+        json(
+            "PUT",
+            "/v1/me/status",
+            Some(OWNER_TOKEN),
+            format!(r#"{{"status":"away","{long}":1}}"#),
+        ),
+    )
+    .await;
+    for reply in [query, body] {
+        let problem = reply.problem(400);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.len() <= 512, "{} bytes", detail.len());
+        assert!(detail.contains("xxxx"), "{detail}");
+    }
+}
+
 #[tokio::test]
 async fn report_dates_are_validated() {
     let base = "/v1/reports/daily-volume";
