@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The REST API tested against its own OpenAPI document: builds the server,
 # starts `telenet dev --ephemeral` on free loopback ports, reads the seeded
-# owner's token from what it prints, gives the workspace a channel and a few
-# conversations (services/gateway/api-check/seed.py), and runs schemathesis against the
-# gateway's GET /openapi.json with that token (settings and checks in
+# owner's token from what it prints, creates a second workspace, gives each
+# a channel and a few conversations (services/gateway/api-check/seed.py),
+# and runs schemathesis against the gateway's GET /openapi.json as the
+# first owner, with the second as its peer (settings and checks in
 # services/gateway/api-check/schemathesis.toml; a fixed seed, so every run
 # sends the same requests). Fails on any 5xx, any answer the document does
 # not describe (status, content type, schema, headers), any error that is
-# not a problem document, invalid data accepted or auth not enforced.
+# not a problem document, invalid data accepted, auth not enforced, or an
+# object of one workspace served to the other's owner.
 # Stops the server when done, whatever happened.
 #
 # schemathesis comes from PyPI into .venv-api/ (pinned in
@@ -95,11 +97,33 @@ done
     fail "the dev server printed no gateway address and token within 120 s"
 }
 webhooks=$(sed -n 's/^webhooks: //p' "$work/out")
+grpc=$(sed -n 's/^grpc: //p' "$work/out")
 echo "check-api: testing $gateway (telenet dev --ephemeral, pid $server)"
-"$venv/bin/python" "$check_dir/seed.py" "$gateway" "$webhooks" "$token" \
-    || fail "could not seed the dev server with a channel and conversations"
 
-export TELENET_API_TOKEN=$token
+# A second workspace, whose owner must never see the first one's objects.
+TELENET_ENDPOINTS__CONVERSATIONS="http://$grpc" "$bin" create-workspace \
+    --name "Other shop" --owner-name "Oscar" --owner-email oscar@example.com \
+    >"$work/other" || fail "could not create a second workspace"
+other_token=$(sed -n 's/^token: //p' "$work/other")
+[[ -n "$other_token" ]] || fail "create-workspace printed no token"
+
+for seed_token in "$token" "$other_token"; do
+    "$venv/bin/python" "$check_dir/seed.py" "$gateway" "$webhooks" "$seed_token" \
+        || fail "could not seed the dev server with a channel and conversations"
+done
+
+# The two owners, as schemathesis reads identities (Web Fuzzing Commons):
+# requests go as the first; the second is its peer for the object-level
+# authorization check.
+"$venv/bin/python" - "$token" "$other_token" >"$work/auth.json" <<'PY'
+import json, sys
+print(json.dumps({"auth": [
+    {"name": name, "fixedHeaders": [{"name": "Authorization", "value": f"Bearer {token}"}]}
+    for name, token in zip(["first-workspace", "second-workspace"], sys.argv[1:3])
+]}))
+PY
+export TELENET_API_AUTH="$work/auth.json"
+
 export PYTHONPATH="$PWD/$check_dir${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 # Hypothesis keeps what it learns in a directory; not in the work tree.
