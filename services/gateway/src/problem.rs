@@ -205,6 +205,18 @@ fn lowercase_first(text: &str) -> String {
     }
 }
 
+/// The answer when a handler panicked (`CatchPanicLayer`): a bug, so the
+/// panic is logged and the client gets the opaque 500 problem.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = message, "a request handler panicked");
+    Problem::for_code(ErrorCode::Internal, INTERNAL_MESSAGE).into_response()
+}
+
 /// Fallback for paths no route matches.
 pub async fn route_not_found(request: Request) -> Problem {
     Problem::for_code(
