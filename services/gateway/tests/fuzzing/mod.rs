@@ -258,7 +258,7 @@ fn encode(bytes: &[u8], keep: &[u8]) -> String {
 
 /// The fields a problem may name: every query, path and body field of the
 /// API, and the form's.
-const FIELDS: [&str; 25] = [
+const FIELDS: [&str; 26] = [
     "page_size",
     "page_token",
     "status",
@@ -278,6 +278,7 @@ const FIELDS: [&str; 25] = [
     "user_id",
     "name",
     "outbound_url",
+    "secret",
     "accepted_voice_types",
     "ttl_seconds",
     "file_name",
