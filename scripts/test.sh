@@ -24,4 +24,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test --workspace"
 cargo test --workspace
 
+echo "==> REST API against its OpenAPI document (schemathesis)"
+scripts/check-api.sh
+
 echo "==> all checks passed"

@@ -16,6 +16,55 @@ use utoipa::ToSchema;
 
 // ---------------------------------------------------------------- helpers
 
+/// Objects nested in request bodies are read only from JSON objects: serde's
+/// derived structs would also take an array of their fields in order
+/// (`"closing_note": [null, null]`), which the document does not allow.
+/// (Whole bodies are checked by the extractors.)
+mod object {
+    use serde::de::{DeserializeOwned, Unexpected};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn from_object<T: DeserializeOwned, E: serde::de::Error>(value: Value) -> Result<T, E> {
+        if !value.is_object() {
+            let found = match &value {
+                Value::Null => Unexpected::Unit,
+                Value::Bool(b) => Unexpected::Bool(*b),
+                Value::Number(_) => Unexpected::Other("a number"),
+                Value::String(s) => Unexpected::Str(s),
+                Value::Array(_) => Unexpected::Seq,
+                Value::Object(_) => Unexpected::Map,
+            };
+            return Err(E::invalid_type(found, &"an object"));
+        }
+        serde_json::from_value(value).map_err(E::custom)
+    }
+
+    /// An optional object (`null` or absent is `None`).
+    pub(super) fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        match Option::<Value>::deserialize(deserializer)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => from_object(value).map(Some),
+        }
+    }
+
+    /// A list of objects.
+    pub(super) fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        Vec::<Value>::deserialize(deserializer)?
+            .into_iter()
+            .map(from_object)
+            .collect()
+    }
+}
+
 /// A protobuf timestamp as UTC time; `None` when unset or out of range.
 pub(crate) fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let ts = ts?;
@@ -248,6 +297,7 @@ pub struct CreateChannelBody {
     /// Channel kind (only `custom` is accepted so far).
     pub kind: ChannelKind,
     /// Display name (1–100 characters).
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Custom channels: absolute http(s) URL outbound messages are POSTed to.
     #[serde(default)]
@@ -443,6 +493,7 @@ pub struct ConversationPage {
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     /// The member to assign the conversation to.
+    #[schema(format = Uuid)]
     pub user_id: String,
 }
 
@@ -463,7 +514,7 @@ pub struct ClosingNoteInput {
 #[serde(deny_unknown_fields)]
 pub struct CloseBody {
     /// Optional closing note.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional")]
     pub closing_note: Option<ClosingNoteInput>,
 }
 
@@ -675,11 +726,14 @@ pub struct SendMessageBody {
     pub text: String,
     /// Files to send, uploaded first with `POST /v1/files` (at most 10). A
     /// `voice` file goes out as a voice note where the channel has them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::list")]
+    #[schema(max_items = 10)]
     pub attachments: Vec<SendAttachmentBody>,
     /// Idempotency key chosen by the client: retrying with the same key
-    /// returns the first message instead of sending twice.
+    /// returns the first message instead of sending twice (1 to 200
+    /// printable ASCII characters, no spaces).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[!-~]+$")]
     pub client_message_id: Option<String>,
 }
 
@@ -688,13 +742,16 @@ pub struct SendMessageBody {
 #[serde(deny_unknown_fields)]
 pub struct SendAttachmentBody {
     /// The file's id (from `POST /v1/files`).
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub file_id: String,
     /// What it is: `voice` (a recorded voice note, at most 5 minutes),
     /// `audio`, `image`, `video` or `file` (the default).
     #[serde(default)]
     pub kind: Option<AttachmentKind>,
-    /// The name the contact sees (at most 255 characters).
+    /// The name the contact sees (at most 255 characters, no control
+    /// characters).
     #[serde(default)]
+    #[schema(max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub file_name: Option<String>,
 }
 

@@ -41,6 +41,7 @@ use telenet_kit::grpc::GrpcChannel;
 use telenet_presence::SharedPresence;
 use telenet_runtime::{Call, Phase, ServiceContext, Started};
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -244,12 +245,7 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         upload_limits: cfg.max_upload_bytes,
     };
 
-    // One span per request (with its request id), continuing the caller's
-    // trace; the upstream gRPC calls carry it on.
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request<_>| telenet_kit::telemetry::http_request_span(request));
-
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(routes::meta::healthz))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/me", get(routes::me::get_me))
@@ -308,11 +304,25 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         )
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    with_middleware(app)
+}
+
+/// The middleware around every route: request ids, tracing, problem+json
+/// for every error, and a 500 problem for a handler that panicked (a bug:
+/// logged, and the client gets an answer rather than a dropped connection).
+fn with_middleware(routes: Router) -> Router {
+    // One span per request (with its request id), continuing the caller's
+    // trace; the upstream gRPC calls carry it on.
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| telenet_kit::telemetry::http_request_span(request));
+
+    routes
         // Layers run outside-in from the last one added.
-        // The tower-http limits above are the limits; axum's own default
-        // (2 MiB) would otherwise cap a larger configured value.
+        // The tower-http limits of `router` are the limits; axum's own
+        // default (2 MiB) would otherwise cap a larger configured value.
         .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(axum::middleware::from_fn(problem::ensure_problem_json))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(trace)
@@ -347,5 +357,48 @@ async fn watch_presence_counts(
             () = token.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_a_500_problem() {
+        let app = Router::new().route(
+            "/boom",
+            get(|| async {
+                let none: Option<u8> = None;
+                none.map_or_else(|| panic!("a bug"), |n| n.to_string())
+            }),
+        );
+        let request = Request::get("/boom")
+            .body(Body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let response = with_middleware(app)
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(problem::PROBLEM_JSON.as_bytes())
+        );
+        assert!(response.headers().contains_key("x-request-id"));
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let problem: Problem = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(problem.status, 500);
+        assert_eq!(problem.code, "internal");
+        assert!(!problem.detail.contains("a bug"), "{}", problem.detail);
     }
 }

@@ -13,8 +13,12 @@ use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use utoipa::Modify;
 use utoipa::OpenApi;
+use utoipa::openapi::encoding::EncodingBuilder;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, Response, ResponseBuilder};
 
 use crate::dto;
 use crate::problem::{PROBLEM_JSON, Problem};
@@ -36,7 +40,8 @@ const PUBLIC_PATHS: [&str; 3] = [
         title = "TELENET gateway API",
         description = "REST API of the TELENET inbox for agents. Authenticate with \
                        `Authorization: Bearer <token>`; every request acts within the token's \
-                       workspace. Errors are `application/problem+json` (RFC 9457).",
+                       workspace. Errors are `application/problem+json` (RFC 9457). An \
+                       optional query parameter sent empty (`?page_size=`) counts as absent.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -83,6 +88,134 @@ struct ApiDoc;
 const AUTHENTICATED_ERRORS: [(&str, &str); 1] =
     [("401", "missing, unknown or revoked bearer token")];
 
+/// Errors any operation with path or query parameters may give: a value
+/// the handler or axum's extractor refuses (the problem's `field` names it
+/// when it is one of ours), or a query parameter the operation does not have.
+const PARAMETER_ERRORS: [(&str, &str); 1] = [(
+    "400",
+    "a path or query value is invalid, or the query has a parameter the operation does not take",
+)];
+
+/// Errors any operation with a request body may give, besides its own.
+const BODY_ERRORS: [(&str, &str); 3] = [
+    ("400", "the body is malformed or a field is invalid"),
+    ("413", "the body is larger than the gateway accepts"),
+    (
+        "415",
+        "the body's `Content-Type` is not the one the operation takes",
+    ),
+];
+
+/// Where an answer's ids lead (OpenAPI links): (method and path of the
+/// operation, its status, the link's name, the operation it leads to, that
+/// operation's path parameter, and where in the answer its value is).
+/// Clients and API testers follow them from a new file or a listed
+/// conversation to what can be done with it.
+const LINKS: [(&str, &str, &str, &str, &str, &str, &str); 11] = [
+    (
+        "post",
+        "/v1/files",
+        "201",
+        "download",
+        "download",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "post",
+        "/v1/files",
+        "201",
+        "audio",
+        "audio",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "post",
+        "/v1/files",
+        "201",
+        "link",
+        "create_link",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "first",
+        "get_conversation",
+        "id",
+        FIRST_CONVERSATION,
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "first_messages",
+        "list_messages",
+        "id",
+        FIRST_CONVERSATION,
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "reply_to_first",
+        "send_message",
+        "id",
+        FIRST_CONVERSATION,
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "assign_first",
+        "assign",
+        "id",
+        FIRST_CONVERSATION,
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "unassign_first",
+        "unassign",
+        "id",
+        FIRST_CONVERSATION,
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "close_first",
+        "close",
+        "id",
+        FIRST_CONVERSATION,
+    ),
+    (
+        "get",
+        "/v1/conversations",
+        "200",
+        "first_contact",
+        "get_contact",
+        "id",
+        "$response.body#/items/0/contact_id",
+    ),
+    (
+        "get",
+        "/v1/conversations/{id}",
+        "200",
+        "contact",
+        "get_contact",
+        "id",
+        "$response.body#/contact_id",
+    ),
+];
+
+/// The id of the first conversation of a page.
+const FIRST_CONVERSATION: &str = "$response.body#/items/0/id";
+
 /// Errors every operation may give.
 const COMMON_ERRORS: [(&str, &str); 3] = [
     ("500", "internal error (details are logged, not returned)"),
@@ -94,8 +227,9 @@ const COMMON_ERRORS: [(&str, &str); 3] = [
 ];
 
 /// Adds the bearer scheme; documents every error response as a problem
-/// document, and adds the errors every operation may give (so each handler
-/// lists only its specific ones).
+/// document, and adds the errors every operation may give, those of every
+/// operation with parameters and those of every operation with a body (so
+/// each handler lists only its specific ones).
 struct SecurityAndProblems;
 
 impl Modify for SecurityAndProblems {
@@ -111,6 +245,8 @@ impl Modify for SecurityAndProblems {
             ),
         );
 
+        add_links(openapi);
+        set_upload_part_type(openapi);
         for (path, item) in openapi.paths.paths.iter_mut() {
             let public = PUBLIC_PATHS.contains(&path.as_str());
             let operations = [
@@ -121,6 +257,29 @@ impl Modify for SecurityAndProblems {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
+                let authenticated: &[_] = if public { &[] } else { &AUTHENTICATED_ERRORS };
+                let has_parameters = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query));
+                let with_parameters: &[_] = if has_parameters {
+                    &PARAMETER_ERRORS
+                } else {
+                    &[]
+                };
+                let with_body: &[_] = if operation.request_body.is_some() {
+                    &BODY_ERRORS
+                } else {
+                    &[]
+                };
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.parameter_in == ParameterIn::Query
+                        && parameter.required == Required::False
+                    {
+                        allow_empty_value(parameter);
+                    }
+                }
                 let responses = &mut operation.responses.responses;
                 for (status, response) in responses.iter_mut() {
                     if let RefOr::T(response) = response
@@ -129,8 +288,12 @@ impl Modify for SecurityAndProblems {
                         as_problem(response);
                     }
                 }
-                let authenticated: &[_] = if public { &[] } else { &AUTHENTICATED_ERRORS };
-                for (status, description) in COMMON_ERRORS.iter().chain(authenticated) {
+                let errors = COMMON_ERRORS
+                    .iter()
+                    .chain(authenticated)
+                    .chain(with_parameters)
+                    .chain(with_body);
+                for (status, description) in errors {
                     responses
                         .entry((*status).to_owned())
                         .or_insert_with(|| problem_response(description));
@@ -138,6 +301,69 @@ impl Modify for SecurityAndProblems {
             }
         }
     }
+}
+
+/// The links of [`LINKS`], on the answers they start from.
+fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
+    for (method, path, status, name, operation_id, parameter, value) in LINKS {
+        let operation = openapi
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| match method {
+                "get" => item.get.as_mut(),
+                "post" => item.post.as_mut(),
+                _ => None,
+            });
+        let response = operation.and_then(|op| op.responses.responses.get_mut(status));
+        if let Some(RefOr::T(response)) = response {
+            // utoipa 5 serializes `Link::operation_id` as `operation_id`,
+            // not OpenAPI's `operationId`; the extensions are written as
+            // they are.
+            let mut spelled = Extensions::default();
+            spelled.insert("operationId".to_owned(), operation_id.into());
+            let link = LinkBuilder::new()
+                .parameter(parameter, value)
+                .extensions(Some(spelled))
+                .build();
+            response.links.insert(name.to_owned(), RefOr::T(link));
+        } else {
+            tracing::error!(path, status, "openapi link from an undocumented answer");
+        }
+    }
+}
+
+/// The file part of `POST /v1/files` must say its type (the declared type
+/// the kind and the bytes are held against); the document says so with the
+/// form's encoding, whose default for binary parts is
+/// `application/octet-stream`.
+fn set_upload_part_type(openapi: &mut utoipa::openapi::OpenApi) {
+    let body = openapi
+        .paths
+        .paths
+        .get_mut("/v1/files")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+        .and_then(|body| body.content.get_mut("multipart/form-data"));
+    if let Some(content) = body {
+        content.encoding.insert(
+            "file".to_owned(),
+            EncodingBuilder::new()
+                .content_type(Some("application/octet-stream"))
+                .build(),
+        );
+    }
+}
+
+/// Says that the parameter may be sent empty (`?page_size=`), which the
+/// gateway reads as absent (`routes::present`); utoipa has no field for
+/// OpenAPI's `allowEmptyValue`, so it goes in with the extensions, which
+/// are serialized as they are.
+fn allow_empty_value(parameter: &mut Parameter) {
+    parameter
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert("allowEmptyValue".to_owned(), serde_json::Value::Bool(true));
 }
 
 /// Whether a response status (`"404"`, `"5XX"`, `"default"`) is an error.

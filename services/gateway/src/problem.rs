@@ -59,13 +59,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with `status`, a stable `code` and a human `detail`.
+    /// A problem with `status`, a stable `code` and a human `detail` (cut
+    /// at [`MAX_DETAIL_BYTES`]).
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Self {
             type_uri: "about:blank".to_owned(),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: bounded(detail.into()),
             code: code.to_owned(),
             field: None,
         }
@@ -153,6 +154,25 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The longest `detail`, in bytes. Details quote what was wrong — an
+/// unknown field's name, a value — and a client can make those as long as
+/// its body; a person reads the start.
+pub const MAX_DETAIL_BYTES: usize = 512;
+
+/// `detail` cut at [`MAX_DETAIL_BYTES`] (on a character boundary, with `…`).
+fn bounded(mut detail: String) -> String {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    let mut end = MAX_DETAIL_BYTES - '…'.len_utf8();
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    detail.truncate(end);
+    detail.push('…');
+    detail
+}
+
 /// The `code` of gRPC's ABORTED (a conflict between concurrent changes:
 /// retrying the whole operation may succeed). The shared table answers it
 /// as `FailedPrecondition` (409); clients keep seeing its own name, so they
@@ -183,6 +203,18 @@ fn lowercase_first(text: &str) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// The answer when a handler panicked (`CatchPanicLayer`): a bug, so the
+/// panic is logged and the client gets the opaque 500 problem.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = message, "a request handler panicked");
+    Problem::for_code(ErrorCode::Internal, INTERNAL_MESSAGE).into_response()
 }
 
 /// Fallback for paths no route matches.
@@ -242,4 +274,28 @@ fn is_problem(response: &Response) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(PROBLEM_JSON))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_details_are_cut_on_a_character_boundary() {
+        let short = "page_size must be between 1 and 200";
+        assert_eq!(bounded(short.to_owned()), short);
+        for filler in ["x", "é", "😀"] {
+            let detail = bounded(format!("unknown field `{}`", filler.repeat(2000)));
+            assert!(detail.len() <= MAX_DETAIL_BYTES, "{}", detail.len());
+            assert!(detail.len() > MAX_DETAIL_BYTES - 8, "{}", detail.len());
+            assert!(detail.starts_with("unknown field `"));
+            assert!(detail.ends_with('…'));
+        }
+        let problem = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "y".repeat(9000),
+        );
+        assert!(problem.detail.len() <= MAX_DETAIL_BYTES);
+    }
 }

@@ -288,6 +288,43 @@ async fn a_voice_note_goes_up_and_comes_back_whole_or_by_range() {
     assert_eq!(current.status, StatusCode::PARTIAL_CONTENT);
 }
 
+/// Numbers at the ends of their types, where the gateway computes with
+/// them: a range whose length does not fit in a u64, a link that expired
+/// at the start of i64 time. Each is an answer, never a panic.
+#[tokio::test]
+async fn numbers_at_the_ends_of_their_types_are_answered_not_panicked_on() {
+    let w = world().await;
+    let data = ogg(1_000);
+    let id = upload(&w, "voice", "audio/ogg", &data).await.json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let uri = format!("/v1/files/{id}");
+    let all = send(
+        &w.app,
+        ranged(
+            &uri,
+            OWNER_TOKEN,
+            &[("range", "bytes=0-18446744073709551615")],
+        ),
+    )
+    .await;
+    assert_eq!(all.status, StatusCode::PARTIAL_CONTENT);
+    assert!(all.body == data, "the whole file");
+    assert_eq!(
+        all.header("content-range").map(str::to_owned),
+        Some(format!("bytes 0-{}/{}", data.len() - 1, data.len()))
+    );
+
+    for expires in ["-9223372036854775808", "9223372036854775807"] {
+        let link = format!(
+            "/v1/downloads/{}/{id}/note.ogg?expires={expires}&signature=abc",
+            common::WORKSPACE
+        );
+        send(&w.app, anonymous(&link, &[])).await.problem(403);
+    }
+}
+
 #[tokio::test]
 async fn files_are_kept_per_workspace() {
     let w = world().await;
@@ -443,6 +480,14 @@ async fn malformed_forms_are_bad_requests() {
             "form",
         ),
         (form(&[("file", None, b"OggS")]), "file"),
+        // `kind` after the file would not have applied.
+        (
+            form(&[
+                ("file", Some("audio/ogg"), b"OggS"),
+                ("kind", None, b"image"),
+            ]),
+            "form",
+        ),
     ];
     for (body, field) in cases {
         let reply = send(&w.app, post_form(Some(OWNER_TOKEN), body)).await;

@@ -120,6 +120,133 @@ async fn errors_are_documented_as_problem_json() {
     assert!(created.is_object());
 }
 
+/// Each operation's documented statuses.
+fn operations(doc: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            out.push((format!("{} {path}", method.to_uppercase()), operation));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn operations_document_the_refusals_of_their_parameters_and_bodies() {
+    let doc = document().await;
+    let mut with_parameters = 0;
+    let mut with_body = 0;
+    for (label, operation) in operations(&doc) {
+        let responses = &operation["responses"];
+        let takes_values = operation["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "path" || p["in"] == "query"));
+        if takes_values {
+            with_parameters += 1;
+            assert!(responses["400"].is_object(), "{label}: no 400");
+        }
+        if operation["requestBody"].is_object() {
+            with_body += 1;
+            for status in ["400", "413", "415"] {
+                assert_eq!(
+                    responses[status]["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{label}: no {status} problem"
+                );
+            }
+        }
+    }
+    assert!(with_parameters >= 14, "{with_parameters}");
+    assert!(with_body >= 7, "{with_body}");
+}
+
+#[tokio::test]
+async fn ids_in_paths_are_declared_as_what_the_gateway_accepts() {
+    let doc = document().await;
+    let mut checked = 0;
+    for (label, operation) in operations(&doc) {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["in"] != "path" || parameter["name"] == "file_name" {
+                continue;
+            }
+            checked += 1;
+            let schema = &parameter["schema"];
+            let file_id = label.contains("/files/")
+                || (label.contains("/downloads/") && parameter["name"] == "id");
+            if file_id {
+                assert_eq!(
+                    schema["pattern"], "^[0-9a-fA-F]{64}$",
+                    "{label}: {parameter}"
+                );
+            } else {
+                assert_eq!(schema["format"], "uuid", "{label}: {parameter}");
+            }
+        }
+    }
+    assert_eq!(checked, 12);
+}
+
+/// Every link leads to an operation of the document, naming its parameters.
+#[tokio::test]
+async fn links_lead_to_operations_and_their_parameters() {
+    let doc = document().await;
+    let by_id: std::collections::HashMap<String, &serde_json::Value> = operations(&doc)
+        .into_iter()
+        .filter_map(|(_, op)| Some((op["operationId"].as_str()?.to_owned(), op)))
+        .collect();
+    let mut links = 0;
+    for (label, operation) in operations(&doc) {
+        for (status, response) in operation["responses"].as_object().expect("responses") {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                links += 1;
+                let target = link["operationId"].as_str().unwrap_or_default();
+                let target = by_id
+                    .get(target)
+                    .unwrap_or_else(|| panic!("{label} {status} {name}: no operation {link}"));
+                for parameter in link["parameters"].as_object().expect("parameters").keys() {
+                    let declared = target["parameters"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p["name"] == parameter.as_str()));
+                    assert!(declared, "{label} {status} {name}: {parameter}");
+                }
+            }
+        }
+    }
+    assert_eq!(links, 11);
+    let upload =
+        &doc["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"];
+    assert_eq!(
+        upload["encoding"]["file"]["contentType"],
+        "application/octet-stream"
+    );
+}
+
+/// The gateway reads an empty query value (`?page_size=`) as an absent
+/// one; the document says so of every optional query parameter, and of no
+/// required one.
+#[tokio::test]
+async fn optional_query_parameters_may_be_sent_empty() {
+    let doc = document().await;
+    let mut optional = 0;
+    for (label, operation) in operations(&doc) {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["in"] != "query" {
+                continue;
+            }
+            let required = parameter["required"] == true;
+            if !required {
+                optional += 1;
+            }
+            assert_eq!(
+                parameter["allowEmptyValue"] == true,
+                !required,
+                "{label}: {parameter}"
+            );
+        }
+    }
+    assert!(optional >= 10, "{optional}");
+}
+
 fn collect_refs(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {

@@ -209,6 +209,139 @@ async fn close_accepts_an_empty_body_and_validates_a_given_one() {
 }
 
 #[tokio::test]
+async fn link_lifetimes_outside_the_limits_are_refused_even_zero() {
+    let file = "ab".repeat(32);
+    let uri = format!("/v1/files/{file}/links");
+    for ttl in ["0", "59", "604801"] {
+        expect_field(
+            "POST",
+            &uri,
+            Some(&format!(r#"{{"ttl_seconds":{ttl}}}"#)),
+            "ttl_seconds",
+        )
+        .await;
+    }
+    let h = harness().await;
+    for body in [
+        r#"{"ttl_seconds":60}"#,
+        r#"{"ttl_seconds":604800}"#,
+        "{}",
+        "",
+    ] {
+        // Valid: reaches the (unreachable) media service.
+        send(&h.app, json("POST", &uri, Some(OWNER_TOKEN), body))
+            .await
+            .problem(503);
+    }
+}
+
+/// An empty query value is an absent one, for every optional parameter.
+#[tokio::test]
+async fn empty_query_values_count_as_absent() {
+    let h = harness().await;
+    let file = "ab".repeat(32);
+    let conversation = "0198a3c1-0000-7000-8000-0000000000cc";
+    for uri in [
+        "/v1/conversations?status=&assignee=&contact_id=&page_size=&page_token=".to_owned(),
+        "/v1/channels?page_size=&page_token=".to_owned(),
+        format!("/v1/conversations/{conversation}/messages?page_size="),
+        format!("/v1/files/{file}/audio?peaks="),
+        "/v1/reports/daily-volume?from=2025-01-01&to=2025-01-02&channel_id=".to_owned(),
+    ] {
+        // Valid: reaches the (unreachable) upstream.
+        send(&h.app, get(&uri, Some(OWNER_TOKEN)))
+            .await
+            .problem(503);
+    }
+    for peaks in ["15", "1001", "many", "-1"] {
+        expect_field(
+            "GET",
+            &format!("/v1/files/{file}/audio?peaks={peaks}"),
+            None,
+            "peaks",
+        )
+        .await;
+    }
+}
+
+/// serde's structs also read an array of their fields; the API's bodies
+/// and the objects in them are objects, and nothing else is read as one.
+#[tokio::test]
+async fn bodies_and_the_objects_in_them_must_be_objects() {
+    let h = harness().await;
+    let conversation = "0198a3c1-0000-7000-8000-0000000000cc";
+    let file = "ab".repeat(32);
+    let close = format!("/v1/conversations/{conversation}/close");
+    let reply = format!("/v1/conversations/{conversation}/messages");
+    let link = format!("/v1/files/{file}/links");
+    for (uri, body) in [
+        (close.as_str(), "[null]".to_owned()),
+        (
+            close.as_str(),
+            r#"{"closing_note":[null, null]}"#.to_owned(),
+        ),
+        (close.as_str(), r#"{"closing_note":"billing"}"#.to_owned()),
+        (reply.as_str(), r#"["hi", [], null]"#.to_owned()),
+        (
+            reply.as_str(),
+            format!(r#"{{"text":"hi","attachments":[["{file}", null, null]]}}"#),
+        ),
+        (link.as_str(), "[null, null]".to_owned()),
+        (link.as_str(), "3600".to_owned()),
+        (
+            "/v1/channels",
+            r#"["custom", "x", "https://x.test"]"#.to_owned(),
+        ),
+    ] {
+        let problem = send(&h.app, json("POST", uri, Some(OWNER_TOKEN), body.clone()))
+            .await
+            .problem(400);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("object"), "{uri} {body}: {detail}");
+    }
+    // `null` for an absent optional object is fine.
+    send(
+        &h.app,
+        json(
+            "POST",
+            &close,
+            Some(OWNER_TOKEN),
+            r#"{"closing_note":null}"#,
+        ),
+    )
+    .await
+    .problem(503);
+}
+
+/// A problem's detail quotes what was wrong, but not at any length.
+#[tokio::test]
+async fn details_quoting_the_request_are_kept_short() {
+    let h = harness().await;
+    let long = "x".repeat(5000);
+    let query = send(
+        &h.app,
+        get(&format!("/v1/channels?{long}=1"), Some(OWNER_TOKEN)),
+    )
+    .await;
+    let body = send(
+        &h.app,
+        json(
+            "PUT",
+            "/v1/me/status",
+            Some(OWNER_TOKEN),
+            format!(r#"{{"status":"away","{long}":1}}"#),
+        ),
+    )
+    .await;
+    for reply in [query, body] {
+        let problem = reply.problem(400);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.len() <= 512, "{} bytes", detail.len());
+        assert!(detail.contains("xxxx"), "{detail}");
+    }
+}
+
+#[tokio::test]
 async fn report_dates_are_validated() {
     let base = "/v1/reports/daily-volume";
     expect_field("GET", &format!("{base}?to=2025-01-31"), None, "from").await;

@@ -19,6 +19,7 @@ use crate::extract::ApiPath;
 #[into_params(parameter_in = Path)]
 pub struct ContactPath {
     /// Contact id.
+    #[param(format = Uuid)]
     pub id: String,
 }
 

@@ -11,6 +11,9 @@ use telenet_proto::conversations::v1::conversations_client::ConversationsClient;
 use telenet_proto::media::v1 as media_pb;
 use telenet_proto::media::v1::media_client::MediaClient;
 use utoipa::IntoParams;
+use utoipa::openapi::schema::{
+    KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 
 use super::{PageQuery, page_request, parse_id, present};
 use crate::AppState;
@@ -31,18 +34,45 @@ const MAX_CLIENT_MESSAGE_ID_LEN: usize = 200;
 #[into_params(parameter_in = Query)]
 pub struct ConversationQuery {
     /// `open`, `closed` or `any` (default `any`).
-    #[param(value_type = Option<String>, example = "open")]
+    #[param(schema_with = status_filter_schema, example = "open")]
     pub status: Option<String>,
     /// `me`, `unassigned`, `any` (default) or a user id.
-    #[param(value_type = Option<String>, example = "me")]
+    #[param(schema_with = assignee_filter_schema, example = "me")]
     pub assignee: Option<String>,
     /// Only this contact's conversations.
+    #[param(format = Uuid)]
     pub contact_id: Option<String>,
     /// Items per page, 1–200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub page_size: Option<String>,
     /// The `next_page_token` of the previous page.
+    #[param(max_length = 1024)]
     pub page_token: Option<String>,
+}
+
+/// `status`: the values [`status_filter`] takes.
+fn status_filter_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["open", "closed", "any"]))
+        .build()
+}
+
+/// `assignee`: the words [`assignee_filter`] takes, or a user id.
+fn assignee_filter_schema() -> Schema {
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["me", "unassigned", "any"])),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .build();
+    Schema::OneOf(one_of)
 }
 
 /// The conversation id in the path.
@@ -50,6 +80,7 @@ pub struct ConversationQuery {
 #[into_params(parameter_in = Path)]
 pub struct ConversationPath {
     /// Conversation id.
+    #[param(format = Uuid)]
     pub id: String,
 }
 

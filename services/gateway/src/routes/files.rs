@@ -101,7 +101,8 @@ impl UploadKind {
 }
 
 /// The form of `POST /v1/files` (`multipart/form-data`). Only its schema is
-/// used: the form itself is read part by part as it streams in.
+/// used: the form itself is read part by part as it streams in, so `kind`
+/// comes first and `file` last.
 #[allow(dead_code)]
 #[derive(Debug, ToSchema)]
 pub struct UploadForm {
@@ -145,6 +146,7 @@ pub struct FileBytes(pub Vec<u8>);
 #[into_params(parameter_in = Path)]
 pub struct FilePath {
     /// File id (64 hex characters).
+    #[param(pattern = "^[0-9a-fA-F]{64}$")]
     pub id: String,
 }
 
@@ -184,6 +186,17 @@ pub(crate) async fn upload(
             Some("kind") => kind = read_kind(&mut field).await?,
             Some("file") => {
                 let blob = upload_file(&state, &caller, kind, field).await?;
+                // The file ends the form. A part after it (a `kind` sent
+                // late) would have been ignored: refused instead, so the
+                // client learns its kind did not apply. The bytes are
+                // stored by then (content-addressed: a retry in the right
+                // order finds them).
+                if form.next_field().await.map_err(multipart_error)?.is_some() {
+                    return Err(ApiError::invalid(
+                        "form",
+                        "the `file` part must be the form's last part (`kind` comes before it)",
+                    ));
+                }
                 let location = format!("/v1/files/{}", blob.id);
                 return Ok((
                     StatusCode::CREATED,
@@ -505,7 +518,9 @@ async fn serve(
     let (offset, length) = match range {
         None => (0, None),
         Some(RangeSpec::From(first)) => (first, None),
-        Some(RangeSpec::FromTo(first, last)) => (first, Some(last - first + 1)),
+        // `bytes=0-18446744073709551615` is a valid range of a file that
+        // size: its length does not fit, and the file is shorter anyway.
+        Some(RangeSpec::FromTo(first, last)) => (first, Some((last - first).saturating_add(1))),
         Some(RangeSpec::Suffix(n)) => {
             let size = size_of(state, reader, &id).await?;
             if n == 0 || size == 0 {
@@ -615,8 +630,10 @@ const RFC5987: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 #[into_params(parameter_in = Path)]
 pub struct LinkPath {
     /// The workspace the link was made in.
+    #[param(format = Uuid)]
     pub workspace_id: String,
     /// File id (64 hex characters).
+    #[param(pattern = "^[0-9a-fA-F]{64}$")]
     pub id: String,
     /// The file name the link was made for.
     pub file_name: String,
@@ -627,8 +644,10 @@ pub struct LinkPath {
 #[into_params(parameter_in = Query)]
 pub struct LinkQuery {
     /// When the link stops working, unix seconds.
+    #[param(value_type = i64, required = true)]
     pub expires: Option<String>,
     /// The link's signature.
+    #[param(value_type = String, required = true, min_length = 1, max_length = 128)]
     pub signature: Option<String>,
 }
 
@@ -686,10 +705,17 @@ pub(crate) async fn download_link(
     };
     let link = LinkPresentation {
         file_name: path.file_name,
-        max_age_secs: expires_at - telenet_signing::unix_now(),
+        // Any i64 comes in here, checked or not: `expires=-9223372036854775808`
+        // must not overflow.
+        max_age_secs: expires_at.saturating_sub(telenet_signing::unix_now()),
     };
     serve(&state, &reader, id, &headers, Some(link)).await
 }
+
+/// How long a link may work, in seconds (media's limits). An explicit 0,
+/// which media reads as "its default", is refused like any other value
+/// outside them.
+const LINK_TTL_SECONDS: std::ops::RangeInclusive<u32> = 60..=604_800;
 
 /// What `POST /v1/files/{id}/links` makes.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -697,10 +723,12 @@ pub(crate) async fn download_link(
 pub struct LinkBody {
     /// How long the link works, in seconds: 60 to 604 800 (7 days);
     /// default 3 600.
+    #[schema(minimum = 60, maximum = 604_800)]
     pub ttl_seconds: Option<u32>,
     /// The name the file is downloaded under (at most 128 characters, no
     /// `/` or `\\`); default: the id's first 16 characters and the type's
     /// extension.
+    #[schema(max_length = 128)]
     pub file_name: Option<String>,
 }
 
@@ -737,11 +765,27 @@ pub(crate) async fn create_link(
     OptionalJson(body): OptionalJson<LinkBody>,
 ) -> Result<(StatusCode, Json<LinkView>), ApiError> {
     let body = body.unwrap_or_default();
+    let id = parse_file_id(&path.id)?;
+    let ttl_seconds = match body.ttl_seconds {
+        // Media's own default.
+        None => 0,
+        Some(ttl) if LINK_TTL_SECONDS.contains(&ttl) => ttl,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "ttl_seconds",
+                format!(
+                    "ttl_seconds must be between {} and {}",
+                    LINK_TTL_SECONDS.start(),
+                    LINK_TTL_SECONDS.end()
+                ),
+            ));
+        }
+    };
     let link = make_link(
         &state,
         &caller,
-        parse_file_id(&path.id)?,
-        body.ttl_seconds.unwrap_or(0),
+        id,
+        ttl_seconds,
         body.file_name.unwrap_or_default(),
     )
     .await?;
@@ -764,7 +808,8 @@ const DEFAULT_PEAKS: u32 = telenet_audio::probe::DEFAULT_PEAKS as u32;
 #[into_params(parameter_in = Query)]
 pub struct AudioQuery {
     /// Slices of the waveform: 16 to 1000 (default 64).
-    pub peaks: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 16, maximum = 1000)]
+    pub peaks: Option<String>,
 }
 
 /// What the agent's player needs to show and play an audio file.
@@ -837,13 +882,16 @@ pub(crate) async fn audio(
     ApiQuery(query): ApiQuery<AudioQuery>,
 ) -> Result<Json<AudioView>, ApiError> {
     let id = parse_file_id(&path.id)?;
-    let peaks = query.peaks.unwrap_or(DEFAULT_PEAKS);
-    if !(16..=1000).contains(&peaks) {
-        return Err(ApiError::invalid(
-            "peaks",
-            "peaks must be between 16 and 1000",
-        ));
-    }
+    let peaks = match crate::routes::present(query.peaks.as_deref()) {
+        None => DEFAULT_PEAKS,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|peaks| (16..=1000).contains(peaks))
+            .ok_or_else(|| {
+                ApiError::invalid("peaks", "peaks must be an integer between 16 and 1000")
+            })?,
+    };
     let mut client = MediaClient::new(state.upstreams.media.clone());
     let probe = state
         .call(client.probe(caller.request(media::ProbeRequest {

@@ -18,7 +18,8 @@ use crate::error::ApiError;
 pub(crate) const MAX_PAGE_SIZE: u32 = 200;
 
 /// Page tokens are opaque cursors of a few dozen bytes; anything much longer
-/// is not one of ours and is refused before it reaches a service.
+/// is not one of ours and is refused before it reaches a service. (The
+/// `max_length` of the `page_token` parameters in the document.)
 const MAX_PAGE_TOKEN_LEN: usize = 1024;
 
 /// Paging of list endpoints.
@@ -30,6 +31,7 @@ pub struct PageQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub page_size: Option<String>,
     /// The `next_page_token` of the previous page.
+    #[param(max_length = 1024)]
     pub page_token: Option<String>,
 }
 

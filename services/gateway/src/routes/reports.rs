@@ -31,6 +31,7 @@ pub struct DailyVolumeQuery {
     #[param(value_type = String, format = Date, example = "2025-01-31")]
     pub to: Option<String>,
     /// Only this channel.
+    #[param(format = Uuid)]
     pub channel_id: Option<String>,
 }
 
