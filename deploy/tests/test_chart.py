@@ -661,3 +661,34 @@ def test_plaintext_grpc_only_when_asked(minimal_values: dict[str, Any]) -> None:
     assert config["TELENET_GRPC_TLS__CERT_FILE"] == ""
     assert config["TELENET_ENDPOINTS__CONTACTS"] == "http://telenet-contacts:50051"
     assert not [n for n in by_kind(docs, "Secret") if "grpc" in n]
+    for encryption in ({"keys": {"k1": "aHVudGVyMg=="}}, {"current_key": "k1"}, {"local_key": True}):
+        values = with_values(minimal_values, settings={"ingress": {"encryption": encryption}})
+        with pytest.raises(helm.HelmValuesError):
+            chartlib.render(values)
+
+
+def test_channel_secret_keys_come_from_a_secret_to_ingress_only(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["production-values.yaml"]
+    config = by_kind(docs, "ConfigMap")["telenet"]["data"]
+    # A pod's own directory never holds the key: several replicas must share one keyring.
+    assert config["TELENET_INGRESS__ENCRYPTION__LOCAL_KEY"] == "false"
+    assert not [k for k in config if k.startswith("TELENET_INGRESS__ENCRYPTION__KEYS")], "keys never go into the ConfigMap"
+    env = env_of(by_kind(docs, "Deployment")["telenet-ingress"])
+    assert env["TELENET_INGRESS__ENCRYPTION__KEYS"] == {
+        "secretKeyRef": {"name": "telenet-channel-secrets", "key": "keys"}
+    }
+    assert env["TELENET_INGRESS__ENCRYPTION__CURRENT_KEY"] == {
+        "secretKeyRef": {"name": "telenet-channel-secrets", "key": "current-key", "optional": True}
+    }
+    for other in ("telenet-gateway", "telenet-dispatch", "telenet-media"):
+        assert "TELENET_INGRESS__ENCRYPTION__KEYS" not in env_of(by_kind(docs, "Deployment")[other])
+
+
+def test_ingress_needs_the_channel_secret_keys(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"channelSecrets.existingSecret": ""})
+    with pytest.raises(helm.HelmRenderError, match="channelSecrets.existingSecret"):
+        chartlib.render(values)
+    # A release without ingress needs none.
+    values = with_values(values, **{"services.ingress.enabled": False})
+    docs = chartlib.render(values)
+    assert "telenet-ingress" not in by_kind(docs, "Deployment")

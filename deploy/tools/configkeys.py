@@ -50,6 +50,7 @@ CHART_MANAGED = {
     "seed": "`false`",
     "ingress.listen": "`0.0.0.0:8081`",
     "ingress.public_url": "`webhooks.publicUrl` (or the webhooks Ingress/HTTPRoute host)",
+    "ingress.encryption.local_key": "`false` (the keys come from `channelSecrets.existingSecret`)",
     "gateway.listen": "`0.0.0.0:8080`",
     "media.blob_dir": "`/data/blobs` (inside `data_dir`)",
     "endpoints.*": "`https://<release>-telenet-<service>:50051` (`http://` without `grpcTls`), or `endpoints.<service>`",
@@ -69,6 +70,8 @@ SECRETS = {
     "media.s3.secret_access_key": "`mediaS3.existingSecret` (key `mediaS3.secretAccessKeyKey`)",
     "media.download_urls.key": "`downloadLinks.existingSecret` (key `downloadLinks.keyKey`)",
     "media.download_urls.previous_keys": "`downloadLinks.existingSecret` (key `downloadLinks.previousKeysKey`, optional)",
+    "ingress.encryption.keys": "`channelSecrets.existingSecret` (key `channelSecrets.keysKey`)",
+    "ingress.encryption.current_key": "`channelSecrets.existingSecret` (key `channelSecrets.currentKeyKey`, optional)",
 }
 
 DURATION_PATTERN = "^(0|[0-9]+(ns|us|ms|s|m|h|d))$"
@@ -202,7 +205,7 @@ def literal(expr: str, directory: Path | None = None) -> str | None:
     m = re.fullmatch(r'(?:PathBuf::from\()?"([^"]*)"(?:\))?(?:\.into\(\)|\.to_owned\(\)|\.to_string\(\))?', expr)
     if m:
         return m[1]
-    if expr in ("String::new()", "PathBuf::new()"):
+    if expr in ("String::new()", "PathBuf::new()", "BTreeMap::new()"):
         return ""
     if expr in ("true", "false"):
         return expr
@@ -283,6 +286,8 @@ def type_schema(key: Key) -> dict[str, Any]:
         return {"type": "boolean"}
     if t.startswith("Vec<"):
         return {"type": "array"}
+    if t.startswith(("BTreeMap<", "HashMap<")):
+        return {"type": "object"}
     return {"type": "string"}
 
 

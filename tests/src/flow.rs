@@ -73,6 +73,8 @@ impl Gateway {
 #[derive(Debug, Clone)]
 pub struct RoundTrip {
     pub channel_id: String,
+    /// The channel's signing secret, as its creation answered it.
+    pub secret: String,
     pub conversation_id: String,
     pub reply_id: String,
     /// The reply as the channel received it.
@@ -162,6 +164,7 @@ pub async fn webhook_then_reply(
     .await;
     RoundTrip {
         channel_id: channel_id.to_owned(),
+        secret: secret.to_owned(),
         conversation_id,
         reply_id,
         received,

@@ -55,3 +55,7 @@ pub mod telenet {
 pub mod access;
 
 pub use telenet::{common, contacts, conversations, dispatch, events, ingress, media, reporting};
+
+// `Debug` of the messages that carry secrets: whether each secret is set,
+// never its value (build.rs, `redacted_debug`).
+include!(concat!(env!("OUT_DIR"), "/redacted_debug.rs"));

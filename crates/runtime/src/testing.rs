@@ -20,6 +20,8 @@ use crate::{Call, Runner, ServiceContext, Started};
 pub struct TestService {
     /// Where its gRPC services answer.
     pub grpc_addr: SocketAddr,
+    /// Where its HTTP side listens, when it was given a listener.
+    pub http_addr: Option<SocketAddr>,
     /// The bus it publishes to and consumes from.
     pub bus: SharedBus,
     /// Its database.
@@ -40,6 +42,8 @@ pub struct TestSetup<C> {
     bus: Option<SharedBus>,
     listener: bool,
     calls: &'static [Call],
+    database_url: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl<C> TestSetup<C> {
@@ -53,6 +57,8 @@ impl<C> TestSetup<C> {
             bus: None,
             listener: false,
             calls: &[],
+            database_url: None,
+            data_dir: None,
         }
     }
 
@@ -80,6 +86,21 @@ impl<C> TestSetup<C> {
     /// With a loopback listener for the service's HTTP side.
     pub fn listener(mut self) -> Self {
         self.listener = true;
+        self
+    }
+
+    /// On the database at `url` (migrated with the migrations given to
+    /// [`database`](Self::database)) instead of a fresh one: a restart of
+    /// the service on what an earlier start left.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// With `dir` as its data directory instead of a new temporary one
+    /// (kept across restarts; the caller removes it).
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
         self
     }
 }
@@ -114,7 +135,10 @@ impl TestService {
         };
         let db = match (setup.backend, setup.migrations) {
             (Some(backend), Some(migrations)) => {
-                let url = backend.url(dir.path(), setup.name).await;
+                let url = match setup.database_url {
+                    Some(url) => url,
+                    None => backend.url(dir.path(), setup.name).await,
+                };
                 let db = Db::connect(&url, setup.name).await?;
                 db.migrate(&migrations).await?;
                 Some(db)
@@ -124,8 +148,9 @@ impl TestService {
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let grpc_addr = grpc.local_addr()?;
         let own = format!("http://{grpc_addr}");
+        let data_dir = setup.data_dir.unwrap_or_else(|| dir.path().to_owned());
         let mut ctx = ServiceContext::new(setup.name, setup.config, bus.clone(), metrics.clone())
-            .with_data_dir(dir.path())
+            .with_data_dir(data_dir)
             .with_calls(setup.calls)
             .with_endpoints(
                 std::sync::Arc::new(move |_| Some(own.clone())),
@@ -134,8 +159,11 @@ impl TestService {
         if let Some(db) = &db {
             ctx = ctx.with_db(db.clone());
         }
+        let mut http_addr = None;
         if setup.listener {
-            ctx = ctx.with_listener(TcpListener::bind("127.0.0.1:0").await?);
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            http_addr = Some(listener.local_addr()?);
+            ctx = ctx.with_listener(listener);
         }
         let started = start(ctx).await?;
         let token = CancellationToken::new();
@@ -147,6 +175,7 @@ impl TestService {
         let running = tokio::spawn(runner.run(grpc));
         Ok(Self {
             grpc_addr,
+            http_addr,
             bus,
             db,
             metrics,

@@ -1,10 +1,11 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com>), used by
 //! custom channels in both directions: `webhook-id`, `webhook-timestamp` and
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`
-//! with a secret written `whsec_<base64 key>`; and signed download links
-//! ([`links`]).
+//! with a secret written `whsec_<base64 key>`; signed download links
+//! ([`links`]); and secrets sealed at rest under a keyring ([`sealing`]).
 
 pub mod links;
+pub mod sealing;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

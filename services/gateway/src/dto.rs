@@ -290,8 +290,8 @@ impl ChannelKind {
     }
 }
 
-/// Body of `POST /v1/channels`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// Body of `POST /v1/channels`. Its `Debug` leaves the secret out.
+#[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelBody {
     /// Channel kind (only `custom` is accepted so far).
@@ -345,7 +345,8 @@ impl From<ingress::Channel> for ChannelView {
 }
 
 /// A channel just connected, with its signing secret (shown only here).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Its `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedChannel {
     /// Channel id.
     pub id: String,
@@ -363,6 +364,33 @@ pub struct CreatedChannel {
     pub secret: String,
     /// When it was connected.
     pub created_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for CreateChannelBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateChannelBody")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("outbound_url", &self.outbound_url)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("accepted_voice_types", &self.accepted_voice_types)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedChannel")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("webhook_url", &self.webhook_url)
+            .field("outbound_url", &self.outbound_url)
+            .field("accepted_voice_types", &self.accepted_voice_types)
+            .field("secret", &"***")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 impl CreatedChannel {
@@ -865,4 +893,43 @@ pub struct DailyVolumeReport {
 pub struct Health {
     /// Always `ok` while the process serves HTTP.
     pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_secrets_stay_out_of_debug_output() {
+        let body: CreateChannelBody = serde_json::from_value(serde_json::json!({
+            "kind": "custom",
+            "name": "Shop",
+            "outbound_url": "https://shop.example/in",
+            "secret": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
+        }))
+        .expect("body");
+        let shown = format!("{body:?}");
+        assert!(
+            shown.contains("Shop") && shown.contains("\"***\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+
+        let created = CreatedChannel {
+            id: "ch1".into(),
+            kind: ChannelKind::Custom,
+            name: "Shop".into(),
+            webhook_url: "https://hooks.example/webhooks/ch1".into(),
+            outbound_url: None,
+            accepted_voice_types: vec![],
+            secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=".into(),
+            created_at: None,
+        };
+        let shown = format!("{created:?}");
+        assert!(shown.contains("ch1"), "{shown}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        // The answer itself still carries it: shown once, at creation.
+        let json = serde_json::to_value(&created).expect("json");
+        assert_eq!(json["secret"], "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    }
 }

@@ -145,6 +145,21 @@ pub fn event_key(event: &InboundEvent) -> String {
     }
 }
 
+/// The column of a channel's signing secret, as its sealed value names it.
+pub const SECRET_FIELD: &str = "secret";
+
+/// Where a secret of a channel is kept, as its sealed value is bound to it
+/// (the associated data of its encryption): the table, the channel's
+/// workspace and id, and the field. A sealed secret copied to another
+/// channel, workspace or field does not open.
+pub fn secret_context<'a>(
+    workspace_id: &'a str,
+    channel_id: &'a str,
+    field: &'a str,
+) -> [&'a str; 4] {
+    ["ingress.channels", workspace_id, channel_id, field]
+}
+
 /// How long de-duplication keys are kept, in microseconds.
 pub fn key_retention_micros(hours: u64) -> i64 {
     i64::try_from(hours)

@@ -5,6 +5,7 @@
 
 use telenet_bus::BusError;
 use telenet_kit::error::{ErrorCode, ServiceError};
+use telenet_signing::sealing::SealError;
 use telenet_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,12 @@ pub enum Error {
     /// The broker did not confirm a publish.
     #[error("event bus unavailable")]
     Bus(#[source] BusError),
+    /// A stored channel secret cannot be sealed or opened: unavailable when
+    /// it is sealed under a key this process does not hold (another replica
+    /// may, or the keyring is being fixed), otherwise logged and answered
+    /// opaquely. The message never carries the secret.
+    #[error("channel secret: {0}")]
+    Secret(#[from] SealError),
 }
 
 impl From<telenet_store::sqlx::Error> for Error {
@@ -50,7 +57,8 @@ impl ServiceError for Error {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound => ErrorCode::NotFound,
             Error::Store(e) => e.code(),
-            Error::Bus(_) => ErrorCode::Unavailable,
+            Error::Bus(_) | Error::Secret(SealError::UnknownKey(_)) => ErrorCode::Unavailable,
+            Error::Secret(_) => ErrorCode::Internal,
             Error::Config { .. } | Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -72,6 +80,18 @@ mod tests {
         let status = to_status(&broken);
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(status.message().starts_with("internal error"));
+    }
+
+    #[test]
+    fn secrets_under_a_missing_key_are_unavailable_others_internal() {
+        let missing = to_status(&Error::Secret(SealError::UnknownKey("k1".into())));
+        assert_eq!(missing.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            missing.message(),
+            "channel secret: sealed under key \"k1\", which is not in the keyring"
+        );
+        let altered = to_status(&Error::Secret(SealError::Unopened));
+        assert_eq!(altered.code(), tonic::Code::Internal);
     }
 
     #[test]

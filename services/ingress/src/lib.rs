@@ -10,13 +10,17 @@
 //! The crate has the rooms of every service: [`domain`] (the rules, no
 //! I/O), `store` (its SQL, the only place that speaks SQL), `grpc` (the
 //! `telenet.ingress.v1.Channels` adapter), `webhook` (the HTTP adapter
-//! providers call), `consumers` (bus handlers: none), [`Error`] and
-//! [`start`], which wires them for the process.
+//! providers call), `consumers` (bus handlers: none), [`Error`],
+//! `metrics`, [`secrets`] (the keyring channel secrets are sealed with
+//! at rest, and their re-sealing after a rotation) and [`start`], which
+//! wires them for the process.
 
 mod consumers;
 pub mod domain;
 mod error;
 mod grpc;
+mod metrics;
+pub mod secrets;
 mod service;
 mod start;
 mod store;
@@ -27,6 +31,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub use error::Error;
+pub use metrics::IngressMetrics;
+pub use secrets::{EncryptionConfig, Secrets, SecretsStatus};
 pub use service::{Accepted, IngressService};
 pub use start::start;
 pub use webhook::router;
@@ -41,7 +47,8 @@ pub const NAME: &str = "ingress";
 /// (`deploy/tools/callgraph.py`).
 pub const CALLS: &[Call] = &[];
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_ingress");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_ingress", "0101_sealed_secrets");
 
 /// Ingress settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +70,8 @@ pub struct Config {
     /// link-local or other internal address is refused. `telenet dev`
     /// allows loopback when this is empty.
     pub private_receivers: Vec<String>,
+    /// How channel secrets are sealed at rest.
+    pub encryption: secrets::EncryptionConfig,
 }
 
 impl Default for Config {
@@ -73,6 +82,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             dedup_retention_hours: 24 * 8,
             private_receivers: Vec::new(),
+            encryption: Default::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use telenet_channels::net::{AllowList, Egress};
 use telenet_channels::{CredentialsError, Inbound, Registry};
 use telenet_proto::common::v1::PageRequest;
 use telenet_proto::ingress::v1::channels_server::ChannelsServer;
+use telenet_signing::sealing::Keyring;
 use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::{Db, events, now_micros};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,7 @@ pub struct IngressService {
     /// Where a channel's `outbound_url` may point.
     receivers: Egress,
     config: Arc<Config>,
+    keyring: Arc<Keyring>,
 }
 
 /// What became of a webhook's events.
@@ -45,8 +47,14 @@ pub enum Accepted {
 
 impl IngressService {
     /// The service over its database and the bus, with the providers of
-    /// `registry`.
-    pub fn new(db: Db, bus: SharedBus, config: Config, registry: Registry) -> Result<Self, Error> {
+    /// `registry`, channel secrets sealed with `keyring`.
+    pub fn new(
+        db: Db,
+        bus: SharedBus,
+        config: Config,
+        registry: Registry,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, Error> {
         domain::check_public_url(&config.public_url)?;
         let allow =
             AllowList::parse(&config.private_receivers).map_err(|reason| Error::Config {
@@ -59,6 +67,7 @@ impl IngressService {
             registry,
             receivers: Egress::new(allow, "ingress.private_receivers"),
             config: Arc::new(config),
+            keyring,
         })
     }
 
@@ -100,7 +109,7 @@ impl IngressService {
             created_at: now_micros(),
             credentials,
         };
-        store::insert_channel(&self.db, &channel).await?;
+        store::insert_channel(&self.db, &self.keyring, &channel).await?;
         self.channel(&ChannelRef::new(&channel.workspace_id, &channel.id)?)
             .await
     }
@@ -121,14 +130,19 @@ impl IngressService {
 
     /// A channel of the workspace (deleted channels are not found).
     pub async fn channel(&self, channel: &ChannelRef) -> Result<Channel, Error> {
-        store::channel(&self.db, &channel.workspace_id, &channel.channel_id)
-            .await?
-            .ok_or(Error::NotFound)
+        store::channel(
+            &self.db,
+            &self.keyring,
+            &channel.workspace_id,
+            &channel.channel_id,
+        )
+        .await?
+        .ok_or(Error::NotFound)
     }
 
     /// A channel by id alone, for its webhooks (the URL names it).
     pub async fn find_channel(&self, channel_id: &str) -> Result<Option<Channel>, Error> {
-        Ok(store::channel_by_id(&self.db, channel_id).await?)
+        store::channel_by_id(&self.db, &self.keyring, channel_id).await
     }
 
     /// A page of the workspace's channels, newest first, and the token of
@@ -142,7 +156,8 @@ impl IngressService {
             .map_err(Error::InvalidArgument)?;
         let size = page_size(page.page_size);
         let after = Cursor::decode(&page.page_token).map_err(Error::InvalidArgument)?;
-        let mut channels = store::list_channels(&self.db, workspace_id, after, size + 1).await?;
+        let mut channels =
+            store::list_channels(&self.db, &self.keyring, workspace_id, after, size + 1).await?;
         let next = finish_page(&mut channels, size, |last| Cursor {
             key: last.created_at,
             id: last.id.clone(),

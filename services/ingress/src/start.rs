@@ -1,14 +1,17 @@
 //! How the process starts ingress: the channel registry over gRPC, the
-//! webhooks on the listener the process bound for it, and the forgetting of
-//! old de-duplication keys. The runner adds the readiness checks and the
+//! webhooks on the listener the process bound for it, the forgetting of
+//! old de-duplication keys, and the re-sealing of channel secrets under the
+//! keyring's current key. The runner adds the readiness checks and the
 //! outbox relay (ingress publishes directly, once the broker confirms, so
 //! its outbox stays empty).
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use telenet_channels::Registry;
 use telenet_runtime::{Phase, ServiceContext, Started};
 
-use crate::{Config, IngressService, NAME, webhook};
+use crate::{Config, IngressMetrics, IngressService, NAME, Secrets, secrets, webhook};
 
 /// Build ingress from its database, the bus and the listener bound for its
 /// webhooks, with every provider of this build.
@@ -18,7 +21,11 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     })?;
     let db = ctx.db()?;
     let config = ctx.config.following_listener(listener.local_addr()?);
-    let service = IngressService::new(db, ctx.bus, config, Registry::builtin())?;
+    let keyring = Arc::new(secrets::keyring(&config.encryption, &ctx.data_dir)?);
+    let resealing = Secrets::new(db.clone(), keyring.clone(), config.encryption.reseal_batch)
+        .with_metrics(IngressMetrics::register(&ctx.metrics));
+    let reseal_interval = config.encryption.reseal_interval;
+    let service = IngressService::new(db, ctx.bus, config, Registry::builtin(), keyring)?;
     let forgetting = service.clone();
     Ok(Started::new()
         .grpc(service.grpc())
@@ -28,6 +35,14 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
             Phase::Work,
             move |token| async move {
                 forgetting.forget_old_webhook_keys(token).await;
+                Ok(())
+            },
+        )
+        .task(
+            format!("{NAME}.secrets-reseal"),
+            Phase::Work,
+            move |token| async move {
+                resealing.run(reseal_interval, token).await;
                 Ok(())
             },
         ))

@@ -1,45 +1,98 @@
 //! The ingress tables: `channels` (the registry, every statement scoped by
 //! workspace except the webhook's lookup by id, which the URL names) and
 //! `webhook_keys` (what was accepted, for de-duplication).
+//!
+//! A channel's secret is never stored as given: it is sealed under the
+//! keyring's current key, bound to its row ([`domain::secret_context`]),
+//! and `secret_key` names the key (NULL: a plain-text secret stored before
+//! secrets were sealed, read as it is until it is sealed). Every secret
+//! column a provider adds goes the same way, with its own field name.
 
 use telenet_channels::ChannelCredentials;
 use telenet_proto::common::v1::ChannelKind;
+use telenet_signing::sealing::{self, Keyring};
 use telenet_store::cursor::Cursor;
 use telenet_store::sqlx::{self, Row, any::AnyRow};
 use telenet_store::{Db, StoreError, Tx};
 
-use crate::domain::Channel;
+use crate::Error;
+use crate::domain::{self, Channel};
 
-const COLUMNS: &str =
-    "id, workspace_id, kind, name, outbound_url, secret, accepted_voice_types, created_at";
+const COLUMNS: &str = "id, workspace_id, kind, name, outbound_url, secret, secret_key, accepted_voice_types, created_at";
 
-/// Store a new channel.
-pub(crate) async fn insert_channel(db: &Db, channel: &Channel) -> Result<(), StoreError> {
+/// A channel's secret sealed for its row, and the key it is sealed under.
+pub(crate) struct Sealed {
+    pub value: String,
+    pub key: String,
+}
+
+/// `secret` of the channel `channel_id` of `workspace_id`, sealed under the
+/// keyring's current key.
+pub(crate) fn seal_secret(
+    keyring: &Keyring,
+    workspace_id: &str,
+    channel_id: &str,
+    secret: &str,
+) -> Result<Sealed, Error> {
+    let context = domain::secret_context(workspace_id, channel_id, domain::SECRET_FIELD);
+    Ok(Sealed {
+        value: keyring.seal(secret.as_bytes(), &context)?,
+        key: keyring.current().to_owned(),
+    })
+}
+
+/// The secret of a channel as stored: opened when sealed (`key` set),
+/// as it is when stored in plain text before secrets were sealed.
+pub(crate) fn open_secret(
+    keyring: &Keyring,
+    workspace_id: &str,
+    channel_id: &str,
+    stored: &str,
+    key: Option<&str>,
+) -> Result<String, Error> {
+    if key.is_none() {
+        return Ok(stored.to_owned());
+    }
+    let context = domain::secret_context(workspace_id, channel_id, domain::SECRET_FIELD);
+    let opened = keyring.open(stored, &context)?;
+    String::from_utf8(opened).map_err(|_| Error::Secret(sealing::SealError::Unopened))
+}
+
+/// Store a new channel, its secret sealed.
+pub(crate) async fn insert_channel(
+    db: &Db,
+    keyring: &Keyring,
+    channel: &Channel,
+) -> Result<(), Error> {
     let c = &channel.credentials;
     let voice = serde_json::to_string(&c.accepted_voice_types).unwrap_or_else(|_| "[]".into());
+    let sealed = seal_secret(keyring, &channel.workspace_id, &channel.id, &c.secret)?;
     sqlx::query(
-        "INSERT INTO channels (id, workspace_id, kind, name, outbound_url, secret, accepted_voice_types, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO channels (id, workspace_id, kind, name, outbound_url, secret, secret_key, accepted_voice_types, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&channel.id)
     .bind(&channel.workspace_id)
     .bind(i64::from(c.kind as i32))
     .bind(&channel.name)
     .bind(&c.outbound_url)
-    .bind(&c.secret)
+    .bind(sealed.value)
+    .bind(sealed.key)
     .bind(voice)
     .bind(channel.created_at)
     .execute(db.pool())
-    .await?;
+    .await
+    .map_err(StoreError::from)?;
     Ok(())
 }
 
 /// A channel of the workspace (deleted channels are not found).
 pub(crate) async fn channel(
     db: &Db,
+    keyring: &Keyring,
     workspace_id: &str,
     channel_id: &str,
-) -> Result<Option<Channel>, StoreError> {
+) -> Result<Option<Channel>, Error> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM channels WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
     ))
@@ -47,30 +100,32 @@ pub(crate) async fn channel(
     .bind(channel_id)
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.as_ref().map(channel_of).transpose()?)
+    row.as_ref().map(|r| channel_of(r, keyring)).transpose()
 }
 
 /// A channel by id alone, for webhooks (the URL names the channel).
 pub(crate) async fn channel_by_id(
     db: &Db,
+    keyring: &Keyring,
     channel_id: &str,
-) -> Result<Option<Channel>, StoreError> {
+) -> Result<Option<Channel>, Error> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM channels WHERE id = $1 AND deleted_at IS NULL"
     ))
     .bind(channel_id)
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.as_ref().map(channel_of).transpose()?)
+    row.as_ref().map(|r| channel_of(r, keyring)).transpose()
 }
 
 /// Up to `limit` channels of the workspace, newest first, after `after`.
 pub(crate) async fn list_channels(
     db: &Db,
+    keyring: &Keyring,
     workspace_id: &str,
     after: Option<Cursor>,
     limit: i64,
-) -> Result<Vec<Channel>, StoreError> {
+) -> Result<Vec<Channel>, Error> {
     let (key, id) = after.map_or((i64::MAX, "\u{10FFFF}".to_owned()), |c| (c.key, c.id));
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM channels WHERE workspace_id = $1 AND deleted_at IS NULL \
@@ -83,7 +138,7 @@ pub(crate) async fn list_channels(
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    Ok(rows.iter().map(channel_of).collect::<Result<_, _>>()?)
+    rows.iter().map(|r| channel_of(r, keyring)).collect()
 }
 
 /// Mark a channel of the workspace deleted at `at`; `false` when there is
@@ -105,25 +160,121 @@ pub(crate) async fn delete_channel(
     Ok(done.rows_affected() > 0)
 }
 
-fn channel_of(row: &AnyRow) -> Result<Channel, sqlx::Error> {
+fn channel_of(row: &AnyRow, keyring: &Keyring) -> Result<Channel, Error> {
     let voice: String = row.try_get("accepted_voice_types")?;
     let kind: i64 = row.try_get("kind")?;
     let kind = i32::try_from(kind)
         .ok()
         .and_then(|k| ChannelKind::try_from(k).ok())
         .unwrap_or(ChannelKind::Unspecified);
+    let id: String = row.try_get("id")?;
+    let workspace_id: String = row.try_get("workspace_id")?;
+    let stored: String = row.try_get("secret")?;
+    let key: Option<String> = row.try_get("secret_key")?;
+    let secret = open_secret(keyring, &workspace_id, &id, &stored, key.as_deref())?;
     Ok(Channel {
-        id: row.try_get("id")?,
-        workspace_id: row.try_get("workspace_id")?,
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
         credentials: ChannelCredentials {
             kind,
             outbound_url: row.try_get("outbound_url")?,
-            secret: row.try_get("secret")?,
+            secret,
             accepted_voice_types: serde_json::from_str(&voice).unwrap_or_default(),
         },
+        id,
+        workspace_id,
     })
+}
+
+/// A channel's secret as stored, for re-sealing.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct StoredSecret {
+    pub channel_id: String,
+    pub workspace_id: String,
+    /// Sealed, or plain text when `key` is `None`.
+    pub value: String,
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("channel_id", &self.channel_id)
+            .field("workspace_id", &self.workspace_id)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Up to `limit` channel secrets (deleted channels' too) not sealed under
+/// `current` (plain text or another key), by channel id after `after`.
+pub(crate) async fn secrets_not_under(
+    db: &Db,
+    current: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<StoredSecret>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, workspace_id, secret, secret_key FROM channels \
+         WHERE (secret_key IS NULL OR secret_key <> $1) AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(current)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredSecret {
+                channel_id: row.try_get("id")?,
+                workspace_id: row.try_get("workspace_id")?,
+                value: row.try_get("secret")?,
+                key: row.try_get("secret_key")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Replace the channel's secret `was` (as stored) by `sealed`, in the
+/// caller's transaction; `false` when the stored value is no longer `was`
+/// (another replica re-sealed it, or the secret changed), which leaves it.
+pub(crate) async fn replace_secret(
+    tx: &mut Tx<'_>,
+    channel_id: &str,
+    was: &str,
+    sealed: &Sealed,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE channels SET secret = $1, secret_key = $2 WHERE id = $3 AND secret = $4",
+    )
+    .bind(&sealed.value)
+    .bind(&sealed.key)
+    .bind(channel_id)
+    .bind(was)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// How many channel secrets (deleted channels' too) are sealed under each
+/// key; `None`: in plain text. By key id, plain text first.
+pub(crate) async fn secrets_by_key(db: &Db) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT secret_key, COUNT(*) AS n FROM channels GROUP BY secret_key ORDER BY secret_key",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut counts = rows
+        .iter()
+        .map(|row| {
+            let n: i64 = row.try_get("n")?;
+            Ok((row.try_get("secret_key")?, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // Backends order NULL differently.
+    counts.sort();
+    Ok(counts)
 }
 
 /// Record a de-duplication key of the channel in the caller's transaction;
@@ -160,16 +311,40 @@ pub(crate) async fn forget_keys_before(db: &Db, cutoff: i64) -> Result<u64, Stor
 mod tests {
     use super::*;
     use crate::MIGRATIONS;
+    use telenet_signing::sealing::{SealError, generate_key};
     use telenet_store::testing::{Backend, TestDb};
 
     telenet_store::on_both_backends!(
         channels_are_stored_and_scoped_by_workspace,
         pages_are_newest_first_and_stable,
         keys_are_recorded_once_and_forgotten_by_age,
+        secrets_are_sealed_at_rest_and_bound_to_their_row,
+        plain_text_secrets_read_until_replaced_once,
     );
 
     async fn fixture(backend: Backend) -> TestDb {
         backend.database("ingress", &MIGRATIONS).await
+    }
+
+    fn keyring() -> Keyring {
+        Keyring::new("k1", [("k1", generate_key().expect("rng"))]).expect("keyring")
+    }
+
+    /// Every row's `secret` and `secret_key` as stored, by channel id.
+    async fn raw_secrets(db: &Db) -> Vec<(String, String, Option<String>)> {
+        sqlx::query("SELECT id, secret, secret_key FROM channels ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .expect("raw rows")
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("id").expect("id"),
+                    r.try_get("secret").expect("secret"),
+                    r.try_get("secret_key").expect("key"),
+                )
+            })
+            .collect()
     }
 
     fn sample(ws: &str, id: &str, at: i64) -> Channel {
@@ -189,18 +364,19 @@ mod tests {
 
     async fn channels_are_stored_and_scoped_by_workspace(backend: Backend) {
         let f = fixture(backend).await;
+        let k = keyring();
         let a = sample("wsA", "ch-a", 1_000);
-        insert_channel(&f.db, &a).await.expect("insert");
+        insert_channel(&f.db, &k, &a).await.expect("insert");
         assert_eq!(
-            channel(&f.db, "wsA", "ch-a").await.expect("get"),
+            channel(&f.db, &k, "wsA", "ch-a").await.expect("get"),
             Some(a.clone())
         );
-        assert_eq!(channel(&f.db, "wsB", "ch-a").await.expect("get"), None);
+        assert_eq!(channel(&f.db, &k, "wsB", "ch-a").await.expect("get"), None);
         assert_eq!(
-            channel_by_id(&f.db, "ch-a").await.expect("find"),
+            channel_by_id(&f.db, &k, "ch-a").await.expect("find"),
             Some(a.clone())
         );
-        assert_eq!(channel_by_id(&f.db, "ch-x").await.expect("find"), None);
+        assert_eq!(channel_by_id(&f.db, &k, "ch-x").await.expect("find"), None);
 
         assert!(
             !delete_channel(&f.db, "wsB", "ch-a", 2_000)
@@ -217,32 +393,33 @@ mod tests {
                 .await
                 .expect("again")
         );
-        assert_eq!(channel(&f.db, "wsA", "ch-a").await.expect("get"), None);
-        assert_eq!(channel_by_id(&f.db, "ch-a").await.expect("find"), None);
+        assert_eq!(channel(&f.db, &k, "wsA", "ch-a").await.expect("get"), None);
+        assert_eq!(channel_by_id(&f.db, &k, "ch-a").await.expect("find"), None);
         f.db.close().await;
     }
 
     async fn pages_are_newest_first_and_stable(backend: Backend) {
         let f = fixture(backend).await;
+        let k = keyring();
         // Two created in the same microsecond: the id breaks the tie.
         for (id, at) in [("c1", 10), ("c2", 20), ("c3", 20), ("c4", 30)] {
-            insert_channel(&f.db, &sample("ws", id, at))
+            insert_channel(&f.db, &k, &sample("ws", id, at))
                 .await
                 .expect("insert");
         }
-        insert_channel(&f.db, &sample("other", "o1", 40))
+        insert_channel(&f.db, &k, &sample("other", "o1", 40))
             .await
             .expect("insert");
         delete_channel(&f.db, "ws", "c4", 50).await.expect("delete");
         let ids = |page: &[Channel]| page.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
-        let first = list_channels(&f.db, "ws", None, 2).await.expect("page");
+        let first = list_channels(&f.db, &k, "ws", None, 2).await.expect("page");
         assert_eq!(ids(&first), ["c3", "c2"]);
         let last = &first[1];
         let after = Cursor {
             key: last.created_at,
             id: last.id.clone(),
         };
-        let second = list_channels(&f.db, "ws", Some(after), 2)
+        let second = list_channels(&f.db, &k, "ws", Some(after), 2)
             .await
             .expect("page");
         assert_eq!(ids(&second), ["c1"]);
@@ -304,6 +481,146 @@ mod tests {
                 .expect("kept")
         );
         tx.rollback().await.expect("rollback");
+        f.db.close().await;
+    }
+
+    async fn secrets_are_sealed_at_rest_and_bound_to_their_row(backend: Backend) {
+        let f = fixture(backend).await;
+        let k = keyring();
+        let a = sample("wsA", "ch-a", 1_000);
+        let b = sample("wsA", "ch-b", 2_000);
+        insert_channel(&f.db, &k, &a).await.expect("insert");
+        insert_channel(&f.db, &k, &b).await.expect("insert");
+
+        // Read straight from the table: sealed under k1, no trace of the secret.
+        let raw = raw_secrets(&f.db).await;
+        assert_eq!(raw.len(), 2);
+        for ((id, stored, key), channel) in raw.iter().zip([&a, &b]) {
+            assert_eq!(id, &channel.id);
+            assert_eq!(key.as_deref(), Some("k1"));
+            assert!(stored.starts_with("sealed:v1:k1:"), "{stored}");
+            assert!(!stored.contains(&channel.credentials.secret), "{stored}");
+            assert!(!stored.contains(&channel.credentials.secret["whsec_".len()..]));
+        }
+
+        // b's sealed secret copied into a's row does not open there.
+        sqlx::query("UPDATE channels SET secret = $1 WHERE id = 'ch-a'")
+            .bind(&raw[1].1)
+            .execute(f.db.pool())
+            .await
+            .expect("copy");
+        let copied = channel(&f.db, &k, "wsA", "ch-a").await;
+        assert!(
+            matches!(copied, Err(Error::Secret(SealError::Unopened))),
+            "{copied:?}"
+        );
+        // Nor does a row moved to another workspace.
+        sqlx::query("UPDATE channels SET workspace_id = 'wsB' WHERE id = 'ch-b'")
+            .execute(f.db.pool())
+            .await
+            .expect("move");
+        let moved = channel(&f.db, &k, "wsB", "ch-b").await;
+        assert!(
+            matches!(moved, Err(Error::Secret(SealError::Unopened))),
+            "{moved:?}"
+        );
+        // A keyring without the key names it.
+        let other = Keyring::new("k2", [("k2", generate_key().expect("rng"))]).expect("keyring");
+        sqlx::query("UPDATE channels SET workspace_id = 'wsA' WHERE id = 'ch-b'")
+            .execute(f.db.pool())
+            .await
+            .expect("back");
+        let missing = channel_by_id(&f.db, &other, "ch-b").await;
+        assert!(
+            matches!(&missing, Err(Error::Secret(SealError::UnknownKey(key))) if key == "k1"),
+            "{missing:?}"
+        );
+        assert_eq!(
+            channel_by_id(&f.db, &k, "ch-b").await.expect("find"),
+            Some(b)
+        );
+        f.db.close().await;
+    }
+
+    async fn plain_text_secrets_read_until_replaced_once(backend: Backend) {
+        let f = fixture(backend).await;
+        let k = keyring();
+        // A row as stored before secrets were sealed.
+        let old = sample("ws", "ch-old", 1_000);
+        sqlx::query(
+            "INSERT INTO channels (id, workspace_id, kind, name, outbound_url, secret, created_at) \
+             VALUES ('ch-old', 'ws', $1, $2, $3, $4, 1000)",
+        )
+        .bind(i64::from(ChannelKind::Custom as i32))
+        .bind(&old.name)
+        .bind(&old.credentials.outbound_url)
+        .bind(&old.credentials.secret)
+        .execute(f.db.pool())
+        .await
+        .expect("legacy row");
+        sqlx::query("UPDATE channels SET accepted_voice_types = $1 WHERE id = 'ch-old'")
+            .bind(serde_json::to_string(&old.credentials.accepted_voice_types).expect("json"))
+            .execute(f.db.pool())
+            .await
+            .expect("voice");
+        insert_channel(&f.db, &k, &sample("ws", "ch-new", 2_000))
+            .await
+            .expect("insert");
+        assert_eq!(
+            channel(&f.db, &k, "ws", "ch-old").await.expect("plain"),
+            Some(old.clone())
+        );
+        assert_eq!(
+            secrets_by_key(&f.db).await.expect("counts"),
+            [(None, 1), (Some("k1".to_owned()), 1)]
+        );
+
+        // What is not under k1: the plain row only; under k2: both.
+        let todo = secrets_not_under(&f.db, "k1", "", 10).await.expect("todo");
+        assert_eq!(todo.len(), 1);
+        assert_eq!(todo[0].key, None);
+        assert_eq!(todo[0].value, old.credentials.secret);
+        let both = secrets_not_under(&f.db, "k2", "", 10).await.expect("todo");
+        assert_eq!(
+            both.iter()
+                .map(|s| s.channel_id.as_str())
+                .collect::<Vec<_>>(),
+            ["ch-new", "ch-old"]
+        );
+        let after = secrets_not_under(&f.db, "k2", "ch-new", 10)
+            .await
+            .expect("todo");
+        assert_eq!(after.len(), 1);
+        assert!(!format!("{:?}", todo[0]).contains(&old.credentials.secret));
+
+        // Replaced only while it is still what was read.
+        let sealed = seal_secret(&k, "ws", "ch-old", &old.credentials.secret).expect("seal");
+        let mut tx = f.db.begin().await.expect("begin");
+        assert!(
+            replace_secret(&mut tx, "ch-old", &todo[0].value, &sealed)
+                .await
+                .expect("replace")
+        );
+        assert!(
+            !replace_secret(&mut tx, "ch-old", &todo[0].value, &sealed)
+                .await
+                .expect("again")
+        );
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            channel(&f.db, &k, "ws", "ch-old").await.expect("sealed"),
+            Some(old)
+        );
+        assert!(
+            secrets_not_under(&f.db, "k1", "", 10)
+                .await
+                .expect("todo")
+                .is_empty()
+        );
+        assert_eq!(
+            secrets_by_key(&f.db).await.expect("counts"),
+            [(Some("k1".to_owned()), 2)]
+        );
         f.db.close().await;
     }
 }

@@ -6,6 +6,8 @@
 //! - `telenet migrate` — apply database migrations and exit.
 //! - `telenet healthcheck` — ask a running process's gRPC health service
 //!   whether it is serving (the container image's `HEALTHCHECK`).
+//! - `telenet secrets status|reseal|generate-key` — channel secrets at rest:
+//!   how many each key seals, re-sealing under the current key now, a new key.
 //! - `telenet-<service>` — one service, same flags as `telenet serve`.
 
 use std::path::PathBuf;
@@ -37,6 +39,11 @@ enum Command {
     /// Ask a TELENET process's gRPC health service whether it is serving:
     /// exit 0 if SERVING, 1 otherwise (with the reason on stderr).
     Healthcheck(HealthcheckArgs),
+    /// Channel secrets at rest (docs/security.md): how many stored secrets
+    /// each key of `ingress.encryption` seals, re-sealing them under the
+    /// current key now, a new key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Probe and transcode media files with the media service's own code
     /// (no server needed): what an operator runs on a customer's failing
     /// voice note.
@@ -57,6 +64,27 @@ pub struct CreateWorkspaceArgs {
     /// The first owner's e-mail.
     #[arg(long)]
     owner_email: String,
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// How many stored channel secrets each key seals, which are left to
+    /// re-seal and which keys nothing uses any more; exit 1 when some are
+    /// sealed under a key the keyring lacks.
+    Status(SecretsArgs),
+    /// Re-seal now every channel secret not under the current key (what
+    /// ingress does in the background after a rotation), then print the
+    /// status.
+    Reseal(SecretsArgs),
+    /// Print a new random key (the base64 of 32 bytes) for
+    /// `ingress.encryption.keys`.
+    GenerateKey,
+}
+
+#[derive(Args)]
+pub struct SecretsArgs {
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args)]
@@ -254,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::Media(command) => telenet_audio::cli::run(command),
+        Command::Secrets(command) => secrets(command).await,
         Command::Dev(args) => {
             let mut config = load(&args.common)?.allowing_loopback_receivers();
             let temp = if args.ephemeral {
@@ -343,6 +372,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `telenet secrets …`, on the ingress database and keyring of the
+/// configuration (the dev server's local key when no keys are set).
+async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
+    use telenet_ingress::secrets;
+    let (args, reseal) = match command {
+        SecretsCommand::GenerateKey => {
+            let key = telenet_signing::sealing::generate_key()
+                .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+            println!("{key}");
+            return Ok(());
+        }
+        SecretsCommand::Status(args) => (args, false),
+        SecretsCommand::Reseal(args) => (args, true),
+    };
+    let config = load(&args.common)?;
+    let encryption = &config.ingress.encryption;
+    let keyring = if reseal {
+        secrets::keyring(encryption, &config.data_dir)
+    } else {
+        secrets::existing_keyring(encryption, &config.data_dir)
+    }
+    .context("the keyring of ingress.encryption")?;
+    let url = config.database_url_of(ServiceName::Ingress);
+    let db = telenet_store::Db::connect(&url, ServiceName::Ingress.as_str())
+        .await
+        .context("ingress database")?;
+    let secrets = telenet_ingress::Secrets::new(
+        db.clone(),
+        std::sync::Arc::new(keyring),
+        encryption.reseal_batch,
+    );
+    if reseal {
+        db.migrate(&telenet_ingress::MIGRATIONS)
+            .await
+            .context("migrating the ingress database")?;
+        let done = secrets.reseal(&CancellationToken::new()).await?;
+        println!(
+            "re-sealed {}, changed meanwhile {}, unreadable {}",
+            done.resealed, done.skipped, done.unreadable
+        );
+    }
+    let status = secrets
+        .status()
+        .await
+        .context("reading the ingress database (is it migrated? `telenet migrate`)")?;
+    print!("{status}");
+    db.close().await;
+    if status.missing() > 0 {
+        anyhow::bail!(
+            "{} channel secrets are sealed under keys not in ingress.encryption.keys",
+            status.missing()
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, services: Vec<ServiceName>, dev: bool) -> anyhow::Result<()> {
