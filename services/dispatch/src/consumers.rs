@@ -101,12 +101,12 @@ impl DispatchService {
             requested_at,
         )
         .await?;
-        let (previous, lease, requested_at) = match claim {
+        let (attempt, lease, requested_at) = match claim {
             Claim::Mine {
-                attempts,
+                attempt,
                 lease,
                 requested_at,
-            } => (attempts, lease, requested_at),
+            } => (attempt, lease, requested_at),
             Claim::Settled => {
                 tracing::debug!(message_id = %request.message_id, "delivery already settled; not sending again");
                 return Ok(());
@@ -119,18 +119,25 @@ impl DispatchService {
             }
         };
 
+        // This attempt is counted already; those made before it:
+        let made = attempt.saturating_sub(1);
         let (settled, attempts) =
             if domain::is_overdue(requested_at, now_micros(), config.pending_deadline) {
                 // Too late to send (the request arrived late, or waited for
                 // its retry past the deadline): failed without an attempt.
                 self.metrics.count_overdue();
                 let reason = domain::overdue_reason(config.pending_deadline);
-                let settled = domain::settle(SendOutcome::Reject(reason), previous, 1);
-                (settled, previous)
+                let settled = domain::settle(SendOutcome::Reject(reason), made, 1);
+                (settled, made)
+            } else if !domain::may_attempt(attempt, config.max_attempts) {
+                // Every allowed attempt was made and the last never
+                // reported back: its process stopped mid-attempt, perhaps
+                // after the channel took the message. Another one would be
+                // one too many.
+                (domain::unreported(made), made)
             } else {
-                let attempts = previous.saturating_add(1);
                 let (outcome, kind) = self.attempt(workspace_id, &request).await;
-                let settled = domain::settle(outcome, attempts, config.max_attempts);
+                let settled = domain::settle(outcome, attempt, config.max_attempts);
                 self.metrics.count_dispatch(
                     &kind,
                     match settled.state {
@@ -139,7 +146,7 @@ impl DispatchService {
                         State::Failed => DispatchOutcome::Failed,
                     },
                 );
-                (settled, attempts)
+                (settled, attempt)
             };
         log_attempt(&request, attempts, settled.state, &settled.error);
         let state = settled.state;

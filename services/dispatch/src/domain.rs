@@ -137,6 +137,23 @@ fn spoken(d: Duration) -> String {
     }
 }
 
+/// Whether attempt number `attempt` may be made: at most `max_attempts`
+/// (at least one) are, counting those that never reported back.
+pub fn may_attempt(attempt: u32, max_attempts: u32) -> bool {
+    attempt <= max_attempts.max(1)
+}
+
+/// Where a delivery stands when its `made` attempts are used up and the
+/// last one never reported back (its process stopped mid-attempt): failed,
+/// without another try.
+pub fn unreported(made: u32) -> Settled {
+    Settled {
+        state: State::Failed,
+        external_id: String::new(),
+        error: format!("gave up after {made} attempts: the last one never reported back"),
+    }
+}
+
 /// The media profile that makes a voice note of MIME type `mime` (its
 /// essence: parameters ignored, case-insensitive). Profiles that split
 /// audio into parts are last resorts (`audio/amr`, WeChat's form, has only
@@ -216,6 +233,24 @@ mod tests {
 
     fn list(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn no_more_attempts_than_allowed_even_when_some_never_reported() {
+        assert!(may_attempt(1, 3));
+        assert!(may_attempt(3, 3));
+        assert!(!may_attempt(4, 3));
+        // At least one attempt, whatever the setting.
+        assert!(may_attempt(1, 0));
+        assert!(!may_attempt(2, 0));
+        let given_up = unreported(3);
+        assert_eq!(
+            (given_up.state, given_up.error.as_str()),
+            (
+                State::Failed,
+                "gave up after 3 attempts: the last one never reported back"
+            )
+        );
     }
 
     #[test]

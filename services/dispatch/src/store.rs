@@ -5,6 +5,12 @@
 //! result together with its `outbound.status` event in one transaction.
 //! Deliveries still pending past their deadline are failed by [`expire`],
 //! with the same event, whichever replica gets there first.
+//!
+//! An attempt is counted when its lease is taken, before anything is sent:
+//! an attempt whose process died before recording it (perhaps after the
+//! channel took the message) still counts, so the channel never gets a
+//! message more often than the attempts say, and no more than
+//! `max_attempts` times however often the process dies.
 
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::events::v1::{
@@ -40,10 +46,10 @@ fn proto_state(stored: &str) -> pb::DeliveryState {
 /// What `claim` found.
 #[derive(Debug)]
 pub(crate) enum Claim {
-    /// This consumer may attempt the message; `attempts` were made before;
-    /// it was requested at `requested_at` (µs, as first recorded).
+    /// This consumer makes attempt number `attempt` (counted already); the
+    /// message was requested at `requested_at` (µs, as first recorded).
     Mine {
-        attempts: u32,
+        attempt: u32,
         lease: String,
         requested_at: i64,
     },
@@ -67,8 +73,9 @@ pub(crate) struct Attempted<'a> {
 }
 
 /// Create the delivery if it is new (requested at `requested_at`, µs) and
-/// take its lease when nobody holds a live one. A settled delivery marks the
-/// event processed, so the caller can simply acknowledge it.
+/// take its lease when nobody holds a live one, counting the attempt about
+/// to be made. A settled delivery marks the event processed, so the caller
+/// can simply acknowledge it.
 pub(crate) async fn claim(
     db: &Db,
     workspace_id: &str,
@@ -97,7 +104,7 @@ pub(crate) async fn claim(
     .execute(&mut *tx)
     .await?;
     let taken = sqlx::query(
-        "UPDATE deliveries SET lease_owner = $3, lease_until = $4 \
+        "UPDATE deliveries SET lease_owner = $3, lease_until = $4, attempts = attempts + 1 \
          WHERE workspace_id = $1 AND message_id = $2 AND state = $5 AND lease_until <= $6",
     )
     .bind(workspace_id)
@@ -123,7 +130,7 @@ pub(crate) async fn claim(
     if taken {
         db.commit(tx).await?;
         return Ok(Claim::Mine {
-            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
             lease,
             requested_at: row.try_get("requested_at")?,
         });
@@ -324,6 +331,7 @@ mod tests {
 
     telenet_store::on_both_backends!(
         one_consumer_at_a_time_attempts_a_delivery,
+        an_attempt_that_never_reported_back_still_counts,
         results_are_recorded_with_their_status_event,
         deliveries_are_scoped_by_workspace,
         overdue_deliveries_fail_once_with_their_status_event,
@@ -353,9 +361,7 @@ mod tests {
             .await
             .expect("claim")
         {
-            Claim::Mine {
-                attempts, lease, ..
-            } => (attempts, lease),
+            Claim::Mine { attempt, lease, .. } => (attempt, lease),
             other => panic!("not claimed: {other:?}"),
         }
     }
@@ -389,8 +395,8 @@ mod tests {
     async fn one_consumer_at_a_time_attempts_a_delivery(backend: Backend) {
         let f = fixture(backend).await;
         let m = request("m-1");
-        let (attempts, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
-        assert_eq!(attempts, 0);
+        let (attempt, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempt, 1);
         // A duplicate arriving meanwhile finds the lease taken.
         assert!(matches!(
             claim(&f.db, "ws1", &m, "ev-1", LEASE, now_micros())
@@ -404,8 +410,8 @@ mod tests {
                 .expect("record")
         );
         // Released: the next attempt knows how many were made.
-        let (attempts, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
-        assert_eq!(attempts, 1);
+        let (attempt, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempt, 2);
         // A lease that expired and was taken over no longer records.
         assert!(
             !record(&f.db, attempted(&m, "someone else's", 2, State::Sent))
@@ -435,8 +441,37 @@ mod tests {
             claim(&f.db, "ws1", &n, "ev-3", LEASE, now_micros())
                 .await
                 .expect("claim"),
-            Claim::Mine { attempts: 0, .. }
+            Claim::Mine { attempt: 2, .. }
         ));
+        f.db.close().await;
+    }
+
+    /// The process making attempt 1 died after the channel took the
+    /// message and before recording it; its lease ran out and the
+    /// redelivered request is attempted again. That second POST is attempt
+    /// 2, not a second attempt 1: the receiver never gets a message more
+    /// often than the recorded attempts say.
+    async fn an_attempt_that_never_reported_back_still_counts(backend: Backend) {
+        let f = fixture(backend).await;
+        let m = request("m-1");
+        let expired_at_once = -1;
+        let Claim::Mine { attempt, .. } =
+            claim(&f.db, "ws1", &m, "ev-1", expired_at_once, now_micros())
+                .await
+                .expect("claim")
+        else {
+            panic!("the first claim is mine");
+        };
+        assert_eq!(attempt, 1);
+        let (attempt, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempt, 2, "the unrecorded attempt counts");
+        assert!(
+            record(&f.db, attempted(&m, &lease, attempt, State::Sent))
+                .await
+                .expect("record")
+        );
+        let sent = get(&f.db, "ws1", "m-1").await.expect("get").expect("found");
+        assert_eq!((sent.state(), sent.attempts), (pb::DeliveryState::Sent, 2));
         f.db.close().await;
     }
 
@@ -473,8 +508,8 @@ mod tests {
         let f = fixture(backend).await;
         let m = request("m-same");
         for ws in ["wsA", "wsB"] {
-            let (attempts, _) = mine(&f.db, ws, &m, &format!("ev-{ws}")).await;
-            assert_eq!(attempts, 0, "{ws}: a delivery of its own");
+            let (attempt, _) = mine(&f.db, ws, &m, &format!("ev-{ws}")).await;
+            assert_eq!(attempt, 1, "{ws}: a delivery of its own");
         }
         assert!(get(&f.db, "wsA", "m-same").await.expect("get").is_some());
         assert!(get(&f.db, "wsC", "m-same").await.expect("get").is_none());

@@ -445,6 +445,7 @@ telenet_store::on_both_backends!(
     receiver_answers_never_reach_agents,
     messages_pending_past_their_deadline_fail,
     late_requests_fail_without_being_sent,
+    attempts_that_never_reported_back_count_toward_the_limit,
 );
 
 // ------------------------------------------------------------------- tests
@@ -1225,5 +1226,45 @@ async fn late_requests_fail_without_being_sent(backend: Backend) {
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].webhook_id, "m-now");
     assert_eq!(h.metric("telenet_dispatch_overdue_total"), Some(1.0));
+    h.stop().await;
+}
+
+/// Every allowed attempt was made by a process that died before recording
+/// it (the row as such processes leave it: attempts counted, lease run
+/// out, still pending). The redelivered request must not POST once more:
+/// the delivery fails, saying why.
+async fn attempts_that_never_reported_back_count_toward_the_limit(backend: Backend) {
+    use telenet_store::sqlx;
+    let mut h = Harness::start(backend).await;
+    h.channel("ws1", "ok", vec![reply(200, r#"{"external_id":"ext-1"}"#)]);
+    let now = telenet_store::now_micros();
+    sqlx::query(
+        "INSERT INTO deliveries \
+         (workspace_id, message_id, conversation_id, channel_id, state, attempts, \
+          lease_owner, lease_until, created_at, updated_at, requested_at) \
+         VALUES ('ws1', 'm-dying', 'conv-1', 'ok', 'pending', $1, 'a dead consumer', 1, $2, $2, $2)",
+    )
+    .bind(i64::from(MAX_ATTEMPTS))
+    .bind(now)
+    .execute(h.db.pool())
+    .await
+    .expect("the dead attempts' row");
+    h.request("ws1", "m-dying", "ok").await;
+
+    let statuses = h.until_settled("ws1", "m-dying").await;
+    let last = statuses.last().expect("final status");
+    assert_eq!(
+        (last.state(), last.attempts, last.error.as_str()),
+        (
+            DeliveryState::Failed,
+            MAX_ATTEMPTS,
+            "gave up after 4 attempts: the last one never reported back"
+        )
+    );
+    quiet_period().await;
+    assert!(
+        h.receiver.posts("ok").is_empty(),
+        "no attempt beyond the limit"
+    );
     h.stop().await;
 }
