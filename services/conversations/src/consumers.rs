@@ -100,10 +100,17 @@ impl Consumer {
 
 async fn handle(inbox: &Inbox, incoming: Incoming) -> Result<(), HandleError> {
     let envelope = events::from_bus(&incoming.event)?;
+    // When the event happened: for an inbound message, when ingress
+    // accepted it, which dates the message.
+    let occurred_at = envelope
+        .occurred_at
+        .as_ref()
+        .map_or(0, telenet_store::micros_of);
     apply(
         inbox,
         &envelope.event_id,
         &envelope.workspace_id,
+        occurred_at,
         envelope.payload,
     )
     .await
@@ -114,12 +121,17 @@ async fn apply(
     inbox: &Inbox,
     event_id: &str,
     workspace_id: &str,
+    occurred_at: i64,
     payload: Option<Payload>,
 ) -> Result<(), Error> {
     match payload {
         Some(Payload::InboundMessageReceived(m)) => {
+            let received = InboundMessage {
+                received_at: occurred_at,
+                ..m.into()
+            };
             inbox
-                .receive_message(event_id, workspace_id, &m.into())
+                .receive_message(event_id, workspace_id, &received)
                 .await
         }
         Some(Payload::OutboundStatusChanged(s)) => {
@@ -183,6 +195,7 @@ impl From<ev::InboundMessageReceived> for InboundMessage {
             sender_display_name: sender.display_name,
             text: m.text,
             attachments: m.attachments,
+            received_at: 0,
         }
     }
 }

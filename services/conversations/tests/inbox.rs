@@ -627,6 +627,75 @@ async fn consumers_apply_bus_events() {
     w.svc.stop().await;
 }
 
+/// A contact's first message failed its first try (contacts was down,
+/// say) and went to a retry queue while the second went through: the
+/// conversation still lists them in the order the contact sent them, the
+/// order ingress accepted them in.
+#[tokio::test]
+async fn a_contacts_messages_keep_their_order_when_applied_out_of_it() {
+    let w = world(Backend::Sqlite).await;
+    let ws = w
+        .workspace("A", "O", "o@a.test")
+        .await
+        .workspace
+        .expect("ws")
+        .id;
+    let envelope = |ext_id: &str, text: &str| {
+        events::envelope(
+            &ws,
+            Payload::InboundMessageReceived(inbound("ch", ext_id, "+1", text)),
+            None,
+        )
+    };
+    let first = envelope("m1", "first");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = envelope("m2", "second");
+    let applied = |n: usize| {
+        let w = &w;
+        let ws = ws.clone();
+        async move {
+            for _ in 0..200 {
+                let found = w
+                    .list(
+                        &ws,
+                        "",
+                        pb::ConversationStatus::Open,
+                        pb::AssigneeFilter::Any,
+                    )
+                    .await;
+                if let Some(c) = found.first()
+                    && c.message_count as usize == n
+                {
+                    return c.id.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("{n} messages never applied");
+        }
+    };
+    // The second is applied first, the first after it (its retry).
+    w.svc
+        .bus
+        .publish(&[events::to_bus(&second)])
+        .await
+        .expect("publish");
+    applied(1).await;
+    w.svc
+        .bus
+        .publish(&[events::to_bus(&first)])
+        .await
+        .expect("publish");
+    let conversation = applied(2).await;
+    let texts: Vec<_> = w
+        .messages(&ws, &conversation)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    w.svc.stop().await;
+}
+
 #[tokio::test]
 async fn attachment_outcomes_update_the_stored_message() {
     use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState};

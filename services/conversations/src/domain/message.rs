@@ -46,10 +46,27 @@ pub struct InboundMessage {
     pub sender_display_name: String,
     pub text: String,
     pub attachments: Vec<Attachment>,
+    /// When ingress accepted it (microseconds; the time of its event), 0
+    /// when unknown.
+    pub received_at: i64,
+}
+
+/// When a contact's message counts as arrived, at `now`: when ingress
+/// accepted it. A contact's messages then read in the order they came in
+/// even when a retry applies one after its successor (its first attempt
+/// failed while the next went through). Never later than `now` (another
+/// host's clock), and `now` when unknown.
+pub fn arrival_time(received_at: i64, now: i64) -> i64 {
+    if received_at > 0 {
+        received_at.min(now)
+    } else {
+        now
+    }
 }
 
 impl Message {
-    /// The contact's message, received.
+    /// The contact's message, received; it is dated by its arrival
+    /// ([`arrival_time`]).
     pub fn inbound(
         id: String,
         conversation: &Conversation,
@@ -68,7 +85,7 @@ impl Message {
             status: MessageStatus::Received,
             external_id: received.external_id.clone(),
             error: String::new(),
-            created_at: now,
+            created_at: arrival_time(received.received_at, now),
             status_changed_at: now,
         }
     }
@@ -249,6 +266,15 @@ pub struct MessagesQuery {
 mod tests {
     use super::*;
     use crate::domain::conversation::open_conversation;
+
+    #[test]
+    fn a_message_is_dated_by_its_arrival_at_ingress() {
+        assert_eq!(arrival_time(100, 250), 100);
+        // Unknown: when it is applied.
+        assert_eq!(arrival_time(0, 250), 250);
+        // Another host's clock ahead of ours: never in the future.
+        assert_eq!(arrival_time(300, 250), 250);
+    }
 
     #[test]
     fn statuses_never_go_backwards() {
