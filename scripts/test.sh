@@ -27,4 +27,7 @@ cargo test --workspace
 echo "==> REST API against its OpenAPI document (schemathesis)"
 scripts/check-api.sh
 
+echo "==> fault suite (scripts/fault-suite.sh: every service as its own process, private PostgreSQL, RabbitMQ and Redis, faults under load)"
+scripts/fault-suite.sh
+
 echo "==> all checks passed"

@@ -150,6 +150,12 @@ impl DispatchService {
             };
         log_attempt(&request, attempts, settled.state, &settled.error);
         let state = settled.state;
+        // The fault suite's crash point: the channel took the message (2xx)
+        // and nothing of it is recorded yet.
+        #[cfg(feature = "failpoints")]
+        if state == State::Sent {
+            fail::fail_point!("dispatch-after-send", |_| std::process::abort());
+        }
         let retry_reason = settled.error.clone();
         let recorded = store::record(
             &self.inner.db,

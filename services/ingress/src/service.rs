@@ -229,9 +229,12 @@ impl IngressService {
             warn("event bus unavailable", &e);
             return Err(e.into());
         }
-        // The events are out; should the commit fail, a provider retry
-        // would publish them again, which consumers absorb (they
-        // de-duplicate on the message's external id).
+        // The events are out; should the commit fail (or the process die
+        // here: the fault suite's crash point), a provider retry would
+        // publish them again, which consumers absorb (they de-duplicate on
+        // the message's external id).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("ingress-after-publish", |_| std::process::abort());
         tx.commit()
             .await
             .map_err(Error::from)

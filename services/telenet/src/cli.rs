@@ -165,6 +165,11 @@ pub struct ServeArgs {
 
 /// `telenet …`
 pub fn main() -> std::process::ExitCode {
+    // In a build with the `failpoints` feature (the fault suite's), the
+    // crash points named in the FAILPOINTS environment variable are armed,
+    // e.g. `FAILPOINTS=ingress-after-publish=return`; other builds have none.
+    #[cfg(feature = "failpoints")]
+    let _crash_points = fail::FailScenario::setup();
     block_on(run(Cli::parse()))
 }
 
@@ -178,6 +183,8 @@ pub fn main_service(service: ServiceName) -> std::process::ExitCode {
         common: Common,
     }
     let one = One::parse();
+    #[cfg(feature = "failpoints")]
+    let _crash_points = fail::FailScenario::setup();
     block_on(run(Cli {
         command: Command::Serve(ServeArgs {
             common: one.common,
