@@ -71,6 +71,11 @@ pub enum Error {
     /// retrying joins it.
     #[error("conversation opened concurrently")]
     OpenedConcurrently,
+    /// The same provider message, delivered twice (under two event ids),
+    /// was stored by the other delivery meanwhile; retrying finds it
+    /// stored and changes nothing.
+    #[error("message stored concurrently")]
+    StoredConcurrently,
     /// A channel's status can overtake dispatch's record of the provider id.
     #[error("message of status not found (yet)")]
     StatusBeforeMessage,
@@ -115,6 +120,7 @@ impl ServiceError for Error {
             Error::Contacts(_)
             | Error::NoContact
             | Error::OpenedConcurrently
+            | Error::StoredConcurrently
             | Error::StatusBeforeMessage => ErrorCode::Unavailable,
             Error::Store(e) => e.code(),
             Error::NoRandomness(_) => ErrorCode::Internal,
@@ -291,6 +297,7 @@ mod tests {
         )));
         assert!(transient(Error::NoContact));
         assert!(transient(Error::OpenedConcurrently));
+        assert!(transient(Error::StoredConcurrently));
         assert!(transient(Error::StatusBeforeMessage));
         assert!(unavailable(Error::from(StoreError::Database(
             sqlx_pool_timed_out()

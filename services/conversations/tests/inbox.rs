@@ -863,6 +863,70 @@ async fn concurrent_attachment_outcomes_are_all_kept_on_postgres() {
     w.svc.stop().await;
 }
 
+/// One provider message delivered twice under two event ids (ingress
+/// published it, died before recording it, and published the provider's
+/// retry again), both copies applied at once: the loser is retried, never
+/// dead-lettered, and the message is stored once.
+#[tokio::test]
+async fn a_message_delivered_twice_at_once_is_stored_once_and_never_dead_lettered_on_postgres() {
+    let w = world(Backend::Postgres).await;
+    let ws = w
+        .workspace("A", "O", "o@a.test")
+        .await
+        .workspace
+        .expect("ws")
+        .id;
+    // The contact's conversation exists: the copies race on the message.
+    w.receive("ev-first", &ws, inbound("ch", "first", "+1", "first"))
+        .await;
+    const ROUNDS: usize = 30;
+    let mut retried = 0;
+    for round in 0..ROUNDS {
+        let copies = ["a", "b"].map(|copy| {
+            let (inbox, ws) = (w.inbox.clone(), ws.clone());
+            let message = inbound("ch", &format!("dup-{round}"), "+1", "twice");
+            tokio::spawn(async move {
+                let event_id = format!("ev-{round}-{copy}");
+                let outcome = inbox.receive_message(&event_id, &ws, &message.into()).await;
+                (event_id, outcome)
+            })
+        });
+        for (event_id, outcome) in futures::future::join_all(copies)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            let Err(e) = outcome else { continue };
+            let handled = HandleError::from(e);
+            assert!(
+                !matches!(handled, HandleError::Permanent(_)),
+                "round {round}: {event_id} would be dead-lettered: {handled}"
+            );
+            // The bus brings it back: it finds the message stored.
+            retried += 1;
+            let again = inbound("ch", &format!("dup-{round}"), "+1", "twice");
+            w.receive(&event_id, &ws, again).await;
+        }
+    }
+    let conversation = w
+        .list(
+            &ws,
+            "",
+            pb::ConversationStatus::Open,
+            pb::AssigneeFilter::Any,
+        )
+        .await;
+    let texts: Vec<_> = w
+        .messages(&ws, &conversation[0].id)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts.len(), 1 + ROUNDS, "one message per round: {texts:?}");
+    eprintln!("{retried} of {ROUNDS} rounds raced");
+    w.svc.stop().await;
+}
+
 /// What callers read on the wire for each kind of refusal: codes and
 /// messages are part of the API.
 #[tokio::test]

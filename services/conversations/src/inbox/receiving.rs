@@ -64,7 +64,13 @@ impl Inbox {
             }
         };
         let message = Message::inbound(new_id(), &conversation, received, now);
-        messages::insert(&mut tx, &message, "").await?;
+        messages::insert(&mut tx, &message, "").await.map_err(|e| {
+            if e.is_unique_violation() {
+                Error::StoredConcurrently
+            } else {
+                e.into()
+            }
+        })?;
         conversations::record_message(&mut tx, &conversation, now).await?;
         let message = message_in(&mut tx, workspace_id, &message.id).await?;
         outbox.message_created(&message, &contact_id);
