@@ -27,9 +27,12 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct Request {
     pub kind: Kind,
-    /// Seconds since the run started.
+    /// When it was sent, in seconds since the run started: a request sent
+    /// then succeeded (or failed) because of the state of the system then.
     pub at: f64,
     pub ok: bool,
+    /// How long the answer took (seconds).
+    pub took: f64,
 }
 
 /// A webhook that got a 2xx.
@@ -38,6 +41,9 @@ pub struct AcceptedWebhook {
     pub contact: usize,
     pub seq: u64,
     pub external_id: String,
+    /// When the request that got the 2xx was sent.
+    pub sent_at: f64,
+    /// When the 2xx came.
     pub at: f64,
 }
 
@@ -91,9 +97,14 @@ impl Journal {
         }
     }
 
-    fn request(&self, kind: Kind, ok: bool) {
-        let at = self.now();
-        lock(&self.record).requests.push(Request { kind, at, ok });
+    fn request(&self, kind: Kind, sent_at: f64, ok: bool) {
+        let took = self.now() - sent_at;
+        lock(&self.record).requests.push(Request {
+            kind,
+            at: sent_at,
+            ok,
+            took,
+        });
     }
 
     /// A copy of everything so far.
@@ -223,6 +234,7 @@ pub async fn contact(
             if stop.is_cancelled() {
                 return;
             }
+            let sent_at = journal.now();
             let timestamp = telenet_signing::unix_now();
             let signature = secret.sign(&webhook_id, timestamp, body.as_bytes());
             let answer = http
@@ -235,13 +247,14 @@ pub async fn contact(
                 .send()
                 .await;
             let ok = matches!(&answer, Ok(r) if r.status().is_success());
-            journal.request(Kind::Webhook, ok);
+            journal.request(Kind::Webhook, sent_at, ok);
             if ok {
                 let at = journal.now();
                 lock(&journal.record).webhooks.push(AcceptedWebhook {
                     contact,
                     seq,
                     external_id: id.clone(),
+                    sent_at,
                     at,
                 });
                 break;
@@ -264,20 +277,19 @@ pub async fn agent(journal: Arc<Journal>, api: Api, every: Duration, stop: Cance
     let mut listed: Option<Instant> = None;
     let mut n = 0u64;
     while !stop.is_cancelled() {
-        if conversations.is_empty() || listed.is_none_or(|at| at.elapsed() > Duration::from_secs(5))
-        {
-            if let Ok((200, page)) = api
+        let stale = listed.is_none_or(|at| at.elapsed() > Duration::from_secs(5));
+        if (conversations.is_empty() || stale)
+            && let Ok((200, page)) = api
                 .call(reqwest::Method::GET, "/v1/conversations?page_size=50", None)
                 .await
-            {
-                conversations = page["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["id"].as_str().map(str::to_owned))
-                    .collect();
-                listed = Some(Instant::now());
-            }
+        {
+            conversations = page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                .collect();
+            listed = Some(Instant::now());
         }
         if conversations.is_empty() {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -289,6 +301,7 @@ pub async fn agent(journal: Arc<Journal>, api: Api, every: Duration, stop: Cance
         let path = format!("/v1/conversations/{conversation}/messages");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && !stop.is_cancelled() {
+            let sent_at = journal.now();
             let answer = api
                 .call(
                     reqwest::Method::POST,
@@ -300,7 +313,7 @@ pub async fn agent(journal: Arc<Journal>, api: Api, every: Duration, stop: Cance
                 Ok((200 | 201, body)) => body["message"]["id"].as_str().map(str::to_owned),
                 _ => None,
             };
-            journal.request(Kind::Reply, stored.is_some());
+            journal.request(Kind::Reply, sent_at, stored.is_some());
             if let Some(message_id) = stored {
                 let at = journal.now();
                 lock(&journal.record)
@@ -328,12 +341,13 @@ pub async fn agent(journal: Arc<Journal>, api: Api, every: Duration, stop: Cance
 /// The agent's heartbeat every half second (presence lives in Redis).
 pub async fn heartbeats(journal: Arc<Journal>, api: Api, stop: CancellationToken) {
     while !stop.is_cancelled() {
+        let sent_at = journal.now();
         let ok = matches!(
             api.call(reqwest::Method::POST, "/v1/me/heartbeat", None)
                 .await,
             Ok((200..=299, _))
         );
-        journal.request(Kind::Heartbeat, ok);
+        journal.request(Kind::Heartbeat, sent_at, ok);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}

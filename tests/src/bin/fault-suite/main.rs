@@ -488,17 +488,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let deliveries = observe::deliveries(&suite.postgres.url()).await?;
     let posts = receiver.posts();
     let (requests, webhooks, replies) = journal.snapshot();
-    let (rows, mut findings) = report::evaluate(
-        &phases,
-        &report::Observed {
-            requests: &requests,
-            webhooks: &webhooks,
-            replies: &replies,
-            conversations: &conversations,
-            posts: &posts,
-            deliveries: &deliveries,
-        },
-    );
+    let observed = report::Observed {
+        requests: &requests,
+        webhooks: &webhooks,
+        replies: &replies,
+        conversations: &conversations,
+        posts: &posts,
+        deliveries: &deliveries,
+    };
+    let (rows, mut findings) = report::evaluate(&phases, &observed);
+    let notes = report::notes(&phases, &observed);
     for refusal in receiver.refused() {
         findings.push(format!("the receiver refused a request: {refusal}"));
     }
@@ -541,6 +540,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 crashes.join(", ")
             );
         }
+    }
+    for note in &notes {
+        println!("{note}");
     }
     let passed = findings.is_empty() && rows.iter().all(|r| !r.failed());
     if !findings.is_empty() {

@@ -8,8 +8,9 @@ use crate::faults::Phase;
 use crate::load::{AcceptedReply, AcceptedWebhook, Kind, Post, Request, parse_external_id};
 use crate::observe::{Conversation, Delivery};
 
-/// A webhook is served normally when its message is in its conversation
-/// within this many seconds of its 2xx; later counts as disruption.
+/// A request is served normally when it is answered within this many
+/// seconds, and a webhook when its message is in its conversation within
+/// as many seconds of its 2xx; later counts as disruption.
 const NORMAL_LATENCY: f64 = 3.0;
 
 /// Everything observed, for [`evaluate`].
@@ -100,6 +101,38 @@ fn in_window(at: f64, phase: &Phase) -> bool {
     at >= phase.start && at < phase.end
 }
 
+/// What the run shows without being wrong: replies the channel took more
+/// than once, each time within its own attempt (a process died between
+/// the channel's 2xx and the record of it, and the attempt after it sent
+/// again; the receiver drops the copy by its `webhook-id`).
+pub fn notes(phases: &[Phase], seen: &Observed<'_>) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in seen.replies {
+        let posts = seen
+            .posts
+            .get(&r.message_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let taken = posts
+            .iter()
+            .filter(|p| (200..300).contains(&p.status))
+            .count();
+        if taken < 2 {
+            continue;
+        }
+        let attempts = seen.deliveries.get(&r.message_id).map_or(0, |d| d.attempts);
+        let phase = phases
+            .iter()
+            .find(|p| in_window(r.at, p))
+            .map_or_else(String::new, |p| p.fault.title());
+        notes.push(format!(
+            "reply r-{} was taken by the channel {taken} times in {attempts} attempts (phase \"{phase}\")",
+            r.n
+        ));
+    }
+    notes
+}
+
 /// The table's rows and every finding (one line each).
 pub fn evaluate(phases: &[Phase], seen: &Observed<'_>) -> (Vec<Row>, Vec<String>) {
     let (placed, mut findings) = placements(seen.conversations);
@@ -121,22 +154,24 @@ pub fn evaluate(phases: &[Phase], seen: &Observed<'_>) -> (Vec<Row>, Vec<String>
             .iter()
             .filter(|r| r.kind == Kind::Webhook && in_window(r.at, phase))
             .count();
-        // Disruption after the fault: failed requests, and accepted
-        // webhooks late to (or missing from) their conversation.
-        let mut bad: Vec<f64> = seen
+        // Disruption after the fault, per kind of request: requests in
+        // flight when it struck or sent after it that failed or were slow
+        // (disrupted until their answer came), and accepted webhooks late
+        // to their conversation (until they reached it) or missing.
+        let mut disruption = Disruption::default();
+        for r in seen
             .requests
             .iter()
-            .filter(|r| !r.ok && r.at >= phase.injected && r.at < phase.end)
-            .map(|r| r.at)
-            .collect();
-        let mut good: Vec<f64> = seen
-            .requests
-            .iter()
-            .filter(|r| r.ok && r.kind != Kind::Webhook)
-            .filter(|r| r.at >= phase.injected && r.at < phase.end)
-            .map(|r| r.at)
-            .collect();
-        for w in seen.webhooks.iter().filter(|w| in_window(w.at, phase)) {
+            .filter(|r| r.at + r.took >= phase.injected && r.at < phase.end)
+        {
+            if !r.ok || r.took > NORMAL_LATENCY {
+                disruption.bad(r.kind, r.at + r.took);
+            } else if r.kind != Kind::Webhook {
+                // A webhook is served when its message is stored (below).
+                disruption.good(r.kind, r.at);
+            }
+        }
+        for w in seen.webhooks.iter().filter(|w| in_window(w.sent_at, phase)) {
             row.accepted += 1;
             let placement = placed.get(&w.external_id);
             match placement {
@@ -161,15 +196,16 @@ pub fn evaluate(phases: &[Phase], seen: &Observed<'_>) -> (Vec<Row>, Vec<String>
                 }
             }
             if w.at >= phase.injected {
-                let late = placement.is_none_or(|p| p.stored_at - w.at > NORMAL_LATENCY);
-                if late {
-                    bad.push(w.at)
-                } else {
-                    good.push(w.at)
+                match placement {
+                    Some(p) if p.stored_at - w.sent_at <= NORMAL_LATENCY => {
+                        disruption.good(Kind::Webhook, w.sent_at);
+                    }
+                    Some(p) => disruption.bad(Kind::Webhook, p.stored_at),
+                    None => disruption.bad(Kind::Webhook, phase.end),
                 }
             }
         }
-        row.recovery = recovery(phase.injected, &bad, &good);
+        row.recovery = disruption.recovery(phase.injected);
         for r in seen.replies.iter().filter(|r| in_window(r.at, phase)) {
             row.replies += 1;
             let posts = seen
@@ -226,24 +262,50 @@ pub fn evaluate(phases: &[Phase], seen: &Observed<'_>) -> (Vec<Row>, Vec<String>
     (rows, findings)
 }
 
-/// From `injected` to the first success after the last disruption.
-fn recovery(injected: f64, bad: &[f64], good: &[f64]) -> Option<f64> {
-    let last_bad = bad.iter().copied().fold(f64::NAN, f64::max);
-    if last_bad.is_nan() {
-        return None;
+/// When each kind of request was disrupted and when it was served.
+#[derive(Default)]
+struct Disruption {
+    /// Per kind: the moments it was disrupted until, and served at.
+    kinds: Vec<(Kind, Vec<f64>, Vec<f64>)>,
+}
+
+impl Disruption {
+    fn entry(&mut self, kind: Kind) -> &mut (Kind, Vec<f64>, Vec<f64>) {
+        let i = match self.kinds.iter().position(|(k, _, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                self.kinds.push((kind, Vec::new(), Vec::new()));
+                self.kinds.len() - 1
+            }
+        };
+        &mut self.kinds[i]
     }
-    let first_good = good
-        .iter()
-        .copied()
-        .filter(|g| *g > last_bad)
-        .fold(f64::NAN, f64::min);
-    Some(
-        if first_good.is_nan() {
-            last_bad
-        } else {
-            first_good
-        } - injected,
-    )
+
+    fn bad(&mut self, kind: Kind, until: f64) {
+        self.entry(kind).1.push(until);
+    }
+
+    fn good(&mut self, kind: Kind, at: f64) {
+        self.entry(kind).2.push(at);
+    }
+
+    /// From `injected` until every kind was served again: for each, the
+    /// first success after its last disruption (or that disruption's end
+    /// when nothing came after it); `None` when nothing was disrupted.
+    fn recovery(&self, injected: f64) -> Option<f64> {
+        self.kinds
+            .iter()
+            .filter_map(|(_, bad, good)| {
+                let last_bad = bad.iter().copied().reduce(f64::max)?;
+                let first_good = good
+                    .iter()
+                    .copied()
+                    .filter(|g| *g > last_bad)
+                    .reduce(f64::min);
+                Some(first_good.unwrap_or(last_bad) - injected)
+            })
+            .reduce(f64::max)
+    }
 }
 
 /// The table in Markdown.
