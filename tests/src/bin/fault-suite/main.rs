@@ -196,9 +196,11 @@ seed = false
     }
     toml.push_str(&format!(
         r#"
+# The suite's receiver listens on loopback: allowed as an on-premise one.
 [ingress]
 listen = "127.0.0.1:{webhook_port}"
 public_url = "http://127.0.0.1:{webhook_port}"
+private_receivers = ["127.0.0.1"]
 
 [gateway]
 listen = "127.0.0.1:{gateway_port}"
@@ -206,6 +208,7 @@ listen = "127.0.0.1:{gateway_port}"
 # Short attempt limits, so that the lease of a delivery whose process died
 # mid-attempt (2 + 2 + 1 + 30 s) runs out within the bus's first retries.
 [dispatch]
+private_receivers = ["127.0.0.1"]
 http_timeout = "2s"
 directory_timeout = "2s"
 voice_variant_wait = "1s"
