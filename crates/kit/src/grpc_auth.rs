@@ -307,31 +307,24 @@ impl PlatformClients {
     /// cancelled; a file that does not load is logged (once until the
     /// failure changes) and the previous clients kept.
     pub async fn watch(self, token: CancellationToken) {
-        if self.inner.reload_interval.is_zero() {
-            return;
-        }
-        let mut last_error = None;
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(self.inner.reload_interval) => {}
-            }
-            match self.reload() {
-                Ok(changed) => {
-                    if changed {
-                        tracing::info!(clients_file = %self.inner.path.display(), clients = self.current().clients.len(), "platform clients reloaded");
-                    }
-                    last_error = None;
-                }
-                Err(error) => {
-                    let text = error.to_string();
-                    if last_error.as_ref() != Some(&text) {
-                        tracing::warn!(%error, "platform clients not reloaded; the previous ones stay");
-                    }
-                    last_error = Some(text);
-                }
-            }
-        }
+        let interval = self.inner.reload_interval;
+        crate::reload::every(&self, interval, token).await;
+    }
+}
+
+impl crate::reload::Reload for PlatformClients {
+    type Error = ClientsError;
+
+    fn reload(&self) -> Result<bool, ClientsError> {
+        PlatformClients::reload(self)
+    }
+
+    fn changed(&self) {
+        tracing::info!(clients_file = %self.inner.path.display(), clients = self.current().clients.len(), "platform clients reloaded");
+    }
+
+    fn failed(&self, error: &ClientsError) {
+        tracing::warn!(%error, "platform clients not reloaded; the previous ones stay");
     }
 }
 

@@ -11,6 +11,7 @@
 //!   readiness) and client channel (timeouts, keepalive, retries);
 //! - [`tls`]: mutual TLS between services, certificates re-read when they
 //!   change;
+//! - [`reload`]: files read again on a timer, failures reported once;
 //! - [`grpc_auth`]: who may call what: services by their certificates,
 //!   platform clients by their credentials and workspaces;
 //! - [`cache`]: a bounded cache of answers with a TTL;
@@ -32,6 +33,7 @@ pub mod grpc;
 pub mod grpc_auth;
 pub mod metrics;
 pub mod mime;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

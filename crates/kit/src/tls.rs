@@ -271,31 +271,24 @@ impl Tls {
     /// cancelled. A failed reload is logged (once until the failure
     /// changes) and the current material kept.
     pub async fn watch(self, token: CancellationToken) {
-        if self.inner.reload_interval.is_zero() {
-            return;
-        }
-        let mut last_error = None;
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(self.inner.reload_interval) => {}
-            }
-            match self.reload() {
-                Ok(changed) => {
-                    if changed {
-                        tracing::info!(cert_file = %self.inner.files.cert.display(), "grpc certificates reloaded; new connections use them");
-                    }
-                    last_error = None;
-                }
-                Err(error) => {
-                    let text = error.to_string();
-                    if last_error.as_ref() != Some(&text) {
-                        tracing::warn!(%error, "grpc certificates not reloaded; the previous ones stay in use");
-                    }
-                    last_error = Some(text);
-                }
-            }
-        }
+        let interval = self.inner.reload_interval;
+        crate::reload::every(&self, interval, token).await;
+    }
+}
+
+impl crate::reload::Reload for Tls {
+    type Error = TlsError;
+
+    fn reload(&self) -> Result<bool, TlsError> {
+        Tls::reload(self)
+    }
+
+    fn changed(&self) {
+        tracing::info!(cert_file = %self.inner.files.cert.display(), "grpc certificates reloaded; new connections use them");
+    }
+
+    fn failed(&self, error: &TlsError) {
+        tracing::warn!(%error, "grpc certificates not reloaded; the previous ones stay in use");
     }
 }
 
