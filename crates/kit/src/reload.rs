@@ -56,7 +56,7 @@ pub async fn every<R: Reload>(source: &R, interval: Duration, token: Cancellatio
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Mutex, PoisonError};
 
     use super::*;
 
@@ -71,7 +71,7 @@ mod tests {
         type Error = String;
 
         fn reload(&self) -> Result<bool, String> {
-            let mut reads = self.reads.lock().unwrap();
+            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
             if reads.len() == 1 {
                 self.done.cancel();
             }
@@ -79,11 +79,17 @@ mod tests {
         }
 
         fn changed(&self) {
-            self.log.lock().unwrap().push("changed".into());
+            self.log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("changed".into());
         }
 
         fn failed(&self, error: &String) {
-            self.log.lock().unwrap().push(format!("failed: {error}"));
+            self.log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("failed: {error}"));
         }
     }
 
@@ -105,7 +111,7 @@ mod tests {
         };
         every(&script, Duration::from_millis(1), done).await;
         assert_eq!(
-            *script.log.lock().unwrap(),
+            *script.log.lock().unwrap_or_else(PoisonError::into_inner),
             [
                 "changed",
                 "failed: bad pem",
@@ -113,7 +119,13 @@ mod tests {
                 "failed: missing"
             ]
         );
-        assert!(script.reads.lock().unwrap().is_empty());
+        assert!(
+            script
+                .reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -124,6 +136,13 @@ mod tests {
             done: CancellationToken::new(),
         };
         every(&script, Duration::ZERO, CancellationToken::new()).await;
-        assert_eq!(script.reads.lock().unwrap().len(), 1);
+        assert_eq!(
+            script
+                .reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            1
+        );
     }
 }
