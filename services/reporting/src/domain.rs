@@ -141,6 +141,19 @@ pub fn contribution_of(env: &EventEnvelope) -> Result<Option<Contribution>, Unco
     }))
 }
 
+/// Whether reporting counts events of this kind (those bound only so that
+/// every event has a queue are acknowledged without a trace).
+pub fn is_counted(env: &EventEnvelope) -> bool {
+    matches!(
+        env.payload,
+        Some(
+            Payload::ConversationOpened(_)
+                | Payload::ConversationClosed(_)
+                | Payload::MessageCreated(_)
+        )
+    )
+}
+
 /// The channel, counts and milestone a payload contributes, wherever it
 /// happened.
 fn counts_of(
