@@ -25,7 +25,9 @@ async fn events_wait_in_declared_queues_before_any_consumer_subscribed() {
     // A prefix nothing ever used: an event would reach no queue.
     let suite = Suite::new(config.clone(), ServiceName::ALL).with_retry(world::test_retry());
     let bus = suite.bus().await.expect("bus");
-    let refused = bus.publish(&[Event::new("inbound.message", Vec::new())]).await;
+    let refused = bus
+        .publish(&[Event::new("inbound.message", Vec::new())])
+        .await;
     assert!(
         matches!(refused, Err(BusError::Unroutable { .. })),
         "before migrate: {refused:?}"
@@ -48,10 +50,14 @@ async fn events_wait_in_declared_queues_before_any_consumer_subscribed() {
     let depth = |bus: telenet_bus::SharedBus| async move {
         bus.queue_depth(INBOUND_GROUP).await.expect("queue depth")
     };
-    eventually("the event published after migrate waits", Duration::from_secs(10), || {
-        let bus = bus.clone();
-        async move { (depth(bus).await.ready == 1).then_some(()) }
-    })
+    eventually(
+        "the event published after migrate waits",
+        Duration::from_secs(10),
+        || {
+            let bus = bus.clone();
+            async move { (depth(bus).await.ready == 1).then_some(()) }
+        },
+    )
     .await;
 
     // Only ingress runs; nobody consumes inbound messages.
@@ -84,17 +90,21 @@ async fn events_wait_in_declared_queues_before_any_consumer_subscribed() {
     )
     .await;
     assert_eq!(answer.status().as_u16(), 200);
-    eventually("the webhook's event waits for its consumer", Duration::from_secs(10), || {
-        let bus = bus.clone();
-        async move {
-            (depth(bus).await
-                == QueueDepth {
-                    ready: 2,
-                    dead_letters: 0,
-                })
-            .then_some(())
-        }
-    })
+    eventually(
+        "the webhook's event waits for its consumer",
+        Duration::from_secs(10),
+        || {
+            let bus = bus.clone();
+            async move {
+                (depth(bus).await
+                    == QueueDepth {
+                        ready: 2,
+                        dead_letters: 0,
+                    })
+                .then_some(())
+            }
+        },
+    )
     .await;
     token.cancel();
     running.wait().await;

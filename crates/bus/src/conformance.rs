@@ -315,9 +315,16 @@ async fn declare_keeps_events_before_any_consumer(bus: SharedBus) {
 
 /// Subscribes `group` on `key.#`, publishes `n` events and dead-letters
 /// each with reason `bad <i>`; returns the subscription and the events.
-async fn dead_lettered(bus: &SharedBus, group: &str, key: &str, n: usize) -> (Subscription, Vec<Event>) {
+async fn dead_lettered(
+    bus: &SharedBus,
+    group: &str,
+    key: &str,
+    n: usize,
+) -> (Subscription, Vec<Event>) {
     let mut sub = subscribe(bus, group, &[&format!("{key}.#")], 64).await;
-    let events: Vec<Event> = (0..n).map(|i| event(&format!("{key}.e"), &i.to_string())).collect();
+    let events: Vec<Event> = (0..n)
+        .map(|i| event(&format!("{key}.e"), &i.to_string()))
+        .collect();
     publish(bus, &events).await;
     for i in 0..n {
         let d = next(&mut sub, "delivery to dead-letter").await;
@@ -336,7 +343,12 @@ fn ids_of(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.id.clone()).collect()
 }
 
-async fn list(bus: &SharedBus, group: &str, select: crate::DeadLetterFilter<'_>, limit: usize) -> Vec<DeadLetter> {
+async fn list(
+    bus: &SharedBus,
+    group: &str,
+    select: crate::DeadLetterFilter<'_>,
+    limit: usize,
+) -> Vec<DeadLetter> {
     match bus.list_dead_letters(group, select, limit).await {
         Ok(dead) => dead,
         Err(err) => panic!("list dead letters of {group}: {err}"),
@@ -360,9 +372,15 @@ async fn dead_letters_are_listed_without_taking_them(bus: SharedBus) {
     let picked = list(&bus, &g, &|d: &DeadLetter| d.event.id == wanted, 10).await;
     assert_eq!(ids(&picked), vec![wanted.clone()], "the filter");
     let after = list(&bus, &g, &all_dead_letters, 10).await;
-    assert_eq!(ids(&after), ids_of(&events), "a filtered listing takes nothing either");
+    assert_eq!(
+        ids(&after),
+        ids_of(&events),
+        "a filtered listing takes nothing either"
+    );
     assert!(
-        list(&bus, &group("never-declared"), &all_dead_letters, 10).await.is_empty(),
+        list(&bus, &group("never-declared"), &all_dead_letters, 10)
+            .await
+            .is_empty(),
         "a group never declared has no dead letters"
     );
 }
@@ -418,9 +436,16 @@ async fn redrive_returns_dead_letters_as_first_deliveries(bus: SharedBus) {
     nothing_arrives(&mut sub, "after the redriven event").await;
     nothing_arrives(&mut watcher, "other groups do not get it again").await;
     let left = list(&bus, &g, &all_dead_letters, 10).await;
-    assert_eq!(ids(&left), vec![keep.id.clone()], "only the chosen one left");
+    assert_eq!(
+        ids(&left),
+        vec![keep.id.clone()],
+        "only the chosen one left"
+    );
     assert_eq!(left[0].reason, "keep me");
-    let none = match bus.redrive_dead_letters(&group("never-declared"), &all_dead_letters, 10).await {
+    let none = match bus
+        .redrive_dead_letters(&group("never-declared"), &all_dead_letters, 10)
+        .await
+    {
         Ok(moved) => moved,
         Err(err) => panic!("redrive of a group never declared: {err}"),
     };
@@ -446,7 +471,11 @@ async fn discard_deletes_only_the_chosen_dead_letters(bus: SharedBus) {
         Ok(gone) => gone,
         Err(err) => panic!("discard: {err}"),
     };
-    assert_eq!(ids(&gone), expected[..2].to_vec(), "the limit, oldest first");
+    assert_eq!(
+        ids(&gone),
+        expected[..2].to_vec(),
+        "the limit, oldest first"
+    );
     let gone = match bus.discard_dead_letters(&g, &all_dead_letters, 10).await {
         Ok(gone) => gone,
         Err(err) => panic!("discard: {err}"),

@@ -376,9 +376,9 @@ impl EventBus for MemoryBus {
     }
 
     fn known_groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> =
-            self.shared
-                .with_state(|_, state, _| state.groups.keys().cloned().collect());
+        let mut groups: Vec<String> = self
+            .shared
+            .with_state(|_, state, _| state.groups.keys().cloned().collect());
         groups.sort();
         groups
     }

@@ -175,9 +175,15 @@ async fn check_contract(db: Db) {
         ),
         "{refused:?}"
     );
-    assert_eq!(outbox::backlog(&db).await.expect("backlog"), 1, "the row stays");
+    assert_eq!(
+        outbox::backlog(&db).await.expect("backlog"),
+        1,
+        "the row stays"
+    );
     let late = SubscribeSpec::new("late", &["unbound.#"]);
-    bus.declare(std::slice::from_ref(&late)).await.expect("declare");
+    bus.declare(std::slice::from_ref(&late))
+        .await
+        .expect("declare");
     assert_eq!(relay.relay_once().await.expect("relay"), 1);
     assert_eq!(outbox::backlog(&db).await.expect("backlog"), 0);
     let mut late = bus.subscribe(late).await.expect("subscribe");

@@ -34,7 +34,10 @@ const GROUPS: [(&str, &[&str]); 3] = [
 
 /// The specs of every group, as subscribed and as declared.
 pub(crate) fn subscriptions() -> Vec<SubscribeSpec> {
-    GROUPS.iter().map(|(group, keys)| spec(group, keys)).collect()
+    GROUPS
+        .iter()
+        .map(|(group, keys)| spec(group, keys))
+        .collect()
 }
 
 fn spec(group: &str, keys: &[&str]) -> SubscribeSpec {

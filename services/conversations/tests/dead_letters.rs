@@ -25,7 +25,11 @@ const WS_B: &str = "ws-b";
 
 /// An event of `workspace` on `ops.event`, bound by [`GROUP`] only.
 fn event_of(workspace: &str) -> Event {
-    let env = events::envelope(workspace, Payload::ContactCreated(ContactCreated::default()), None);
+    let env = events::envelope(
+        workspace,
+        Payload::ContactCreated(ContactCreated::default()),
+        None,
+    );
     Event {
         routing_key: "ops.event".into(),
         ..events::to_bus(&env)
@@ -117,7 +121,10 @@ async fn a_workspace_sees_and_acts_on_its_own_dead_letters_only() {
         .into_inner()
         .dead_letters;
     assert_eq!(
-        everything.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>(),
+        everything
+            .iter()
+            .map(|d| d.event_id.clone())
+            .collect::<Vec<_>>(),
         vec![a1.clone(), b1.clone(), a2.clone()]
     );
     let first = &everything[0];
@@ -213,7 +220,11 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .await
         .expect_err("unknown group");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("no-such-group"), "{}", status.message());
+    assert!(
+        status.message().contains("no-such-group"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains(GROUP), "{}", status.message());
     assert_eq!(listed(&mut w, "").await.len(), 3, "nothing changed");
     w.svc.stop().await;

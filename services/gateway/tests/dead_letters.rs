@@ -210,7 +210,11 @@ async fn agents_are_refused_and_nothing_reaches_the_upstream() {
     let listed = send(&app, get("/v1/dead-letters", Some(AGENT_TOKEN))).await;
     listed.problem(403);
     for path in ["/v1/dead-letters/redrive", "/v1/dead-letters/discard"] {
-        let reply = send(&app, json("POST", path, Some(AGENT_TOKEN), r#"{"all":true}"#)).await;
+        let reply = send(
+            &app,
+            json("POST", path, Some(AGENT_TOKEN), r#"{"all":true}"#),
+        )
+        .await;
         reply.problem(403);
     }
     let anonymous = send(&app, get("/v1/dead-letters", None)).await;

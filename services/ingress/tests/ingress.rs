@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use telenet_bus::{
-    BusError, DeadLetter, DeadLetterFilter, Event, EventBus, QueueDepth, SharedBus,
-    SubscribeSpec, Subscription,
+    BusError, DeadLetter, DeadLetterFilter, Event, EventBus, QueueDepth, SharedBus, SubscribeSpec,
+    Subscription,
 };
 use telenet_channels::directory::{ChannelDirectory, DirectoryError, GrpcChannelDirectory};
 use telenet_ingress::{Config, MIGRATIONS, NAME, start};
@@ -616,7 +616,10 @@ async fn an_event_no_queue_binds_answers_503_and_records_nothing(backend: Backen
 
     let refused = h.send(&url, &secret, "wh-nowhere", &message).await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
-    assert_eq!(refused.content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(
+        refused.content_type.as_deref(),
+        Some("application/problem+json")
+    );
     assert_eq!(refused.retry_after.as_deref(), Some("5"));
     assert_eq!(refused.body["status"], 503);
     assert_eq!(
@@ -626,7 +629,10 @@ async fn an_event_no_queue_binds_answers_503_and_records_nothing(backend: Backen
 
     // The topology is declared; the provider retries the same delivery.
     let declared = SubscribeSpec::new("inbox", &["inbound.*"]);
-    h.bus.declare(std::slice::from_ref(&declared)).await.expect("declare");
+    h.bus
+        .declare(std::slice::from_ref(&declared))
+        .await
+        .expect("declare");
     let retried = h.send(&url, &secret, "wh-nowhere", &message).await;
     assert_eq!(
         (retried.status, retried.body["status"].as_str()),

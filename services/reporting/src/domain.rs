@@ -318,6 +318,27 @@ mod tests {
     const MARCH_1: i64 = 1_709_251_200;
     const DAY: i64 = 86_400;
 
+    /// Reporting binds every routing key; only these three count.
+    #[test]
+    fn only_opened_closed_and_created_are_counted() {
+        let env = |payload| EventEnvelope {
+            workspace_id: "ws".into(),
+            payload: Some(payload),
+            ..Default::default()
+        };
+        for counted in [
+            Payload::ConversationOpened(ConversationOpened::default()),
+            Payload::ConversationClosed(ConversationClosed::default()),
+            Payload::MessageCreated(MessageCreated::default()),
+        ] {
+            assert!(is_counted(&env(counted)));
+        }
+        assert!(!is_counted(&env(Payload::ContactCreated(
+            ContactCreated::default()
+        ))));
+        assert!(!is_counted(&EventEnvelope::default()));
+    }
+
     #[test]
     fn days_are_utc() {
         assert_eq!(

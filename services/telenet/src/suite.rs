@@ -552,7 +552,11 @@ mod tests {
     fn consumer_group_names_are_unique() {
         let mut seen = BTreeSet::new();
         for spec in topology() {
-            assert!(seen.insert(spec.group.clone()), "group {} twice", spec.group);
+            assert!(
+                seen.insert(spec.group.clone()),
+                "group {} twice",
+                spec.group
+            );
         }
     }
 

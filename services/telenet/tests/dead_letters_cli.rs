@@ -84,7 +84,9 @@ async fn operators_list_redrive_and_discard_dead_letters() {
             .expect("RabbitMQ at TELENET_TEST_AMQP_URL or 127.0.0.1:5672"),
     );
     let bus: SharedBus = rabbit.clone();
-    telenet::suite::declare_topology(&bus).await.expect("declare");
+    telenet::suite::declare_topology(&bus)
+        .await
+        .expect("declare");
     let spec = telenet::suite::topology()
         .into_iter()
         .find(|s| s.group == GROUP)
@@ -121,7 +123,10 @@ async fn operators_list_redrive_and_discard_dead_letters() {
     let unknown = cli(&prefix, &["list", "--group", "no-such-group"]);
     assert!(!unknown.status.success());
     let said = String::from_utf8_lossy(&unknown.stderr);
-    assert!(said.contains("no-such-group") && said.contains(GROUP), "{said}");
+    assert!(
+        said.contains("no-such-group") && said.contains(GROUP),
+        "{said}"
+    );
     assert_eq!(
         ids(&lines(&cli(&prefix, &["list", "--group", GROUP]))).len(),
         3,
@@ -140,7 +145,10 @@ async fn operators_list_redrive_and_discard_dead_letters() {
         d.ack().await.expect("ack");
     }
 
-    let discarded = lines(&cli(&prefix, &["discard", "--group", GROUP, "--id", &b1.id]));
+    let discarded = lines(&cli(
+        &prefix,
+        &["discard", "--group", GROUP, "--id", &b1.id],
+    ));
     assert_eq!(ids(&discarded), [b1.id.as_str()]);
     assert!(lines(&cli(&prefix, &["list"])).is_empty());
     drop(sub);

@@ -32,7 +32,9 @@ impl DeadLettersApi {
         let done = dead_letters::act(&self.bus, &selection, action, dead_letters::MAX_LIMIT)
             .await
             .map_err(status)?;
-        Ok(Response::new(ActOnDeadLettersResponse { dead_letters: done }))
+        Ok(Response::new(ActOnDeadLettersResponse {
+            dead_letters: done,
+        }))
     }
 }
 

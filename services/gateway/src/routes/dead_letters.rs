@@ -175,7 +175,10 @@ pub(crate) async fn list_dead_letters(
     Ok(Json(list_of(response.dead_letters)))
 }
 
-fn action_request(workspace_id: String, body: DeadLetterAction) -> Result<pb::ActOnDeadLettersRequest, ApiError> {
+fn action_request(
+    workspace_id: String,
+    body: DeadLetterAction,
+) -> Result<pb::ActOnDeadLettersRequest, ApiError> {
     let groups = group(body.group.as_deref())?;
     if body.event_ids.len() > MAX_DEAD_LETTERS as usize {
         return Err(ApiError::invalid(
