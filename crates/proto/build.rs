@@ -46,6 +46,7 @@ fn routing_keys(proto: &str) -> Result<String, Box<dyn std::error::Error>> {
         .map(|(block, _)| block)
         .ok_or("events.proto: no `oneof payload` in EventEnvelope")?;
     let mut arms = String::new();
+    let mut keys = String::new();
     let mut key: Option<String> = None;
     for line in block.lines().map(str::trim) {
         if let Some(comment) = line.strip_prefix("//") {
@@ -67,10 +68,14 @@ fn routing_keys(proto: &str) -> Result<String, Box<dyn std::error::Error>> {
                 })
                 .collect();
             arms.push_str(&format!("            Payload::{variant}(_) => \"{k}\",\n"));
+            keys.push_str(&format!("    \"{k}\",\n"));
         }
     }
     Ok(format!(
-        "impl event_envelope::Payload {{\n    /// The routing key (`<area>.<event>`) this case is published under.\n    pub fn routing_key(&self) -> &'static str {{\n        use event_envelope::Payload;\n        match self {{\n{arms}        }}\n    }}\n}}\n"
+        "impl event_envelope::Payload {{\n    /// The routing key (`<area>.<event>`) this case is published under.\n    pub fn routing_key(&self) -> &'static str {{\n        use event_envelope::Payload;\n        match self {{\n{arms}        }}\n    }}\n}}\n\n\
+         /// Every routing key an event is published under, one per `EventEnvelope.payload`\n\
+         /// case, in the proto's order. Each must be bound by some consumer group (ADR 14).\n\
+         pub const ROUTING_KEYS: &[&str] = &[\n{keys}];\n"
     ))
 }
 

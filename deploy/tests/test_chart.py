@@ -291,6 +291,7 @@ def test_existing_secrets_are_read_directly(ci_renders: dict[str, list[dict[str,
     }
     job = by_kind(docs, "Job")["telenet-migrate"]
     assert env_of(job)["TELENET_DATABASE_URL"] == {"secretKeyRef": {"name": "telenet-postgresql", "key": "url"}}
+    assert env_of(job)["TELENET_BUS_URL"] == {"secretKeyRef": {"name": "telenet-rabbitmq", "key": "amqp-url"}}
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "telenet-workloads"
 
 
@@ -335,6 +336,36 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(minimal_values: dic
         assert int(hook["helm.sh/hook-weight"]) < 0
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "telenet-migrate"
     assert env_of(job)["TELENET_DATABASE_URL"]["secretKeyRef"]["name"] == "telenet-migrate"
+
+
+def test_migrations_declare_the_bus_topology_with_the_services_settings(
+    minimal_values: dict[str, Any], ci_renders: dict[str, list[dict[str, Any]]]
+) -> None:
+    docs = chartlib.render(minimal_values)
+    job = by_kind(docs, "Job")["telenet-migrate"]
+    env = env_of(job)
+    assert env["TELENET_BUS_URL"] == {"secretKeyRef": {"name": "telenet-migrate", "key": "bus-url"}}
+    secret = by_kind(docs, "Secret")["telenet-migrate"]
+    assert set(secret["data"]) == {"database-url", "bus-url"}
+    policy = by_kind(docs, "NetworkPolicy")["telenet-migrate"]
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert {5432, 5672} <= ports
+    production = by_kind(ci_renders["production-values.yaml"], "Job")["telenet-migrate"]
+    # The same prefix as the services, or it declares queues nobody uses.
+    assert env_of(production)["TELENET_BUS_PREFIX"] == "prod."
+
+
+def test_dead_letters_alert_is_optional(
+    minimal_values: dict[str, Any], ci_renders: dict[str, list[dict[str, Any]]]
+) -> None:
+    assert not [d for d in chartlib.render(minimal_values) if d["kind"] == "PrometheusRule"]
+    rule = by_kind(ci_renders["production-values.yaml"], "PrometheusRule")["telenet"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    dead = alerts["TelenetDeadLetters"]
+    assert "telenet_bus_queue_dead_letters" in dead["expr"]
+    assert dead["for"] == "5m"
+    assert "{{ $labels.group }}" in dead["annotations"]["description"]
 
 
 def test_migrations_can_be_left_out(minimal_values: dict[str, Any]) -> None:

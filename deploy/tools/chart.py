@@ -256,6 +256,53 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
             },
         },
     },
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": _STR,
+            "kind": _STR,
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["groups"],
+                "additionalProperties": False,
+                "properties": {
+                    "groups": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "rules"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": _STR,
+                                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                                "rules": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["expr"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "alert": _STR,
+                                            "record": _STR,
+                                            "expr": _STR,
+                                            "for": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"},
+                                            "labels": {"type": "object", "additionalProperties": _STR},
+                                            "annotations": {"type": "object", "additionalProperties": _STR},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],

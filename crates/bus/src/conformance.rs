@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     BusError, DeadLetter, Delivery, Event, QueueDepth, RetryPolicy, SharedBus, SubscribeSpec,
-    Subscription,
+    Subscription, all_dead_letters,
 };
 
 /// Short delays, so the retry cases take well under a second.
@@ -53,7 +53,11 @@ macro_rules! cases {
 fn all_cases() -> Vec<(&'static str, Case)> {
     cases![
         routing_with_star_and_hash,
-        unroutable_events_are_dropped,
+        unroutable_events_are_refused,
+        declare_keeps_events_before_any_consumer,
+        dead_letters_are_listed_without_taking_them,
+        redrive_returns_dead_letters_as_first_deliveries,
+        discard_deletes_only_the_chosen_dead_letters,
         every_group_gets_each_event,
         members_of_a_group_share_its_queue,
         bindings_accumulate,
@@ -252,16 +256,233 @@ async fn routing_with_star_and_hash(bus: SharedBus) {
     }
 }
 
-async fn unroutable_events_are_dropped(bus: SharedBus) {
-    // Published before any queue is bound to it: gone, as in RabbitMQ.
-    publish(&bus, &[event("lost.event", "x")]).await;
+async fn unroutable_events_are_refused(bus: SharedBus) {
+    // Published before any queue is bound to it: the broker would drop it,
+    // so the publisher must hear that it was not stored.
+    let outcome = bus.publish(&[event("lost.event", "x")]).await;
+    assert!(
+        matches!(&outcome, Err(BusError::Unroutable { routing_key }) if routing_key == "lost.event"),
+        "publish with no queue bound: {outcome:?}"
+    );
     let g = group("unroutable");
     let mut sub = subscribe(&bus, &g, &["lost.#"], 64).await;
-    publish(&bus, &[event("nobody.listens", "x")]).await;
+    let outcome = bus.publish(&[event("nobody.listens", "x")]).await;
+    assert!(
+        matches!(&outcome, Err(BusError::Unroutable { routing_key }) if routing_key == "nobody.listens"),
+        "publish of a key no group binds: {outcome:?}"
+    );
     let sentinel = event("lost.sentinel", "end");
     publish(&bus, std::slice::from_ref(&sentinel)).await;
     let before = keys_until(&mut sub, &sentinel, "unroutable").await;
     assert!(before.is_empty(), "received {before:?}");
+}
+
+async fn declare_keeps_events_before_any_consumer(bus: SharedBus) {
+    let g = group("declared");
+    let other = group("declared-other");
+    let specs = [
+        SubscribeSpec::new(&g, &["decl.#"]),
+        SubscribeSpec::new(&other, &["decl.other"]),
+    ];
+    for round in ["first", "again (idempotent)"] {
+        if let Err(err) = bus.declare(&specs).await {
+            panic!("declare, {round}: {err}");
+        }
+    }
+    let kept = event("decl.kept", "x");
+    publish(&bus, std::slice::from_ref(&kept)).await;
+    depth_becomes(
+        &bus,
+        &g,
+        QueueDepth {
+            ready: 1,
+            dead_letters: 0,
+        },
+        "declared, never consumed",
+    )
+    .await;
+    let mut sub = subscribe(&bus, &g, &["decl.#"], 64).await;
+    let d = next(&mut sub, "event published before the first subscriber").await;
+    assert_eq!(d.event, kept);
+    assert_eq!(d.attempt, 1);
+    ack(d).await;
+    let outcome = bus.declare(&[SubscribeSpec::new("", &["a"])]).await;
+    assert!(
+        matches!(outcome, Err(BusError::Config(_))),
+        "declaring an unnamed group: {outcome:?}"
+    );
+}
+
+/// Subscribes `group` on `key.#`, publishes `n` events and dead-letters
+/// each with reason `bad <i>`; returns the subscription and the events.
+async fn dead_lettered(
+    bus: &SharedBus,
+    group: &str,
+    key: &str,
+    n: usize,
+) -> (Subscription, Vec<Event>) {
+    let mut sub = subscribe(bus, group, &[&format!("{key}.#")], 64).await;
+    let events: Vec<Event> = (0..n)
+        .map(|i| event(&format!("{key}.e"), &i.to_string()))
+        .collect();
+    publish(bus, &events).await;
+    for i in 0..n {
+        let d = next(&mut sub, "delivery to dead-letter").await;
+        if let Err(err) = d.dead_letter(&format!("bad {i}")).await {
+            panic!("dead_letter: {err}");
+        }
+    }
+    (sub, events)
+}
+
+fn ids(dead: &[DeadLetter]) -> Vec<String> {
+    dead.iter().map(|d| d.event.id.clone()).collect()
+}
+
+fn ids_of(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+async fn list(
+    bus: &SharedBus,
+    group: &str,
+    select: crate::DeadLetterFilter<'_>,
+    limit: usize,
+) -> Vec<DeadLetter> {
+    match bus.list_dead_letters(group, select, limit).await {
+        Ok(dead) => dead,
+        Err(err) => panic!("list dead letters of {group}: {err}"),
+    }
+}
+
+async fn dead_letters_are_listed_without_taking_them(bus: SharedBus) {
+    let g = group("list");
+    let (_sub, events) = dead_lettered(&bus, &g, "list", 3).await;
+    let all = list(&bus, &g, &all_dead_letters, 10).await;
+    assert_eq!(ids(&all), ids_of(&events), "oldest first");
+    assert_eq!(all[1].reason, "bad 1");
+    assert_eq!(all[1].attempts, 1);
+    assert_eq!(all[1].event, events[1], "the event as published");
+    // Listing again finds the same, in the same order.
+    let again = list(&bus, &g, &all_dead_letters, 10).await;
+    assert_eq!(ids(&again), ids_of(&events), "listing takes nothing");
+    let two = list(&bus, &g, &all_dead_letters, 2).await;
+    assert_eq!(ids(&two), ids_of(&events[..2]), "the limit");
+    let wanted = events[2].id.clone();
+    let picked = list(&bus, &g, &|d: &DeadLetter| d.event.id == wanted, 10).await;
+    assert_eq!(ids(&picked), vec![wanted.clone()], "the filter");
+    let after = list(&bus, &g, &all_dead_letters, 10).await;
+    assert_eq!(
+        ids(&after),
+        ids_of(&events),
+        "a filtered listing takes nothing either"
+    );
+    assert!(
+        list(&bus, &group("never-declared"), &all_dead_letters, 10)
+            .await
+            .is_empty(),
+        "a group never declared has no dead letters"
+    );
+}
+
+async fn redrive_returns_dead_letters_as_first_deliveries(bus: SharedBus) {
+    let g = group("redrive");
+    let bystander = group("redrive-bystander");
+    let mut watcher = subscribe(&bus, &bystander, &["redrive.#"], 64).await;
+    let mut sub = subscribe(&bus, &g, &["redrive.#"], 64).await;
+    let mut original = event("redrive.me", "x");
+    original
+        .headers
+        .insert("traceparent".into(), "00-trace-span-01".into());
+    let keep = event("redrive.keep", "y");
+    publish(&bus, &[original.clone(), keep.clone()]).await;
+    for e in [&original, &keep] {
+        let d = next(&mut watcher, "bystander group").await;
+        assert_eq!(d.event.id, e.id);
+        ack(d).await;
+    }
+    // The first exhausts its retries (attempts 3), the second is dead-lettered at once.
+    let mut d = next(&mut sub, "attempt 1").await;
+    let k = next(&mut sub, "the other").await;
+    if let Err(err) = k.dead_letter("keep me").await {
+        panic!("dead_letter: {err}");
+    }
+    for _ in 0..2 {
+        if let Err(err) = d.retry("transient").await {
+            panic!("retry: {err}");
+        }
+        d = next(&mut sub, "retried delivery").await;
+    }
+    if let Err(err) = d.retry("gave up").await {
+        panic!("retry: {err}");
+    }
+    let dead = list(&bus, &g, &all_dead_letters, 10).await;
+    assert_eq!(ids(&dead), vec![keep.id.clone(), original.id.clone()]);
+    assert_eq!(dead[1].attempts, 3);
+
+    let wanted = original.id.clone();
+    let moved = match bus
+        .redrive_dead_letters(&g, &|d: &DeadLetter| d.event.id == wanted, 10)
+        .await
+    {
+        Ok(moved) => moved,
+        Err(err) => panic!("redrive: {err}"),
+    };
+    assert_eq!(ids(&moved), vec![original.id.clone()]);
+    let d = next(&mut sub, "redriven event").await;
+    assert_eq!(d.event, original, "redriven unchanged");
+    assert_eq!(d.attempt, 1, "a redrive starts the attempts again");
+    ack(d).await;
+    nothing_arrives(&mut sub, "after the redriven event").await;
+    nothing_arrives(&mut watcher, "other groups do not get it again").await;
+    let left = list(&bus, &g, &all_dead_letters, 10).await;
+    assert_eq!(
+        ids(&left),
+        vec![keep.id.clone()],
+        "only the chosen one left"
+    );
+    assert_eq!(left[0].reason, "keep me");
+    let none = match bus
+        .redrive_dead_letters(&group("never-declared"), &all_dead_letters, 10)
+        .await
+    {
+        Ok(moved) => moved,
+        Err(err) => panic!("redrive of a group never declared: {err}"),
+    };
+    assert!(none.is_empty());
+}
+
+async fn discard_deletes_only_the_chosen_dead_letters(bus: SharedBus) {
+    let g = group("discard");
+    let (mut sub, events) = dead_lettered(&bus, &g, "discard", 4).await;
+    let wanted = events[1].id.clone();
+    let gone = match bus
+        .discard_dead_letters(&g, &|d: &DeadLetter| d.event.id == wanted, 10)
+        .await
+    {
+        Ok(gone) => gone,
+        Err(err) => panic!("discard: {err}"),
+    };
+    assert_eq!(ids(&gone), vec![wanted]);
+    let left = list(&bus, &g, &all_dead_letters, 10).await;
+    let expected: Vec<String> = [0, 2, 3].iter().map(|&i| events[i].id.clone()).collect();
+    assert_eq!(ids(&left), expected, "the others stay, in order");
+    let gone = match bus.discard_dead_letters(&g, &all_dead_letters, 2).await {
+        Ok(gone) => gone,
+        Err(err) => panic!("discard: {err}"),
+    };
+    assert_eq!(
+        ids(&gone),
+        expected[..2].to_vec(),
+        "the limit, oldest first"
+    );
+    let gone = match bus.discard_dead_letters(&g, &all_dead_letters, 10).await {
+        Ok(gone) => gone,
+        Err(err) => panic!("discard: {err}"),
+    };
+    assert_eq!(ids(&gone), expected[2..].to_vec());
+    assert!(list(&bus, &g, &all_dead_letters, 10).await.is_empty());
+    nothing_arrives(&mut sub, "discarded events are not delivered").await;
 }
 
 async fn every_group_gets_each_event(bus: SharedBus) {

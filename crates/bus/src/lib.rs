@@ -101,6 +101,15 @@ pub enum BusError {
     /// A configuration mistake (bad URL, bad pattern).
     #[error("event bus configuration: {0}")]
     Config(String),
+    /// No queue is bound to the event's routing key: the broker would have
+    /// dropped it, so the publish failed and nothing may count it as sent.
+    /// Usually the topology was never declared (`telenet migrate`) under this
+    /// prefix or vhost; the caller may retry once it is.
+    #[error(
+        "no consumer group's queue is bound to routing key {routing_key:?}; \
+         the event was not stored (is the bus topology declared? see `telenet migrate`)"
+    )]
+    Unroutable { routing_key: String },
 }
 
 /// A received event with its acknowledgement handle. Dropping a delivery
@@ -254,27 +263,85 @@ pub struct QueueDepth {
     pub dead_letters: u64,
 }
 
-/// A dead-lettered event, as listed for operators.
+/// A dead-lettered event, as listed for operators. Its event id
+/// (`event.id`) names it for redriving or discarding; its headers
+/// (`event.headers`) are the event's own, without the bus's bookkeeping.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub event: Event,
+    /// Why the consumer gave up on it (the last retry's or the dead-letter
+    /// call's reason).
     pub reason: String,
+    /// Deliveries it had before it was dead-lettered.
     pub attempts: u32,
+}
+
+/// Which dead letters an operation applies to (e.g. those of one workspace,
+/// or with given event ids). The bus does not read payloads; the caller does.
+pub type DeadLetterFilter<'a> = &'a (dyn Fn(&DeadLetter) -> bool + Send + Sync);
+
+/// Selects every dead letter.
+pub fn all_dead_letters(_: &DeadLetter) -> bool {
+    true
 }
 
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Publish events; returns only once the broker has confirmed every one of
-    /// them as safely stored (persistent + publisher confirms).
+    /// them as safely stored (persistent + publisher confirms) in at least one
+    /// consumer group's queue. An event no group binds is
+    /// [`BusError::Unroutable`]: it was not stored anywhere. (Of a batch, the
+    /// routable events may have been stored; publishing is at least once.)
     async fn publish(&self, events: &[Event]) -> Result<(), BusError>;
 
     /// Declare the group's queue (idempotent) and start receiving.
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Subscription, BusError>;
 
+    /// Declare (idempotently) the exchange and, for every spec, the group's
+    /// queue with its bindings, its retry queues and its dead-letter queue,
+    /// without consuming: from then on every event a group binds waits in
+    /// its queue, however late its consumers start (ADR 14).
+    async fn declare(&self, specs: &[SubscribeSpec]) -> Result<(), BusError>;
+
+    /// The consumer groups declared or subscribed through this bus (by this
+    /// process), sorted: where its operators look for dead letters. Every
+    /// process declares the whole topology at start, so it knows them all.
+    fn known_groups(&self) -> Vec<String>;
+
     /// Take up to `limit` events out of the group's dead-letter queue.
     async fn drain_dead_letters(
         &self,
         group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Up to `limit` of the group's dead letters that `select` picks, oldest
+    /// first, leaving them where they are.
+    async fn list_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Moves up to `limit` of the group's dead letters that `select` picks
+    /// back into the group's queue (only that group's: other groups already
+    /// had them), as first deliveries again (attempt 1). Returns those moved.
+    /// Each is re-published with confirms before it leaves the dead-letter
+    /// queue: a failure in between duplicates it, never loses it.
+    async fn redrive_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Deletes up to `limit` of the group's dead letters that `select` picks.
+    /// Returns those deleted.
+    async fn discard_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BusError>;
 

@@ -5,9 +5,12 @@
 //! suite holds both to that):
 //!
 //! - one topic "exchange": a published event is copied into the queue of every
-//!   group with a matching binding, and dropped when no group matches;
-//! - a group's queue exists from its first `subscribe` for the life of the bus,
-//!   and keeps events while nobody consumes; bindings only accumulate;
+//!   group with a matching binding; when no group matches, the publish fails
+//!   with [`BusError::Unroutable`] (RabbitMQ's `mandatory` return) and
+//!   nothing of the batch is enqueued;
+//! - a group's queue exists from its first `declare` or `subscribe` for the
+//!   life of the bus, and keeps events while nobody consumes; bindings only
+//!   accumulate;
 //! - members of a group share the queue round robin, each holding at most
 //!   `prefetch` unsettled deliveries (0 means unlimited, as in AMQP);
 //! - an unsettled delivery that is dropped goes back to where it was in the
@@ -23,8 +26,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::{
-    BusError, DeadLetter, Delivery, Event, EventBus, QueueDepth, RetryPolicy, Settle,
-    SubscribeSpec, Subscription, check_event, check_spec, routing,
+    BusError, DeadLetter, DeadLetterFilter, Delivery, Event, EventBus, QueueDepth, RetryPolicy,
+    Settle, SubscribeSpec, Subscription, check_event, check_spec, routing,
 };
 
 /// The in-memory event bus. Cloning it is cheap and clones share the queues.
@@ -77,6 +80,35 @@ struct Group {
 }
 
 impl Group {
+    fn bind(&mut self, patterns: &[String]) {
+        for pattern in patterns {
+            if !self.bindings.contains(pattern) {
+                self.bindings.push(pattern.clone());
+            }
+        }
+    }
+
+    fn binds(&self, routing_key: &str) -> bool {
+        self.bindings
+            .iter()
+            .any(|pattern| routing::matches(pattern, routing_key))
+    }
+
+    /// Takes out up to `limit` dead letters `select` picks, in order.
+    fn take_dead(&mut self, select: DeadLetterFilter<'_>, limit: usize) -> Vec<DeadLetter> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.dead.len());
+        for dead in self.dead.drain(..) {
+            if taken.len() < limit && select(&dead) {
+                taken.push(dead);
+            } else {
+                kept.push_back(dead);
+            }
+        }
+        self.dead = kept;
+        taken
+    }
+
     fn enqueue(&mut self, event: Event, attempt: u32) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -299,15 +331,20 @@ impl EventBus for MemoryBus {
             check_event(event)?;
         }
         self.shared.with_state(|shared, state, garbage| {
+            // As RabbitMQ returns a mandatory message no queue took.
+            if let Some(lost) = events
+                .iter()
+                .find(|e| !state.groups.values().any(|g| g.binds(&e.routing_key)))
+            {
+                return Err(BusError::Unroutable {
+                    routing_key: lost.routing_key.clone(),
+                });
+            }
             let mut touched = 0usize;
             for (name, group) in state.groups.iter_mut() {
                 let mut any = false;
                 for event in events {
-                    if group
-                        .bindings
-                        .iter()
-                        .any(|pattern| routing::matches(pattern, &event.routing_key))
-                    {
+                    if group.binds(&event.routing_key) {
                         group.enqueue(event.clone(), 1);
                         any = true;
                     }
@@ -318,8 +355,88 @@ impl EventBus for MemoryBus {
                 }
             }
             tracing::trace!(events = events.len(), groups = touched, "published");
+            Ok(())
+        })
+    }
+
+    async fn declare(&self, specs: &[SubscribeSpec]) -> Result<(), BusError> {
+        for spec in specs {
+            check_spec(spec)?;
+        }
+        self.shared.with_state(|_, state, _| {
+            for spec in specs {
+                state
+                    .groups
+                    .entry(spec.group.clone())
+                    .or_default()
+                    .bind(&spec.bindings);
+            }
         });
         Ok(())
+    }
+
+    fn known_groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .shared
+            .with_state(|_, state, _| state.groups.keys().cloned().collect());
+        groups.sort();
+        groups
+    }
+
+    async fn list_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        Ok(self.shared.with_state(|_, state, _| {
+            state
+                .groups
+                .get(group)
+                .map(|g| {
+                    g.dead
+                        .iter()
+                        .filter(|d| select(d))
+                        .take(limit)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        Ok(self.shared.with_state(|shared, state, garbage| {
+            let Some(g) = state.groups.get_mut(group) else {
+                return Vec::new();
+            };
+            let moved = g.take_dead(select, limit);
+            for dead in &moved {
+                g.enqueue(dead.event.clone(), 1);
+            }
+            dispatch(shared, group, g, garbage);
+            moved
+        }))
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        Ok(self.shared.with_state(|_, state, _| {
+            state
+                .groups
+                .get_mut(group)
+                .map(|g| g.take_dead(select, limit))
+                .unwrap_or_default()
+        }))
     }
 
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Subscription, BusError> {
@@ -333,11 +450,7 @@ impl EventBus for MemoryBus {
             let id = state.next_member_id;
             state.next_member_id += 1;
             let group = state.groups.entry(spec.group.clone()).or_default();
-            for pattern in spec.bindings {
-                if !group.bindings.contains(&pattern) {
-                    group.bindings.push(pattern);
-                }
-            }
+            group.bind(&spec.bindings);
             group.members.push(Member {
                 id,
                 tx,

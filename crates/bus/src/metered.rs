@@ -16,16 +16,16 @@ use telenet_kit::metrics::{ConsumeOutcome, Metrics};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BusError, DeadLetter, Event, EventBus, QueueDepth, Settle, SharedBus, SubscribeSpec,
-    Subscription,
+    BusError, DeadLetter, DeadLetterFilter, Event, EventBus, QueueDepth, Settle, SharedBus,
+    SubscribeSpec, Subscription,
 };
 
 /// A bus that records metrics for the bus it wraps; see the module docs.
 pub struct MeteredBus {
     inner: SharedBus,
     metrics: Metrics,
-    /// Groups subscribed through this bus, whose queues [`watch_queues`]
-    /// polls.
+    /// Groups subscribed or declared through this bus, whose queues
+    /// [`watch_queues`] polls.
     ///
     /// [`watch_queues`]: MeteredBus::watch_queues
     groups: Mutex<BTreeSet<String>>,
@@ -116,12 +116,52 @@ impl EventBus for MeteredBus {
         Ok(subscription)
     }
 
+    async fn declare(&self, specs: &[SubscribeSpec]) -> Result<(), BusError> {
+        self.inner.declare(specs).await?;
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(specs.iter().map(|s| s.group.clone()));
+        Ok(())
+    }
+
     async fn drain_dead_letters(
         &self,
         group: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BusError> {
         self.inner.drain_dead_letters(group, limit).await
+    }
+
+    fn known_groups(&self) -> Vec<String> {
+        self.inner.known_groups()
+    }
+
+    async fn list_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.list_dead_letters(group, select, limit).await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.redrive_dead_letters(group, select, limit).await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.discard_dead_letters(group, select, limit).await
     }
 
     async fn ping(&self) -> Result<(), BusError> {

@@ -11,6 +11,19 @@
 //!   crash meanwhile);
 //! - `{prefix}{group}.dlq`: the group's dead letters, read by `basic.get`.
 //!
+//! [`EventBus::declare`] declares all of it for every consumer group without
+//! consuming (`telenet migrate` and every process at start do), so no event
+//! is published before its queues exist. Every publish is `mandatory`: an
+//! event the exchange routes to no queue comes back (`basic.return`, then the
+//! confirm) and the publish fails with [`BusError::Unroutable`] rather than
+//! report as stored an event the broker dropped.
+//!
+//! Dead letters are listed, redriven and discarded by reading the
+//! dead-letter queue with `basic.get` on a channel of their own: the chosen
+//! ones are acknowledged (after a redrive's copy into the group's queue is
+//! confirmed), the others stay unacknowledged and go back, in their order,
+//! when the channel closes.
+//!
 //! A retry or dead-letter is a new message published with confirms straight
 //! into the retry or dead-letter queue (default exchange, `mandatory`), and
 //! only then is the original acknowledged: a crash in between duplicates the
@@ -54,8 +67,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    BusError, DeadLetter, Delivery, Event, EventBus, QueueDepth, RetryPolicy, Settle,
-    SubscribeSpec, Subscription, check_event, check_spec, is_reserved_header,
+    BusError, DeadLetter, DeadLetterFilter, Delivery, Event, EventBus, QueueDepth, RetryPolicy,
+    Settle, SubscribeSpec, Subscription, check_event, check_spec, is_reserved_header,
 };
 
 /// Header carrying the delivery attempt (absent on the first delivery).
@@ -110,6 +123,8 @@ struct Shared {
 struct Declared {
     exchanges: BTreeSet<String>,
     queues: BTreeSet<String>,
+    /// Consumer groups (unprefixed) whose queues this instance declared.
+    groups: BTreeSet<String>,
 }
 
 impl RabbitBus {
@@ -264,8 +279,6 @@ impl EventBus for RabbitBus {
                 routing_key: short_name("routing key", event.routing_key.clone())?,
                 payload: event.payload.clone(),
                 properties: properties(event, Vec::new())?,
-                // Unroutable events are dropped, as the topic exchange intends.
-                mandatory: false,
             });
         }
         if messages.is_empty() {
@@ -295,6 +308,83 @@ impl EventBus for RabbitBus {
             .tasks
             .spawn(run_subscription(shared, topology, tx, consumer));
         Ok(Subscription::from_receiver(rx))
+    }
+
+    async fn declare(&self, specs: &[SubscribeSpec]) -> Result<(), BusError> {
+        let mut topologies = Vec::with_capacity(specs.len());
+        for spec in specs {
+            check_spec(spec)?;
+            topologies.push(GroupTopology::new(
+                &self.shared.names,
+                spec,
+                &self.shared.retry,
+            )?);
+        }
+        if self.shared.stop.is_cancelled() {
+            return Err(closed());
+        }
+        let shared = &self.shared;
+        within("declare topology", async {
+            let live = shared.link.live().await?;
+            let ch = live
+                .conn
+                .create_channel()
+                .await
+                .map_err(amqp("open channel"))?;
+            declare_exchange(&ch, &shared.names.exchange).await?;
+            for t in &topologies {
+                shared.declare_group(&ch, t).await?;
+            }
+            if let Err(err) = ch.close(REPLY_SUCCESS, "OK".into()).await {
+                debug!(error = %err, "closing the declaring channel");
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn known_groups(&self) -> Vec<String> {
+        self.shared
+            .declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .groups
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    async fn list_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.shared
+            .scan_dead_letters(group, select, limit, Take::Leave)
+            .await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.shared
+            .scan_dead_letters(group, select, limit, Take::Redrive)
+            .await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.shared
+            .scan_dead_letters(group, select, limit, Take::Discard)
+            .await
     }
 
     async fn drain_dead_letters(
@@ -377,6 +467,135 @@ impl EventBus for RabbitBus {
             })
         })
         .await
+    }
+}
+
+/// What a scan of a dead-letter queue does with the dead letters it picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Nothing: they stay (listing).
+    Leave,
+    /// Copy into the group's queue as a first delivery, then remove.
+    Redrive,
+    /// Remove.
+    Discard,
+}
+
+impl Shared {
+    /// Reads the group's dead-letter queue once through, oldest first,
+    /// applying `take` to up to `limit` dead letters `select` picks. Every
+    /// message not removed stays unacknowledged until the scan's channel
+    /// closes, which puts them back in their places.
+    async fn scan_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+        take: Take,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        let dlq = self.names.dlq(group)?;
+        let queue = self.names.queue(group)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let live = self.link.live().await?;
+        let ch = within("open channel", async {
+            live.conn
+                .create_channel()
+                .await
+                .map_err(amqp("open channel"))
+        })
+        .await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = within("look up dead-letter queue", async {
+            Ok(ch
+                .queue_declare(dlq.clone(), passive, FieldTable::default())
+                .await)
+        })
+        .await?;
+        let waiting = match declared {
+            Ok(declared) => declared.message_count(),
+            // The group was never declared: nothing was ever dead-lettered.
+            Err(err) if is_soft(&err, AMQPSoftError::NOTFOUND) => return Ok(Vec::new()),
+            Err(err) => return Err(amqp("look up dead-letter queue")(err)),
+        };
+        let scanned = self
+            .scan(&ch, &dlq, &queue, waiting, select, limit, take)
+            .await;
+        // Closing returns the unacknowledged rest to the queue, in order.
+        if let Err(err) = ch.close(REPLY_SUCCESS, "OK".into()).await {
+            debug!(error = %err, "closing the dead-letter channel");
+        }
+        scanned
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn scan(
+        &self,
+        ch: &Channel,
+        dlq: &ShortString,
+        queue: &ShortString,
+        waiting: u32,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+        take: Take,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        let mut taken = Vec::new();
+        // Once through what was there when the scan began: messages
+        // dead-lettered meanwhile wait for the next scan.
+        for _ in 0..waiting {
+            if taken.len() >= limit {
+                break;
+            }
+            let got = within("get dead letter", async {
+                ch.basic_get(dlq.clone(), BasicGetOptions { no_ack: false })
+                    .await
+                    .map_err(amqp("get dead letter"))
+            })
+            .await?;
+            let Some(message) = got else { break };
+            let mut delivery = message.delivery;
+            let tag = delivery.delivery_tag;
+            let incoming = Incoming::from_delivery(&mut delivery);
+            let dead = DeadLetter {
+                event: incoming.event,
+                reason: incoming.reason.unwrap_or_default(),
+                attempts: incoming.attempt,
+            };
+            if !select(&dead) {
+                continue;
+            }
+            if take == Take::Redrive {
+                // The original routing key travels in its header; no attempt
+                // header: the consumer sees a first delivery.
+                let message = Outgoing {
+                    exchange: ShortString::from(""),
+                    routing_key: queue.clone(),
+                    payload: dead.event.payload.clone(),
+                    properties: properties(
+                        &dead.event,
+                        vec![(
+                            ROUTING_KEY_HEADER,
+                            AMQPValue::LongString(dead.event.routing_key.as_str().into()),
+                        )],
+                    )?,
+                };
+                self.link.publish(vec![message]).await?;
+            }
+            if take != Take::Leave {
+                within("ack dead letter", async {
+                    ch.basic_ack(tag, BasicAckOptions { multiple: false })
+                        .await
+                        .map_err(amqp("ack dead letter"))
+                })
+                .await?;
+            }
+            taken.push(dead);
+        }
+        Ok(taken)
     }
 }
 
@@ -484,6 +703,36 @@ impl Shared {
             .insert(name.to_string());
     }
 
+    /// Declares (idempotently) the group's queue and its bindings, its
+    /// dead-letter queue and its retry queues, on `ch`.
+    async fn declare_group(&self, ch: &Channel, t: &GroupTopology) -> Result<(), BusError> {
+        self.declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .groups
+            .insert(t.group.clone());
+        self.record_queue(&t.queue);
+        declare_queue(ch, &t.queue, FieldTable::default()).await?;
+        for pattern in &t.bindings {
+            ch.queue_bind(
+                t.queue.clone(),
+                self.names.exchange.clone(),
+                pattern.clone(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("bind queue"))?;
+        }
+        self.record_queue(&t.dlq);
+        declare_queue(ch, &t.dlq, FieldTable::default()).await?;
+        for (name, delay) in &t.retries {
+            self.record_queue(name);
+            declare_queue(ch, name, retry_arguments(&t.queue, *delay)).await?;
+        }
+        Ok(())
+    }
+
     /// Declares (idempotently) the group's queues and bindings, then starts a
     /// consumer on a channel of its own, so its prefetch is its own and a
     /// channel error cannot take the publisher down with it.
@@ -496,25 +745,7 @@ impl Shared {
                 .await
                 .map_err(amqp("open channel"))?;
             declare_exchange(&ch, &self.names.exchange).await?;
-            self.record_queue(&t.queue);
-            declare_queue(&ch, &t.queue, FieldTable::default()).await?;
-            for pattern in &t.bindings {
-                ch.queue_bind(
-                    t.queue.clone(),
-                    self.names.exchange.clone(),
-                    pattern.clone(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(amqp("bind queue"))?;
-            }
-            self.record_queue(&t.dlq);
-            declare_queue(&ch, &t.dlq, FieldTable::default()).await?;
-            for (name, delay) in &t.retries {
-                self.record_queue(name);
-                declare_queue(&ch, name, retry_arguments(&t.queue, *delay)).await?;
-            }
+            self.declare_group(&ch, t).await?;
             ch.basic_qos(t.prefetch, BasicQosOptions::default())
                 .await
                 .map_err(amqp("set prefetch"))?;
@@ -625,15 +856,15 @@ struct Live {
     publisher: Channel,
 }
 
-/// One message to publish, with what decides whether a return is an error.
+/// One message to publish, always `mandatory`: a message no queue takes is
+/// an error ([`BusError::Unroutable`]), never silently dropped — for events
+/// as for retry, dead-letter and redrive moves (whose original would
+/// otherwise be acknowledged while the copy vanished).
 struct Outgoing {
     exchange: ShortString,
     routing_key: ShortString,
     payload: Bytes,
     properties: BasicProperties,
-    /// Set for retry and dead-letter moves: their queue must exist, or the
-    /// event would vanish while the original is acknowledged.
-    mandatory: bool,
 }
 
 impl Link {
@@ -752,7 +983,7 @@ impl Link {
                             m.exchange.clone(),
                             m.routing_key.clone(),
                             BasicPublishOptions {
-                                mandatory: m.mandatory,
+                                mandatory: true,
                                 immediate: false,
                             },
                             &m.payload,
@@ -768,13 +999,12 @@ impl Link {
             for (m, outcome) in messages.iter().zip(outcomes) {
                 match outcome.map_err(amqp("publisher confirm"))? {
                     Confirmation::Ack(None) => {}
+                    // Confirmed, but returned first: no queue took it.
                     Confirmation::Ack(Some(returned)) => {
-                        if m.mandatory {
-                            return Err(BusError::NotConfirmed(format!(
-                                "{} is unroutable: {}",
-                                m.routing_key, returned.reply_text
-                            )));
-                        }
+                        debug!(routing_key = %m.routing_key, reply = %returned.reply_text, "returned unroutable");
+                        return Err(BusError::Unroutable {
+                            routing_key: m.routing_key.to_string(),
+                        });
                     }
                     Confirmation::Nack(_) => {
                         return Err(BusError::NotConfirmed(format!(
@@ -1009,7 +1239,6 @@ impl RabbitSettle {
             routing_key: queue.clone(),
             payload: self.event.payload.clone(),
             properties: properties(&self.event, extra)?,
-            mandatory: true,
         };
         self.shared.link.publish(vec![message]).await?;
         self.ack_original().await

@@ -124,8 +124,11 @@ async fn amqps_is_a_config_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_connection_is_repaired_on_the_next_call() {
     let bus = common::rabbit(RetryPolicy::default()).await;
+    bus.declare(&[SubscribeSpec::new("repaired", &["killed.#"])])
+        .await
+        .expect("declare");
     bus.kill_connection_for_test().await;
-    let outcome = bus.publish(&[Event::new("nobody.listens", "x")]).await;
+    let outcome = bus.publish(&[Event::new("killed.event", "x")]).await;
     common::clean_up(&[bus]).await;
     outcome.expect("publish right after a drop reconnects");
 }

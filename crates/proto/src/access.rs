@@ -10,8 +10,9 @@
 //! carries a credential.
 
 /// Methods reserved to TELENET's services: they create workspaces, turn or
-/// mint tokens, or answer with a secret (a channel's signing secret or
-/// provider credentials).
+/// mint tokens, answer with a secret (a channel's signing secret or
+/// provider credentials), or operate the whole installation (the event
+/// bus's dead letters, of every workspace).
 pub const INTERNAL_ONLY: &[&str] = &[
     "/telenet.conversations.v1.Members/CreateWorkspace",
     "/telenet.conversations.v1.Members/Authenticate",
@@ -21,6 +22,11 @@ pub const INTERNAL_ONLY: &[&str] = &[
     "/telenet.ingress.v1.Channels/RotateChannelSecret",
     "/telenet.ingress.v1.Channels/GetChannelCredentials",
     "/telenet.ingress.v1.Channels/GetChannelConfig",
+    // Operating the bus: an empty workspace acts on every workspace's dead
+    // letters; the gateway calls them for its caller's workspace only.
+    "/telenet.operations.v1.DeadLetters/ListDeadLetters",
+    "/telenet.operations.v1.DeadLetters/RedriveDeadLetters",
+    "/telenet.operations.v1.DeadLetters/DiscardDeadLetters",
 ];
 
 /// Methods whose request names no workspace and that tell nothing about

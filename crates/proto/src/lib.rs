@@ -45,6 +45,11 @@ pub mod telenet {
             include!(concat!(env!("OUT_DIR"), "/telenet.dispatch.v1.rs"));
         }
     }
+    pub mod operations {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/telenet.operations.v1.rs"));
+        }
+    }
     pub mod reporting {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/telenet.reporting.v1.rs"));
@@ -54,7 +59,9 @@ pub mod telenet {
 
 pub mod access;
 
-pub use telenet::{common, contacts, conversations, dispatch, events, ingress, media, reporting};
+pub use telenet::{
+    common, contacts, conversations, dispatch, events, ingress, media, operations, reporting,
+};
 
 // `Debug` of the messages that carry secrets: whether each secret is set,
 // never its value (build.rs, `redacted_debug`).

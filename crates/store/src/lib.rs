@@ -20,6 +20,7 @@ use telenet_kit::error::ErrorCode;
 
 pub mod consumer;
 pub mod cursor;
+pub mod dead_letters;
 pub mod events;
 pub mod idempotency;
 pub mod outbox;

@@ -1,13 +1,15 @@
 //! The transactional outbox: a state change and the events describing it are
 //! written in one transaction (`enqueue`), and a relay publishes committed
 //! events to the bus and deletes them. Publishing is at least once; consumers
-//! de-duplicate on the event id.
+//! de-duplicate on the event id. A row is deleted only once the broker
+//! confirmed its event in some queue: a failed or unroutable publish
+//! ([`BusError::Unroutable`]) keeps it for a later try.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::Row;
-use telenet_bus::{Event, SharedBus};
+use telenet_bus::{BusError, Event, SharedBus};
 use telenet_kit::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -167,6 +169,17 @@ impl Relay {
                         _ = wakeup.notified() => {}
                         _ = tokio::time::sleep(self.idle_poll) => {}
                     }
+                }
+                Err(StoreError::Bus(e @ BusError::Unroutable { .. })) => {
+                    // Nothing binds the event: deleting the row would lose
+                    // it. Kept (with the rows after it) until the topology
+                    // is declared.
+                    tracing::error!(error = %e, "outbox relay: an event would reach no queue; kept, retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay failed; retrying");

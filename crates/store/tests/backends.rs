@@ -155,6 +155,41 @@ async fn check_contract(db: Db) {
         assert_eq!(&d.event, expected);
         d.ack().await.expect("ack");
     }
+
+    // An event no consumer group binds would be dropped by the broker: the
+    // relay keeps its row (and the rows after it) and publishes it once a
+    // group binds it.
+    let mut tx = db.begin().await.expect("begin");
+    let unbound = Event::new("unbound.event", b"u".to_vec());
+    outbox::enqueue(&mut tx, std::slice::from_ref(&unbound))
+        .await
+        .expect("enqueue");
+    db.commit(tx).await.expect("commit");
+    let relay = outbox::Relay::new(db.clone(), bus.clone());
+    let refused = relay.relay_once().await;
+    assert!(
+        matches!(
+            &refused,
+            Err(telenet_store::StoreError::Bus(telenet_bus::BusError::Unroutable { routing_key }))
+                if routing_key == "unbound.event"
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        outbox::backlog(&db).await.expect("backlog"),
+        1,
+        "the row stays"
+    );
+    let late = SubscribeSpec::new("late", &["unbound.#"]);
+    bus.declare(std::slice::from_ref(&late))
+        .await
+        .expect("declare");
+    assert_eq!(relay.relay_once().await.expect("relay"), 1);
+    assert_eq!(outbox::backlog(&db).await.expect("backlog"), 0);
+    let mut late = bus.subscribe(late).await.expect("subscribe");
+    let d = late.next().await.expect("delivery");
+    assert_eq!(d.event, unbound);
+    d.ack().await.expect("ack");
     db.close().await;
 }
 

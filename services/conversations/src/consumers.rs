@@ -32,6 +32,18 @@ const GROUPS: [(&str, &[&str]); 3] = [
     ),
 ];
 
+/// The specs of every group, as subscribed and as declared.
+pub(crate) fn subscriptions() -> Vec<SubscribeSpec> {
+    GROUPS
+        .iter()
+        .map(|(group, keys)| spec(group, keys))
+        .collect()
+}
+
+fn spec(group: &str, keys: &[&str]) -> SubscribeSpec {
+    SubscribeSpec::new(group, keys)
+}
+
 /// A subscribed consumer, consuming in its own task.
 pub(crate) struct Consumer {
     pub group: &'static str,
@@ -55,7 +67,7 @@ pub(crate) async fn spawn(
         let inbox = inbox.clone();
         let handle = consumer::spawn(
             bus.clone(),
-            SubscribeSpec::new(group, keys),
+            spec(group, keys),
             concurrency,
             stop.clone(),
             move |incoming| {

@@ -47,4 +47,11 @@ pub const NAME: &str = "conversations";
 /// the chart's NetworkPolicies allow these (`deploy/tools/callgraph.py`).
 pub const CALLS: &[Call] = &[Call::grpc("contacts")];
 
+/// The consumer groups it subscribes with, exactly the specs its consumers
+/// use: `telenet migrate` and every process at start declare the groups of
+/// every service before anything is published (ADR 14).
+pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
+    consumers::subscriptions()
+}
+
 pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_conversations");

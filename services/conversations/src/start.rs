@@ -7,7 +7,8 @@ use crate::members::Members;
 use crate::{Config, consumers, grpc};
 
 /// Build the service from its database, the bus and a client to contacts;
-/// hand back its gRPC services (`Conversations`, `Members`) and its
+/// hand back its gRPC services (`Conversations`, `Members`, and the bus's
+/// `DeadLetters`) and its
 /// consumers. The consumers are subscribed before this returns, so no
 /// event published from now on is missed; they consume until their phase
 /// ([`Phase::Consume`]) is told to stop.
@@ -18,7 +19,8 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     let consumers = consumers::spawn(&inbox, &ctx.bus, ctx.config.consumer_concurrency).await?;
     let mut started = Started::new()
         .grpc(grpc::conversations_server(inbox))
-        .grpc(grpc::members_server(members));
+        .grpc(grpc::members_server(members))
+        .grpc(grpc::dead_letters_server(ctx.bus.clone()));
     for consumer in consumers {
         started = started.task(consumer.group, Phase::Consume, move |phase| {
             consumer.run_until(phase)

@@ -78,6 +78,13 @@ pub const CALLS: &[Call] = &[
     Call::grpc("media"),
 ];
 
+/// The consumer groups it subscribes with: none, it consumes no events.
+/// (`telenet migrate` and every process at start declare the groups of
+/// every service, ADR 14.)
+pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
+    Vec::new()
+}
+
 /// How often agents are counted by presence status for
 /// `telenet_presence_users`.
 const PRESENCE_POLL: Duration = Duration::from_secs(15);
@@ -120,7 +127,8 @@ impl Default for Config {
 /// own (an unreachable service answers 503).
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    /// `telenet.conversations.v1.Conversations`.
+    /// `telenet.conversations.v1.Conversations`, and the operations service
+    /// `telenet.operations.v1.DeadLetters` of the same process.
     pub conversations: GrpcChannel,
     /// `telenet.conversations.v1.Members` (served by the conversations
     /// service; a separate field so it can be routed on its own).
@@ -286,6 +294,18 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         .route(
             "/v1/reports/daily-volume",
             get(routes::reports::daily_volume),
+        )
+        .route(
+            "/v1/dead-letters",
+            get(routes::dead_letters::list_dead_letters),
+        )
+        .route(
+            "/v1/dead-letters/redrive",
+            post(routes::dead_letters::redrive_dead_letters),
+        )
+        .route(
+            "/v1/dead-letters/discard",
+            post(routes::dead_letters::discard_dead_letters),
         )
         // A layer applies to the routes added before it: JSON endpoints get
         // the small limit, the file endpoints their own (added after).

@@ -65,6 +65,9 @@ const PUBLIC_PATHS: [&str; 3] = [
         routes::files::create_link,
         routes::files::audio,
         routes::reports::daily_volume,
+        routes::dead_letters::list_dead_letters,
+        routes::dead_letters::redrive_dead_letters,
+        routes::dead_letters::discard_dead_letters,
         routes::meta::healthz,
         openapi_json,
     ),
@@ -79,6 +82,7 @@ const PUBLIC_PATHS: [&str; 3] = [
         (name = "contacts", description = "People who write in"),
         (name = "files", description = "Voice notes, pictures and other files"),
         (name = "reports", description = "Aggregates computed from events"),
+        (name = "operations", description = "The workspace's dead letters (managers and owners)"),
         (name = "meta", description = "About the gateway itself"),
     ),
 )]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use telenet_bus::SharedBus;
+use telenet_bus::{BusError, SharedBus};
 use telenet_channels::net::{AllowList, Egress};
 use telenet_channels::{CredentialsError, Inbound, Registry};
 use telenet_proto::common::v1::PageRequest;
@@ -226,7 +226,13 @@ impl IngressService {
         let bus_events: Vec<_> = envelopes.iter().map(events::to_bus).collect();
         if let Err(e) = self.bus.publish(&bus_events).await {
             let _ = tx.rollback().await;
-            warn("event bus unavailable", &e);
+            if matches!(e, BusError::Unroutable { .. }) {
+                // Not the broker's fault: nothing binds the event (the
+                // topology is not declared under this prefix or vhost).
+                tracing::error!(error = %e, channel_id, "webhook refused: its event would reach no queue");
+            } else {
+                warn("event bus unavailable", &e);
+            }
             return Err(e.into());
         }
         // The events are out; should the commit fail (or the process die

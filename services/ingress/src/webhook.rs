@@ -6,8 +6,11 @@
 //! several events), duplicate, or acknowledged (a callback without events);
 //! 400 malformed, 401 bad signature or stale timestamp, 404 unknown channel,
 //! 405 a method the channel's provider does not call with, 413 too large,
-//! 503 when the broker or the database cannot take the events (the provider
-//! retries later). In every error case nothing is recorded. Handshakes (a
+//! 503 when the broker or the database cannot take the events, or the broker
+//! has no queue bound for them (the topology not declared: an event nobody
+//! would receive is not accepted), as `application/problem+json` with
+//! `Retry-After` (the provider retries later). In every error case nothing is
+//! recorded. Handshakes (a
 //! provider checking the URL) are answered as their provider says.
 
 use axum::Router;
@@ -50,6 +53,30 @@ fn reject(status: StatusCode, message: impl Into<String>) -> Response {
     answer(status, json!({ "error": message.into() }))
 }
 
+/// Seconds a provider is asked to wait before retrying a webhook answered 503.
+const RETRY_AFTER_SECS: u32 = 5;
+
+/// 503: nothing was recorded and the provider should retry. A problem
+/// document (RFC 9457) that also carries the `error` of every other answer.
+fn unavailable(detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": detail,
+        "error": detail,
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json".to_owned()),
+            (header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn receive(
     State(ingress): State<IngressService>,
     Path(channel_id): Path<String>,
@@ -63,7 +90,7 @@ async fn receive(
         Ok(None) => return reject(StatusCode::NOT_FOUND, "unknown channel"),
         Err(e) => {
             tracing::warn!(error = %e, "channel lookup failed");
-            return reject(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable");
+            return unavailable("temporarily unavailable");
         }
     };
     let body = match body {
@@ -104,10 +131,7 @@ async fn receive(
     match inbound {
         Ok(inbound) => match ingress.accept(&channel, inbound).await {
             Ok(accepted) => acknowledge(accepted),
-            Err(_) => reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily unavailable, retry later",
-            ),
+            Err(_) => unavailable("temporarily unavailable, retry later"),
         },
         Err(e) => refuse(&channel, &e),
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use telenet_bus::{
-    BusError, DeadLetter, Event, EventBus, QueueDepth, SharedBus, SubscribeSpec, Subscription,
+    BusError, DeadLetter, DeadLetterFilter, Event, EventBus, QueueDepth, SharedBus, SubscribeSpec,
+    Subscription,
 };
 use telenet_channels::directory::{ChannelDirectory, DirectoryError, GrpcChannelDirectory};
 use telenet_ingress::{Config, MIGRATIONS, NAME, start};
@@ -32,6 +33,7 @@ telenet_store::on_both_backends!(
     the_registry_connects_lists_and_disconnects_channels,
     custom_webhooks_are_verified_parsed_and_published_once,
     a_broker_outage_answers_503_and_records_nothing,
+    an_event_no_queue_binds_answers_503_and_records_nothing,
     internal_outbound_urls_are_refused_unless_allowed,
 );
 
@@ -56,12 +58,47 @@ impl EventBus for Flaky {
         self.inner.subscribe(spec).await
     }
 
+    async fn declare(&self, specs: &[SubscribeSpec]) -> Result<(), BusError> {
+        self.inner.declare(specs).await
+    }
+
+    fn known_groups(&self) -> Vec<String> {
+        self.inner.known_groups()
+    }
+
     async fn drain_dead_letters(
         &self,
         group: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BusError> {
         self.inner.drain_dead_letters(group, limit).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.list_dead_letters(group, select, limit).await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.redrive_dead_letters(group, select, limit).await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        group: &str,
+        select: DeadLetterFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.discard_dead_letters(group, select, limit).await
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -87,6 +124,12 @@ impl Harness {
     }
 
     async fn start_with(backend: Backend, config: Config) -> Self {
+        Self::start_observing(backend, config, "inbound.*").await
+    }
+
+    /// Started with the observer bound to `pattern` only: a pattern no
+    /// inbound event matches leaves ingress's events with no queue.
+    async fn start_observing(backend: Backend, config: Config, pattern: &str) -> Self {
         let inner = telenet_bus::connect("memory://", "test.", Default::default())
             .await
             .expect("memory bus");
@@ -96,7 +139,7 @@ impl Harness {
         });
         // Watch what ingress publishes from the start.
         let inbound = bus
-            .subscribe(SubscribeSpec::new("observer", &["inbound.*"]))
+            .subscribe(SubscribeSpec::new("observer", &[pattern]))
             .await
             .expect("observe");
         let setup = TestSetup::new(NAME, config)
@@ -183,25 +226,35 @@ impl Harness {
 }
 
 /// A webhook's answer: status and JSON body.
+#[derive(Debug)]
 struct Reply {
     status: u16,
     allow: Option<String>,
+    content_type: Option<String>,
+    retry_after: Option<String>,
     body: serde_json::Value,
 }
 
 impl Reply {
     async fn of(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
-        let allow = response
-            .headers()
-            .get("allow")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let allow = header("allow");
+        let content_type = header("content-type");
+        let retry_after = header("retry-after");
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         Self {
             status,
             allow,
+            content_type,
+            retry_after,
             body,
         }
     }
@@ -535,6 +588,7 @@ async fn a_broker_outage_answers_503_and_records_nothing(backend: Backend) {
         (down.status, down.body["error"].as_str()),
         (503, Some("temporarily unavailable, retry later"))
     );
+    assert_eq!(down.retry_after.as_deref(), Some("5"));
     h.nothing_more().await;
 
     // The provider retries the same delivery once the broker is back.
@@ -546,6 +600,58 @@ async fn a_broker_outage_answers_503_and_records_nothing(backend: Backend) {
     );
     let (_, _, payload) = h.next_event().await;
     assert!(matches!(payload, Payload::InboundMessageReceived(m) if m.external_id == "m-down"));
+    h.service.stop().await;
+}
+
+/// On a bus where no consumer group binds `inbound.message` (a first
+/// install whose topology was never declared), the broker would drop the
+/// event: the webhook is refused with 503 and nothing is recorded, so the
+/// provider's retry, once the topology is declared, is accepted and its
+/// event delivered.
+async fn an_event_no_queue_binds_answers_503_and_records_nothing(backend: Backend) {
+    let mut h = Harness::start_observing(backend, Config::default(), "nothing.binds.this").await;
+    let (channel, secret) = h.custom_channel("ws1").await;
+    let url = channel.webhook_url.clone();
+    let message = inbound_text("m-nowhere", "anyone?");
+
+    let refused = h.send(&url, &secret, "wh-nowhere", &message).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(
+        refused.content_type.as_deref(),
+        Some("application/problem+json")
+    );
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
+    assert_eq!(refused.body["status"], 503);
+    assert_eq!(
+        refused.body["error"].as_str(),
+        Some("temporarily unavailable, retry later")
+    );
+
+    // The topology is declared; the provider retries the same delivery.
+    let declared = SubscribeSpec::new("inbox", &["inbound.*"]);
+    h.bus
+        .declare(std::slice::from_ref(&declared))
+        .await
+        .expect("declare");
+    let retried = h.send(&url, &secret, "wh-nowhere", &message).await;
+    assert_eq!(
+        (retried.status, retried.body["status"].as_str()),
+        (200, Some("accepted")),
+        "the refused delivery left no de-duplication key behind"
+    );
+    let mut inbox = h.bus.subscribe(declared).await.expect("subscribe");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), inbox.next())
+        .await
+        .expect("the event in time")
+        .expect("bus open");
+    let env = events::from_bus(&delivery.event).expect("envelope");
+    assert!(
+        matches!(env.payload, Some(Payload::InboundMessageReceived(m)) if m.external_id == "m-nowhere")
+    );
+    delivery.ack().await.expect("ack");
+    let again = tokio::time::timeout(Duration::from_millis(300), inbox.next()).await;
+    assert!(again.is_err(), "published once: {again:?}");
+    h.nothing_more().await;
     h.service.stop().await;
 }
 

@@ -45,6 +45,13 @@ pub use start::{CALLS, NAME, start};
 pub use uploads::Download;
 pub use variants::TranscodeConfig;
 
+/// The consumer groups it subscribes with, exactly the specs its consumers
+/// use: `telenet migrate` and every process at start declare the groups of
+/// every service before anything is published (ADR 14).
+pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
+    vec![consumers::subscription()]
+}
+
 pub const MIGRATIONS: telenet_store::Migrations =
     telenet_store::migrations!("0100_blobs", "0120_variants", "0130_probes");
 

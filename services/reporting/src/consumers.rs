@@ -4,7 +4,7 @@
 //! counted are dead-lettered; database trouble is retried.
 
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
-use telenet_proto::events::v1::EventEnvelope;
+use telenet_proto::events::v1::{EventEnvelope, ROUTING_KEYS};
 use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
 use telenet_store::{Db, events};
 use tokio_util::sync::CancellationToken;
@@ -14,17 +14,13 @@ use crate::{domain, store};
 /// Consumer group of reporting on the bus (also its `processed_events` name).
 pub const GROUP: &str = "reporting";
 
-/// What reporting consumes: its group and bindings. Subscribing once declares
-/// the group's queue, so events published before the consumers start wait.
+/// What reporting consumes: its group and bindings. Reporting consumes
+/// every event (docs/architecture.md), so it binds every routing key
+/// published ([`ROUTING_KEYS`]): no event is ever unroutable while the
+/// topology is declared (ADR 14). It counts those [`domain::is_counted`]
+/// and acknowledges the others at once.
 pub fn subscription() -> SubscribeSpec {
-    SubscribeSpec::new(
-        GROUP,
-        &[
-            "conversation.opened",
-            "conversation.closed",
-            "message.created",
-        ],
-    )
+    SubscribeSpec::new(GROUP, ROUTING_KEYS)
 }
 
 /// Subscribe now, so events published from now on wait for the consumer
@@ -51,6 +47,10 @@ pub(crate) async fn run(
 /// Count one event, once.
 async fn count_event(db: &Db, incoming: Incoming) -> Result<(), HandleError> {
     let env = events::from_bus(&incoming.event)?;
+    if !domain::is_counted(&env) {
+        // Nothing to count and nothing to remember: a redelivery is as harmless.
+        return Ok(());
+    }
     let contribution = domain::contribution_of(&env)
         .map_err(|why| HandleError::Permanent(format!("event {}: {why}", incoming.event.id)))?;
     store::count_once(

@@ -141,6 +141,19 @@ pub fn contribution_of(env: &EventEnvelope) -> Result<Option<Contribution>, Unco
     }))
 }
 
+/// Whether reporting counts events of this kind (those bound only so that
+/// every event has a queue are acknowledged without a trace).
+pub fn is_counted(env: &EventEnvelope) -> bool {
+    matches!(
+        env.payload,
+        Some(
+            Payload::ConversationOpened(_)
+                | Payload::ConversationClosed(_)
+                | Payload::MessageCreated(_)
+        )
+    )
+}
+
 /// The channel, counts and milestone a payload contributes, wherever it
 /// happened.
 fn counts_of(
@@ -304,6 +317,27 @@ mod tests {
     // 2024-03-01T00:00:00Z
     const MARCH_1: i64 = 1_709_251_200;
     const DAY: i64 = 86_400;
+
+    /// Reporting binds every routing key; only these three count.
+    #[test]
+    fn only_opened_closed_and_created_are_counted() {
+        let env = |payload| EventEnvelope {
+            workspace_id: "ws".into(),
+            payload: Some(payload),
+            ..Default::default()
+        };
+        for counted in [
+            Payload::ConversationOpened(ConversationOpened::default()),
+            Payload::ConversationClosed(ConversationClosed::default()),
+            Payload::MessageCreated(MessageCreated::default()),
+        ] {
+            assert!(is_counted(&env(counted)));
+        }
+        assert!(!is_counted(&env(Payload::ContactCreated(
+            ContactCreated::default()
+        ))));
+        assert!(!is_counted(&EventEnvelope::default()));
+    }
 
     #[test]
     fn days_are_utc() {

@@ -41,6 +41,13 @@ pub const NAME: &str = "reporting";
 /// (`deploy/tools/callgraph.py`).
 pub const CALLS: &[Call] = &[];
 
+/// The consumer groups it subscribes with, exactly the specs its consumers
+/// use: `telenet migrate` and every process at start declare the groups of
+/// every service before anything is published (ADR 14).
+pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
+    vec![consumers::subscription()]
+}
+
 pub const MIGRATIONS: telenet_store::Migrations =
     telenet_store::migrations!("0100_daily_volume", "0101_conversation_milestones");
 

@@ -3,7 +3,10 @@
 //! - `telenet dev` — every service in one process on embedded defaults
 //!   (SQLite in `.telenet/`, in-memory bus and presence); prints a token.
 //! - `telenet serve --service <name>…` — chosen services, for production.
-//! - `telenet migrate` — apply database migrations and exit.
+//! - `telenet migrate` — apply database migrations, declare the event bus
+//!   topology (every consumer group's queues) and exit.
+//! - `telenet dead-letters list|redrive|discard` — the event bus's dead
+//!   letters, by group, workspace and event id.
 //! - `telenet healthcheck` — ask a running process's gRPC health service
 //!   whether it is serving (the container image's `HEALTHCHECK`).
 //! - `telenet secrets status|reseal|generate-key` — channel secrets at rest:
@@ -31,8 +34,13 @@ enum Command {
     Dev(DevArgs),
     /// Run the chosen services (default: all).
     Serve(ServeArgs),
-    /// Apply the database migrations of the chosen services (default: all) and exit.
+    /// Apply the database migrations of the chosen services (default: all),
+    /// declare the event bus topology (every service's consumer groups) and exit.
     Migrate(ServeArgs),
+    /// The event bus's dead letters (docs/operations.md): list them, send
+    /// them back to their group's queue, or discard them.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Create a workspace with its first owner through the conversations
     /// service (`endpoints.conversations`) and print the owner's token.
     CreateWorkspace(CreateWorkspaceArgs),
@@ -79,6 +87,39 @@ enum SecretsCommand {
     /// Print a new random key (the base64 of 32 bytes) for
     /// `ingress.encryption.keys`.
     GenerateKey,
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Print dead letters (one JSON object a line), leaving them in place.
+    List(DeadLettersArgs),
+    /// Send dead letters back to their group's queue as first deliveries
+    /// (attempts start again); other groups do not get them again.
+    Redrive(DeadLettersArgs),
+    /// Delete dead letters.
+    Discard(DeadLettersArgs),
+}
+
+#[derive(Args)]
+pub struct DeadLettersArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A consumer group (repeat for several); default: every group.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Only this workspace's dead letters.
+    #[arg(long)]
+    workspace: Option<String>,
+    /// The dead letter of this event id (repeat for several).
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    /// Every dead letter the other options select (redrive and discard
+    /// need either `--id` or `--all`).
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    /// Most dead letters to list or act on.
+    #[arg(long, default_value_t = telenet_store::dead_letters::DEFAULT_LIMIT)]
+    limit: usize,
 }
 
 #[derive(Args)]
@@ -290,6 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::Media(command) => telenet_audio::cli::run(command),
         Command::Secrets(command) => secrets(command).await,
+        Command::DeadLetters(command) => dead_letters(command).await,
         Command::Dev(args) => {
             let mut config = load(&args.common)?.allowing_loopback_receivers();
             let temp = if args.ephemeral {
@@ -375,10 +417,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .migrate()
                 .await
                 .map_err(logged)?;
-            println!("migrations applied");
+            println!("migrations applied, event bus topology declared");
             Ok(())
         }
     }
+}
+
+/// `telenet dead-letters …`, on the bus of the configuration (`bus_url`,
+/// `bus_prefix`), after declaring the topology (idempotent) so every group
+/// is known.
+async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
+    use telenet_store::dead_letters::{self as dl, Action, Selection};
+    let (args, action) = match command {
+        DeadLettersCommand::List(args) => (args, None),
+        DeadLettersCommand::Redrive(args) => (args, Some(Action::Redrive)),
+        DeadLettersCommand::Discard(args) => (args, Some(Action::Discard)),
+    };
+    if action.is_some() && args.ids.is_empty() && !args.all {
+        anyhow::bail!("name the dead letters with --id, or pass --all for every one selected");
+    }
+    let config = load(&args.common)?;
+    if config.bus_url.starts_with("memory:") {
+        anyhow::bail!(
+            "bus_url is {}: an in-memory bus lives inside its server process; \
+             its dead letters are reached through the gateway (GET /v1/dead-letters)",
+            config.bus_url
+        );
+    }
+    let _telemetry =
+        telenet_kit::telemetry::init("telenet", config.log_format, "warn,opentelemetry=warn")?;
+    let bus = Suite::new(config, ServiceName::ALL).bus().await?;
+    crate::suite::declare_topology(&bus).await?;
+    let selection = Selection {
+        workspace_id: args.workspace.filter(|w| !w.trim().is_empty()),
+        groups: args.groups,
+        event_ids: args.ids,
+    };
+    let limit = args.limit.min(dl::MAX_LIMIT);
+    let (found, verb) = match action {
+        None => (dl::list(&bus, &selection, limit).await?, "listed"),
+        Some(Action::Redrive) => (
+            dl::act(&bus, &selection, Action::Redrive, limit).await?,
+            "redriven",
+        ),
+        Some(Action::Discard) => (
+            dl::act(&bus, &selection, Action::Discard, limit).await?,
+            "discarded",
+        ),
+    };
+    for dead in &found {
+        let line = serde_json::json!({
+            "group": dead.group,
+            "event_id": dead.event_id,
+            "routing_key": dead.routing_key,
+            "workspace_id": dead.workspace_id,
+            "attempts": dead.attempts,
+            "reason": dead.reason,
+            "headers": dead.headers,
+        });
+        println!("{line}");
+    }
+    eprintln!("{verb} {}", found.len());
+    Ok(())
 }
 
 /// `telenet secrets …`, on the ingress database and keyring of the

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use telenet_bus::{MeteredBus, RetryPolicy, SharedBus};
+use telenet_bus::{MeteredBus, RetryPolicy, SharedBus, SubscribeSpec};
 use telenet_kit::grpc::{GrpcSecurity, GrpcServer};
 use telenet_kit::grpc_auth::PlatformClients;
 use telenet_kit::metrics::Metrics;
@@ -92,6 +92,31 @@ fn calls_of(service: ServiceName) -> &'static [Call] {
     }
 }
 
+/// The consumer groups a service subscribes with (its crate's
+/// `consumer_groups`).
+fn consumer_groups_of(service: ServiceName) -> Vec<SubscribeSpec> {
+    match service {
+        ServiceName::Ingress => telenet_ingress::consumer_groups(),
+        ServiceName::Contacts => telenet_contacts::consumer_groups(),
+        ServiceName::Conversations => telenet_conversations::consumer_groups(),
+        ServiceName::Media => telenet_media::consumer_groups(),
+        ServiceName::Dispatch => telenet_dispatch::consumer_groups(),
+        ServiceName::Reporting => telenet_reporting::consumer_groups(),
+        ServiceName::Gateway => telenet_gateway::consumer_groups(),
+    }
+}
+
+/// The bus topology: every consumer group of every service, with its
+/// bindings. `telenet migrate` declares it, and so does every process
+/// before it starts its services, whichever it runs (ADR 14), so that no
+/// event is ever published before the queues that keep it exist.
+pub fn topology() -> Vec<SubscribeSpec> {
+    ServiceName::ALL
+        .into_iter()
+        .flat_map(consumer_groups_of)
+        .collect()
+}
+
 /// Where a service's HTTP side listens, for services that have one.
 fn http_listen_of(config: &Config, service: ServiceName) -> Option<String> {
     match service {
@@ -142,12 +167,26 @@ impl Suite {
         self
     }
 
-    /// Open and migrate the database of each selected service.
+    /// Open and migrate the database of each selected service, then declare
+    /// the bus topology ([`topology`]) on `bus_url` under `bus_prefix`.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         for &service in &self.services {
             self.database(service).await?;
         }
-        Ok(())
+        let bus = self.bus().await?;
+        declare_topology(&bus).await
+    }
+
+    /// The bus of the configuration, with this suite's retry delays (the
+    /// retry queues are declared with them).
+    pub async fn bus(&self) -> anyhow::Result<SharedBus> {
+        telenet_bus::connect(
+            &self.config.bus_url,
+            &self.config.bus_prefix,
+            self.retry.clone(),
+        )
+        .await
+        .context("event bus")
     }
 
     async fn database(&self, service: ServiceName) -> anyhow::Result<Option<Db>> {
@@ -212,16 +251,13 @@ impl Suite {
             .map(TcpListener::local_addr)
             .transpose()?;
 
-        let bus = telenet_bus::connect(
-            &self.config.bus_url,
-            &self.config.bus_prefix,
-            self.retry.clone(),
-        )
-        .await
-        .context("event bus")?;
+        let bus = self.bus().await?;
         // Every publisher and consumer of this process is measured through it.
         let metered = MeteredBus::new(bus, metrics.clone());
         let bus: SharedBus = metered.clone();
+        // Before any service publishes: whatever this process runs, the
+        // queues of every group exist (and their dead letters are measured).
+        declare_topology(&bus).await?;
         let presence = telenet_presence::connect(
             &self.config.presence_url,
             &self.config.presence_prefix,
@@ -327,6 +363,16 @@ impl Suite {
             }
         }
     }
+}
+
+/// Declares every consumer group of every service on `bus`.
+pub async fn declare_topology(bus: &SharedBus) -> anyhow::Result<()> {
+    let groups = topology();
+    bus.declare(&groups)
+        .await
+        .context("declaring the event bus topology (exchange, queues, bindings)")?;
+    tracing::info!(groups = groups.len(), "event bus topology declared");
+    Ok(())
 }
 
 /// What the process itself runs beside its services: the queue-depth
@@ -480,6 +526,36 @@ mod tests {
                 *http.lock().expect("lock"),
                 declared(&[CallKind::Http, CallKind::Link]),
                 "the HTTP addresses {name} asks for and declares"
+            );
+        }
+    }
+
+    /// Every routing key an event is published under is bound by some
+    /// consumer group of the topology: with mandatory publishing an
+    /// unbound key would make every publish of it fail (ADR 14).
+    #[test]
+    fn every_published_routing_key_is_bound_by_some_group() {
+        let groups = topology();
+        for key in telenet_proto::events::v1::ROUTING_KEYS {
+            assert!(
+                groups.iter().any(|g| g
+                    .bindings
+                    .iter()
+                    .any(|pattern| telenet_bus::routing::matches(pattern, key))),
+                "{key} is bound by no consumer group: its events would be unroutable"
+            );
+        }
+    }
+
+    /// One queue per group: two services may not share a group name.
+    #[test]
+    fn consumer_group_names_are_unique() {
+        let mut seen = BTreeSet::new();
+        for spec in topology() {
+            assert!(
+                seen.insert(spec.group.clone()),
+                "group {} twice",
+                spec.group
             );
         }
     }

@@ -3,6 +3,7 @@
 pub(crate) mod channels;
 pub(crate) mod contacts;
 pub(crate) mod conversations;
+pub(crate) mod dead_letters;
 pub(crate) mod files;
 pub(crate) mod me;
 pub(crate) mod meta;
