@@ -9,7 +9,11 @@
 //!   exchange back into the group's queue, so a retried event waits there and
 //!   then flows back by itself (no timers in our process, nothing lost if we
 //!   crash meanwhile);
-//! - `{prefix}{group}.dlq`: the group's dead letters, read by `basic.get`.
+//! - `{prefix}{group}.dlq`: the group's dead letters, read by `basic.get`;
+//! - `{prefix}{name}.{uuid}`: a broadcast subscriber's own queue, exclusive
+//!   to our connection and auto-deleted when its consumer goes, with no
+//!   retry or dead-letter queues (a retried or dead-lettered delivery is
+//!   dropped).
 //!
 //! A retry or dead-letter is a new message published with confirms straight
 //! into the retry or dead-letter queue (default exchange, `mandatory`), and
@@ -441,6 +445,9 @@ struct GroupTopology {
     retries: Vec<(ShortString, Duration)>,
     bindings: Vec<ShortString>,
     prefetch: u16,
+    /// A broadcast subscriber's own queue: exclusive, auto-delete, no
+    /// retries or dead letters.
+    broadcast: bool,
 }
 
 impl GroupTopology {
@@ -456,6 +463,20 @@ impl GroupTopology {
             .iter()
             .map(|b| short_name("binding pattern", b.clone()))
             .collect::<Result<_, _>>()?;
+        if spec.broadcast {
+            // Unique per subscription, so a new subscriber never finds
+            // what an earlier one left.
+            let own = format!("{}.{}", spec.group, uuid::Uuid::new_v4().simple());
+            return Ok(Self {
+                group: spec.group.clone(),
+                queue: names.queue(&own)?,
+                dlq: names.dlq(&own)?,
+                retries: Vec::new(),
+                bindings,
+                prefetch: spec.prefetch,
+                broadcast: true,
+            });
+        }
         Ok(Self {
             group: spec.group.clone(),
             queue: names.queue(&spec.group)?,
@@ -463,6 +484,7 @@ impl GroupTopology {
             retries,
             bindings,
             prefetch: spec.prefetch,
+            broadcast: false,
         })
     }
 }
@@ -496,8 +518,22 @@ impl Shared {
                 .await
                 .map_err(amqp("open channel"))?;
             declare_exchange(&ch, &self.names.exchange).await?;
-            self.record_queue(&t.queue);
-            declare_queue(&ch, &t.queue, FieldTable::default()).await?;
+            if t.broadcast {
+                ch.queue_declare(
+                    t.queue.clone(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp("declare broadcast queue"))?;
+            } else {
+                self.record_queue(&t.queue);
+                declare_queue(&ch, &t.queue, FieldTable::default()).await?;
+            }
             for pattern in &t.bindings {
                 ch.queue_bind(
                     t.queue.clone(),
@@ -509,8 +545,10 @@ impl Shared {
                 .await
                 .map_err(amqp("bind queue"))?;
             }
-            self.record_queue(&t.dlq);
-            declare_queue(&ch, &t.dlq, FieldTable::default()).await?;
+            if !t.broadcast {
+                self.record_queue(&t.dlq);
+                declare_queue(&ch, &t.dlq, FieldTable::default()).await?;
+            }
             for (name, delay) in &t.retries {
                 self.record_queue(name);
                 declare_queue(&ch, name, retry_arguments(&t.queue, *delay)).await?;
@@ -1023,6 +1061,9 @@ impl Settle for RabbitSettle {
     }
 
     async fn retry(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        if self.topology.broadcast {
+            return self.ack_original().await;
+        }
         let step = usize::try_from(self.attempt.max(1) - 1).unwrap_or(usize::MAX);
         match self.topology.retries.get(step) {
             Some((queue, _)) => {
@@ -1037,6 +1078,9 @@ impl Settle for RabbitSettle {
     }
 
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        if self.topology.broadcast {
+            return self.ack_original().await;
+        }
         self.move_to(&self.topology.dlq, self.attempt, Some(reason))
             .await
     }
