@@ -27,7 +27,7 @@ pub struct TokenQuery {
     #[param(format = Uuid)]
     pub user_id: Option<String>,
     /// Include revoked tokens: `true` or `false` (default).
-    #[param(value_type = Option<bool>, example = "false")]
+    #[param(value_type = Option<bool>)]
     pub include_revoked: Option<String>,
     /// Items per page, 1–200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
