@@ -263,14 +263,14 @@ async fn tokens_are_listed_newest_first_with_their_last_use(backend: Backend) {
         .expect("list");
     let labels: Vec<&str> = first.tokens.iter().map(|t| t.label.as_str()).collect();
     assert_eq!(labels, ["three", "two", "one"]);
-    let next = first.page.expect("page").next_page_token;
+    let next = first.page.clone().expect("page").next_page_token;
     let rest = w
         .list(&ws.id, &ws.owner, "", false, Some(PageRequest { page_size: 3, page_token: next }))
         .await
         .expect("list");
     let labels: Vec<&str> = rest.tokens.iter().map(|t| t.label.as_str()).collect();
     assert_eq!(labels, ["initial"]);
-    assert!(rest.page.expect("page").next_page_token.is_empty());
+    assert!(rest.page.as_ref().expect("page").next_page_token.is_empty());
 
     let one = first.tokens.iter().find(|t| t.label == "one").expect("one");
     let used = one.last_used_at.as_ref().map(micros_of).expect("last used");
