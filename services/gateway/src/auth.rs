@@ -287,12 +287,12 @@ impl TokenCache {
     }
 
     fn insert(&self, key: [u8; 32], answer: Answer) {
-        let expires = match &answer {
-            Answer::Member(member) => member.token_expires_at.as_ref(),
+        let until = match &answer {
+            Answer::Member(member) => member.token_expires_at.as_ref().map(instant_of),
             _ => None,
         };
-        match expires {
-            Some(at) => self.0.insert_until(key, answer, instant_of(at)),
+        match until {
+            Some(until) => self.0.insert_until(key, answer, until),
             None => self.0.insert(key, answer),
         }
     }
