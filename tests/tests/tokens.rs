@@ -33,7 +33,10 @@ async fn call(
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn base(running: &Running) -> String {
@@ -53,7 +56,14 @@ async fn two_gateways(dir: &std::path::Path) -> (Running, Running, CancellationT
     let here = format!("http://{}", first.grpc_addr);
     let mut second = config;
     second.seed = false;
-    for service in ["ingress", "contacts", "conversations", "media", "dispatch", "reporting"] {
+    for service in [
+        "ingress",
+        "contacts",
+        "conversations",
+        "media",
+        "dispatch",
+        "reporting",
+    ] {
         if let Some(endpoint) = second.endpoints.of_mut(service) {
             endpoint.clone_from(&here);
         }
@@ -95,25 +105,56 @@ async fn a_revoked_token_is_refused_at_once_by_every_gateway() {
         assert_eq!(status, 200, "{gateway}: {me}");
     }
 
-    let (status, revoked) = call(&one, &owner, Method::DELETE, &format!("/v1/tokens/{id}"), None).await;
+    let (status, revoked) = call(
+        &one,
+        &owner,
+        Method::DELETE,
+        &format!("/v1/tokens/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at"].is_string(), "{revoked}");
     // Idempotent: the same token, revoked when it first was.
-    let (status, again) = call(&one, &owner, Method::DELETE, &format!("/v1/tokens/{id}"), None).await;
-    assert_eq!((status, &again["revoked_at"]), (200, &revoked["revoked_at"]));
+    let (status, again) = call(
+        &one,
+        &owner,
+        Method::DELETE,
+        &format!("/v1/tokens/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &again["revoked_at"]),
+        (200, &revoked["revoked_at"])
+    );
 
     for gateway in [&two, &one] {
-        eventually("the revoked token refused", Duration::from_secs(20), || async {
-            let (status, _) = call(gateway, &token, Method::GET, "/v1/me", None).await;
-            (status == 401).then_some(())
-        })
+        eventually(
+            "the revoked token refused",
+            Duration::from_secs(20),
+            || async {
+                let (status, _) = call(gateway, &token, Method::GET, "/v1/me", None).await;
+                (status == 401).then_some(())
+            },
+        )
         .await;
     }
 
     // Listed without its value, revoked, with its last use at a minute.
-    let (status, page) = call(&two, &owner, Method::GET, "/v1/tokens?include_revoked=true", None).await;
+    let (status, page) = call(
+        &two,
+        &owner,
+        Method::GET,
+        "/v1/tokens?include_revoked=true",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{page}");
-    assert!(!page.to_string().contains(&token), "a token value was listed");
+    assert!(
+        !page.to_string().contains(&token),
+        "a token value was listed"
+    );
     let listed = page["items"]
         .as_array()
         .and_then(|items| items.iter().find(|t| t["id"] == id.as_str()))
@@ -145,7 +186,8 @@ async fn an_expired_token_is_refused_though_the_cache_is_long() {
         json!({"expires_at": (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339()}),
         json!({"label": "x".repeat(101)}),
     ] {
-        let (status, problem) = call(&one, &owner, Method::POST, "/v1/tokens", Some(bad.clone())).await;
+        let (status, problem) =
+            call(&one, &owner, Method::POST, "/v1/tokens", Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad}: {problem}");
     }
 
@@ -167,7 +209,12 @@ async fn an_expired_token_is_refused_though_the_cache_is_long() {
     tokio::time::sleep(left + Duration::from_millis(200)).await;
     let (status, problem) = call(&one, &token, Method::GET, "/v1/me", None).await;
     assert_eq!(status, 401, "{problem}");
-    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("expired")), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired")),
+        "{problem}"
+    );
 
     stop.cancel();
     second.wait().await;

@@ -690,7 +690,10 @@ async fn queue_depth_counts_waiting_and_dead_letters(bus: SharedBus) {
 }
 
 async fn subscribe_broadcast(bus: &SharedBus, name: &str, bindings: &[&str]) -> Subscription {
-    match bus.subscribe(SubscribeSpec::broadcast(name, bindings)).await {
+    match bus
+        .subscribe(SubscribeSpec::broadcast(name, bindings))
+        .await
+    {
         Ok(sub) => sub,
         Err(err) => panic!("subscribe broadcast {name} {bindings:?}: {err}"),
     }
@@ -734,7 +737,11 @@ async fn a_broadcast_queue_goes_with_its_subscriber(bus: SharedBus) {
         Ok(depth) => depth,
         Err(err) => panic!("queue depth of {name}: {err}"),
     };
-    assert_eq!(depth, QueueDepth::default(), "a broadcast keeps no group queue");
+    assert_eq!(
+        depth,
+        QueueDepth::default(),
+        "a broadcast keeps no group queue"
+    );
 }
 
 async fn broadcast_retry_and_dead_letter_drop_the_event(bus: SharedBus) {
@@ -747,7 +754,10 @@ async fn broadcast_retry_and_dead_letter_drop_the_event(bus: SharedBus) {
     }
     publish(&bus, &[event("drop.dead", "2")]).await;
     let d = next(&mut sub, "dead-lettered").await;
-    assert_eq!(d.event.routing_key, "drop.dead", "the retried event came back");
+    assert_eq!(
+        d.event.routing_key, "drop.dead",
+        "the retried event came back"
+    );
     if let Err(err) = d.dead_letter("never").await {
         panic!("dead letter: {err}");
     }

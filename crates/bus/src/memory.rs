@@ -250,9 +250,8 @@ struct MemorySettle {
 impl MemorySettle {
     /// Whether the delivery came from a broadcast queue (or one that is gone).
     fn is_broadcast(&self) -> bool {
-        self.shared.with_state(|_, state, _| {
-            state.groups.get(&self.group).is_none_or(|g| g.broadcast)
-        })
+        self.shared
+            .with_state(|_, state, _| state.groups.get(&self.group).is_none_or(|g| g.broadcast))
     }
 
     fn into_dead_letter(self, reason: &str) {

@@ -58,7 +58,8 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         if self.ttl.is_zero() || until <= now {
             return;
         }
-        self.lock().insert(key, ((now + self.ttl).min(until), value));
+        self.lock()
+            .insert(key, ((now + self.ttl).min(until), value));
     }
 
     /// Forget `key` (its answer is known to be wrong now).

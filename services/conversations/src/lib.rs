@@ -47,4 +47,5 @@ pub const NAME: &str = "conversations";
 /// the chart's NetworkPolicies allow these (`deploy/tools/callgraph.py`).
 pub const CALLS: &[Call] = &[Call::grpc("contacts")];
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_conversations", "0101_token_lifecycle");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_conversations", "0101_token_lifecycle");

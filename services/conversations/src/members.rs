@@ -160,7 +160,9 @@ impl Members {
     pub async fn list_tokens(&self, query: &TokenQuery) -> Result<Page<ApiToken>, Error> {
         require("workspace_id", &query.workspace_id)?;
         require("caller_user_id", &query.caller_user_id)?;
-        let caller = self.get_member(&query.workspace_id, &query.caller_user_id).await?;
+        let caller = self
+            .get_member(&query.workspace_id, &query.caller_user_id)
+            .await?;
         let user_id = match (caller.access_level, query.user_id.as_str()) {
             (AccessLevel::Owner | AccessLevel::Manager, "") => None,
             (AccessLevel::Owner | AccessLevel::Manager, user) => Some(user),
@@ -206,7 +208,8 @@ impl Members {
             .await?
             .ok_or(Error::TokenNotFound)?;
         // A holder who is no longer a member: only managers and owners.
-        let allowed = match store::find_member(self.db.pool(), workspace_id, &token.user_id).await? {
+        let allowed = match store::find_member(self.db.pool(), workspace_id, &token.user_id).await?
+        {
             Some(holder) => may_manage_tokens_of(&caller, &holder),
             None => caller.access_level == AccessLevel::Owner,
         };

@@ -132,7 +132,12 @@ impl World {
             .map(tonic::Response::into_inner)
     }
 
-    async fn revoke(&self, ws: &str, id: &str, caller: &str) -> Result<pb::ApiToken, tonic::Status> {
+    async fn revoke(
+        &self,
+        ws: &str,
+        id: &str,
+        caller: &str,
+    ) -> Result<pb::ApiToken, tonic::Status> {
         self.members
             .clone()
             .revoke_token(pb::RevokeTokenRequest {
@@ -180,23 +185,38 @@ async fn revocation_is_immediate_idempotent_and_announced(backend: Backend) {
     let created = w.token(&ws.id, &ws.owner, "ci").await;
     let listed = created.api_token.clone().expect("api token");
     assert!(created.token.starts_with(&listed.prefix));
-    assert!(listed.prefix.len() < created.token.len() / 3, "{}", listed.prefix);
+    assert!(
+        listed.prefix.len() < created.token.len() / 3,
+        "{}",
+        listed.prefix
+    );
     assert_eq!(listed.label, "ci");
     w.authenticate(&created.token).await.expect("valid");
 
-    let revoked = w.revoke(&ws.id, &listed.id, &ws.owner).await.expect("revoke");
+    let revoked = w
+        .revoke(&ws.id, &listed.id, &ws.owner)
+        .await
+        .expect("revoke");
     assert!(revoked.revoked_at.is_some());
     let (status, message) = code(w.authenticate(&created.token).await);
-    assert_eq!((status, message.as_str()), (Code::Unauthenticated, "invalid or revoked token"));
+    assert_eq!(
+        (status, message.as_str()),
+        (Code::Unauthenticated, "invalid or revoked token")
+    );
     let (event_ws, event_id, hash) = w.revoked().await;
     assert_eq!((event_ws, event_id), (ws.id.clone(), listed.id.clone()));
     assert_eq!(hash, hex::encode(Sha256::digest(created.token.as_bytes())));
 
     // Again: the same answer, no second event.
-    let again = w.revoke(&ws.id, &listed.id, &ws.owner).await.expect("again");
+    let again = w
+        .revoke(&ws.id, &listed.id, &ws.owner)
+        .await
+        .expect("again");
     assert_eq!(again.revoked_at, revoked.revoked_at);
     w.no_more_revocations().await;
-    w.authenticate(&ws.owner_token).await.expect("the other token still works");
+    w.authenticate(&ws.owner_token)
+        .await
+        .expect("the other token still works");
     w.svc.stop().await;
 }
 
@@ -235,7 +255,10 @@ async fn expiry_is_checked_when_issued_and_when_used(backend: Backend) {
         .expect("token")
         .into_inner();
     let member = w.authenticate(&created.token).await.expect("valid for now");
-    assert_eq!(member.token_expires_at.as_ref().map(micros_of), Some(expires));
+    assert_eq!(
+        member.token_expires_at.as_ref().map(micros_of),
+        Some(expires)
+    );
     let owner = w.authenticate(&ws.owner_token).await.expect("owner");
     assert_eq!(owner.token_expires_at, None, "no expiry unless asked");
     let wait = u64::try_from(expires - now_micros()).unwrap_or(0) + 100_000;
@@ -258,14 +281,32 @@ async fn tokens_are_listed_newest_first_with_their_last_use(backend: Backend) {
     w.authenticate(&values[1]).await.expect("use one again");
 
     let first = w
-        .list(&ws.id, &ws.owner, "", false, Some(PageRequest { page_size: 3, page_token: String::new() }))
+        .list(
+            &ws.id,
+            &ws.owner,
+            "",
+            false,
+            Some(PageRequest {
+                page_size: 3,
+                page_token: String::new(),
+            }),
+        )
         .await
         .expect("list");
     let labels: Vec<&str> = first.tokens.iter().map(|t| t.label.as_str()).collect();
     assert_eq!(labels, ["three", "two", "one"]);
     let next = first.page.clone().expect("page").next_page_token;
     let rest = w
-        .list(&ws.id, &ws.owner, "", false, Some(PageRequest { page_size: 3, page_token: next }))
+        .list(
+            &ws.id,
+            &ws.owner,
+            "",
+            false,
+            Some(PageRequest {
+                page_size: 3,
+                page_token: next,
+            }),
+        )
         .await
         .expect("list");
     let labels: Vec<&str> = rest.tokens.iter().map(|t| t.label.as_str()).collect();
@@ -276,13 +317,30 @@ async fn tokens_are_listed_newest_first_with_their_last_use(backend: Backend) {
     let used = one.last_used_at.as_ref().map(micros_of).expect("last used");
     assert_eq!(used % 60_000_000, 0, "minute precision");
     assert!(now_micros() - used < 120_000_000);
-    assert!(first.tokens.iter().find(|t| t.label == "two").expect("two").last_used_at.is_none());
+    assert!(
+        first
+            .tokens
+            .iter()
+            .find(|t| t.label == "two")
+            .expect("two")
+            .last_used_at
+            .is_none()
+    );
     let listed = format!("{first:?}{rest:?}");
     for value in &values {
         assert!(!listed.contains(value.as_str()), "a token value was listed");
     }
     let bad_page = w
-        .list(&ws.id, &ws.owner, "", false, Some(PageRequest { page_size: 3, page_token: "!".into() }))
+        .list(
+            &ws.id,
+            &ws.owner,
+            "",
+            false,
+            Some(PageRequest {
+                page_size: 3,
+                page_token: "!".into(),
+            }),
+        )
         .await;
     assert_eq!(code(bad_page).0, Code::InvalidArgument);
     w.svc.stop().await;
@@ -291,12 +349,30 @@ async fn tokens_are_listed_newest_first_with_their_last_use(backend: Backend) {
 async fn agents_see_and_revoke_only_their_own(backend: Backend) {
     let mut w = world(backend).await;
     let ws = w.workspace("Acme", "olga@acme.test").await;
-    let agent = w.member(&ws.id, "ari@acme.test", pb::AccessLevel::Agent).await;
-    let other_agent = w.member(&ws.id, "bo@acme.test", pb::AccessLevel::Agent).await;
-    let manager = w.member(&ws.id, "mo@acme.test", pb::AccessLevel::Manager).await;
-    let agent_token = w.token(&ws.id, &agent, "mine").await.api_token.expect("listed");
-    let other_token = w.token(&ws.id, &other_agent, "theirs").await.api_token.expect("listed");
-    let manager_token = w.token(&ws.id, &manager, "boss").await.api_token.expect("listed");
+    let agent = w
+        .member(&ws.id, "ari@acme.test", pb::AccessLevel::Agent)
+        .await;
+    let other_agent = w
+        .member(&ws.id, "bo@acme.test", pb::AccessLevel::Agent)
+        .await;
+    let manager = w
+        .member(&ws.id, "mo@acme.test", pb::AccessLevel::Manager)
+        .await;
+    let agent_token = w
+        .token(&ws.id, &agent, "mine")
+        .await
+        .api_token
+        .expect("listed");
+    let other_token = w
+        .token(&ws.id, &other_agent, "theirs")
+        .await
+        .api_token
+        .expect("listed");
+    let manager_token = w
+        .token(&ws.id, &manager, "boss")
+        .await
+        .api_token
+        .expect("listed");
     let owner_token = w
         .list(&ws.id, &ws.owner, &ws.owner, false, None)
         .await
@@ -304,41 +380,85 @@ async fn agents_see_and_revoke_only_their_own(backend: Backend) {
         .tokens
         .remove(0);
 
-    let mine = w.list(&ws.id, &agent, "", false, None).await.expect("agent lists");
-    assert_eq!(mine.tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [agent_token.id.as_str()]);
+    let mine = w
+        .list(&ws.id, &agent, "", false, None)
+        .await
+        .expect("agent lists");
+    assert_eq!(
+        mine.tokens
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        [agent_token.id.as_str()]
+    );
     assert_eq!(
         code(w.list(&ws.id, &agent, &ws.owner, false, None).await),
-        (Code::PermissionDenied, "agents may list only their own tokens".to_owned())
+        (
+            Code::PermissionDenied,
+            "agents may list only their own tokens".to_owned()
+        )
     );
-    assert_eq!(w.list(&ws.id, &manager, "", false, None).await.expect("all").tokens.len(), 4);
-    assert_eq!(code(w.list(&ws.id, "", "", false, None).await).0, Code::InvalidArgument);
+    assert_eq!(
+        w.list(&ws.id, &manager, "", false, None)
+            .await
+            .expect("all")
+            .tokens
+            .len(),
+        4
+    );
+    assert_eq!(
+        code(w.list(&ws.id, "", "", false, None).await).0,
+        Code::InvalidArgument
+    );
 
     for (token, caller) in [
         (&other_token, &agent),
         (&owner_token, &agent),
         (&owner_token, &manager),
     ] {
-        assert_eq!(code(w.revoke(&ws.id, &token.id, caller).await).0, Code::PermissionDenied);
+        assert_eq!(
+            code(w.revoke(&ws.id, &token.id, caller).await).0,
+            Code::PermissionDenied
+        );
     }
     w.no_more_revocations().await;
-    w.revoke(&ws.id, &other_token.id, &manager).await.expect("a manager revokes an agent's");
-    w.revoke(&ws.id, &agent_token.id, &agent).await.expect("an agent revokes their own");
-    w.revoke(&ws.id, &manager_token.id, &ws.owner).await.expect("an owner revokes any");
+    w.revoke(&ws.id, &other_token.id, &manager)
+        .await
+        .expect("a manager revokes an agent's");
+    w.revoke(&ws.id, &agent_token.id, &agent)
+        .await
+        .expect("an agent revokes their own");
+    w.revoke(&ws.id, &manager_token.id, &ws.owner)
+        .await
+        .expect("an owner revokes any");
     for _ in 0..3 {
         w.revoked().await;
     }
 
     // Another workspace's tokens do not exist for this one.
     let other = w.workspace("Other", "oz@other.test").await;
-    let theirs = w.list(&other.id, &other.owner, "", true, None).await.expect("list").tokens;
+    let theirs = w
+        .list(&other.id, &other.owner, "", true, None)
+        .await
+        .expect("list")
+        .tokens;
     let their_token = theirs.first().expect("the other owner's token");
     assert_eq!(
         code(w.revoke(&ws.id, &their_token.id, &ws.owner).await),
         (Code::NotFound, "token not found".to_owned())
     );
-    assert_eq!(code(w.revoke(&other.id, &agent_token.id, &other.owner).await).0, Code::NotFound);
-    assert_eq!(code(w.revoke(&ws.id, &their_token.id, &other.owner).await).0, Code::NotFound);
-    let listed = w.list(&ws.id, &ws.owner, &other.owner, true, None).await.expect("list");
+    assert_eq!(
+        code(w.revoke(&other.id, &agent_token.id, &other.owner).await).0,
+        Code::NotFound
+    );
+    assert_eq!(
+        code(w.revoke(&ws.id, &their_token.id, &other.owner).await).0,
+        Code::NotFound
+    );
+    let listed = w
+        .list(&ws.id, &ws.owner, &other.owner, true, None)
+        .await
+        .expect("list");
     assert!(listed.tokens.is_empty(), "{listed:?}");
     w.authenticate(&other.owner_token).await.expect("untouched");
     w.svc.stop().await;

@@ -12,9 +12,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use sha2::{Digest, Sha256};
+use telenet_bus::Subscription;
 use telenet_kit::cache::TtlCache;
 use telenet_proto::conversations::v1::members_client::MembersClient;
-use telenet_bus::Subscription;
 use telenet_proto::conversations::v1::{AccessLevel, AuthenticateRequest, Member};
 use telenet_proto::events::v1::EventEnvelope;
 use telenet_proto::events::v1::event_envelope::Payload;
@@ -187,7 +187,9 @@ pub(crate) async fn forget_revoked_tokens(
         };
         match revoked_token_key(&delivery.event.payload) {
             Some(key) => cache.revoked(key),
-            None => tracing::warn!(event_id = %delivery.event.id, "undecodable token revocation ignored"),
+            None => {
+                tracing::warn!(event_id = %delivery.event.id, "undecodable token revocation ignored")
+            }
         }
         if let Err(error) = delivery.ack().await {
             tracing::debug!(%error, "acknowledging a token revocation");
@@ -303,7 +305,9 @@ fn instant_of(at: &prost_types::Timestamp) -> Instant {
     let at = SystemTime::UNIX_EPOCH
         + Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0))
         + Duration::from_nanos(u64::try_from(at.nanos).unwrap_or(0));
-    let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
     Instant::now() + left
 }
 

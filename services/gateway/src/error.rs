@@ -126,9 +126,9 @@ impl IntoResponse for ApiError {
         let challenge = match self {
             ApiError::MissingToken => Some("Bearer"),
             ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
-            ApiError::ExpiredToken => Some(
-                "Bearer error=\"invalid_token\", error_description=\"the token expired\"",
-            ),
+            ApiError::ExpiredToken => {
+                Some("Bearer error=\"invalid_token\", error_description=\"the token expired\"")
+            }
             ApiError::Upstream(ref status)
                 if ErrorCode::from_status(status) == ErrorCode::Unauthenticated =>
             {

@@ -291,9 +291,15 @@ mod tests {
     fn expiries_are_in_the_future_and_at_most_a_year_and_a_day_ahead() {
         let now = 1_000_000_000_000;
         assert_eq!(token_expiry(None, now).expect("none"), None);
-        assert_eq!(token_expiry(Some(now + 1), now).expect("soon"), Some(now + 1));
+        assert_eq!(
+            token_expiry(Some(now + 1), now).expect("soon"),
+            Some(now + 1)
+        );
         let longest = now + MAX_TOKEN_LIFETIME_MICROS;
-        assert_eq!(token_expiry(Some(longest), now).expect("max"), Some(longest));
+        assert_eq!(
+            token_expiry(Some(longest), now).expect("max"),
+            Some(longest)
+        );
         for bad in [now, now - 1, longest + 1] {
             assert!(
                 matches!(token_expiry(Some(bad), now), Err(Error::InvalidArgument(_))),
@@ -342,7 +348,10 @@ mod tests {
         assert!(!needs_last_used_write(Some(100 * minute), t));
         assert!(!needs_last_used_write(Some(100 * minute), 101 * minute - 1));
         assert!(needs_last_used_write(Some(100 * minute), 101 * minute));
-        assert!(!needs_last_used_write(Some(101 * minute), t), "a clock behind the kept minute writes nothing");
+        assert!(
+            !needs_last_used_write(Some(101 * minute), t),
+            "a clock behind the kept minute writes nothing"
+        );
     }
 
     #[test]

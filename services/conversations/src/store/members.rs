@@ -214,7 +214,10 @@ pub(crate) async fn list_tokens<'c>(
         ));
         n += 2;
     }
-    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${}", n + 1));
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${}",
+        n + 1
+    ));
     let mut query = sqlx::query(&sql).bind(workspace_id);
     if let Some(user_id) = filter.user_id {
         query = query.bind(user_id);
@@ -401,22 +404,43 @@ mod tests {
         };
         stored_tokens(&t.db, std::slice::from_ref(&issued)).await;
         assert_eq!(
-            token_by_hash(t.db.pool(), "hash-t1").await.expect("by hash"),
+            token_by_hash(t.db.pool(), "hash-t1")
+                .await
+                .expect("by hash"),
             Some(issued.clone())
         );
-        assert_eq!(token_by_hash(t.db.pool(), "hash-t2").await.expect("unknown"), None);
+        assert_eq!(
+            token_by_hash(t.db.pool(), "hash-t2")
+                .await
+                .expect("unknown"),
+            None
+        );
         assert_eq!(
             find_token(t.db.pool(), "ws", "t1").await.expect("find"),
             Some((issued.clone(), "hash-t1".to_owned()))
         );
-        assert_eq!(find_token(t.db.pool(), "other", "t1").await.expect("other ws"), None);
+        assert_eq!(
+            find_token(t.db.pool(), "other", "t1")
+                .await
+                .expect("other ws"),
+            None
+        );
 
         let mut tx = t.db.begin().await.expect("begin");
-        assert!(!revoke_token(&mut tx, "other", "t1", 9).await.expect("other ws"));
+        assert!(
+            !revoke_token(&mut tx, "other", "t1", 9)
+                .await
+                .expect("other ws")
+        );
         assert!(revoke_token(&mut tx, "ws", "t1", 9).await.expect("revoke"));
-        assert!(!revoke_token(&mut tx, "ws", "t1", 10).await.expect("again"), "revoked once");
+        assert!(
+            !revoke_token(&mut tx, "ws", "t1", 10).await.expect("again"),
+            "revoked once"
+        );
         t.db.commit(tx).await.expect("commit");
-        let revoked = token_by_hash(t.db.pool(), "hash-t1").await.expect("by hash");
+        let revoked = token_by_hash(t.db.pool(), "hash-t1")
+            .await
+            .expect("by hash");
         assert_eq!(revoked.and_then(|t| t.revoked_at), Some(9));
     }
 
@@ -441,16 +465,25 @@ mod tests {
             user_id: None,
             include_revoked: true,
         };
-        let first = list_tokens(t.db.pool(), "ws", &all, None, 2).await.expect("list");
+        let first = list_tokens(t.db.pool(), "ws", &all, None, 2)
+            .await
+            .expect("list");
         assert_eq!(ids(first), ["d", "c"]);
-        let after = Cursor { key: 3, id: "c".into() };
-        let rest = list_tokens(t.db.pool(), "ws", &all, Some(&after), 2).await.expect("list");
+        let after = Cursor {
+            key: 3,
+            id: "c".into(),
+        };
+        let rest = list_tokens(t.db.pool(), "ws", &all, Some(&after), 2)
+            .await
+            .expect("list");
         assert_eq!(ids(rest), ["b", "a"]);
         let u1_valid = TokenFilter {
             user_id: Some("u1"),
             include_revoked: false,
         };
-        let mine = list_tokens(t.db.pool(), "ws", &u1_valid, None, 10).await.expect("list");
+        let mine = list_tokens(t.db.pool(), "ws", &u1_valid, None, 10)
+            .await
+            .expect("list");
         assert_eq!(ids(mine), ["d", "a"]);
     }
 
