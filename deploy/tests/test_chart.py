@@ -266,7 +266,8 @@ def test_each_service_gets_only_the_credentials_it_needs(minimal_values: dict[st
         env = env_of(deployments[f"telenet-{service}"])
         has = {k for k in ("TELENET_DATABASE_URL", "TELENET_BUS_URL", "TELENET_PRESENCE_URL") if k in env}
         if service == "gateway":
-            assert has == {"TELENET_PRESENCE_URL"}
+            # No database; the broker for token revocations (ADR 16).
+            assert has == {"TELENET_BUS_URL", "TELENET_PRESENCE_URL"}
         else:
             assert has == {"TELENET_DATABASE_URL", "TELENET_BUS_URL"}
     ref = env_of(deployments["telenet-contacts"])["TELENET_DATABASE_URL"]
@@ -445,7 +446,7 @@ def test_network_policies_allow_only_the_calls_services_make(minimal_values: dic
             if isinstance(p["port"], int)
         }
 
-    assert egress_ports("gateway") == {53, 50051, 6379}
+    assert egress_ports("gateway") == {53, 50051, 5672, 6379}
     assert egress_ports("contacts") == {53, 50051, 5432, 5672}
     internet = [r for r in policies["telenet-dispatch"]["spec"]["egress"] if "ports" not in r]
     assert internet[0]["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0"

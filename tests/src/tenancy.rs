@@ -25,6 +25,9 @@ pub struct Objects {
     /// `/v1/downloads/{workspace_id}/{id}/{file_name}` of the file.
     pub download_path: String,
     pub user_id: String,
+    /// A second API token of the member (revoked by the matrices; the
+    /// member's own `token` stays valid).
+    pub token_id: String,
 }
 
 impl Objects {
@@ -38,6 +41,7 @@ impl Objects {
             &self.message_id,
             &self.file_id,
             &self.user_id,
+            &self.token_id,
         ]
     }
 }
@@ -186,7 +190,19 @@ pub async fn populate(
         .or_else(|| me["id"].as_str())
         .expect("user id")
         .to_owned();
+    let (status, spare) = call(
+        gateway,
+        token,
+        Method::POST,
+        "/v1/tokens",
+        Some(&Body::Json(json!({"label": format!("spare {tag}")}))),
+    )
+    .await;
+    assert_eq!(status, 201, "{spare}");
+    let spare: Value = serde_json::from_str(&spare).expect("token");
+    let token_id = spare["api_token"]["id"].as_str().expect("id").to_owned();
     Objects {
+        token_id,
         workspace_id: workspace_id.to_owned(),
         token: token.to_owned(),
         channel_id,

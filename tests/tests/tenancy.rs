@@ -41,6 +41,7 @@ fn fill(template: &str, b: &Objects) -> Result<String, String> {
             ("files", "{id}") => &b.file_id,
             ("messages", "{id}") => &b.message_id,
             ("members", "{id}") => &b.user_id,
+            ("tokens", "{id}") => &b.token_id,
             (collection, parameter) => {
                 return Err(format!(
                     "no object of workspace B for {parameter} after /{collection}/ in {template}: add it to fill()"
@@ -96,7 +97,9 @@ fn body_of(method: &Method, template: &str, b: &Objects) -> Result<Option<Body>,
         ("POST", "/v1/conversations/{id}/close") => {
             Body::Json(json!({"closing_note": {"summary": "done"}}))
         }
-        ("POST", "/v1/files/{id}/links") | ("POST", "/v1/conversations/{id}/unassign") => {
+        ("POST", "/v1/files/{id}/links")
+        | ("POST", "/v1/conversations/{id}/unassign")
+        | ("DELETE", "/v1/tokens/{id}") => {
             return Ok(None);
         }
         (m, t) => return Err(format!("no request body for {m} {t}: add it to body_of()")),
@@ -114,6 +117,7 @@ fn creates_in_own_workspace(method: &Method, template: &str) -> Option<Option<Bo
         }))),
         ("POST", "/v1/files") => Some(Body::Multipart(multipart_file("A, again"))),
         ("PUT", "/v1/me/status") => Some(Body::Json(json!({"status": "online"}))),
+        ("POST", "/v1/tokens") => Some(Body::Json(json!({"label": "A's"}))),
         _ => return None,
     })
 }

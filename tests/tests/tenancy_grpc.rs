@@ -74,6 +74,7 @@ fn id_for(name: &str, a: &Objects, b: &Objects) -> Option<(String, bool)> {
         "channel_id" => known(&b.channel_id),
         "message_id" | "up_to_message_id" => known(&b.message_id),
         "blob_id" => known(&b.file_id),
+        "token_id" => known(&b.token_id),
         "user_id" | "assignee_user_id" | "reassign_to_user_id" => known(&b.user_id),
         name if name.ends_with("_id") && !is_external(name) => {
             // An object B does not have yet (team, snippet, token, …).

@@ -12,8 +12,10 @@ ingress contacts conversations media dispatch reporting gateway
 {{/*
 What each service needs: its own PostgreSQL schema, the event bus (outbox
 relay and consumers), the presence store and an HTTP listener. Only the
-gateway keeps presence and has no database; it publishes no events, so it
-gets no broker credentials. Which services it calls is in "telenet.calls".
+gateway keeps presence and has no database; it publishes no events but
+listens for token revocations (`member.token_revoked`, a queue of its own
+per replica), so it gets the broker too. Which services it calls is in
+"telenet.calls".
 */}}
 {{- define "telenet.needs" -}}
 {{- $needs := dict
@@ -23,7 +25,7 @@ gets no broker credentials. Which services it calls is in "telenet.calls".
   "media" (dict "database" true "bus" true "presence" false)
   "dispatch" (dict "database" true "bus" true "presence" false)
   "reporting" (dict "database" true "bus" true "presence" false)
-  "gateway" (dict "database" false "bus" false "presence" true "httpPort" 8080 "httpPortName" "http")
+  "gateway" (dict "database" false "bus" true "presence" true "httpPort" 8080 "httpPortName" "http")
 -}}
 {{- toYaml (get $needs .) -}}
 {{- end -}}

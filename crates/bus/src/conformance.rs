@@ -76,6 +76,9 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         unknown_group_has_no_dead_letters,
         invalid_input_is_a_config_error,
         queue_depth_counts_waiting_and_dead_letters,
+        broadcast_subscribers_each_get_every_event,
+        a_broadcast_queue_goes_with_its_subscriber,
+        broadcast_retry_and_dead_letter_drop_the_event,
     ]
 }
 
@@ -905,4 +908,82 @@ async fn queue_depth_counts_waiting_and_dead_letters(bus: SharedBus) {
         "all consumed",
     )
     .await;
+}
+
+async fn subscribe_broadcast(bus: &SharedBus, name: &str, bindings: &[&str]) -> Subscription {
+    match bus
+        .subscribe(SubscribeSpec::broadcast(name, bindings))
+        .await
+    {
+        Ok(sub) => sub,
+        Err(err) => panic!("subscribe broadcast {name} {bindings:?}: {err}"),
+    }
+}
+
+async fn broadcast_subscribers_each_get_every_event(bus: SharedBus) {
+    // Two replicas under one name, and an ordinary group alongside.
+    let name = group("broadcast");
+    let mut first = subscribe_broadcast(&bus, &name, &["cast.#"]).await;
+    let mut second = subscribe_broadcast(&bus, &name, &["cast.#"]).await;
+    let mut worker = subscribe(&bus, &group("worker"), &["cast.#"], 64).await;
+    publish(&bus, &[event("cast.a", "1"), event("cast.b", "2")]).await;
+    publish(&bus, &[event("cast.c", "3")]).await;
+    let sentinel = event("cast.end", "end");
+    publish(&bus, std::slice::from_ref(&sentinel)).await;
+    for (sub, what) in [
+        (&mut first, "first broadcast subscriber"),
+        (&mut second, "second broadcast subscriber"),
+        (&mut worker, "the group"),
+    ] {
+        let keys = keys_until(sub, &sentinel, what).await;
+        assert_eq!(keys, ["cast.a", "cast.b", "cast.c"], "{what}");
+        nothing_arrives(sub, what).await;
+    }
+}
+
+async fn a_broadcast_queue_goes_with_its_subscriber(bus: SharedBus) {
+    let name = group("gone");
+    let mut first = subscribe_broadcast(&bus, &name, &["gone.#"]).await;
+    publish(&bus, &[event("gone.seen", "1")]).await;
+    ack(next(&mut first, "first subscriber").await).await;
+    drop(first);
+    // Nobody listens under the name now: nothing is kept for a later one.
+    publish(&bus, &[event("gone.missed", "2")]).await;
+    let mut later = subscribe_broadcast(&bus, &name, &["gone.#"]).await;
+    let sentinel = event("gone.end", "end");
+    publish(&bus, std::slice::from_ref(&sentinel)).await;
+    let keys = keys_until(&mut later, &sentinel, "later subscriber").await;
+    assert!(keys.is_empty(), "a later subscriber got {keys:?}");
+    let depth = match bus.queue_depth(&name).await {
+        Ok(depth) => depth,
+        Err(err) => panic!("queue depth of {name}: {err}"),
+    };
+    assert_eq!(
+        depth,
+        QueueDepth::default(),
+        "a broadcast keeps no group queue"
+    );
+}
+
+async fn broadcast_retry_and_dead_letter_drop_the_event(bus: SharedBus) {
+    let name = group("cast-drop");
+    let mut sub = subscribe_broadcast(&bus, &name, &["drop.#"]).await;
+    publish(&bus, &[event("drop.retried", "1")]).await;
+    let d = next(&mut sub, "retried").await;
+    if let Err(err) = d.retry("later").await {
+        panic!("retry: {err}");
+    }
+    publish(&bus, &[event("drop.dead", "2")]).await;
+    let d = next(&mut sub, "dead-lettered").await;
+    assert_eq!(
+        d.event.routing_key, "drop.dead",
+        "the retried event came back"
+    );
+    if let Err(err) = d.dead_letter("never").await {
+        panic!("dead letter: {err}");
+    }
+    // Longer than the retry delay: a retry would be back by now.
+    tokio::time::sleep(RETRY_2 + TIMER_SLACK).await;
+    nothing_arrives(&mut sub, "after retry and dead letter").await;
+    assert!(drain(&bus, &name, 10).await.is_empty(), "dead letters kept");
 }

@@ -59,6 +59,14 @@ pub struct SubscribeSpec {
     /// How many unacknowledged deliveries a subscriber may hold (0: no limit,
     /// as in AMQP).
     pub prefetch: u16,
+    /// A broadcast: this subscriber gets a queue of its own (exclusive,
+    /// deleted when it goes away), so every broadcast subscriber receives
+    /// every matching event, and `group` only names the queues. Events
+    /// published while it is not subscribed are not kept for it, and it
+    /// has no retry or dead-letter path: `retry` and `dead_letter` drop the
+    /// delivery. For state kept in each replica's memory (caches to
+    /// invalidate), never for work that must be done once.
+    pub broadcast: bool,
 }
 
 impl SubscribeSpec {
@@ -67,6 +75,16 @@ impl SubscribeSpec {
             group: group.into(),
             bindings: bindings.iter().map(|b| (*b).to_owned()).collect(),
             prefetch: 64,
+            broadcast: false,
+        }
+    }
+
+    /// A broadcast subscription (see [`SubscribeSpec::broadcast`]) whose
+    /// queues are named after `name`.
+    pub fn broadcast(name: impl Into<String>, bindings: &[&str]) -> Self {
+        Self {
+            broadcast: true,
+            ..Self::new(name, bindings)
         }
     }
 }
@@ -221,6 +239,11 @@ pub(crate) fn check_event(event: &Event) -> Result<(), BusError> {
 pub(crate) fn check_spec(spec: &SubscribeSpec) -> Result<(), BusError> {
     if spec.group.is_empty() {
         return Err(BusError::Config("consumer group name is empty".into()));
+    }
+    if spec.group.contains('\0') {
+        return Err(BusError::Config(
+            "consumer group name contains a NUL character".into(),
+        ));
     }
     for pattern in &spec.bindings {
         routing::check_pattern(pattern).map_err(BusError::Config)?;

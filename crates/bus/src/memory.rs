@@ -16,7 +16,11 @@
 //! - an unsettled delivery that is dropped goes back to where it was in the
 //!   queue (ahead of everything enqueued after it, as RabbitMQ requeues), with
 //!   its attempt unchanged; a retry comes back at the tail after the
-//!   policy's delay; when the delays are used up it is dead-lettered.
+//!   policy's delay; when the delays are used up it is dead-lettered;
+//! - a broadcast subscriber has a queue of its own, like RabbitMQ's
+//!   exclusive auto-delete queue: it is gone once its subscriber is (no
+//!   events kept for it), and a retried or dead-lettered delivery is
+//!   dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -77,6 +81,8 @@ struct Group {
     next: usize,
     /// Order of enqueueing; `ready` is always sorted by it.
     next_seq: u64,
+    /// One broadcast subscriber's own queue, deleted with it.
+    broadcast: bool,
 }
 
 impl Group {
@@ -107,6 +113,12 @@ impl Group {
         }
         self.dead = kept;
         taken
+    }
+
+    /// A broadcast queue whose subscriber went away (an auto-delete queue
+    /// the broker would have deleted).
+    fn is_abandoned(&self) -> bool {
+        self.broadcast && self.members.iter().all(|m| m.tx.is_closed())
     }
 
     fn enqueue(&mut self, event: Event, attempt: u32) {
@@ -242,6 +254,22 @@ fn dispatch(shared: &Arc<Shared>, name: &str, group: &mut Group, garbage: &mut G
     }
 }
 
+/// Deletes the broadcast queues whose subscriber went away, with what
+/// they held.
+fn drop_abandoned(state: &mut State, garbage: &mut Garbage) {
+    let abandoned: Vec<String> = state
+        .groups
+        .iter()
+        .filter(|(_, g)| g.is_abandoned())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in abandoned {
+        if let Some(group) = state.groups.remove(&name) {
+            garbage.extend(group.members);
+        }
+    }
+}
+
 struct MemorySettle {
     shared: Arc<Shared>,
     group: String,
@@ -252,7 +280,17 @@ struct MemorySettle {
 }
 
 impl MemorySettle {
+    /// Whether the delivery came from a broadcast queue (or one that is gone).
+    fn is_broadcast(&self) -> bool {
+        self.shared
+            .with_state(|_, state, _| state.groups.get(&self.group).is_none_or(|g| g.broadcast))
+    }
+
     fn into_dead_letter(self, reason: &str) {
+        if self.is_broadcast() {
+            self.shared.settle(&self.group, self.member, |_| {});
+            return;
+        }
         let dead = DeadLetter {
             event: self.event,
             reason: reason.to_owned(),
@@ -271,6 +309,10 @@ impl Settle for MemorySettle {
     }
 
     async fn retry(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        if self.is_broadcast() {
+            self.into_dead_letter(reason);
+            return Ok(());
+        }
         let step = usize::try_from(self.attempt.max(1) - 1).unwrap_or(usize::MAX);
         let Some(delay) = self.shared.retry.delays.get(step).copied() else {
             self.into_dead_letter(reason);
@@ -331,6 +373,7 @@ impl EventBus for MemoryBus {
             check_event(event)?;
         }
         self.shared.with_state(|shared, state, garbage| {
+            drop_abandoned(state, garbage);
             // As RabbitMQ returns a mandatory message no queue took.
             if let Some(lost) = events
                 .iter()
@@ -447,9 +490,18 @@ impl EventBus for MemoryBus {
         };
         let (tx, rx) = mpsc::channel(prefetch);
         self.shared.with_state(|shared, state, garbage| {
+            drop_abandoned(state, garbage);
             let id = state.next_member_id;
             state.next_member_id += 1;
-            let group = state.groups.entry(spec.group.clone()).or_default();
+            // A broadcast subscriber's own queue, under a name no group
+            // can have (group names never hold a NUL).
+            let name = if spec.broadcast {
+                format!("{}\0{id}", spec.group)
+            } else {
+                spec.group.clone()
+            };
+            let group = state.groups.entry(name.clone()).or_default();
+            group.broadcast = spec.broadcast;
             group.bind(&spec.bindings);
             group.members.push(Member {
                 id,
@@ -457,7 +509,7 @@ impl EventBus for MemoryBus {
                 prefetch,
                 unacked: 0,
             });
-            dispatch(shared, &spec.group, group, garbage);
+            dispatch(shared, &name, group, garbage);
         });
         Ok(Subscription::from_receiver(rx))
     }

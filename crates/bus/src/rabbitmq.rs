@@ -9,7 +9,11 @@
 //!   exchange back into the group's queue, so a retried event waits there and
 //!   then flows back by itself (no timers in our process, nothing lost if we
 //!   crash meanwhile);
-//! - `{prefix}{group}.dlq`: the group's dead letters, read by `basic.get`.
+//! - `{prefix}{group}.dlq`: the group's dead letters, read by `basic.get`;
+//! - `{prefix}{name}.{uuid}`: a broadcast subscriber's own queue, exclusive
+//!   to our connection and auto-deleted when its consumer goes, with no
+//!   retry or dead-letter queues (a retried or dead-lettered delivery is
+//!   dropped).
 //!
 //! [`EventBus::declare`] declares all of it for every consumer group without
 //! consuming (`telenet migrate` and every process at start do), so no event
@@ -660,6 +664,9 @@ struct GroupTopology {
     retries: Vec<(ShortString, Duration)>,
     bindings: Vec<ShortString>,
     prefetch: u16,
+    /// A broadcast subscriber's own queue: exclusive, auto-delete, no
+    /// retries or dead letters.
+    broadcast: bool,
 }
 
 impl GroupTopology {
@@ -675,6 +682,20 @@ impl GroupTopology {
             .iter()
             .map(|b| short_name("binding pattern", b.clone()))
             .collect::<Result<_, _>>()?;
+        if spec.broadcast {
+            // Unique per subscription, so a new subscriber never finds
+            // what an earlier one left.
+            let own = format!("{}.{}", spec.group, uuid::Uuid::new_v4().simple());
+            return Ok(Self {
+                group: spec.group.clone(),
+                queue: names.queue(&own)?,
+                dlq: names.dlq(&own)?,
+                retries: Vec::new(),
+                bindings,
+                prefetch: spec.prefetch,
+                broadcast: true,
+            });
+        }
         Ok(Self {
             group: spec.group.clone(),
             queue: names.queue(&spec.group)?,
@@ -682,6 +703,7 @@ impl GroupTopology {
             retries,
             bindings,
             prefetch: spec.prefetch,
+            broadcast: false,
         })
     }
 }
@@ -706,13 +728,29 @@ impl Shared {
     /// Declares (idempotently) the group's queue and its bindings, its
     /// dead-letter queue and its retry queues, on `ch`.
     async fn declare_group(&self, ch: &Channel, t: &GroupTopology) -> Result<(), BusError> {
-        self.declared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .groups
-            .insert(t.group.clone());
-        self.record_queue(&t.queue);
-        declare_queue(ch, &t.queue, FieldTable::default()).await?;
+        if t.broadcast {
+            // A subscriber's own queue: gone with its consumer, so it is
+            // neither recorded nor given a dead-letter queue.
+            ch.queue_declare(
+                t.queue.clone(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("declare broadcast queue"))?;
+        } else {
+            self.declared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .groups
+                .insert(t.group.clone());
+            self.record_queue(&t.queue);
+            declare_queue(ch, &t.queue, FieldTable::default()).await?;
+        }
         for pattern in &t.bindings {
             ch.queue_bind(
                 t.queue.clone(),
@@ -724,8 +762,10 @@ impl Shared {
             .await
             .map_err(amqp("bind queue"))?;
         }
-        self.record_queue(&t.dlq);
-        declare_queue(ch, &t.dlq, FieldTable::default()).await?;
+        if !t.broadcast {
+            self.record_queue(&t.dlq);
+            declare_queue(ch, &t.dlq, FieldTable::default()).await?;
+        }
         for (name, delay) in &t.retries {
             self.record_queue(name);
             declare_queue(ch, name, retry_arguments(&t.queue, *delay)).await?;
@@ -1252,6 +1292,9 @@ impl Settle for RabbitSettle {
     }
 
     async fn retry(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        if self.topology.broadcast {
+            return self.ack_original().await;
+        }
         let step = usize::try_from(self.attempt.max(1) - 1).unwrap_or(usize::MAX);
         match self.topology.retries.get(step) {
             Some((queue, _)) => {
@@ -1266,6 +1309,9 @@ impl Settle for RabbitSettle {
     }
 
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        if self.topology.broadcast {
+            return self.ack_original().await;
+        }
         self.move_to(&self.topology.dlq, self.attempt, Some(reason))
             .await
     }

@@ -14,6 +14,7 @@ use hashlink::LruCache;
 #[derive(Debug)]
 pub struct TtlCache<K: Hash + Eq, V> {
     ttl: Duration,
+    /// Each value with the instant it stops being served.
     entries: Mutex<LruCache<K, (Instant, V)>>,
 }
 
@@ -33,7 +34,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         }
         let mut entries = self.lock();
         match entries.get(key) {
-            Some((at, value)) if at.elapsed() < self.ttl => Some(value.clone()),
+            Some((until, value)) if Instant::now() < *until => Some(value.clone()),
             Some(_) => {
                 entries.remove(key);
                 None
@@ -47,7 +48,18 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         if self.ttl.is_zero() {
             return;
         }
-        self.lock().insert(key, (Instant::now(), value));
+        self.lock().insert(key, (Instant::now() + self.ttl, value));
+    }
+
+    /// Keep `value` for `key` for the TTL, but no later than `until` (an
+    /// answer known to go stale then). Nothing is kept if `until` is past.
+    pub fn insert_until(&self, key: K, value: V, until: Instant) {
+        let now = Instant::now();
+        if self.ttl.is_zero() || until <= now {
+            return;
+        }
+        self.lock()
+            .insert(key, ((now + self.ttl).min(until), value));
     }
 
     /// Forget `key` (its answer is known to be wrong now).
@@ -95,6 +107,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(cache.get(&"a"), None);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_entry_ends_at_its_own_deadline_when_sooner_than_the_ttl() {
+        let cache = TtlCache::new(Duration::from_secs(60), 10);
+        let soon = Instant::now() + Duration::from_millis(20);
+        cache.insert_until("a", 1, soon);
+        cache.insert_until("b", 2, Instant::now() + Duration::from_secs(3600));
+        cache.insert_until("c", 3, Instant::now());
+        assert_eq!(cache.get(&"a"), Some(1));
+        assert_eq!(cache.get(&"c"), None, "a past deadline keeps nothing");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(cache.get(&"a"), None);
+        assert_eq!(cache.get(&"b"), Some(2), "a later deadline keeps the TTL");
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub enum Error {
     EmailTaken(String),
     #[error("invalid or revoked token")]
     Unauthenticated,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token not found")]
+    TokenNotFound,
+    /// The caller is a member but their access level does not allow it.
+    #[error("{0}")]
+    NotAllowed(&'static str),
 
     #[error("conversation is closed; the contact's next message opens a new one")]
     ReplyToClosed,
@@ -107,9 +114,11 @@ impl ServiceError for Error {
             | Error::UnknownMessage(_)
             | Error::NoSuchAttachment { .. }
             | Error::AuthorNotMember
-            | Error::AssigneeNotMember => ErrorCode::NotFound,
+            | Error::AssigneeNotMember
+            | Error::TokenNotFound => ErrorCode::NotFound,
             Error::EmailTaken(_) => ErrorCode::AlreadyExists,
-            Error::Unauthenticated => ErrorCode::Unauthenticated,
+            Error::Unauthenticated | Error::TokenExpired => ErrorCode::Unauthenticated,
+            Error::NotAllowed(_) => ErrorCode::PermissionDenied,
             Error::ReplyToClosed | Error::AssignClosed | Error::AlreadyClosed => {
                 ErrorCode::FailedPrecondition
             }
@@ -243,6 +252,13 @@ mod tests {
                 Error::Unauthenticated,
                 Code::Unauthenticated,
                 "invalid or revoked token",
+            ),
+            (Error::TokenExpired, Code::Unauthenticated, "token expired"),
+            (Error::TokenNotFound, Code::NotFound, "token not found"),
+            (
+                Error::NotAllowed("agents may revoke only their own tokens"),
+                Code::PermissionDenied,
+                "agents may revoke only their own tokens",
             ),
             (
                 Error::ReplyToClosed,

@@ -54,4 +54,5 @@ pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
     consumers::subscriptions()
 }
 
-pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!("0100_conversations");
+pub const MIGRATIONS: telenet_store::Migrations =
+    telenet_store::migrations!("0100_conversations", "0101_token_lifecycle");

@@ -59,6 +59,7 @@ impl From<&Member> for pb::Member {
             email: m.email.clone(),
             access_level: m.access_level as i32,
             created_at: Some(timestamp(m.created_at)),
+            token_expires_at: None,
         }
     }
 }

@@ -1172,6 +1172,7 @@ async fn refusals_keep_their_codes_and_messages_over_grpc() {
                 workspace_id: wsid.clone(),
                 user_id: String::new(),
                 label: "ci".into(),
+                expires_at: None,
             })
             .await
             .map(drop),

@@ -1,15 +1,24 @@
 //! Bearer-token authentication against the members service, with a short
 //! cache so a burst of requests from one agent costs one upstream call.
+//! A revoked token is dropped from the cache at once by its
+//! `member.token_revoked` event (every replica subscribes); the TTL only
+//! bounds how long a lost event could leave it working, and no entry
+//! outlives its token's expiry.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use sha2::{Digest, Sha256};
+use telenet_bus::Subscription;
 use telenet_kit::cache::TtlCache;
 use telenet_proto::conversations::v1::members_client::MembersClient;
 use telenet_proto::conversations::v1::{AccessLevel, AuthenticateRequest, Member};
+use telenet_proto::events::v1::EventEnvelope;
+use telenet_proto::events::v1::event_envelope::Payload;
+use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -110,16 +119,22 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 /// Authenticates tokens against the members service, remembering each
-/// answer for the cache's TTL (`gateway.auth_cache_ttl_ms`, 5 s by default).
+/// answer for the cache's TTL (`gateway.auth_cache_ttl_ms`, 5 s by default)
+/// or until the token expires, whichever is sooner, and forgetting a token
+/// as soon as its revocation is heard.
 #[derive(Debug)]
 pub(crate) struct AuthCache {
     tokens: TokenCache,
+    /// Revocations heard so far: an answer fetched while one arrived may
+    /// predate it, so it is used once and not remembered.
+    revocations: AtomicU64,
 }
 
 impl AuthCache {
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             tokens: TokenCache::new(ttl, MAX_CACHED_TOKENS),
+            revocations: AtomicU64::new(0),
         }
     }
 
@@ -132,22 +147,96 @@ impl AuthCache {
     ) -> Result<Member, ApiError> {
         let key = TokenCache::key(token);
         if let Some(known) = self.tokens.get(&key) {
-            return known.ok_or(ApiError::InvalidToken);
+            return known.into_result();
         }
-        let member = ask_members(state, token, request_id).await?;
-        self.tokens.insert(key, member.clone());
-        member.ok_or(ApiError::InvalidToken)
+        let heard = self.revocations.load(Ordering::SeqCst);
+        let answer = ask_members(state, token, request_id).await?;
+        if self.revocations.load(Ordering::SeqCst) == heard {
+            self.tokens.insert(key, answer.clone());
+        }
+        answer.into_result()
+    }
+
+    /// Forget the token whose SHA-256 is `key`: it was revoked, so it is
+    /// refused from now on without asking.
+    pub(crate) fn revoked(&self, key: [u8; 32]) {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        self.tokens.insert(key, Answer::Refused);
     }
 }
 
-/// What the members service says about `token`: its member, or `None` when
-/// it is unknown or revoked. Failures that are no answer about the token
-/// (unavailable, timed out) are errors, and are not remembered.
+/// Drops every token revoked anywhere from `cache`, as its
+/// `member.token_revoked` events arrive on this replica's own broadcast
+/// subscription, until `stop`. Each delivery is acknowledged once applied
+/// (an undecodable one is dropped: it names no token to forget).
+pub(crate) async fn forget_revoked_tokens(
+    mut revocations: Subscription,
+    cache: std::sync::Arc<AuthCache>,
+    stop: CancellationToken,
+) {
+    loop {
+        let delivery = tokio::select! {
+            () = stop.cancelled() => return,
+            next = revocations.next() => match next {
+                Some(delivery) => delivery,
+                None => {
+                    tracing::warn!("token revocations subscription ended; revoked tokens now wait for the cache TTL");
+                    return;
+                }
+            },
+        };
+        match revoked_token_key(&delivery.event.payload) {
+            Some(key) => cache.revoked(key),
+            None => {
+                tracing::warn!(event_id = %delivery.event.id, "undecodable token revocation ignored")
+            }
+        }
+        if let Err(error) = delivery.ack().await {
+            tracing::debug!(%error, "acknowledging a token revocation");
+        }
+    }
+}
+
+/// The cache key (the token's SHA-256) a `member.token_revoked` event names.
+fn revoked_token_key(payload: &[u8]) -> Option<[u8; 32]> {
+    use prost::Message as _;
+    let envelope = EventEnvelope::decode(payload).ok()?;
+    let Some(Payload::TokenRevoked(revoked)) = envelope.payload else {
+        return None;
+    };
+    hex::decode(&revoked.token_hash).ok()?.try_into().ok()
+}
+
+/// What the members service said about `token`.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// Its member.
+    Member(Member),
+    /// Unknown or revoked.
+    Refused,
+    /// Expired.
+    Expired,
+}
+
+impl Answer {
+    fn into_result(self) -> Result<Member, ApiError> {
+        match self {
+            Answer::Member(member) => Ok(member),
+            Answer::Refused => Err(ApiError::InvalidToken),
+            Answer::Expired => Err(ApiError::ExpiredToken),
+        }
+    }
+}
+
+/// What the members service says about `token`: its member, or a refusal
+/// when it is unknown, revoked or expired. Failures that are no answer
+/// about the token (unavailable, timed out) are errors, and are not
+/// remembered.
 async fn ask_members(
     state: &AppState,
     token: &str,
     request_id: Option<&HeaderValue>,
-) -> Result<Option<Member>, ApiError> {
+) -> Result<Answer, ApiError> {
     let request = request_with_id(
         AuthenticateRequest {
             token: token.to_owned(),
@@ -156,27 +245,33 @@ async fn ask_members(
     );
     let mut client = MembersClient::new(state.upstreams.members.clone());
     let member = match state.call(client.authenticate(request)).await {
-        Ok(member) => Some(member),
-        Err(ApiError::Upstream(status)) if is_refusal(status.code()) => None,
+        Ok(member) => member,
+        Err(ApiError::Upstream(status)) if is_refusal(status.code()) => {
+            return Ok(if status.message() == EXPIRED_MESSAGE {
+                Answer::Expired
+            } else {
+                Answer::Refused
+            });
+        }
         Err(other) => return Err(other),
     };
-    if member
-        .as_ref()
-        .is_some_and(|m| m.workspace_id.is_empty() || m.user_id.is_empty())
-    {
+    if member.workspace_id.is_empty() || member.user_id.is_empty() {
         return Err(ApiError::Incomplete("the member's workspace or user id"));
     }
-    Ok(member)
+    Ok(Answer::Member(member))
 }
 
-/// Token → member for `ttl`, at most `capacity` tokens (least recently used
-/// out first). Keyed by the token's SHA-256 so no token sits in memory in
-/// the clear longer than its request. Unknown tokens are remembered too (a
-/// random token never becomes valid), so retrying with a bad token does not
-/// hammer the members service. A revoked or deactivated token keeps working
-/// for at most `ttl`; a zero `ttl` remembers nothing.
+/// The members service's message for an expired token.
+const EXPIRED_MESSAGE: &str = "token expired";
+
+/// Token → answer for `ttl`, at most `capacity` tokens (least recently used
+/// out first), a member no later than their token expires. Keyed by the
+/// token's SHA-256 so no token sits in memory in the clear longer than its
+/// request. Refused tokens are remembered too (a random token never becomes
+/// valid), so retrying with a bad token does not hammer the members
+/// service. A zero `ttl` remembers nothing.
 #[derive(Debug)]
-struct TokenCache(TtlCache<[u8; 32], Option<Member>>);
+struct TokenCache(TtlCache<[u8; 32], Answer>);
 
 impl TokenCache {
     fn new(ttl: Duration, capacity: usize) -> Self {
@@ -187,15 +282,33 @@ impl TokenCache {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    /// The remembered answer for `key` (`Some(None)`: a refused token), or
-    /// `None` when there is none younger than the TTL.
-    fn get(&self, key: &[u8; 32]) -> Option<Option<Member>> {
+    /// The remembered answer for `key`, or `None` when there is none
+    /// still valid.
+    fn get(&self, key: &[u8; 32]) -> Option<Answer> {
         self.0.get(key)
     }
 
-    fn insert(&self, key: [u8; 32], member: Option<Member>) {
-        self.0.insert(key, member);
+    fn insert(&self, key: [u8; 32], answer: Answer) {
+        let until = match &answer {
+            Answer::Member(member) => member.token_expires_at.as_ref().map(instant_of),
+            _ => None,
+        };
+        match until {
+            Some(until) => self.0.insert_until(key, answer, until),
+            None => self.0.insert(key, answer),
+        }
     }
+}
+
+/// The monotonic instant of a wall-clock time (now, if it is past).
+fn instant_of(at: &prost_types::Timestamp) -> Instant {
+    let at = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0))
+        + Duration::from_nanos(u64::try_from(at.nanos).unwrap_or(0));
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
 }
 
 /// Codes by which the members service says "this token is not valid".
@@ -223,13 +336,55 @@ mod tests {
         let cache = TokenCache::new(Duration::from_secs(60), 10);
         let (known, refused) = (TokenCache::key("tok_a"), TokenCache::key("tok_b"));
         assert_eq!(cache.get(&known), None);
-        cache.insert(known, Some(member("u1")));
-        cache.insert(refused, None);
+        cache.insert(known, Answer::Member(member("u1")));
+        cache.insert(refused, Answer::Refused);
         assert_eq!(
             cache.get(&TokenCache::key("tok_a")),
-            Some(Some(member("u1")))
+            Some(Answer::Member(member("u1")))
         );
-        assert_eq!(cache.get(&refused), Some(None));
+        assert_eq!(cache.get(&refused), Some(Answer::Refused));
         assert_ne!(known, refused);
+    }
+
+    #[test]
+    fn a_member_is_not_remembered_past_the_tokens_expiry() {
+        let cache = TokenCache::new(Duration::from_secs(3600), 10);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let expiring = |seconds_from_now: i64| Member {
+            token_expires_at: Some(prost_types::Timestamp {
+                seconds: i64::try_from(now.as_secs()).unwrap_or(0) + seconds_from_now,
+                nanos: 0,
+            }),
+            ..member("u1")
+        };
+        let (past, later) = (TokenCache::key("tok_past"), TokenCache::key("tok_later"));
+        cache.insert(past, Answer::Member(expiring(-1)));
+        cache.insert(later, Answer::Member(expiring(600)));
+        assert_eq!(cache.get(&past), None, "an expired token is not served");
+        assert!(cache.get(&later).is_some());
+    }
+
+    #[test]
+    fn a_revocation_refuses_the_cached_token_at_once() {
+        let cache = AuthCache::new(Duration::from_secs(3600));
+        let key = TokenCache::key("tok_a");
+        cache.tokens.insert(key, Answer::Member(member("u1")));
+        use prost::Message as _;
+        let envelope = EventEnvelope {
+            payload: Some(Payload::TokenRevoked(
+                telenet_proto::events::v1::TokenRevoked {
+                    token_hash: hex::encode(key),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        let named = revoked_token_key(&envelope.encode_to_vec());
+        assert_eq!(named, Some(key));
+        cache.revoked(key);
+        assert_eq!(cache.tokens.get(&key), Some(Answer::Refused));
+        assert_eq!(revoked_token_key(b"not an envelope"), None);
     }
 }

@@ -933,3 +933,74 @@ mod tests {
         assert_eq!(json["secret"], "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
     }
 }
+
+// ----------------------------------------------------------------- tokens
+
+/// An API token as listed: never its value, which is shown only when it
+/// is created.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// Token id.
+    pub id: String,
+    /// The member the token acts as.
+    pub user_id: String,
+    /// The label given when it was created.
+    pub label: String,
+    /// Its first characters, to recognise it by (never enough to use it).
+    pub prefix: String,
+    /// When it was created.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it was last used (minute precision); `null` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working; `null` if it works until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked; `null` while valid.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<conv::ApiToken> for TokenView {
+    fn from(t: conv::ApiToken) -> Self {
+        Self {
+            created_at: time(t.created_at.as_ref()),
+            last_used_at: time(t.last_used_at.as_ref()),
+            expires_at: time(t.expires_at.as_ref()),
+            revoked_at: time(t.revoked_at.as_ref()),
+            id: t.id,
+            user_id: t.user_id,
+            label: t.label,
+            prefix: t.prefix,
+        }
+    }
+}
+
+/// A page of tokens, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenPage {
+    /// The tokens.
+    pub items: Vec<TokenView>,
+    /// Token of the next page; `null` on the last.
+    pub next_page_token: Option<String>,
+}
+
+/// A new API token for the caller.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    /// A label to recognise it by (at most 100 characters).
+    #[serde(default)]
+    #[schema(max_length = 100, example = "CI")]
+    pub label: Option<String>,
+    /// When it stops working: in the future, at most 366 days ahead.
+    /// Absent: it works until revoked.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new token: its value, shown only here, and how it is listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The bearer token (shown only here; only its hash is kept).
+    pub token: String,
+    /// The token as `GET /v1/tokens` lists it.
+    pub api_token: TokenView,
+}

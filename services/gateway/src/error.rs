@@ -17,6 +17,9 @@ pub enum ApiError {
     /// A bearer token that is malformed, unknown or revoked.
     #[error("invalid bearer token")]
     InvalidToken,
+    /// A bearer token past its expiry.
+    #[error("bearer token expired")]
+    ExpiredToken,
     /// The member may not do this (access level).
     #[error("{0}")]
     Forbidden(String),
@@ -74,7 +77,7 @@ impl ApiError {
     /// itself, which keeps the status axum chose.
     pub fn problem(&self) -> Problem {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken => {
+            ApiError::MissingToken | ApiError::InvalidToken | ApiError::ExpiredToken => {
                 Problem::for_code(ErrorCode::Unauthenticated, self.to_string())
             }
             ApiError::Forbidden(detail) => {
@@ -123,6 +126,9 @@ impl IntoResponse for ApiError {
         let challenge = match self {
             ApiError::MissingToken => Some("Bearer"),
             ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            ApiError::ExpiredToken => {
+                Some("Bearer error=\"invalid_token\", error_description=\"the token expired\"")
+            }
             ApiError::Upstream(ref status)
                 if ErrorCode::from_status(status) == ErrorCode::Unauthenticated =>
             {

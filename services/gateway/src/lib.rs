@@ -35,8 +35,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
+use telenet_bus::SubscribeSpec;
 use telenet_kit::grpc::GrpcChannel;
 use telenet_presence::SharedPresence;
 use telenet_runtime::{Call, Phase, ServiceContext, Started};
@@ -100,7 +101,10 @@ pub struct Config {
     /// send text and small JSON; files go to the media service.
     pub max_body_bytes: usize,
     /// How long the member behind a token is remembered, in milliseconds
-    /// (0 disables the cache). Also how long a revoked token keeps working.
+    /// (0 disables the cache); never past the token's expiry. A revoked
+    /// token is forgotten at once by every replica (its
+    /// `member.token_revoked` event); this bounds how long it could keep
+    /// working should that event be lost (the bus down meanwhile).
     pub auth_cache_ttl_ms: u64,
     /// How long to wait for an upstream service before answering 504, in
     /// milliseconds.
@@ -228,27 +232,63 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     let presence = ctx.presence()?;
     let upstreams = Upstreams::from_context(&ctx)?;
     let presence_users = PresenceUsers::register(&ctx.metrics);
-    let app = router(upstreams, presence.clone(), ctx.config);
-    Ok(Started::new().http(NAME, listener, app).task(
-        format!("{NAME}.presence-counts"),
-        Phase::Work,
-        move |token| async move {
-            watch_presence_counts(presence, presence_users, PRESENCE_POLL, token).await;
-            Ok(())
-        },
-    ))
+    let auth = Arc::new(auth::AuthCache::new(Duration::from_millis(
+        ctx.config.auth_cache_ttl_ms,
+    )));
+    // Subscribed before the API serves, so no revocation from now on is missed.
+    let revocations = ctx
+        .bus
+        .subscribe(SubscribeSpec::broadcast(
+            TOKEN_REVOCATIONS,
+            &["member.token_revoked"],
+        ))
+        .await
+        .context("subscribing to token revocations")?;
+    let app = router_with_auth(upstreams, presence.clone(), ctx.config, Arc::clone(&auth));
+    Ok(Started::new()
+        .http(NAME, listener, app)
+        .task(
+            format!("{NAME}.token-revocations"),
+            Phase::Consume,
+            move |token| async move {
+                auth::forget_revoked_tokens(revocations, auth, token).await;
+                Ok(())
+            },
+        )
+        .task(
+            format!("{NAME}.presence-counts"),
+            Phase::Work,
+            move |token| async move {
+                watch_presence_counts(presence, presence_users, PRESENCE_POLL, token).await;
+                Ok(())
+            },
+        ))
 }
+
+/// The name of each replica's own broadcast queue of token revocations.
+const TOKEN_REVOCATIONS: &str = "gateway.token-revocations";
 
 /// The REST API with its middleware: request ids (`x-request-id`, generated
 /// when absent and echoed on the response), request tracing, the body size
 /// limit and problem+json for every error.
 pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Router {
+    let auth = Arc::new(auth::AuthCache::new(Duration::from_millis(
+        cfg.auth_cache_ttl_ms,
+    )));
+    router_with_auth(upstreams, presence, cfg, auth)
+}
+
+/// [`router`] over the given token cache (the one revocations are applied to).
+fn router_with_auth(
+    upstreams: Upstreams,
+    presence: SharedPresence,
+    cfg: Config,
+    auth: Arc<auth::AuthCache>,
+) -> Router {
     let state = AppState {
         upstreams,
         presence,
-        auth: Arc::new(auth::AuthCache::new(Duration::from_millis(
-            cfg.auth_cache_ttl_ms,
-        ))),
+        auth,
         upstream_timeout: Duration::from_millis(cfg.upstream_timeout_ms),
         upload_limits: cfg.max_upload_bytes,
     };
@@ -260,6 +300,11 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         .route("/v1/me/status", put(routes::me::set_status))
         .route("/v1/me/heartbeat", post(routes::me::heartbeat))
         .route("/v1/members", get(routes::me::list_members))
+        .route(
+            "/v1/tokens",
+            get(routes::tokens::list_tokens).post(routes::tokens::create_token),
+        )
+        .route("/v1/tokens/{id}", delete(routes::tokens::revoke_token))
         .route(
             "/v1/channels",
             get(routes::channels::list_channels).post(routes::channels::create_channel),

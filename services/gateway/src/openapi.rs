@@ -49,6 +49,9 @@ const PUBLIC_PATHS: [&str; 3] = [
         routes::me::set_status,
         routes::me::heartbeat,
         routes::me::list_members,
+        routes::tokens::list_tokens,
+        routes::tokens::create_token,
+        routes::tokens::revoke_token,
         routes::channels::create_channel,
         routes::channels::list_channels,
         routes::conversations::list_conversations,
@@ -77,6 +80,7 @@ const PUBLIC_PATHS: [&str; 3] = [
     tags(
         (name = "me", description = "The calling agent and their presence"),
         (name = "members", description = "The workspace's users"),
+        (name = "tokens", description = "API tokens: listed, created (shown once), revoked"),
         (name = "channels", description = "Connected messaging channels"),
         (name = "conversations", description = "The shared inbox"),
         (name = "contacts", description = "People who write in"),

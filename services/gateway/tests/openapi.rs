@@ -5,11 +5,14 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 22] = [
+const OPERATIONS: [(&str, &str); 25] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),
     ("/v1/members", "get"),
+    ("/v1/tokens", "get"),
+    ("/v1/tokens", "post"),
+    ("/v1/tokens/{id}", "delete"),
     ("/v1/channels", "post"),
     ("/v1/channels", "get"),
     ("/v1/conversations", "get"),
@@ -183,7 +186,7 @@ async fn ids_in_paths_are_declared_as_what_the_gateway_accepts() {
             }
         }
     }
-    assert_eq!(checked, 12);
+    assert_eq!(checked, 13);
 }
 
 /// Every link leads to an operation of the document, naming its parameters.

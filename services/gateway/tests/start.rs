@@ -54,7 +54,13 @@ async fn started_gateway_serves_on_the_listener_and_counts_presence() {
         .iter()
         .map(|t| (t.name.as_str(), t.phase))
         .collect();
-    assert_eq!(tasks, vec![("gateway.presence-counts", Phase::Work)]);
+    assert_eq!(
+        tasks,
+        vec![
+            ("gateway.token-revocations", Phase::Consume),
+            ("gateway.presence-counts", Phase::Work),
+        ]
+    );
 
     let token = CancellationToken::new();
     let server = GrpcServer::new(Default::default())

@@ -144,6 +144,93 @@ pub struct NewToken {
     pub user_id: String,
     /// What the token is for, as its owner says.
     pub label: String,
+    /// When it stops working (microseconds); `None`: until revoked.
+    pub expires_at: Option<i64>,
+}
+
+/// The longest a token may be issued for: a year and a day.
+pub const MAX_TOKEN_LIFETIME_MICROS: i64 = 366 * 24 * 3600 * 1_000_000;
+/// Characters of a token kept to recognise it by: the common `tlnt_` and
+/// seven of its 43 random ones (42 bits: enough to tell one's own tokens
+/// apart, far too few to guess the other 216).
+pub const TOKEN_PREFIX_CHARS: usize = TOKEN_PREFIX.len() + 7;
+/// Longest token label, in characters.
+pub const MAX_LABEL_CHARS: usize = 100;
+const MINUTE_MICROS: i64 = 60 * 1_000_000;
+
+/// An API token as listed: never its value, only its first characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: String,
+    pub workspace_id: String,
+    pub user_id: String,
+    pub label: String,
+    pub prefix: String,
+    pub created_at: i64,
+    /// Minute precision.
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+impl ApiToken {
+    /// Whether the token still authenticates at `now`.
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// The first characters of a token, to recognise it by.
+pub fn token_prefix(token: &str) -> String {
+    token.chars().take(TOKEN_PREFIX_CHARS).collect()
+}
+
+/// A label as stored: trimmed, at most [`MAX_LABEL_CHARS`] (may be empty).
+pub fn token_label(label: &str) -> Result<&str, Error> {
+    let trimmed = label.trim();
+    if trimmed.chars().count() > MAX_LABEL_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "label must be at most {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    Ok(trimmed)
+}
+
+/// A requested expiry, checked at `now`: in the future and at most
+/// [`MAX_TOKEN_LIFETIME_MICROS`] ahead. `None` stays `None` (until revoked).
+pub fn token_expiry(expires_at: Option<i64>, now: i64) -> Result<Option<i64>, Error> {
+    match expires_at {
+        None => Ok(None),
+        Some(at) if at <= now => Err(Error::InvalidArgument(
+            "expires_at must be in the future".into(),
+        )),
+        Some(at) if at - now > MAX_TOKEN_LIFETIME_MICROS => Err(Error::InvalidArgument(
+            "expires_at must be at most 366 days ahead".into(),
+        )),
+        Some(at) => Ok(Some(at)),
+    }
+}
+
+/// The minute `at` falls in, as `last_used_at` keeps it.
+pub fn minute_of(at: i64) -> i64 {
+    at - at.rem_euclid(MINUTE_MICROS)
+}
+
+/// Whether a use at `now` needs a write: only when the kept minute differs,
+/// so a burst of requests costs one write a minute at most.
+pub fn needs_last_used_write(kept: Option<i64>, now: i64) -> bool {
+    kept.is_none_or(|minute| minute < minute_of(now))
+}
+
+/// Whether `caller` may see or revoke a token of `holder`: their own,
+/// any as an owner, an agent's (or their own) as a manager.
+pub fn may_manage_tokens_of(caller: &Member, holder: &Member) -> bool {
+    caller.user_id == holder.user_id
+        || match caller.access_level {
+            AccessLevel::Owner => true,
+            AccessLevel::Manager => holder.access_level == AccessLevel::Agent,
+            _ => false,
+        }
 }
 
 #[cfg(test)]
@@ -198,6 +285,109 @@ mod tests {
         assert_eq!(hash.len(), 64);
         assert_eq!(hash, token_hash(&token));
         assert_ne!(hash, token_hash(&token_from([8; 32])));
+    }
+
+    #[test]
+    fn expiries_are_in_the_future_and_at_most_a_year_and_a_day_ahead() {
+        let now = 1_000_000_000_000;
+        assert_eq!(token_expiry(None, now).expect("none"), None);
+        assert_eq!(
+            token_expiry(Some(now + 1), now).expect("soon"),
+            Some(now + 1)
+        );
+        let longest = now + MAX_TOKEN_LIFETIME_MICROS;
+        assert_eq!(
+            token_expiry(Some(longest), now).expect("max"),
+            Some(longest)
+        );
+        for bad in [now, now - 1, longest + 1] {
+            assert!(
+                matches!(token_expiry(Some(bad), now), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            token_expiry(Some(now), now).expect_err("past").to_string(),
+            "expires_at must be in the future"
+        );
+    }
+
+    #[test]
+    fn a_token_is_valid_until_revoked_or_expired() {
+        let token = ApiToken {
+            id: "t".into(),
+            workspace_id: "w".into(),
+            user_id: "u".into(),
+            label: String::new(),
+            prefix: "tlnt_abcdefg".into(),
+            created_at: 0,
+            last_used_at: None,
+            revoked_at: None,
+            expires_at: Some(100),
+        };
+        assert!(token.is_valid_at(99));
+        assert!(!token.is_valid_at(100));
+        let forever = ApiToken {
+            expires_at: None,
+            ..token.clone()
+        };
+        assert!(forever.is_valid_at(i64::MAX));
+        let revoked = ApiToken {
+            revoked_at: Some(5),
+            ..forever
+        };
+        assert!(!revoked.is_valid_at(1));
+    }
+
+    #[test]
+    fn last_used_is_written_once_a_minute() {
+        let minute = 60_000_000;
+        let t = 100 * minute + 5;
+        assert_eq!(minute_of(t), 100 * minute);
+        assert!(needs_last_used_write(None, t));
+        assert!(!needs_last_used_write(Some(100 * minute), t));
+        assert!(!needs_last_used_write(Some(100 * minute), 101 * minute - 1));
+        assert!(needs_last_used_write(Some(100 * minute), 101 * minute));
+        assert!(
+            !needs_last_used_write(Some(101 * minute), t),
+            "a clock behind the kept minute writes nothing"
+        );
+    }
+
+    #[test]
+    fn prefixes_show_a_few_characters_only() {
+        let token = token_from([7; 32]);
+        let prefix = token_prefix(&token);
+        assert_eq!(prefix.len(), TOKEN_PREFIX_CHARS);
+        assert!(token.starts_with(&prefix));
+        assert!(token_label(&"x".repeat(MAX_LABEL_CHARS + 1)).is_err());
+        assert_eq!(token_label(" ci ").expect("label"), "ci");
+    }
+
+    #[test]
+    fn who_may_manage_whose_tokens() {
+        let at = |user: &str, level| Member {
+            user_id: user.into(),
+            workspace_id: "w".into(),
+            name: user.into(),
+            email: format!("{user}@x.test"),
+            access_level: level,
+            created_at: 0,
+        };
+        let owner = at("o", AccessLevel::Owner);
+        let manager = at("m", AccessLevel::Manager);
+        let other_manager = at("m2", AccessLevel::Manager);
+        let agent = at("a", AccessLevel::Agent);
+        let other_agent = at("a2", AccessLevel::Agent);
+        assert!(may_manage_tokens_of(&agent, &agent));
+        assert!(!may_manage_tokens_of(&agent, &other_agent));
+        assert!(!may_manage_tokens_of(&agent, &owner));
+        assert!(may_manage_tokens_of(&manager, &agent));
+        assert!(may_manage_tokens_of(&manager, &manager));
+        assert!(!may_manage_tokens_of(&manager, &other_manager));
+        assert!(!may_manage_tokens_of(&manager, &owner));
+        assert!(may_manage_tokens_of(&owner, &other_manager));
+        assert!(may_manage_tokens_of(&owner, &owner));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use conversation::{
     Assign, AssignReason, Assignee, AssigneeFilter, Assignment, Close, Closed, Closing,
     ClosingNote, Conversation, ConversationFilter, ConversationQuery, Unassign, Unassignment,
 };
-pub use member::{Member, NewMember, NewToken, NewWorkspace, Workspace};
+pub use member::{ApiToken, Member, NewMember, NewToken, NewWorkspace, Workspace};
 pub use message::{DeliveryUpdate, InboundMessage, Message, MessagesQuery, Reply, StatusTarget};
 
 /// Which page of a list, as the caller asked for it.

@@ -6,9 +6,11 @@ use telenet_proto::conversations::v1::AccessLevel;
 use telenet_proto::conversations::v1::members_server::Members as MembersRpc;
 use tonic::{Request, Response, Status};
 
-use super::status;
-use crate::domain::{NewMember, NewToken, NewWorkspace};
-use crate::members::{CreatedWorkspace, Members};
+use telenet_store::{micros_of, timestamp};
+
+use super::{page_info, page_request, status};
+use crate::domain::{ApiToken, NewMember, NewToken, NewWorkspace};
+use crate::members::{CreatedWorkspace, Members, TokenQuery};
 
 #[derive(Clone)]
 pub struct MembersApi {
@@ -55,12 +57,15 @@ impl MembersRpc for MembersApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        let member = self
+        let (member, expires_at) = self
             .members
             .authenticate(&request.get_ref().token)
             .await
             .map_err(status)?;
-        Ok(Response::new((&member).into()))
+        Ok(Response::new(pb::Member {
+            token_expires_at: expires_at.map(timestamp),
+            ..(&member).into()
+        }))
     }
 
     async fn create_member(
@@ -115,8 +120,58 @@ impl MembersRpc for MembersApi {
             workspace_id: r.workspace_id,
             user_id: r.user_id,
             label: r.label,
+            expires_at: r.expires_at.as_ref().map(micros_of),
         };
-        let token = self.members.create_token(&new).await.map_err(status)?;
-        Ok(Response::new(pb::CreateTokenResponse { token }))
+        let (token, issued) = self.members.create_token(&new).await.map_err(status)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token,
+            api_token: Some(api_token(&issued)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let r = request.into_inner();
+        let query = TokenQuery {
+            workspace_id: r.workspace_id,
+            caller_user_id: r.caller_user_id,
+            user_id: r.user_id,
+            include_revoked: r.include_revoked,
+            page: page_request(r.page),
+        };
+        let page = self.members.list_tokens(&query).await.map_err(status)?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: page.items.iter().map(api_token).collect(),
+            page: page_info(page.next),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::ApiToken>, Status> {
+        let r = request.get_ref();
+        let token = self
+            .members
+            .revoke_token(&r.workspace_id, &r.token_id, &r.caller_user_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(api_token(&token)))
+    }
+}
+
+fn api_token(t: &ApiToken) -> pb::ApiToken {
+    pb::ApiToken {
+        id: t.id.clone(),
+        workspace_id: t.workspace_id.clone(),
+        user_id: t.user_id.clone(),
+        label: t.label.clone(),
+        prefix: t.prefix.clone(),
+        created_at: Some(timestamp(t.created_at)),
+        last_used_at: t.last_used_at.map(timestamp),
+        revoked_at: t.revoked_at.map(timestamp),
+        expires_at: t.expires_at.map(timestamp),
     }
 }

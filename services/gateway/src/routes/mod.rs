@@ -8,6 +8,7 @@ pub(crate) mod files;
 pub(crate) mod me;
 pub(crate) mod meta;
 pub(crate) mod reports;
+pub(crate) mod tokens;
 
 use serde::Deserialize;
 use telenet_proto::common::v1::{PageInfo, PageRequest};

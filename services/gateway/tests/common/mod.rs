@@ -60,6 +60,7 @@ impl FakeMembers {
                 seconds: 1_700_000_000,
                 nanos: 0,
             }),
+            token_expires_at: None,
         };
         let mut tokens = HashMap::new();
         tokens.insert(
