@@ -50,6 +50,7 @@ mod auth;
 pub mod dto;
 mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod openapi;
 pub mod problem;
@@ -59,6 +60,7 @@ use metrics::PresenceUsers;
 
 pub use auth::Caller;
 pub use error::ApiError;
+pub use limits::RateLimits;
 pub use openapi::document as openapi_document;
 pub use problem::Problem;
 pub use routes::files::UploadLimits;
@@ -101,6 +103,9 @@ pub struct Config {
     /// Largest file `POST /v1/files` accepts, per kind, in bytes (this, not
     /// `max_body_bytes`, limits that endpoint).
     pub max_upload_bytes: UploadLimits,
+    /// Requests per token and per workspace on every authenticated route
+    /// (429 past them).
+    pub rate_limits: RateLimits,
 }
 
 impl Default for Config {
@@ -111,6 +116,7 @@ impl Default for Config {
             auth_cache_ttl_ms: 5_000,
             upstream_timeout_ms: 10_000,
             max_upload_bytes: UploadLimits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -179,6 +185,8 @@ pub(crate) struct AppState {
     pub(crate) upstreams: Upstreams,
     pub(crate) presence: SharedPresence,
     pub(crate) auth: Arc<auth::AuthCache>,
+    /// The rate limits, when on.
+    pub(crate) limits: Option<limits::GatewayLimits>,
     upstream_timeout: Duration,
     upload_limits: UploadLimits,
 }
@@ -220,7 +228,8 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     let presence = ctx.presence()?;
     let upstreams = Upstreams::from_context(&ctx)?;
     let presence_users = PresenceUsers::register(&ctx.metrics);
-    let app = router(upstreams, presence.clone(), ctx.config);
+    let limiter = ctx.rate_limiter();
+    let app = router_with_limiter(upstreams, presence.clone(), ctx.config, limiter)?;
     Ok(Started::new().http(NAME, listener, app).task(
         format!("{NAME}.presence-counts"),
         Phase::Work,
@@ -233,14 +242,41 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
 
 /// The REST API with its middleware: request ids (`x-request-id`, generated
 /// when absent and echoed on the response), request tracing, the body size
-/// limit and problem+json for every error.
+/// limit and problem+json for every error. Rate limits, when on, are
+/// counted in memory of this router's own (not shared, not in the process's
+/// metrics); [`router_with_limiter`] counts them elsewhere.
+///
+/// # Panics
+///
+/// When `cfg.rate_limits` is on with a rate or burst of 0 (checked by
+/// [`router_with_limiter`], which [`start`] uses).
 pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Router {
+    let limiter = telenet_ratelimit::RateLimiter::new(
+        Arc::new(telenet_ratelimit::MemoryStore::default()),
+        &telenet_kit::metrics::Metrics::new(),
+    );
+    match router_with_limiter(upstreams, presence, cfg, limiter) {
+        Ok(router) => router,
+        Err(error) => panic!("{error:#}"),
+    }
+}
+
+/// [`router`] with its rate limits counted by `limiter`; an error naming
+/// the key when the rate limits are invalid.
+pub fn router_with_limiter(
+    upstreams: Upstreams,
+    presence: SharedPresence,
+    cfg: Config,
+    limiter: telenet_ratelimit::RateLimiter,
+) -> anyhow::Result<Router> {
+    let limits = limits::GatewayLimits::new(&cfg.rate_limits, limiter)?;
     let state = AppState {
         upstreams,
         presence,
         auth: Arc::new(auth::AuthCache::new(Duration::from_millis(
             cfg.auth_cache_ttl_ms,
         ))),
+        limits,
         upstream_timeout: Duration::from_millis(cfg.upstream_timeout_ms),
         upload_limits: cfg.max_upload_bytes,
     };
@@ -305,7 +341,7 @@ pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Ro
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state);
-    with_middleware(app)
+    Ok(with_middleware(app))
 }
 
 /// The middleware around every route: request ids, tracing, problem+json
