@@ -261,8 +261,12 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("write: {e}"));
         let mut buffer = [0_u8; 16];
-        let read = tokio::time::timeout(Duration::from_millis(800), stalled.read(&mut buffer)).await;
-        assert!(read.is_err(), "closed without a timeout configured: {read:?}");
+        let read =
+            tokio::time::timeout(Duration::from_millis(800), stalled.read(&mut buffer)).await;
+        assert!(
+            read.is_err(),
+            "closed without a timeout configured: {read:?}"
+        );
         // And it can still finish its request.
         stalled
             .write_all(b"w HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")

@@ -1151,12 +1151,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            listener,
-            metrics,
-            Default::default(),
-            token.clone(),
-        ));
+        let server = tokio::spawn(serve(listener, metrics, Default::default(), token.clone()));
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -400,7 +400,10 @@ mod tests {
         }
         assert_eq!(gcra(now, tat, &q), Step::Refused { wait: 1_000_000 });
         // Half a second later, half the wait.
-        assert_eq!(gcra(now + 500_000, tat, &q), Step::Refused { wait: 500_000 });
+        assert_eq!(
+            gcra(now + 500_000, tat, &q),
+            Step::Refused { wait: 500_000 }
+        );
         // A full interval later, one more.
         assert!(matches!(
             gcra(now + 1_000_000, tat, &q),

@@ -101,7 +101,10 @@ async fn an_unreachable_redis_lets_requests_through_and_is_counted() {
     // A port nothing listens on.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+        listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port()
     };
     let store = connect(&format!("redis://127.0.0.1:{port}"), "p:")
         .unwrap_or_else(|e| panic!("opening does not connect: {e}"));

@@ -160,8 +160,7 @@ impl Runner {
             let name = side.name;
             let config = http_config.clone();
             serving.spawn(async move {
-                let result =
-                    telenet_kit::http::serve(side.listener, router, config, accept).await;
+                let result = telenet_kit::http::serve(side.listener, router, config, accept).await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, what = name, "http server failed");
                 }

@@ -6,9 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{
-    AGENT_TOKEN, FakeMembers, OTHER_TOKEN, OWNER_TOKEN, dead_channel, spawn_members,
-};
+use common::{AGENT_TOKEN, FakeMembers, OTHER_TOKEN, OWNER_TOKEN, dead_channel, spawn_members};
 use telenet_gateway::{Config, RateLimits, Upstreams};
 use telenet_kit::metrics::Metrics;
 use telenet_presence::{MemoryPresence, SharedPresence, Thresholds};
@@ -150,7 +148,10 @@ async fn tokens_and_workspaces_are_limited(store: SharedStore) {
     }
     let over = served.me(Some(OWNER_TOKEN)).await;
     assert_eq!(over.status, 429, "{:?}", over.body);
-    assert_eq!(over.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        over.header("content-type"),
+        Some("application/problem+json")
+    );
     assert_eq!(over.header("retry-after"), Some("1"));
     assert_eq!(over.header("ratelimit-limit"), Some("3"));
     assert_eq!(over.header("ratelimit-remaining"), Some("0"));

@@ -106,12 +106,14 @@ impl RateLimits {
         if !self.enabled {
             return Ok(None);
         }
-        let quota =
-            telenet_ratelimit::Quota::per_second(self.per_channel_per_second, self.per_channel_burst)
-                .map_err(|e| Error::Config {
-                    key: "rate_limits",
-                    reason: e.to_string(),
-                })?;
+        let quota = telenet_ratelimit::Quota::per_second(
+            self.per_channel_per_second,
+            self.per_channel_burst,
+        )
+        .map_err(|e| Error::Config {
+            key: "rate_limits",
+            reason: e.to_string(),
+        })?;
         Ok(Some(telenet_ratelimit::Limit {
             scope: "channel",
             quota,

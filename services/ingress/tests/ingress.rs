@@ -647,9 +647,7 @@ async fn internal_outbound_urls_are_refused_unless_allowed(backend: Backend) {
     h.service.stop().await;
 }
 
-async fn a_channel_over_its_rate_limit_gets_429_before_its_signature_is_checked(
-    backend: Backend,
-) {
+async fn a_channel_over_its_rate_limit_gets_429_before_its_signature_is_checked(backend: Backend) {
     // In memory on SQLite; in Redis on PostgreSQL, as a production install.
     let store = match backend {
         Backend::Sqlite => telenet_ratelimit::connect("memory://", ""),
@@ -676,14 +674,24 @@ async fn a_channel_over_its_rate_limit_gets_429_before_its_signature_is_checked(
 
     for (id, external) in [("wh-1", "m-1"), ("wh-2", "m-2")] {
         let ok = h
-            .send(&busy.webhook_url, &secret, id, &inbound_text(external, "hola"))
+            .send(
+                &busy.webhook_url,
+                &secret,
+                id,
+                &inbound_text(external, "hola"),
+            )
             .await;
         assert_eq!(ok.status, 200, "{id}: {:?}", ok.body);
         h.next_event().await;
     }
     // Over the burst: 429 with the wait in whole seconds; nothing published.
     let over = h
-        .send(&busy.webhook_url, &secret, "wh-3", &inbound_text("m-3", "hola"))
+        .send(
+            &busy.webhook_url,
+            &secret,
+            "wh-3",
+            &inbound_text("m-3", "hola"),
+        )
         .await;
     assert_eq!(over.status, 429, "{:?}", over.body);
     assert_eq!(over.retry_after.as_deref(), Some("1"));
@@ -724,7 +732,12 @@ async fn a_channel_over_its_rate_limit_gets_429_before_its_signature_is_checked(
     // webhook, sent again as providers do, is accepted.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let retried = h
-        .send(&busy.webhook_url, &secret, "wh-3", &inbound_text("m-3", "hola"))
+        .send(
+            &busy.webhook_url,
+            &secret,
+            "wh-3",
+            &inbound_text("m-3", "hola"),
+        )
         .await;
     assert_eq!(
         (retried.status, retried.body["status"].as_str()),
