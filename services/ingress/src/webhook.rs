@@ -85,12 +85,11 @@ async fn receive(
             return reject(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable");
         }
     };
-    if let Some((limit, limiter)) = &limit {
-        if let Verdict::Limited { retry_after, .. } =
+    if let Some((limit, limiter)) = &limit
+        && let Verdict::Limited { retry_after, .. } =
             limiter.check(&[(*limit, channel.id.as_str())]).await
-        {
-            return too_many(retry_after);
-        }
+    {
+        return too_many(retry_after);
     }
     let body = match body {
         Ok(b) => b,
