@@ -31,6 +31,11 @@ pub fn embedded(dir: &std::path::Path) -> Config {
     c.ingress.listen = "127.0.0.1:0".into();
     c.gateway.listen = ([127, 0, 0, 1], 0).into();
     c.metrics_listen = "127.0.0.1:0".into();
+    // The tests poll the REST API (every 25 ms, `eventually`) far faster
+    // than any agent; the gateway's limits have tests of their own
+    // (services/gateway/tests/rate_limits.rs). Webhooks stay limited as
+    // configured by default.
+    c.gateway.rate_limits.enabled = false;
     c
 }
 

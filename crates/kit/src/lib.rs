@@ -14,6 +14,8 @@
 //! - [`reload`]: files read again on a timer, failures reported once;
 //! - [`grpc_auth`]: who may call what: services by their certificates,
 //!   platform clients by their credentials and workspaces;
+//! - [`http`]: serving an HTTP listener, with read timeouts against slow
+//!   clients;
 //! - [`cache`]: a bounded cache of answers with a TTL;
 //! - [`client`]: the client stack every gRPC call goes through (metrics,
 //!   trace propagation, retry of idempotent calls, timeout);
@@ -31,6 +33,7 @@ pub mod error;
 pub mod fs;
 pub mod grpc;
 pub mod grpc_auth;
+pub mod http;
 pub mod metrics;
 pub mod mime;
 pub mod reload;

@@ -599,18 +599,18 @@ fn scrape(metrics: &Metrics) -> axum::response::Response {
     }
 }
 
-/// Serves [`router`] on `listener` until `token` is cancelled.
+/// Serves [`router`] on `listener` until `token` is cancelled, with the
+/// read timeouts of every HTTP listener ([`crate::http::serve`]).
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
+    config: crate::http::HttpServerConfig,
     token: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics listening on /metrics");
     }
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
+    crate::http::serve(listener, router(metrics), config, token).await
 }
 
 // ---------------------------------------------------------------------------
@@ -1151,7 +1151,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, metrics, token.clone()));
+        let server = tokio::spawn(serve(listener, metrics, Default::default(), token.clone()));
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -28,6 +28,7 @@ use telenet_kit::grpc::{ClientConfig, GrpcChannel, GrpcServer};
 use telenet_kit::metrics::Metrics;
 use telenet_kit::tls::Tls;
 use telenet_presence::SharedPresence;
+use telenet_ratelimit::{RateLimiter, SharedStore};
 use telenet_store::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,9 @@ pub struct ServiceContext<C> {
     pub listener: Option<TcpListener>,
     /// Agent presence, when the process has a presence store.
     pub presence: Option<SharedPresence>,
+    /// Where rate limits are counted: the process's store (Redis, shared
+    /// by the replicas), or one in memory of its own by default.
+    pub rate_limits: SharedStore,
     endpoints: Endpoints,
     http_addrs: HttpAddrs,
     client_config: ClientConfig,
@@ -88,6 +92,7 @@ impl<C> ServiceContext<C> {
             data_dir: PathBuf::from(".telenet"),
             listener: None,
             presence: None,
+            rate_limits: Arc::new(telenet_ratelimit::MemoryStore::default()),
             endpoints: Arc::new(|_| None),
             http_addrs: Arc::new(|_| None),
             client_config: ClientConfig::default(),
@@ -131,6 +136,18 @@ impl<C> ServiceContext<C> {
     pub fn with_presence(mut self, presence: SharedPresence) -> Self {
         self.presence = Some(presence);
         self
+    }
+
+    /// With the process's rate-limit store.
+    pub fn with_rate_limits(mut self, store: SharedStore) -> Self {
+        self.rate_limits = store;
+        self
+    }
+
+    /// A limiter over the rate-limit store, counting into the process's
+    /// metrics.
+    pub fn rate_limiter(&self) -> RateLimiter {
+        RateLimiter::new(self.rate_limits.clone(), &self.metrics)
     }
 
     /// With the addresses of the HTTP listeners the process bound.
@@ -235,6 +252,7 @@ impl<C> ServiceContext<C> {
             data_dir: self.data_dir,
             listener: self.listener,
             presence: self.presence,
+            rate_limits: self.rate_limits,
             endpoints: self.endpoints,
             http_addrs: self.http_addrs,
             client_config: self.client_config,

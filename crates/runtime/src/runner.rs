@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use telenet_bus::SharedBus;
 use telenet_kit::grpc::{GrpcServer, Readiness};
+use telenet_kit::http::HttpServerConfig;
 use telenet_kit::metrics::Metrics;
 use telenet_store::Db;
 use tokio::net::TcpListener;
@@ -24,6 +25,8 @@ pub struct Runner {
     bus: SharedBus,
     dbs: Vec<Db>,
     http: Vec<crate::HttpSide>,
+    /// The read timeouts of every HTTP side.
+    http_config: HttpServerConfig,
     tasks: BTreeMap<Phase, Vec<crate::Task>>,
     /// Cancelled when the process should stop; watched by readiness.
     root: CancellationToken,
@@ -48,9 +51,16 @@ impl Runner {
             bus,
             dbs: Vec::new(),
             http: Vec::new(),
+            http_config: HttpServerConfig::default(),
             tasks: BTreeMap::new(),
             root,
         }
+    }
+
+    /// With other read timeouts for the HTTP sides (`http.*`).
+    pub fn with_http_config(mut self, config: HttpServerConfig) -> Self {
+        self.http_config = config;
+        self
     }
 
     /// Add a started service: `name` is its readiness name's suffix, `db`
@@ -127,6 +137,7 @@ impl Runner {
             bus: _,
             dbs,
             http,
+            http_config,
             tasks,
             root,
         } = self;
@@ -147,10 +158,9 @@ impl Runner {
             let accept = accept.clone();
             let router = side.router.layer(metrics.http_layer(side.name));
             let name = side.name;
+            let config = http_config.clone();
             serving.spawn(async move {
-                let result = axum::serve(side.listener, router)
-                    .with_graceful_shutdown(async move { accept.cancelled().await })
-                    .await;
+                let result = telenet_kit::http::serve(side.listener, router, config, accept).await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, what = name, "http server failed");
                 }

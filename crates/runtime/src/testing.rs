@@ -44,6 +44,7 @@ pub struct TestSetup<C> {
     calls: &'static [Call],
     database_url: Option<String>,
     data_dir: Option<std::path::PathBuf>,
+    rate_limits: Option<telenet_ratelimit::SharedStore>,
 }
 
 impl<C> TestSetup<C> {
@@ -59,6 +60,7 @@ impl<C> TestSetup<C> {
             calls: &[],
             database_url: None,
             data_dir: None,
+            rate_limits: None,
         }
     }
 
@@ -101,6 +103,14 @@ impl<C> TestSetup<C> {
     /// (kept across restarts; the caller removes it).
     pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+}
+
+impl<C> TestSetup<C> {
+    /// Counting rate limits in `store` instead of a new in-memory one.
+    pub fn rate_limits(mut self, store: telenet_ratelimit::SharedStore) -> Self {
+        self.rate_limits = Some(store);
         self
     }
 }
@@ -158,6 +168,9 @@ impl TestService {
             );
         if let Some(db) = &db {
             ctx = ctx.with_db(db.clone());
+        }
+        if let Some(store) = setup.rate_limits {
+            ctx = ctx.with_rate_limits(store);
         }
         let mut http_addr = None;
         if setup.listener {

@@ -92,6 +92,12 @@ impl FromRequestParts<AppState> for Caller {
             .auth
             .authenticate(state, token, request_id.as_ref())
             .await?;
+        if let Some(limits) = &state.limits {
+            // Counted by the token's hash: no token is kept in the store.
+            limits
+                .check(&TokenCache::hex_key(token), &member.workspace_id)
+                .await?;
+        }
         Ok(Caller { member, request_id })
     }
 }
@@ -280,6 +286,17 @@ impl TokenCache {
 
     fn key(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// [`key`](Self::key) in hex.
+    fn hex_key(token: &str) -> String {
+        use std::fmt::Write as _;
+        Self::key(token)
+            .iter()
+            .fold(String::with_capacity(64), |mut hex, byte| {
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            })
     }
 
     /// The remembered answer for `key`, or `None` when there is none

@@ -51,6 +51,16 @@ pub enum ApiError {
     /// The presence store failed.
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    /// The token or its workspace made too many requests.
+    #[error("too many requests for this {scope}; retry in {retry_after} s")]
+    RateLimited {
+        /// `token` or `workspace`.
+        scope: &'static str,
+        /// The limit's burst.
+        burst: u32,
+        /// Whole seconds until a request would be allowed (rounded up).
+        retry_after: u64,
+    },
 }
 
 impl From<tonic::Status> for ApiError {
@@ -97,6 +107,9 @@ impl ApiError {
                 Problem::for_code(ErrorCode::Internal, INTERNAL_MESSAGE)
             }
             ApiError::Presence(error) => presence_problem(error),
+            ApiError::RateLimited { .. } => {
+                Problem::for_code(ErrorCode::ResourceExhausted, self.to_string())
+            }
         }
     }
 }
@@ -141,6 +154,16 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let ApiError::RateLimited {
+            burst, retry_after, ..
+        } = self
+        {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            headers.insert("ratelimit-limit", HeaderValue::from(burst));
+            headers.insert("ratelimit-remaining", HeaderValue::from(0_u32));
+            headers.insert("ratelimit-reset", HeaderValue::from(retry_after));
         }
         response
     }

@@ -51,6 +51,7 @@ mod auth;
 pub mod dto;
 mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod openapi;
 pub mod problem;
@@ -60,6 +61,7 @@ use metrics::PresenceUsers;
 
 pub use auth::Caller;
 pub use error::ApiError;
+pub use limits::RateLimits;
 pub use openapi::document as openapi_document;
 pub use problem::Problem;
 pub use routes::files::UploadLimits;
@@ -112,6 +114,9 @@ pub struct Config {
     /// Largest file `POST /v1/files` accepts, per kind, in bytes (this, not
     /// `max_body_bytes`, limits that endpoint).
     pub max_upload_bytes: UploadLimits,
+    /// Requests per token and per workspace on every authenticated route
+    /// (429 past them).
+    pub rate_limits: RateLimits,
 }
 
 impl Default for Config {
@@ -122,6 +127,7 @@ impl Default for Config {
             auth_cache_ttl_ms: 5_000,
             upstream_timeout_ms: 10_000,
             max_upload_bytes: UploadLimits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -191,6 +197,8 @@ pub(crate) struct AppState {
     pub(crate) upstreams: Upstreams,
     pub(crate) presence: SharedPresence,
     pub(crate) auth: Arc<auth::AuthCache>,
+    /// The rate limits, when on.
+    pub(crate) limits: Option<limits::GatewayLimits>,
     upstream_timeout: Duration,
     upload_limits: UploadLimits,
 }
@@ -244,7 +252,14 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
         ))
         .await
         .context("subscribing to token revocations")?;
-    let app = router_with_auth(upstreams, presence.clone(), ctx.config, Arc::clone(&auth));
+    let limiter = ctx.rate_limiter();
+    let app = router_with_auth(
+        upstreams,
+        presence.clone(),
+        ctx.config,
+        limiter,
+        Arc::clone(&auth),
+    )?;
     Ok(Started::new()
         .http(NAME, listener, app)
         .task(
@@ -270,25 +285,54 @@ const TOKEN_REVOCATIONS: &str = "gateway.token-revocations";
 
 /// The REST API with its middleware: request ids (`x-request-id`, generated
 /// when absent and echoed on the response), request tracing, the body size
-/// limit and problem+json for every error.
+/// limit and problem+json for every error. Rate limits, when on, are
+/// counted in memory of this router's own (not shared, not in the process's
+/// metrics); [`router_with_limiter`] counts them elsewhere.
+///
+/// # Panics
+///
+/// When `cfg.rate_limits` is on with a rate or burst of 0 (checked by
+/// [`router_with_limiter`], which [`start`] uses).
 pub fn router(upstreams: Upstreams, presence: SharedPresence, cfg: Config) -> Router {
+    let limiter = telenet_ratelimit::RateLimiter::new(
+        Arc::new(telenet_ratelimit::MemoryStore::default()),
+        &telenet_kit::metrics::Metrics::new(),
+    );
+    match router_with_limiter(upstreams, presence, cfg, limiter) {
+        Ok(router) => router,
+        Err(error) => panic!("{error:#}"),
+    }
+}
+
+/// [`router`] with its rate limits counted by `limiter`; an error naming
+/// the key when the rate limits are invalid.
+pub fn router_with_limiter(
+    upstreams: Upstreams,
+    presence: SharedPresence,
+    cfg: Config,
+    limiter: telenet_ratelimit::RateLimiter,
+) -> anyhow::Result<Router> {
     let auth = Arc::new(auth::AuthCache::new(Duration::from_millis(
         cfg.auth_cache_ttl_ms,
     )));
-    router_with_auth(upstreams, presence, cfg, auth)
+    router_with_auth(upstreams, presence, cfg, limiter, auth)
 }
 
-/// [`router`] over the given token cache (the one revocations are applied to).
+/// [`router_with_limiter`] over the given token cache (the one revocations
+/// are applied to).
 fn router_with_auth(
     upstreams: Upstreams,
     presence: SharedPresence,
     cfg: Config,
+    limiter: telenet_ratelimit::RateLimiter,
     auth: Arc<auth::AuthCache>,
-) -> Router {
+) -> anyhow::Result<Router> {
+    let limits = limits::GatewayLimits::new(&cfg.rate_limits, limiter)?;
     let state = AppState {
         upstreams,
         presence,
         auth,
+        limits,
         upstream_timeout: Duration::from_millis(cfg.upstream_timeout_ms),
         upload_limits: cfg.max_upload_bytes,
     };
@@ -370,7 +414,7 @@ fn router_with_auth(
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state);
-    with_middleware(app)
+    Ok(with_middleware(app))
 }
 
 /// The middleware around every route: request ids, tracing, problem+json

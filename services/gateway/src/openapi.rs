@@ -93,8 +93,13 @@ const PUBLIC_PATHS: [&str; 3] = [
 struct ApiDoc;
 
 /// Errors any authenticated operation may give.
-const AUTHENTICATED_ERRORS: [(&str, &str); 1] =
-    [("401", "missing, unknown or revoked bearer token")];
+const AUTHENTICATED_ERRORS: [(&str, &str); 2] = [
+    ("401", "missing, unknown or revoked bearer token"),
+    (
+        "429",
+        "too many requests for the token or its workspace; `Retry-After` says in how many seconds to retry",
+    ),
+];
 
 /// Errors any operation with path or query parameters may give: a value
 /// the handler or axum's extractor refuses (the problem's `field` names it

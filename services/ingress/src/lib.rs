@@ -79,6 +79,53 @@ pub struct Config {
     pub private_receivers: Vec<String>,
     /// How channel secrets are sealed at rest.
     pub encryption: secrets::EncryptionConfig,
+    /// Webhooks per channel (429 past them, before the signature is
+    /// checked).
+    pub rate_limits: RateLimits,
+}
+
+/// `ingress.rate_limits.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Whether webhooks are limited at all.
+    pub enabled: bool,
+    /// Webhooks a second one channel may receive on average.
+    pub per_channel_per_second: u32,
+    /// Webhooks one channel may receive at once (after being quiet).
+    pub per_channel_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_channel_per_second: 100,
+            per_channel_burst: 500,
+        }
+    }
+}
+
+impl RateLimits {
+    /// The per-channel limit, or `None` when limits are off; an error
+    /// naming the keys when they limit nothing sensible.
+    pub fn limit(&self) -> Result<Option<telenet_ratelimit::Limit>, Error> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let quota = telenet_ratelimit::Quota::per_second(
+            self.per_channel_per_second,
+            self.per_channel_burst,
+        )
+        .map_err(|e| Error::Config {
+            key: "rate_limits",
+            reason: e.to_string(),
+        })?;
+        Ok(Some(telenet_ratelimit::Limit {
+            scope: "channel",
+            quota,
+        }))
+    }
 }
 
 impl Default for Config {
@@ -90,6 +137,7 @@ impl Default for Config {
             dedup_retention_hours: 24 * 8,
             private_receivers: Vec::new(),
             encryption: Default::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }

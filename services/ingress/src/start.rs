@@ -20,6 +20,7 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
         format!("the {NAME} service needs a listener bound by the process for its webhooks")
     })?;
     let db = ctx.db()?;
+    let limiter = ctx.rate_limiter();
     let config = ctx.config.following_listener(listener.local_addr()?);
     let keyring = Arc::new(secrets::keyring(&config.encryption, &ctx.data_dir)?);
     let resealing = Secrets::new(db.clone(), keyring.clone(), config.encryption.reseal_batch)
@@ -27,9 +28,10 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     let reseal_interval = config.encryption.reseal_interval;
     let service = IngressService::new(db, ctx.bus, config, Registry::builtin(), keyring)?;
     let forgetting = service.clone();
+    let webhooks = webhook::router(service.clone(), limiter)?;
     Ok(Started::new()
         .grpc(service.grpc())
-        .http("webhooks", listener, webhook::router(service))
+        .http("webhooks", listener, webhooks)
         .task(
             format!("{NAME}.webhook-keys"),
             Phase::Work,

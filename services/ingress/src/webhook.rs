@@ -6,11 +6,13 @@
 //! several events), duplicate, or acknowledged (a callback without events);
 //! 400 malformed, 401 bad signature or stale timestamp, 404 unknown channel,
 //! 405 a method the channel's provider does not call with, 413 too large,
-//! 503 when the broker or the database cannot take the events, or the broker
-//! has no queue bound for them (the topology not declared: an event nobody
-//! would receive is not accepted), as `application/problem+json` with
-//! `Retry-After` (the provider retries later). In every error case nothing is
-//! recorded. Handshakes (a
+//! 429 when the channel received more webhooks than `ingress.rate_limits`
+//! allow (with `Retry-After`; checked once the channel is found, before its
+//! signature is checked or anything is written), 503 when the broker or the
+//! database cannot take the events, or the broker has no queue bound for
+//! them (the topology not declared: an event nobody would receive is not
+//! accepted), as `application/problem+json` with `Retry-After` (the provider
+//! retries later). In every error case nothing is recorded. Handshakes (a
 //! provider checking the URL) are answered as their provider says.
 
 use axum::Router;
@@ -23,17 +25,34 @@ use axum::routing::{get, post};
 use serde_json::json;
 use telenet_channels::{HandshakeAnswer, Webhook, WebhookError};
 
+use telenet_ratelimit::{Limit, RateLimiter, Verdict};
+
 use crate::domain::{self, Channel};
 use crate::{Accepted, IngressService};
 
+/// What the webhook handler works with.
+#[derive(Clone)]
+struct Webhooks {
+    ingress: IngressService,
+    /// The per-channel limit and where it is counted, when on.
+    limit: Option<(Limit, RateLimiter)>,
+}
+
 /// The webhook router: `POST /webhooks/{channel_id}` (events), `GET` on the
-/// same path (providers' handshakes) and `GET /healthz`.
-pub fn router(ingress: IngressService) -> Router {
-    let limit = ingress.config().max_body_bytes;
-    Router::new()
+/// same path (providers' handshakes) and `GET /healthz`; webhooks counted
+/// per channel by `limiter` against `ingress.rate_limits`. An error when
+/// those limits are invalid.
+pub fn router(ingress: IngressService, limiter: RateLimiter) -> Result<Router, crate::Error> {
+    let limit = ingress
+        .config()
+        .rate_limits
+        .limit()?
+        .map(|limit| (limit, limiter));
+    let max_body_bytes = ingress.config().max_body_bytes;
+    Ok(Router::new()
         .route("/webhooks/{channel_id}", post(receive).get(receive))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         // The request's span heads the trace of everything the webhook
         // causes (the event carries it to the consumers).
         .layer(
@@ -41,7 +60,7 @@ pub fn router(ingress: IngressService) -> Router {
                 telenet_kit::telemetry::http_request_span(r)
             }),
         )
-        .with_state(ingress)
+        .with_state(Webhooks { ingress, limit }))
 }
 
 /// A webhook answer: JSON with a `status` or an `error`.
@@ -78,7 +97,7 @@ fn unavailable(detail: &str) -> Response {
 }
 
 async fn receive(
-    State(ingress): State<IngressService>,
+    State(Webhooks { ingress, limit }): State<Webhooks>,
     Path(channel_id): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
@@ -93,6 +112,12 @@ async fn receive(
             return unavailable("temporarily unavailable");
         }
     };
+    if let Some((limit, limiter)) = &limit
+        && let Verdict::Limited { retry_after, .. } =
+            limiter.check(&[(*limit, channel.id.as_str())]).await
+    {
+        return too_many(retry_after);
+    }
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -146,6 +171,20 @@ fn refuse(channel: &Channel, error: &WebhookError) -> Response {
         return reject(status, "internal error");
     }
     reject(status, error.to_string())
+}
+
+/// 429: the channel is over its limit; providers retry after
+/// `Retry-After` seconds.
+fn too_many(retry_after: std::time::Duration) -> Response {
+    let seconds = telenet_ratelimit::retry_after_secs(retry_after);
+    let mut response = reject(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many webhooks for this channel; retry in {seconds} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
 }
 
 fn acknowledge(accepted: Accepted) -> Response {

@@ -1,8 +1,9 @@
 //! Ingress started as the process starts it, on both backends: the channel
 //! registry through its gRPC API (and the directory client dispatch and
 //! media use), and custom-channel webhooks over HTTP — verified, parsed,
-//! published once, refused with the right status, and answered 503 with
-//! nothing recorded while the broker is down.
+//! published once, refused with the right status, answered 503 with
+//! nothing recorded while the broker is down, and 429 past a channel's
+//! rate limit (counted in memory, and in Redis on the PostgreSQL run).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ telenet_store::on_both_backends!(
     a_broker_outage_answers_503_and_records_nothing,
     an_event_no_queue_binds_answers_503_and_records_nothing,
     internal_outbound_urls_are_refused_unless_allowed,
+    a_channel_over_its_rate_limit_gets_429_before_its_signature_is_checked,
 );
 
 // ----------------------------------------------------------------- harness
@@ -124,12 +126,23 @@ impl Harness {
     }
 
     async fn start_with(backend: Backend, config: Config) -> Self {
-        Self::start_observing(backend, config, "inbound.*").await
+        Self::start_limited(backend, config, None, "inbound.*").await
     }
 
     /// Started with the observer bound to `pattern` only: a pattern no
     /// inbound event matches leaves ingress's events with no queue.
     async fn start_observing(backend: Backend, config: Config, pattern: &str) -> Self {
+        Self::start_limited(backend, config, None, pattern).await
+    }
+
+    /// With rate limits counted in `rate_limits` (default: in memory) and
+    /// the observer bound to `pattern`.
+    async fn start_limited(
+        backend: Backend,
+        config: Config,
+        rate_limits: Option<telenet_ratelimit::SharedStore>,
+        pattern: &str,
+    ) -> Self {
         let inner = telenet_bus::connect("memory://", "test.", Default::default())
             .await
             .expect("memory bus");
@@ -142,10 +155,13 @@ impl Harness {
             .subscribe(SubscribeSpec::new("observer", &[pattern]))
             .await
             .expect("observe");
-        let setup = TestSetup::new(NAME, config)
+        let mut setup = TestSetup::new(NAME, config)
             .database(backend, MIGRATIONS)
             .bus(bus.clone())
             .listener();
+        if let Some(store) = rate_limits {
+            setup = setup.rate_limits(store);
+        }
         let service = TestService::start(setup, start).await;
         let grpc = service.channel();
         Self {
@@ -731,4 +747,103 @@ async fn internal_outbound_urls_are_refused_unless_allowed(backend: Backend) {
         assert_eq!(status.code(), Code::InvalidArgument, "{url}");
     }
     h.service.stop().await;
+}
+
+async fn a_channel_over_its_rate_limit_gets_429_before_its_signature_is_checked(backend: Backend) {
+    // In memory on SQLite; in Redis on PostgreSQL, as a production install.
+    let store = match backend {
+        Backend::Sqlite => telenet_ratelimit::connect("memory://", ""),
+        Backend::Postgres => {
+            let url = std::env::var("TELENET_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+            let prefix = format!("telenet-test-{}:", uuid::Uuid::new_v4().simple());
+            telenet_ratelimit::connect(&url, &prefix)
+        }
+    }
+    .expect("rate limit store");
+    store.ping().await.expect("the rate limit store answers");
+    let config = Config {
+        rate_limits: telenet_ingress::RateLimits {
+            enabled: true,
+            per_channel_per_second: 1,
+            per_channel_burst: 2,
+        },
+        ..Config::default()
+    };
+    let mut h = Harness::start_limited(backend, config, Some(store), "inbound.*").await;
+    let (busy, secret) = h.custom_channel("ws1").await;
+    let (quiet, quiet_secret) = h.custom_channel("ws1").await;
+
+    for (id, external) in [("wh-1", "m-1"), ("wh-2", "m-2")] {
+        let ok = h
+            .send(
+                &busy.webhook_url,
+                &secret,
+                id,
+                &inbound_text(external, "hola"),
+            )
+            .await;
+        assert_eq!(ok.status, 200, "{id}: {:?}", ok.body);
+        h.next_event().await;
+    }
+    // Over the burst: 429 with the wait in whole seconds; nothing published.
+    let over = h
+        .send(
+            &busy.webhook_url,
+            &secret,
+            "wh-3",
+            &inbound_text("m-3", "hola"),
+        )
+        .await;
+    assert_eq!(over.status, 429, "{:?}", over.body);
+    assert_eq!(over.retry_after.as_deref(), Some("1"));
+    assert!(
+        over.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many webhooks")),
+        "{:?}",
+        over.body
+    );
+    // A badly signed one is refused for the rate, not checked (no 401).
+    let wrong_secret = Secret::generate().expect("rng").expose();
+    let forged = h
+        .post(
+            &busy.webhook_url,
+            &wrong_secret,
+            "wh-4",
+            telenet_signing::unix_now(),
+            inbound_text("m-4", "x").to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(forged.status, 429, "{:?}", forged.body);
+    h.nothing_more().await;
+
+    // Another channel is not affected.
+    let other = h
+        .send(
+            &quiet.webhook_url,
+            &quiet_secret,
+            "wh-1",
+            &inbound_text("m-1", "hola"),
+        )
+        .await;
+    assert_eq!(other.status, 200, "{:?}", other.body);
+    h.next_event().await;
+
+    // Once the wait is over the channel is served again, and the refused
+    // webhook, sent again as providers do, is accepted.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let retried = h
+        .send(
+            &busy.webhook_url,
+            &secret,
+            "wh-3",
+            &inbound_text("m-3", "hola"),
+        )
+        .await;
+    assert_eq!(
+        (retried.status, retried.body["status"].as_str()),
+        (200, Some("accepted"))
+    );
+    h.next_event().await;
 }

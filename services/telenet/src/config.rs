@@ -123,6 +123,15 @@ pub struct Config {
     pub presence_url: String,
     /// Put in front of every presence key.
     pub presence_prefix: String,
+    /// Where rate limits are counted: `memory://` (this process alone) or
+    /// `redis://…` (shared by every replica); empty: the presence store's
+    /// `presence_url` (so `telenet dev` counts in memory, a Redis-backed
+    /// install in that Redis).
+    pub rate_limit_url: String,
+    /// Put in front of every rate-limit key; empty: `presence_prefix`.
+    pub rate_limit_prefix: String,
+    /// Read timeouts of every HTTP listener (gateway, webhooks, metrics).
+    pub http: telenet_kit::http::HttpServerConfig,
     /// Where the gRPC server binds (all services of this process). Without
     /// `grpc_tls`, only a loopback address (`telenet serve` also takes
     /// another with `grpc_tls.allow_plaintext`).
@@ -162,6 +171,9 @@ impl Default for Config {
             bus_prefix: String::new(),
             presence_url: "memory://".into(),
             presence_prefix: String::new(),
+            rate_limit_url: String::new(),
+            rate_limit_prefix: String::new(),
+            http: Default::default(),
             grpc_listen: "127.0.0.1:50051".into(),
             grpc_health_listen: String::new(),
             endpoints: Endpoints::default(),
@@ -233,6 +245,21 @@ impl Config {
         Ok(())
     }
 
+    /// Where rate limits are counted, and the prefix of their keys.
+    pub fn rate_limit_store(&self) -> (&str, &str) {
+        let url = if self.rate_limit_url.trim().is_empty() {
+            &self.presence_url
+        } else {
+            &self.rate_limit_url
+        };
+        let prefix = if self.rate_limit_prefix.is_empty() {
+            &self.presence_prefix
+        } else {
+            &self.rate_limit_prefix
+        };
+        (url, prefix)
+    }
+
     /// The database URL of one service.
     pub fn database_url_of(&self, service: ServiceName) -> String {
         if self.database_url.is_empty() {
@@ -280,6 +307,20 @@ mod tests {
         let dev = configured.allowing_loopback_receivers();
         assert_eq!(dev.dispatch.private_receivers, ["10.0.0.0/8"]);
         assert_eq!(dev.ingress.private_receivers, ["127.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn rate_limits_are_counted_where_presence_is_unless_set() {
+        let mut config = Config {
+            presence_url: "redis://cache:6379".into(),
+            presence_prefix: "blue:".into(),
+            ..Config::default()
+        };
+        assert_eq!(config.rate_limit_store(), ("redis://cache:6379", "blue:"));
+        assert_eq!(Config::default().rate_limit_store(), ("memory://", ""));
+        config.rate_limit_url = "redis://limits:6379".into();
+        config.rate_limit_prefix = "rl:".into();
+        assert_eq!(config.rate_limit_store(), ("redis://limits:6379", "rl:"));
     }
 
     #[test]

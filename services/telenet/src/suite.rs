@@ -265,6 +265,9 @@ impl Suite {
         )
         .await
         .context("presence store")?;
+        let (rate_limit_url, rate_limit_prefix) = self.config.rate_limit_store();
+        let rate_limits = telenet_ratelimit::connect(rate_limit_url, rate_limit_prefix)
+            .context("rate limit store")?;
 
         let mut server = GrpcServer::new(self.config.grpc_server.clone())
             .file_descriptor_sets(&[telenet_proto::FILE_DESCRIPTOR_SET])
@@ -273,12 +276,18 @@ impl Suite {
         if let Some(listener) = health_listener {
             server = server.with_health_listener(listener);
         }
-        let mut runner = Runner::new(server, metrics.clone(), bus.clone(), token.clone());
+        let mut runner = Runner::new(server, metrics.clone(), bus.clone(), token.clone())
+            .with_http_config(self.config.http.clone());
         runner.add(
             "process",
             None,
             reload_tasks(
-                process_tasks(metered, metrics.clone(), metrics_listener),
+                process_tasks(
+                    metered,
+                    metrics.clone(),
+                    metrics_listener,
+                    self.config.http.clone(),
+                ),
                 tls.clone(),
                 clients,
             ),
@@ -292,6 +301,7 @@ impl Suite {
             let mut ctx = ServiceContext::new(service.as_str(), (), bus.clone(), metrics.clone())
                 .with_data_dir(&self.config.data_dir)
                 .with_presence(presence.clone())
+                .with_rate_limits(rate_limits.clone())
                 .with_calls(calls_of(service))
                 .with_endpoints(endpoints.clone(), self.config.grpc_client.clone())
                 .with_tls(tls.clone())
@@ -378,7 +388,12 @@ pub async fn declare_topology(bus: &SharedBus) -> anyhow::Result<()> {
 /// What the process itself runs beside its services: the queue-depth
 /// poller and the `/metrics` listener (stopped last, so the final figures
 /// can still be scraped while the services drain).
-fn process_tasks(bus: Arc<MeteredBus>, metrics: Metrics, listener: Option<TcpListener>) -> Started {
+fn process_tasks(
+    bus: Arc<MeteredBus>,
+    metrics: Metrics,
+    listener: Option<TcpListener>,
+    http: telenet_kit::http::HttpServerConfig,
+) -> Started {
     let started = Started::new().task(
         "process.queue-depth",
         Phase::Work,
@@ -389,7 +404,7 @@ fn process_tasks(bus: Arc<MeteredBus>, metrics: Metrics, listener: Option<TcpLis
     );
     match listener {
         Some(listener) => started.task("process.metrics", Phase::Flush, move |token| async move {
-            telenet_kit::metrics::serve(listener, metrics, token)
+            telenet_kit::metrics::serve(listener, metrics, http, token)
                 .await
                 .context("metrics listener")
         }),
