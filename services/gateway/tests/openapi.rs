@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 22] = [
+const OPERATIONS: [(&str, &str); 25] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),
@@ -26,6 +26,9 @@ const OPERATIONS: [(&str, &str); 22] = [
     ("/v1/files/{id}/audio", "get"),
     ("/v1/downloads/{workspace_id}/{id}/{file_name}", "get"),
     ("/v1/reports/daily-volume", "get"),
+    ("/v1/dead-letters", "get"),
+    ("/v1/dead-letters/redrive", "post"),
+    ("/v1/dead-letters/discard", "post"),
     ("/healthz", "get"),
     ("/openapi.json", "get"),
 ];
