@@ -29,6 +29,9 @@ const OPERATIONS: [(&str, &str); 25] = [
     ("/v1/files/{id}/audio", "get"),
     ("/v1/downloads/{workspace_id}/{id}/{file_name}", "get"),
     ("/v1/reports/daily-volume", "get"),
+    ("/v1/dead-letters", "get"),
+    ("/v1/dead-letters/redrive", "post"),
+    ("/v1/dead-letters/discard", "post"),
     ("/healthz", "get"),
     ("/openapi.json", "get"),
 ];

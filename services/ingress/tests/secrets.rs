@@ -69,8 +69,17 @@ impl Place {
             .listener()
     }
 
+    /// Started on a bus where a consumer group binds the inbound events, as
+    /// the process declares it, so accepted webhooks have a queue to go to.
     async fn start(&self, encryption: EncryptionConfig) -> Running {
-        let service = TestService::start(self.setup(encryption), start).await;
+        let bus = Arc::new(telenet_bus::memory::MemoryBus::new(Default::default()));
+        telenet_bus::EventBus::declare(
+            bus.as_ref(),
+            &[telenet_bus::SubscribeSpec::new("inbox", &["inbound.*"])],
+        )
+        .await
+        .expect("declare");
+        let service = TestService::start(self.setup(encryption).bus(bus), start).await;
         Running::of(service)
     }
 
