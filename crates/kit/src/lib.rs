@@ -11,6 +11,8 @@
 //!   readiness) and client channel (timeouts, keepalive, retries);
 //! - [`tls`]: mutual TLS between services, certificates re-read when they
 //!   change;
+//! - [`infra_tls`]: TLS to PostgreSQL, RabbitMQ and Redis (a private CA, a
+//!   client certificate);
 //! - [`grpc_auth`]: who may call what: services by their certificates,
 //!   platform clients by their credentials and workspaces;
 //! - [`cache`]: a bounded cache of answers with a TTL;
@@ -30,6 +32,7 @@ pub mod error;
 pub mod fs;
 pub mod grpc;
 pub mod grpc_auth;
+pub mod infra_tls;
 pub mod metrics;
 pub mod mime;
 pub mod shutdown;

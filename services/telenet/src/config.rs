@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use telenet_kit::infra_tls::InfraTlsConfig;
 
 /// A service the suite can run.
 #[derive(
@@ -114,13 +115,28 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` to keep every service's tables in PostgreSQL (one
     /// schema per service); empty: one SQLite file per service in `data_dir`.
+    /// TLS with `?sslmode=verify-full` (the server's certificate and host
+    /// name verified; `require` encrypts without verifying).
     pub database_url: String,
-    /// `memory://` (in-process) or `amqp://…` (RabbitMQ).
+    /// TLS to PostgreSQL: a private CA and a client certificate, given to
+    /// the connection as `sslrootcert`, `sslcert` and `sslkey`, with
+    /// `sslmode=verify-full` unless the URL names `verify-ca` or
+    /// `verify-full` itself.
+    pub database_tls: InfraTlsConfig,
+    /// `memory://` (in-process), `amqp://…` or `amqps://…` (RabbitMQ; TLS,
+    /// the broker's certificate and host name verified).
     pub bus_url: String,
+    /// TLS to RabbitMQ (`amqps://` only): a private CA, trusted besides
+    /// the public ones, and a client certificate.
+    pub bus_tls: InfraTlsConfig,
     /// Put in front of every exchange and queue name.
     pub bus_prefix: String,
-    /// `memory://` or `redis://…`.
+    /// `memory://`, `redis://…` or `rediss://…` (TLS, the server's
+    /// certificate and host name verified).
     pub presence_url: String,
+    /// TLS to Redis (`rediss://` only): a private CA, trusted instead of
+    /// the public ones, and a client certificate.
+    pub presence_tls: InfraTlsConfig,
     /// Put in front of every presence key.
     pub presence_prefix: String,
     /// Where the gRPC server binds (all services of this process). Without
@@ -158,9 +174,12 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".telenet"),
             database_url: String::new(),
+            database_tls: InfraTlsConfig::default(),
             bus_url: "memory://".into(),
+            bus_tls: InfraTlsConfig::default(),
             bus_prefix: String::new(),
             presence_url: "memory://".into(),
+            presence_tls: InfraTlsConfig::default(),
             presence_prefix: String::new(),
             grpc_listen: "127.0.0.1:50051".into(),
             grpc_health_listen: String::new(),
@@ -298,6 +317,35 @@ mod tests {
                 "receiver.corp.internal"
             ]
         );
+    }
+
+    #[test]
+    fn datastore_tls_files_are_read_from_the_environment_as_the_chart_writes_them() {
+        let env = [
+            ("TELENET_DATABASE_TLS__CA_FILE", "/etc/telenet/database-tls/ca.crt"),
+            ("TELENET_DATABASE_TLS__CERT_FILE", "/etc/telenet/database-tls/tls.crt"),
+            ("TELENET_DATABASE_TLS__KEY_FILE", "/etc/telenet/database-tls/tls.key"),
+            ("TELENET_BUS_TLS__CA_FILE", "/etc/telenet/bus-tls/ca.crt"),
+            ("TELENET_PRESENCE_TLS__CA_FILE", "/etc/telenet/presence-tls/ca.crt"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config: Config = telenet_kit::config::load_with_env(None, (), env).expect("config");
+        assert_eq!(
+            config.database_tls,
+            InfraTlsConfig::trusting("/etc/telenet/database-tls/ca.crt").with_identity(
+                "/etc/telenet/database-tls/tls.crt",
+                "/etc/telenet/database-tls/tls.key"
+            )
+        );
+        assert_eq!(
+            config.bus_tls,
+            InfraTlsConfig::trusting("/etc/telenet/bus-tls/ca.crt")
+        );
+        assert_eq!(
+            config.presence_tls,
+            InfraTlsConfig::trusting("/etc/telenet/presence-tls/ca.crt")
+        );
+        assert!(Config::default().database_tls.is_empty());
     }
 
     #[test]

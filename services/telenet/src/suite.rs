@@ -155,7 +155,7 @@ impl Suite {
             return Ok(None);
         };
         let url = self.config.database_url_of(service);
-        let db = Db::connect(&url, service.as_str())
+        let db = Db::connect_with_tls(&url, service.as_str(), &self.config.database_tls)
             .await
             .with_context(|| format!("{} database", service.as_str()))?;
         db.migrate(&migrations)
@@ -212,20 +212,22 @@ impl Suite {
             .map(TcpListener::local_addr)
             .transpose()?;
 
-        let bus = telenet_bus::connect(
+        let bus = telenet_bus::connect_with_tls(
             &self.config.bus_url,
             &self.config.bus_prefix,
             self.retry.clone(),
+            &self.config.bus_tls,
         )
         .await
         .context("event bus")?;
         // Every publisher and consumer of this process is measured through it.
         let metered = MeteredBus::new(bus, metrics.clone());
         let bus: SharedBus = metered.clone();
-        let presence = telenet_presence::connect(
+        let presence = telenet_presence::connect_with_tls(
             &self.config.presence_url,
             &self.config.presence_prefix,
             Default::default(),
+            &self.config.presence_tls,
         )
         .await
         .context("presence store")?;

@@ -19,7 +19,6 @@
 //! often or left unsettled.
 
 mod faults;
-mod infra;
 mod load;
 mod observe;
 mod report;
@@ -35,7 +34,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{Fault, Phase};
-use crate::infra::{Postgres, Rabbit, Redis, free_port};
+use telenet_tests::infra::{self, Postgres, Rabbit, Redis, free_port};
 use crate::load::{Api, Channel, Journal, Receiver};
 use crate::services::{NAMES, Service};
 

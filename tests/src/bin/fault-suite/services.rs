@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::infra::log_file;
+use telenet_tests::infra::log_file;
 use crate::lock;
 
 /// The services, in the order they are started.
@@ -133,7 +133,7 @@ impl Service {
             bail!("{} is not running", self.name());
         };
         let before = self.exits().len();
-        crate::infra::run(
+        telenet_tests::infra::run(
             {
                 let mut c = Command::new("kill");
                 c.args(["-TERM", &pid.to_string()]);
