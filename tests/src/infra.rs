@@ -238,7 +238,9 @@ impl Postgres {
             )?;
             if let Some(user) = user {
                 let mut chown = Command::new("chown");
-                chown.arg(format!("{user}:")).arg(pg.data.join("pg_hba.conf"));
+                chown
+                    .arg(format!("{user}:"))
+                    .arg(pg.data.join("pg_hba.conf"));
                 run(chown, "chown of pg_hba.conf").await?;
             }
             options.push_str(&format!(
@@ -263,7 +265,14 @@ impl Postgres {
             create
                 .args(["-h"])
                 .arg(&pg.data)
-                .args(["-p", &pg.port.to_string(), "-U", "postgres", "-d", "postgres"])
+                .args([
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
                 .args(["-v", "ON_ERROR_STOP=1", "-c"])
                 .arg(format!("CREATE ROLE {POSTGRES_CERT_USER} LOGIN SUPERUSER"));
             run(create, "creating the certificate user").await?;
@@ -581,7 +590,11 @@ impl Redis {
 
     /// `redis://…`, or `rediss://…` for a server started with TLS.
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 

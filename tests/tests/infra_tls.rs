@@ -53,11 +53,18 @@ impl Ca {
     }
 
     /// (certificate PEM, key PEM) for `names`, with `common_name`.
-    fn issue(&self, common_name: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+    fn issue(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .expect("names");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
@@ -159,14 +166,21 @@ fn installed(what: &str, installed: bool) -> bool {
 fn refused<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> String {
     match result {
         Ok(_) => panic!("{what}: connected, but must be refused"),
-        Err(error) => error.to_string(),
+        Err(error) => {
+            let message = error.to_string();
+            eprintln!("{what}: refused as it must be: {message}");
+            message
+        }
     }
 }
 
 /// Whether `message` says the certificate was not trusted.
 fn says_untrusted_certificate(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    message.contains("certificate") && (message.contains("unknownissuer") || message.contains("unknown issuer") || message.contains("unknown ca"))
+    message.contains("certificate")
+        && (message.contains("unknownissuer")
+            || message.contains("unknown issuer")
+            || message.contains("unknown ca"))
 }
 
 async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
@@ -185,12 +199,11 @@ const NO_MIGRATIONS: Migrations = Migrations {
 
 /// Whether the session runs over TLS, as the server sees it.
 async fn session_uses_tls(db: &Db) -> bool {
-    let row: (bool,) = telenet_store::sqlx::query_as(
-        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-    )
-    .fetch_one(db.pool())
-    .await
-    .expect("pg_stat_ssl");
+    let row: (bool,) =
+        telenet_store::sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(db.pool())
+            .await
+            .expect("pg_stat_ssl");
     row.0
 }
 
@@ -207,9 +220,12 @@ async fn postgres_over_tls_with_a_private_ca() {
     let base = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
 
     // Trusting the CA: migrations run and queries answer, over TLS.
-    let db = bounded("connect trusting the CA", Db::connect_with_tls(&base, "tls_check", &pki.trusting()))
-        .await
-        .expect("connects trusting the private CA");
+    let db = bounded(
+        "connect trusting the CA",
+        Db::connect_with_tls(&base, "tls_check", &pki.trusting()),
+    )
+    .await
+    .expect("connects trusting the private CA");
     db.migrate(&NO_MIGRATIONS).await.expect("migrates over TLS");
     assert!(session_uses_tls(&db).await, "the session must use TLS");
     let outbox: (i64,) = telenet_store::sqlx::query_as("SELECT COUNT(*) FROM outbox")
@@ -224,9 +240,12 @@ async fn postgres_over_tls_with_a_private_ca() {
         "{base}?sslmode=verify-full&sslrootcert={}",
         pki.path("ca.crt").display()
     );
-    let db = bounded("connect with sslrootcert", Db::connect(&by_url, "tls_check"))
-        .await
-        .expect("connects with sslrootcert in the URL");
+    let db = bounded(
+        "connect with sslrootcert",
+        Db::connect(&by_url, "tls_check"),
+    )
+    .await
+    .expect("connects with sslrootcert in the URL");
     assert!(session_uses_tls(&db).await);
     db.close().await;
 
@@ -236,13 +255,19 @@ async fn postgres_over_tls_with_a_private_ca() {
         ("another CA", pki.trusting_another_ca()),
     ] {
         let url = format!("{base}?sslmode=verify-full");
-        let error = refused(what, bounded(what, Db::connect_with_tls(&url, "tls_check", &tls)).await);
+        let error = refused(
+            what,
+            bounded(what, Db::connect_with_tls(&url, "tls_check", &tls)).await,
+        );
         assert!(says_untrusted_certificate(&error), "{what}: {error}");
     }
 
     // Plaintext: the server has no entry for it.
     let plain = format!("{base}?sslmode=disable");
-    let error = refused("plaintext", bounded("plaintext", Db::connect(&plain, "tls_check")).await);
+    let error = refused(
+        "plaintext",
+        bounded("plaintext", Db::connect(&plain, "tls_check")).await,
+    );
     assert!(error.contains("no encryption"), "plaintext: {error}");
 
     // The certificate user: with the client certificate in, without it out.
@@ -260,9 +285,16 @@ async fn postgres_over_tls_with_a_private_ca() {
     db.close().await;
     let error = refused(
         "certificate user without a certificate",
-        bounded("no client certificate", Db::connect_with_tls(&cert_user, "tls_check", &pki.trusting())).await,
+        bounded(
+            "no client certificate",
+            Db::connect_with_tls(&cert_user, "tls_check", &pki.trusting()),
+        )
+        .await,
     );
-    assert!(error.contains("certificate"), "no client certificate: {error}");
+    assert!(
+        error.contains("certificate"),
+        "no client certificate: {error}"
+    );
 }
 
 // --------------------------------------------------------------- RabbitMQ
@@ -287,7 +319,10 @@ async fn bus_round_trip(bus: &telenet_bus::SharedBus) {
     delivery.ack().await.expect("acknowledged");
 }
 
-async fn bus(url: &str, tls: &InfraTlsConfig) -> Result<telenet_bus::SharedBus, telenet_bus::BusError> {
+async fn bus(
+    url: &str,
+    tls: &InfraTlsConfig,
+) -> Result<telenet_bus::SharedBus, telenet_bus::BusError> {
     let prefix = format!("tls-{}.", uuid::Uuid::new_v4().simple());
     bounded(
         "connect to RabbitMQ",
@@ -310,7 +345,9 @@ async fn rabbitmq_over_tls_with_a_private_ca() {
     assert!(url.starts_with("amqps://"), "{url}");
 
     // Trusting the CA: publish and consume.
-    let trusted = bus(&url, &pki.trusting()).await.expect("connects trusting the private CA");
+    let trusted = bus(&url, &pki.trusting())
+        .await
+        .expect("connects trusting the private CA");
     bus_round_trip(&trusted).await;
 
     // Without the CA, or with another one: refused for the certificate.
@@ -365,9 +402,12 @@ async fn presence_answers(url: &str, tls: &InfraTlsConfig) -> Result<(), String>
 
 /// Sets a status and reads it back.
 async fn presence_round_trip(store: &telenet_presence::SharedPresence) {
-    let set = bounded("set_status", store.set_status("ws-tls", "agent-1", Status::Away))
-        .await
-        .expect("writes over TLS");
+    let set = bounded(
+        "set_status",
+        store.set_status("ws-tls", "agent-1", Status::Away),
+    )
+    .await
+    .expect("writes over TLS");
     assert_eq!(set.chosen, Status::Away);
     let got = bounded("get", store.get("ws-tls", "agent-1"))
         .await
@@ -403,7 +443,10 @@ async fn redis_over_tls_with_a_private_ca() {
     }
 
     let plain = url.replacen("rediss://", "redis://", 1);
-    refused("plaintext", presence_answers(&plain, &InfraTlsConfig::default()).await);
+    refused(
+        "plaintext",
+        presence_answers(&plain, &InfraTlsConfig::default()).await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,5 +465,8 @@ async fn redis_that_requires_a_client_certificate() {
         .await
         .expect("connects with a client certificate from the CA");
     presence_round_trip(&with_cert).await;
-    refused("no client certificate", presence_answers(&url, &pki.trusting()).await);
+    refused(
+        "no client certificate",
+        presence_answers(&url, &pki.trusting()).await,
+    );
 }

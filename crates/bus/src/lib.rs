@@ -19,8 +19,8 @@ pub mod conformance;
 pub mod memory;
 pub mod metered;
 pub mod rabbitmq;
-mod tls;
 pub mod routing;
+mod tls;
 
 pub use metered::MeteredBus;
 

@@ -48,8 +48,8 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::tcp::AsyncTcpStream;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
@@ -124,7 +124,7 @@ struct Declared {
 impl RabbitBus {
     /// Connects now, so a wrong URL or an unreachable broker is reported at
     /// startup; later losses of the connection are repaired on use.
-    /// `amqps://` trusts the public CAs only; see [`RabbitBus::connect_with_tls`].
+    /// `amqps://` trusts the system's CAs only; see [`RabbitBus::connect_with_tls`].
     pub async fn connect(url: &str, prefix: &str, retry: RetryPolicy) -> Result<Self, BusError> {
         Self::connect_with_tls(url, prefix, retry, &InfraTlsConfig::default()).await
     }
@@ -1252,7 +1252,11 @@ fn parse_url(url: &str) -> Result<AMQPUri, BusError> {
 /// The TLS of an `amqps://` broker (`None` for `amqp://`), with the private
 /// CA and client certificate of `tls`, read and checked now. TLS files with
 /// a plaintext URL are refused rather than ignored.
-fn broker_tls(uri: &AMQPUri, url: &str, tls: &InfraTlsConfig) -> Result<Option<BrokerTls>, BusError> {
+fn broker_tls(
+    uri: &AMQPUri,
+    url: &str,
+    tls: &InfraTlsConfig,
+) -> Result<Option<BrokerTls>, BusError> {
     match uri.scheme {
         AMQPScheme::AMQPS => Ok(Some(BrokerTls::new(&uri.authority.host, tls)?)),
         AMQPScheme::AMQP if tls.is_empty() => Ok(None),

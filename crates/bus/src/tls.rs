@@ -57,9 +57,7 @@ impl BrokerTls {
     /// its client certificate. The files are read now.
     pub(crate) fn new(host: &str, tls: &InfraTlsConfig) -> Result<Self, BusError> {
         let config_err = |reason: String| BusError::Config(reason);
-        let loaded = tls
-            .load("bus_tls")
-            .map_err(|e| config_err(e.to_string()))?;
+        let loaded = tls.load("bus_tls").map_err(|e| config_err(e.to_string()))?;
         let server_name = ServerName::try_from(host.to_owned())
             .map_err(|e| config_err(format!("amqps:// host `{host}`: {e}")))?;
 

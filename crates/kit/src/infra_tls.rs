@@ -1,15 +1,16 @@
 //! TLS to the servers the services use: PostgreSQL, RabbitMQ and Redis
 //! (docs/security.md, ADR 17).
 //!
-//! The URL's scheme or parameters turn TLS on (`postgres://…?sslmode=verify-full`,
-//! `amqps://…`, `rediss://…`); the server's certificate is then verified
-//! against the public CAs compiled into the binary (Mozilla's list, the
-//! webpki roots) and must name the host of the URL. Managed services signed
-//! by a public CA need nothing more. For a private CA, or a server that
-//! asks for a client certificate, [`InfraTlsConfig`] names the files
-//! (`database_tls.*`, `bus_tls.*`, `presence_tls.*`); [`InfraTlsConfig::load`]
-//! reads and checks them once, at start, so a wrong file is reported with
-//! its key before anything connects.
+//! The URL's scheme or parameters turn TLS on
+//! (`postgres://…?sslmode=verify-full`, `amqps://…`, `rediss://…`); the
+//! server's certificate is then verified against the system's CA store
+//! (rustls-native-certs: the image's `/etc/ssl/certs`, or `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR`) and must name the host of the URL. Managed services
+//! signed by a public CA need nothing more. For a private CA, or a server
+//! that asks for a client certificate, [`InfraTlsConfig`] names the files
+//! (`database_tls.*`, `bus_tls.*`, `presence_tls.*`);
+//! [`InfraTlsConfig::load`] reads and checks them once, at start, so a
+//! wrong file is reported with its key before anything connects.
 //!
 //! rustls with ring does the work for all three clients, as for everything
 //! else in the process (no OpenSSL, no aws-lc).
@@ -24,13 +25,14 @@ use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
 /// Trust and identity for TLS to one kind of server (`database_tls`,
-/// `bus_tls`, `presence_tls`). All empty: the public CAs only, no client
+/// `bus_tls`, `presence_tls`). All empty: the system's CAs only, no client
 /// certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfraTlsConfig {
     /// PEM file with the CA certificate(s) the server's certificate may
-    /// chain to (a private CA). Empty: only the public CAs compiled in.
+    /// chain to (a private CA), besides the system's CAs (for Redis:
+    /// instead of them). Empty: the system's CAs only.
     pub ca_file: PathBuf,
     /// PEM file with the client certificate (then any intermediates) to
     /// present, for a server that asks for one. Set with `key_file`.
@@ -155,7 +157,7 @@ impl InfraTlsConfig {
 }
 
 /// The files of an [`InfraTlsConfig`], read and checked. The default
-/// trusts the public CAs only and presents no certificate.
+/// trusts the system's CAs only and presents no certificate.
 #[derive(Clone, Default)]
 pub struct InfraTls {
     config: InfraTlsConfig,
@@ -294,7 +296,9 @@ mod tests {
             .load("presence_tls")
             .expect_err("missing file");
         assert!(
-            error.to_string().starts_with("presence_tls.ca_file: cannot read"),
+            error
+                .to_string()
+                .starts_with("presence_tls.ca_file: cannot read"),
             "{error}"
         );
 
@@ -322,7 +326,8 @@ mod tests {
             .load("bus_tls")
             .expect_err("key of another certificate");
         assert!(
-            error.to_string().starts_with("bus_tls.key_file") && error.to_string().contains("not the key of"),
+            error.to_string().starts_with("bus_tls.key_file")
+                && error.to_string().contains("not the key of"),
             "{error}"
         );
     }

@@ -235,7 +235,9 @@ pub fn effective_status(
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     /// The URL's scheme names no implementation.
-    #[error("unsupported presence url scheme `{scheme}`: expected redis://, rediss:// or memory://")]
+    #[error(
+        "unsupported presence url scheme `{scheme}`: expected redis://, rediss:// or memory://"
+    )]
     UnsupportedScheme {
         /// The scheme found (before `://`), or the whole URL when it has none.
         scheme: String,
@@ -343,7 +345,7 @@ impl StatusCounts {
 pub type SharedPresence = Arc<dyn PresenceStore>;
 
 /// Opens the presence store named by `url`: `redis://…`, `rediss://…`
-/// (TLS, verified against the public CAs compiled in) or `memory://`.
+/// (TLS, verified against the system's CAs) or `memory://`.
 /// Every Redis key and channel starts with `prefix`, so that tests and
 /// instances sharing one Redis never collide.
 pub async fn connect(
@@ -554,7 +556,9 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unsupported presence url scheme `amqp`: expected redis://, rediss:// or memory://")
+            Some(
+                "unsupported presence url scheme `amqp`: expected redis://, rediss:// or memory://"
+            )
         );
         assert!(
             connect("memory://", "", Thresholds::default())

@@ -77,7 +77,7 @@ impl RedisPresence {
 
     /// [`RedisPresence::connect`] for a `rediss://` URL with the files of
     /// `tls` (`presence_tls`): its CA (then the only one trusted, in place of
-    /// the public CAs) and its client certificate.
+    /// the system's CAs) and its client certificate.
     pub async fn connect_with_tls(
         url: &str,
         prefix: &str,

@@ -429,7 +429,11 @@ pub fn url_with_tls(url: &str, tls: &InfraTlsConfig) -> Result<String, StoreErro
         }
     }
     let files = [
-        ("ca_file", &tls.ca_file, &["sslrootcert", "ssl-root-cert", "ssl-ca"][..]),
+        (
+            "ca_file",
+            &tls.ca_file,
+            &["sslrootcert", "ssl-root-cert", "ssl-ca"][..],
+        ),
         ("cert_file", &tls.cert_file, &["sslcert", "ssl-cert"][..]),
         ("key_file", &tls.key_file, &["sslkey", "ssl-key"][..]),
     ];
@@ -542,10 +546,16 @@ mod tests {
         );
         // A verifying mode of the URL's own is kept.
         let url = url_with_tls("postgres://db.example/t?sslmode=verify-ca", &tls).expect("url");
-        assert!(url.contains("sslmode=verify-ca") && !url.contains("verify-full"), "{url}");
+        assert!(
+            url.contains("sslmode=verify-ca") && !url.contains("verify-full"),
+            "{url}"
+        );
         // Nothing set: the URL as it is.
         let plain = "postgres://db.example/t?sslmode=disable";
-        assert_eq!(url_with_tls(plain, &InfraTlsConfig::default()).expect("url"), plain);
+        assert_eq!(
+            url_with_tls(plain, &InfraTlsConfig::default()).expect("url"),
+            plain
+        );
     }
 
     #[test]
@@ -553,10 +563,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let tls = InfraTlsConfig::trusting(ca_file(dir.path()));
         for (url, expected) in [
-            ("postgres://db/t?sslmode=require", "does not check the server's certificate"),
+            (
+                "postgres://db/t?sslmode=require",
+                "does not check the server's certificate",
+            ),
             ("postgres://db/t?sslmode=prefer", "may connect without TLS"),
             ("postgres://db/t?sslmode=disable", "may connect without TLS"),
-            ("postgres://db/t?sslrootcert=/x.crt", "both database_tls.ca_file and the URL's sslrootcert"),
+            (
+                "postgres://db/t?sslrootcert=/x.crt",
+                "both database_tls.ca_file and the URL's sslrootcert",
+            ),
             ("sqlite://x.db", "database_tls is for PostgreSQL"),
         ] {
             let error = url_with_tls(url, &tls).expect_err(url).to_string();
@@ -564,7 +580,12 @@ mod tests {
         }
         let missing = InfraTlsConfig::trusting(dir.path().join("nope.crt"));
         let error = url_with_tls("postgres://db/t", &missing).expect_err("missing file");
-        assert!(error.to_string().starts_with("database_tls.ca_file: cannot read"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("database_tls.ca_file: cannot read"),
+            "{error}"
+        );
     }
 
     #[test]

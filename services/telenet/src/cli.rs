@@ -409,8 +409,8 @@ async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
         ServiceName::Ingress.as_str(),
         &config.database_tls,
     )
-        .await
-        .context("ingress database")?;
+    .await
+    .context("ingress database")?;
     let secrets = telenet_ingress::Secrets::new(
         db.clone(),
         std::sync::Arc::new(keyring),

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use telenet_kit::infra_tls::InfraTlsConfig;
 
 /// A service the suite can run.
 #[derive(
@@ -122,13 +121,13 @@ pub struct Config {
     /// the connection as `sslrootcert`, `sslcert` and `sslkey`, with
     /// `sslmode=verify-full` unless the URL names `verify-ca` or
     /// `verify-full` itself.
-    pub database_tls: InfraTlsConfig,
+    pub database_tls: telenet_kit::infra_tls::InfraTlsConfig,
     /// `memory://` (in-process), `amqp://…` or `amqps://…` (RabbitMQ; TLS,
     /// the broker's certificate and host name verified).
     pub bus_url: String,
     /// TLS to RabbitMQ (`amqps://` only): a private CA, trusted besides
     /// the public ones, and a client certificate.
-    pub bus_tls: InfraTlsConfig,
+    pub bus_tls: telenet_kit::infra_tls::InfraTlsConfig,
     /// Put in front of every exchange and queue name.
     pub bus_prefix: String,
     /// `memory://`, `redis://…` or `rediss://…` (TLS, the server's
@@ -136,7 +135,7 @@ pub struct Config {
     pub presence_url: String,
     /// TLS to Redis (`rediss://` only): a private CA, trusted instead of
     /// the public ones, and a client certificate.
-    pub presence_tls: InfraTlsConfig,
+    pub presence_tls: telenet_kit::infra_tls::InfraTlsConfig,
     /// Put in front of every presence key.
     pub presence_prefix: String,
     /// Where the gRPC server binds (all services of this process). Without
@@ -174,12 +173,12 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".telenet"),
             database_url: String::new(),
-            database_tls: InfraTlsConfig::default(),
+            database_tls: Default::default(),
             bus_url: "memory://".into(),
-            bus_tls: InfraTlsConfig::default(),
+            bus_tls: Default::default(),
             bus_prefix: String::new(),
             presence_url: "memory://".into(),
-            presence_tls: InfraTlsConfig::default(),
+            presence_tls: Default::default(),
             presence_prefix: String::new(),
             grpc_listen: "127.0.0.1:50051".into(),
             grpc_health_listen: String::new(),
@@ -279,6 +278,8 @@ fn is_loopback(listen: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use telenet_kit::infra_tls::InfraTlsConfig;
+
     use super::*;
 
     #[test]
@@ -322,11 +323,23 @@ mod tests {
     #[test]
     fn datastore_tls_files_are_read_from_the_environment_as_the_chart_writes_them() {
         let env = [
-            ("TELENET_DATABASE_TLS__CA_FILE", "/etc/telenet/database-tls/ca.crt"),
-            ("TELENET_DATABASE_TLS__CERT_FILE", "/etc/telenet/database-tls/tls.crt"),
-            ("TELENET_DATABASE_TLS__KEY_FILE", "/etc/telenet/database-tls/tls.key"),
+            (
+                "TELENET_DATABASE_TLS__CA_FILE",
+                "/etc/telenet/database-tls/ca.crt",
+            ),
+            (
+                "TELENET_DATABASE_TLS__CERT_FILE",
+                "/etc/telenet/database-tls/tls.crt",
+            ),
+            (
+                "TELENET_DATABASE_TLS__KEY_FILE",
+                "/etc/telenet/database-tls/tls.key",
+            ),
             ("TELENET_BUS_TLS__CA_FILE", "/etc/telenet/bus-tls/ca.crt"),
-            ("TELENET_PRESENCE_TLS__CA_FILE", "/etc/telenet/presence-tls/ca.crt"),
+            (
+                "TELENET_PRESENCE_TLS__CA_FILE",
+                "/etc/telenet/presence-tls/ca.crt",
+            ),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let config: Config = telenet_kit::config::load_with_env(None, (), env).expect("config");

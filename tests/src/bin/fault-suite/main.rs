@@ -34,9 +34,9 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{Fault, Phase};
-use telenet_tests::infra::{self, Postgres, Rabbit, Redis, free_port};
 use crate::load::{Api, Channel, Journal, Receiver};
 use crate::services::{NAMES, Service};
+use telenet_tests::infra::{self, Postgres, Rabbit, Redis, free_port};
 
 /// Locks a mutex; a panic elsewhere does not make the data unusable here.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

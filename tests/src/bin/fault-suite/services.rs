@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
 
-use telenet_tests::infra::log_file;
 use crate::lock;
+use telenet_tests::infra::log_file;
 
 /// The services, in the order they are started.
 pub const NAMES: [&str; 7] = [
