@@ -6,8 +6,13 @@
 //! certificate; a plaintext client is refused; a client certificate is
 //! presented when configured.
 //!
-//! One server of each kind per test (RabbitMQ takes seconds to boot), each
-//! stopped when its test ends, passed or failed. A test is skipped, loudly,
+//! Last, the whole suite starts on the three, configured as the chart
+//! configures it (`database_tls`, `bus_tls`, `presence_tls`), and does not
+//! start without the broker's CA.
+//!
+//! One server of each kind per test, and one RabbitMQ for the binary (it
+//! takes seconds to boot): the bus checks and the suite share it. Each
+//! server stops when its test ends, passed or failed. A test is skipped, loudly,
 //! only when the server's binaries are not installed.
 
 use std::path::PathBuf;
@@ -17,11 +22,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use telenet::{ServiceName, Suite};
 use telenet_bus::{Event, RetryPolicy, SubscribeSpec};
 use telenet_kit::infra_tls::InfraTlsConfig;
 use telenet_presence::{Status, Thresholds};
 use telenet_store::{Db, Migrations};
 use telenet_tests::infra::{self, POSTGRES_CERT_USER, Postgres, Rabbit, Redis, ServerTls};
+use telenet_tests::world;
+use tokio_util::sync::CancellationToken;
 
 /// How long one round trip over a fresh connection may take.
 const WITHIN: Duration = Duration::from_secs(30);
@@ -332,7 +340,7 @@ async fn bus(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_over_tls_with_a_private_ca() {
+async fn rabbitmq_over_tls_with_a_private_ca_and_the_suite_on_tls_datastores() {
     if !installed("RabbitMQ (rabbitmq-server)", infra::rabbitmq_installed()) {
         return;
     }
@@ -373,6 +381,56 @@ async fn rabbitmq_over_tls_with_a_private_ca() {
         "a client certificate from another CA",
         bus(&url, &pki.with_foreign_client_cert()).await,
     );
+
+    // The whole suite, configured as the chart configures it, on the three
+    // datastores listening for TLS only (this binary's one RabbitMQ).
+    if !installed("PostgreSQL (initdb, pg_ctl)", infra::postgres_installed())
+        || !installed("Redis (redis-server)", infra::redis_installed())
+    {
+        return;
+    }
+    let pg = Postgres::start_tls(root.path(), &pki.server(false))
+        .await
+        .expect("a private PostgreSQL with TLS");
+    let redis = Redis::start_tls(root.path(), &pki.server(false))
+        .await
+        .expect("a private Redis listening for TLS");
+    let data = tempfile::tempdir().expect("data directory");
+    let mut config = world::embedded(data.path());
+    config.database_url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    config.database_tls = pki.trusting();
+    config.bus_url = url.clone();
+    config.bus_tls = pki.trusting();
+    config.bus_prefix = "suite.".into();
+    config.presence_url = redis.url();
+    config.presence_tls = pki.trusting();
+
+    // Each datastore's CA is needed: without the bus's, the suite does not
+    // start, and says why.
+    let mut untrusting = config.clone();
+    untrusting.bus_tls = InfraTlsConfig::default();
+    let error = match Suite::new(untrusting, ServiceName::ALL)
+        .start(CancellationToken::new())
+        .await
+    {
+        Ok(_) => panic!("the suite started without trusting the broker's CA"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(says_untrusted_certificate(&error), "{error}");
+
+    bounded(
+        "migrate over TLS",
+        Suite::new(config.clone(), ServiceName::ALL).migrate(),
+    )
+    .await
+    .expect("every service's schema migrates over TLS");
+    let (running, _token) =
+        bounded("start over TLS", world::start(config, &ServiceName::ALL)).await;
+    assert!(
+        running.seed.is_some(),
+        "the seed workspace is written through the services to PostgreSQL"
+    );
+    bounded("shutdown", running.shutdown()).await;
 }
 
 // ------------------------------------------------------------------ Redis
