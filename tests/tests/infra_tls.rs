@@ -369,7 +369,8 @@ async fn rabbitmq_over_tls_with_a_private_ca_and_the_suite_on_tls_datastores() {
 
     // Plaintext AMQP to the TLS listener.
     let plain = url.replacen("amqps://", "amqp://", 1);
-    refused("plaintext", bus(&plain, &InfraTlsConfig::default()).await);
+    let error = refused("plaintext", bus(&plain, &InfraTlsConfig::default()).await);
+    assert!(error.contains("use amqps://"), "plaintext: {error}");
 
     // A client certificate is presented: the broker checks it (verify_peer),
     // so one from the CA passes and one from another CA is refused.

@@ -763,9 +763,20 @@ impl Link {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.connection_name.clone().into());
         let runtime = crate::tls::runtime(self.tls.clone());
+        let plaintext = uri.scheme == AMQPScheme::AMQP;
         let conn = Connection::connector(uri, runtime, open_socket, properties)
             .await
-            .map_err(amqp("connect to the broker"))?;
+            .map_err(|err| {
+                // What a TLS listener answers to plaintext AMQP does not
+                // parse: say what that usually means.
+                let hint = plaintext && matches!(err.kind(), lapin::ErrorKind::ParsingError(_));
+                match amqp("connect to the broker")(err) {
+                    BusError::Unavailable(message) if hint => BusError::Unavailable(format!(
+                        "{message} (the broker's answer is not AMQP: a TLS port? use amqps://)"
+                    )),
+                    other => other,
+                }
+            })?;
         let publisher = open_publisher(&conn, &self.exchange).await?;
         Ok(Live {
             conn: Arc::new(conn),
