@@ -91,7 +91,9 @@ WRONG_VALUES = {
     "duration without unit": {"settings": {"dispatch": {"http_timeout": 15}}},
     "unknown log format": {"logs.format": "xml"},
     "database that is not PostgreSQL": {"database.url": "mysql://db/telenet"},
-    "broker URL with TLS, which this release refuses": {"rabbitmq.url": "amqps://mq/%2f"},
+    "broker URL that is not AMQP": {"rabbitmq.url": "http://mq/%2f"},
+    "Redis URL that is not Redis": {"redis.url": "memcached://cache:11211"},
+    "unknown datastore TLS value": {"database.tls": {"caFile": "/ca.crt"}},
     "unknown service": {"services.billing": {"enabled": True}},
     "unknown top-level value": {"replicaCount": 2},
     "probe field misspelt": {"defaults.livenessProbe.periodSecond": 5},
@@ -294,6 +296,58 @@ def test_existing_secrets_are_read_directly(ci_renders: dict[str, list[dict[str,
     assert env_of(job)["TELENET_DATABASE_URL"] == {"secretKeyRef": {"name": "telenet-postgresql", "key": "url"}}
     assert env_of(job)["TELENET_BUS_URL"] == {"secretKeyRef": {"name": "telenet-rabbitmq", "key": "amqp-url"}}
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "telenet-workloads"
+
+
+def test_datastore_tls_files_come_from_their_secrets(ci_renders: dict[str, list[dict[str, Any]]]) -> None:
+    docs = ci_renders["existing-secrets-values.yaml"]
+    deployments = by_kind(docs, "Deployment")
+    base = "/etc/telenet"
+    database_env = {
+        "TELENET_DATABASE_TLS__CA_FILE": f"{base}/database-tls/ca.crt",
+        "TELENET_DATABASE_TLS__CERT_FILE": f"{base}/database-tls/tls.crt",
+        "TELENET_DATABASE_TLS__KEY_FILE": f"{base}/database-tls/tls.key",
+    }
+    database_volume = {
+        "secretName": "telenet-postgresql-tls",
+        "items": [
+            {"key": "ca.crt", "path": "ca.crt"},
+            {"key": "tls.crt", "path": "tls.crt"},
+            {"key": "tls.key", "path": "tls.key"},
+        ],
+        "defaultMode": 0o440,
+    }
+    for service in SERVICES:
+        pod = deployments[f"telenet-{service}"]["spec"]["template"]["spec"]
+        env = env_of(deployments[f"telenet-{service}"])
+        tls_env = {k: v for k, v in env.items() if "_TLS__" in k and not k.startswith("TELENET_GRPC")}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m for m in container_of(pod)["volumeMounts"]}
+        if service == "gateway":
+            # Presence only: its Redis CA, under the Secret's own key.
+            assert tls_env == {"TELENET_PRESENCE_TLS__CA_FILE": f"{base}/presence-tls/ca.crt"}
+            assert volumes["presence-tls"]["secret"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
+            assert "database-tls" not in volumes and "bus-tls" not in volumes
+        else:
+            assert tls_env == {**database_env, "TELENET_BUS_TLS__CA_FILE": f"{base}/bus-tls/ca.crt"}
+            assert volumes["database-tls"]["secret"] == database_volume
+            assert volumes["bus-tls"]["secret"]["secretName"] == "telenet-rabbitmq-ca"
+            assert "presence-tls" not in volumes
+        for name in volumes.keys() & {"database-tls", "bus-tls", "presence-tls"}:
+            assert mounts[name] == {"name": name, "mountPath": f"{base}/{name}", "readOnly": True}
+    # The migrations connect to PostgreSQL the same way.
+    job = by_kind(docs, "Job")["telenet-migrate"]
+    assert {k: v for k, v in env_of(job).items() if "_TLS__" in k} == database_env
+    job_pod = job["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in job_pod["volumes"]}["database-tls"]["secret"] == database_volume
+    # Without a Secret, nothing is mounted or set.
+    minimal = by_kind(ci_renders["minimal-values.yaml"], "Deployment")["telenet-contacts"]
+    assert not [k for k in env_of(minimal) if "_TLS__" in k and not k.startswith("TELENET_GRPC")]
+
+
+def test_datastore_client_certificate_needs_its_key(minimal_values: dict[str, Any]) -> None:
+    values = with_values(minimal_values, **{"rabbitmq.tls.existingSecret": "mq-tls", "rabbitmq.tls.certKey": "tls.crt"})
+    with pytest.raises(Exception, match="rabbitmq.tls: set certKey and keyKey together"):
+        chartlib.render(values)
 
 
 def test_settings_become_environment_variables(ci_renders: dict[str, list[dict[str, Any]]]) -> None:

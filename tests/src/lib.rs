@@ -11,6 +11,7 @@ use std::time::Duration;
 use telenet_signing::Secret;
 
 pub mod flow;
+pub mod infra;
 pub mod tenancy;
 pub mod world;
 use tokio::net::{TcpListener, TcpStream};

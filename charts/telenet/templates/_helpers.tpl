@@ -332,3 +332,65 @@ in values, else the default handler passed in (dict "probe" map "default" map).
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end -}}
+
+{{/*
+TLS to a datastore (docs/security.md, "TLS to PostgreSQL, RabbitMQ and
+Redis"): the files of `<what>.tls.existingSecret` mounted at
+/etc/telenet/<dir> and named by `<key>.*`. Called with
+(dict "root" $ "what" "database" "key" "database_tls" "dir" "database-tls").
+*/}}
+{{- define "telenet.storeTls" -}}
+{{- $tls := (get .root.Values .what).tls -}}
+{{- if and $tls.existingSecret (or $tls.caKey $tls.certKey) -}}
+{{- if ne (empty $tls.certKey) (empty $tls.keyKey) -}}
+{{- fail (printf "%s.tls: set certKey and keyKey together" .what) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "telenet.storeTlsEnv" -}}
+{{- if include "telenet.storeTls" . -}}
+{{- $tls := (get .root.Values .what).tls -}}
+{{- $prefix := printf "TELENET_%s__" (upper .key) -}}
+{{- if $tls.caKey }}
+- name: {{ $prefix }}CA_FILE
+  value: /etc/telenet/{{ .dir }}/ca.crt
+{{- end }}
+{{- if $tls.certKey }}
+- name: {{ $prefix }}CERT_FILE
+  value: /etc/telenet/{{ .dir }}/tls.crt
+- name: {{ $prefix }}KEY_FILE
+  value: /etc/telenet/{{ .dir }}/tls.key
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{- define "telenet.storeTlsMount" -}}
+{{- if include "telenet.storeTls" . }}
+- name: {{ .dir }}
+  mountPath: /etc/telenet/{{ .dir }}
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "telenet.storeTlsVolume" -}}
+{{- if include "telenet.storeTls" . -}}
+{{- $tls := (get .root.Values .what).tls }}
+- name: {{ .dir }}
+  secret:
+    secretName: {{ $tls.existingSecret }}
+    items:
+      {{- if $tls.caKey }}
+      - key: {{ $tls.caKey }}
+        path: ca.crt
+      {{- end }}
+      {{- if $tls.certKey }}
+      - key: {{ $tls.certKey }}
+        path: tls.crt
+      - key: {{ $tls.keyKey }}
+        path: tls.key
+      {{- end }}
+    defaultMode: 0440
+{{- end -}}
+{{- end -}}

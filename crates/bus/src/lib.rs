@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use telenet_kit::infra_tls::InfraTlsConfig;
 
 #[doc(hidden)]
 pub mod conformance;
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod metered;
 pub mod rabbitmq;
 pub mod routing;
+mod tls;
 
 pub use metered::MeteredBus;
 
@@ -382,11 +384,28 @@ pub type SharedBus = Arc<dyn EventBus>;
 /// for the in-process bus. `prefix` is put in front of every exchange and
 /// queue name so tests and instances never collide.
 pub async fn connect(url: &str, prefix: &str, retry: RetryPolicy) -> Result<SharedBus, BusError> {
+    connect_with_tls(url, prefix, retry, &InfraTlsConfig::default()).await
+}
+
+/// [`connect`] with the private CA and client certificate of `tls`
+/// (`bus_tls`) for an `amqps://` broker; TLS files with any other URL are
+/// refused.
+pub async fn connect_with_tls(
+    url: &str,
+    prefix: &str,
+    retry: RetryPolicy,
+    tls: &InfraTlsConfig,
+) -> Result<SharedBus, BusError> {
     if url.starts_with("memory:") {
+        if !tls.is_empty() {
+            return Err(BusError::Config(
+                "bus_tls is set but the bus is memory://; it is for amqps:// only".into(),
+            ));
+        }
         Ok(Arc::new(memory::MemoryBus::new(retry)))
     } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
         Ok(Arc::new(
-            rabbitmq::RabbitBus::connect(url, prefix, retry).await?,
+            rabbitmq::RabbitBus::connect_with_tls(url, prefix, retry, tls).await?,
         ))
     } else {
         Err(BusError::Config(format!(

@@ -44,6 +44,12 @@
 //! rather than lapin's auto-recovery because we want failures reported to the
 //! caller promptly (ingress answers 503 on them) rather than operations
 //! parked until the broker returns.
+//!
+//! TLS: an `amqps://` URL connects over rustls (ring), verifying the
+//! broker's certificate against the system's CAs plus the private CA of
+//! `bus_tls.ca_file`, and the URL's host name; `bus_tls.cert_file` and
+//! `key_file` are presented to a broker that asks for a client certificate
+//! (ADR 17, [`crate::tls`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -59,17 +65,20 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::tcp::AsyncTcpStream;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
     ExchangeKind,
 };
+use telenet_kit::infra_tls::InfraTlsConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::tls::{BrokerTls, TransportRuntime};
 use crate::{
     BusError, DeadLetter, DeadLetterFilter, Delivery, Event, EventBus, QueueDepth, RetryPolicy,
     Settle, SubscribeSpec, Subscription, check_event, check_spec, is_reserved_header,
@@ -134,10 +143,23 @@ struct Declared {
 impl RabbitBus {
     /// Connects now, so a wrong URL or an unreachable broker is reported at
     /// startup; later losses of the connection are repaired on use.
-    ///
-    /// `amqps://` is refused: this build carries no TLS implementation.
+    /// `amqps://` trusts the system's CAs only; see [`RabbitBus::connect_with_tls`].
     pub async fn connect(url: &str, prefix: &str, retry: RetryPolicy) -> Result<Self, BusError> {
+        Self::connect_with_tls(url, prefix, retry, &InfraTlsConfig::default()).await
+    }
+
+    /// [`RabbitBus::connect`] trusting the private CA of `tls` (`bus_tls`)
+    /// too and presenting its client certificate, over `amqps://`. The
+    /// files are read once, here; TLS files with a plaintext `amqp://` URL
+    /// are refused rather than ignored.
+    pub async fn connect_with_tls(
+        url: &str,
+        prefix: &str,
+        retry: RetryPolicy,
+        tls: &InfraTlsConfig,
+    ) -> Result<Self, BusError> {
         let uri = parse_url(url)?;
+        let tls = broker_tls(&uri, url, tls)?;
         for delay in &retry.delays {
             if u32::try_from(delay.as_millis()).is_err() {
                 return Err(BusError::Config(format!(
@@ -146,7 +168,12 @@ impl RabbitBus {
             }
         }
         let names = Names::new(prefix)?;
-        let link = Link::new(uri, names.exchange.clone(), format!("telenet-bus {prefix}"));
+        let link = Link::new(
+            uri,
+            tls,
+            names.exchange.clone(),
+            format!("telenet-bus {prefix}"),
+        );
         let shared = Arc::new(Shared {
             names,
             retry,
@@ -870,6 +897,8 @@ fn retry_arguments(queue: &ShortString, delay: Duration) -> FieldTable {
 /// One connection and its confirm-mode publisher channel, (re)made on demand.
 struct Link {
     uri: Mutex<AMQPUri>,
+    /// TLS for `amqps://` (`None` for `amqp://`).
+    tls: Option<BrokerTls>,
     exchange: ShortString,
     connection_name: String,
     state: tokio::sync::Mutex<LinkState>,
@@ -908,9 +937,15 @@ struct Outgoing {
 }
 
 impl Link {
-    fn new(uri: AMQPUri, exchange: ShortString, connection_name: String) -> Self {
+    fn new(
+        uri: AMQPUri,
+        tls: Option<BrokerTls>,
+        exchange: ShortString,
+        connection_name: String,
+    ) -> Self {
         Self {
             uri: Mutex::new(uri),
+            tls,
             exchange,
             connection_name,
             state: tokio::sync::Mutex::new(LinkState::default()),
@@ -998,9 +1033,21 @@ impl Link {
     async fn connect(&self, uri: AMQPUri) -> Result<Live, BusError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.connection_name.clone().into());
-        let conn = Connection::connect_uri(uri, properties)
+        let runtime = crate::tls::runtime(self.tls.clone());
+        let plaintext = uri.scheme == AMQPScheme::AMQP;
+        let conn = Connection::connector(uri, runtime, open_socket, properties)
             .await
-            .map_err(amqp("connect to the broker"))?;
+            .map_err(|err| {
+                // What a TLS listener answers to plaintext AMQP does not
+                // parse: say what that usually means.
+                let hint = plaintext && matches!(err.kind(), lapin::ErrorKind::ParsingError(_));
+                match amqp("connect to the broker")(err) {
+                    BusError::Unavailable(message) if hint => BusError::Unavailable(format!(
+                        "{message} (the broker's answer is not AMQP: a TLS port? use amqps://)"
+                    )),
+                    other => other,
+                }
+            })?;
         let publisher = open_publisher(&conn, &self.exchange).await?;
         Ok(Live {
             conn: Arc::new(conn),
@@ -1485,13 +1532,37 @@ fn parse_url(url: &str) -> Result<AMQPUri, BusError> {
             err.replace(url, &shown)
         ))
     })?;
-    if uri.scheme == AMQPScheme::AMQPS {
-        return Err(BusError::Config(format!(
-            "{shown}: amqps:// needs TLS, which this build does not include; \
-             use amqp:// (e.g. behind a TLS-terminating proxy)"
-        )));
-    }
     Ok(uri)
+}
+
+/// The TLS of an `amqps://` broker (`None` for `amqp://`), with the private
+/// CA and client certificate of `tls`, read and checked now. TLS files with
+/// a plaintext URL are refused rather than ignored.
+fn broker_tls(
+    uri: &AMQPUri,
+    url: &str,
+    tls: &InfraTlsConfig,
+) -> Result<Option<BrokerTls>, BusError> {
+    match uri.scheme {
+        AMQPScheme::AMQPS => Ok(Some(BrokerTls::new(&uri.authority.host, tls)?)),
+        AMQPScheme::AMQP if tls.is_empty() => Ok(None),
+        AMQPScheme::AMQP => Err(BusError::Config(format!(
+            "bus_tls is set but the bus URL {} is plaintext amqp://; use amqps://",
+            redact(url)
+        ))),
+    }
+}
+
+/// The socket lapin talks AMQP over (again at each reconnection it makes
+/// itself): the runtime's reactor adds TLS for `amqps://`.
+async fn open_socket(
+    uri: AMQPUri,
+    runtime: TransportRuntime,
+) -> lapin::Result<AsyncTcpStream<crate::tls::Transport>> {
+    let addrs = runtime.to_socket_addrs((uri.authority.host.clone(), uri.authority.port));
+    AsyncTcpStream::connect(&runtime, addrs)
+        .await
+        .map_err(lapin::Error::from)
 }
 
 /// The URL without its password, for error messages and logs.
@@ -1524,12 +1595,27 @@ mod tests {
     }
 
     #[test]
-    fn amqps_is_refused_with_a_clear_message() {
-        let Err(BusError::Config(message)) = parse_url("amqps://u:p@host/%2f") else {
-            panic!("amqps must be a config error");
+    fn tls_files_with_a_plaintext_url_are_refused() {
+        let url = "amqp://u:p@host/%2f";
+        let uri = parse_url(url).expect("url");
+        let tls = InfraTlsConfig::trusting("/etc/telenet/bus-tls/ca.crt");
+        let Err(BusError::Config(message)) = broker_tls(&uri, url, &tls) else {
+            panic!("bus_tls with amqp:// must be a config error");
         };
-        assert!(message.contains("TLS"), "{message}");
+        assert!(message.contains("use amqps://"), "{message}");
         assert!(!message.contains(":p@"), "{message}");
+        assert!(
+            broker_tls(&uri, url, &InfraTlsConfig::default())
+                .expect("plain")
+                .is_none()
+        );
+        let url = "amqps://u:p@host/%2f";
+        let uri = parse_url(url).expect("amqps url");
+        assert!(
+            broker_tls(&uri, url, &InfraTlsConfig::default())
+                .expect("system CAs")
+                .is_some()
+        );
     }
 
     #[test]

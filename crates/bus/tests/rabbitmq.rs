@@ -106,19 +106,26 @@ async fn connect_to_an_unreachable_broker_is_unavailable_promptly() {
     assert!(started.elapsed() < BOUND);
 }
 
+/// TLS files that would be ignored (a plaintext URL) or cannot be read are
+/// refused before anything connects, naming what to fix. (TLS itself is
+/// tested against a broker with a TLS listener in tests/tests/infra_tls.rs
+/// of the workspace's end-to-end tests.)
 #[tokio::test]
-async fn amqps_is_a_config_error() {
-    let outcome = RabbitBus::connect(
-        "amqps://guest:guest@127.0.0.1/%2f",
-        "x.",
-        RetryPolicy::default(),
-    )
-    .await;
-    assert!(
-        matches!(outcome, Err(BusError::Config(_))),
-        "{:?}",
-        outcome.err()
-    );
+async fn bus_tls_that_cannot_apply_is_a_config_error() {
+    let ca = telenet_kit::infra_tls::InfraTlsConfig::trusting("/nonexistent/ca.crt");
+    for (url, expected) in [
+        ("amqp://guest:guest@127.0.0.1/%2f", "use amqps://"),
+        (
+            "amqps://guest:guest@127.0.0.1/%2f",
+            "bus_tls.ca_file: cannot read /nonexistent/ca.crt",
+        ),
+    ] {
+        let outcome = RabbitBus::connect_with_tls(url, "x.", RetryPolicy::default(), &ca).await;
+        match outcome {
+            Err(BusError::Config(message)) => assert!(message.contains(expected), "{message}"),
+            other => panic!("{url}: expected a config error, got {:?}", other.err()),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

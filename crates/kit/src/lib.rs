@@ -12,6 +12,8 @@
 //! - [`tls`]: mutual TLS between services, certificates re-read when they
 //!   change;
 //! - [`reload`]: files read again on a timer, failures reported once;
+//! - [`infra_tls`]: TLS to PostgreSQL, RabbitMQ and Redis (a private CA, a
+//!   client certificate);
 //! - [`grpc_auth`]: who may call what: services by their certificates,
 //!   platform clients by their credentials and workspaces;
 //! - [`http`]: serving an HTTP listener, with read timeouts against slow
@@ -34,6 +36,7 @@ pub mod fs;
 pub mod grpc;
 pub mod grpc_auth;
 pub mod http;
+pub mod infra_tls;
 pub mod metrics;
 pub mod mime;
 pub mod reload;

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+use telenet_kit::infra_tls::InfraTlsConfig;
 
 pub mod memory;
 pub mod redis_store;
@@ -234,11 +235,16 @@ pub fn effective_status(
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     /// The URL's scheme names no implementation.
-    #[error("unsupported presence url scheme `{scheme}`: expected redis:// or memory://")]
+    #[error(
+        "unsupported presence url scheme `{scheme}`: expected redis://, rediss:// or memory://"
+    )]
     UnsupportedScheme {
         /// The scheme found (before `://`), or the whole URL when it has none.
         scheme: String,
     },
+    /// The `presence_tls` files cannot be used, or not with this URL.
+    #[error("{0}")]
+    InvalidTls(String),
     /// The thresholds are inconsistent.
     #[error("invalid presence thresholds: {0}")]
     InvalidThresholds(String),
@@ -338,7 +344,8 @@ impl StatusCounts {
 /// A presence store shared across tasks.
 pub type SharedPresence = Arc<dyn PresenceStore>;
 
-/// Opens the presence store named by `url`: `redis://…` or `memory://`.
+/// Opens the presence store named by `url`: `redis://…`, `rediss://…`
+/// (TLS, verified against the system's CAs) or `memory://`.
 /// Every Redis key and channel starts with `prefix`, so that tests and
 /// instances sharing one Redis never collide.
 pub async fn connect(
@@ -346,12 +353,30 @@ pub async fn connect(
     prefix: &str,
     thresholds: Thresholds,
 ) -> Result<SharedPresence, PresenceError> {
+    connect_with_tls(url, prefix, thresholds, &InfraTlsConfig::default()).await
+}
+
+/// [`connect`] with the private CA and client certificate of `tls`
+/// (`presence_tls`) for a `rediss://` Redis; TLS files with any other URL
+/// are refused.
+pub async fn connect_with_tls(
+    url: &str,
+    prefix: &str,
+    thresholds: Thresholds,
+    tls: &InfraTlsConfig,
+) -> Result<SharedPresence, PresenceError> {
     thresholds.validate()?;
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    match scheme.to_ascii_lowercase().as_str() {
+    let scheme = scheme.to_ascii_lowercase();
+    if !tls.is_empty() && scheme != "rediss" {
+        return Err(PresenceError::InvalidTls(format!(
+            "presence_tls is set but the presence URL is {scheme}://; it is for rediss:// only"
+        )));
+    }
+    match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryPresence::new(thresholds))),
-        "redis" => Ok(Arc::new(
-            RedisPresence::connect(url, prefix, thresholds).await?,
+        "redis" | "rediss" => Ok(Arc::new(
+            RedisPresence::connect_with_tls(url, prefix, thresholds, tls).await?,
         )),
         _ => Err(PresenceError::UnsupportedScheme {
             scheme: scheme.to_owned(),
@@ -531,7 +556,9 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unsupported presence url scheme `amqp`: expected redis:// or memory://")
+            Some(
+                "unsupported presence url scheme `amqp`: expected redis://, rediss:// or memory://"
+            )
         );
         assert!(
             connect("memory://", "", Thresholds::default())

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use telenet_kit::infra_tls::InfraTlsConfig;
 
 use crate::{
     PresenceChange, PresenceError, PresenceStore, Status, StatusCounts, Thresholds, UserPresence,
@@ -64,14 +65,41 @@ struct Record {
 }
 
 impl RedisPresence {
-    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`).
+    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// or `rediss://…` for TLS).
     pub async fn connect(
         url: &str,
         prefix: &str,
         thresholds: Thresholds,
     ) -> Result<Self, PresenceError> {
+        Self::connect_with_tls(url, prefix, thresholds, &InfraTlsConfig::default()).await
+    }
+
+    /// [`RedisPresence::connect`] for a `rediss://` URL with the files of
+    /// `tls` (`presence_tls`): its CA (then the only one trusted, in place of
+    /// the system's CAs) and its client certificate.
+    pub async fn connect_with_tls(
+        url: &str,
+        prefix: &str,
+        thresholds: Thresholds,
+        tls: &InfraTlsConfig,
+    ) -> Result<Self, PresenceError> {
         thresholds.validate()?;
-        let client = redis::Client::open(url)?;
+        let client = if tls.is_empty() {
+            redis::Client::open(url)?
+        } else {
+            let loaded = tls
+                .load("presence_tls")
+                .map_err(|e| PresenceError::InvalidTls(e.to_string()))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: loaded.identity().map(|identity| redis::ClientTlsConfig {
+                    client_cert: identity.cert_pem.clone(),
+                    client_key: identity.key_pem.clone(),
+                }),
+                root_cert: loaded.ca_pem().map(<[u8]>::to_vec),
+            };
+            redis::Client::build_with_tls(url, certificates)?
+        };
         // redis 0.32 feeds `factor` to backon as the growth multiplier over a
         // 1 s first delay (its default of 100 would wait up to a minute per
         // retry, minutes in all when Redis is down): keep reconnects short.

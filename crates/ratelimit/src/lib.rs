@@ -137,6 +137,9 @@ pub enum RateLimitError {
     /// The store did not answer in time, or was skipped after failing.
     #[error("rate limit store unavailable: {0}")]
     Unavailable(String),
+    /// TLS files that cannot be used (unreadable, or for a URL without TLS).
+    #[error("rate limit store TLS: {0}")]
+    InvalidTls(String),
     /// The store answered with an error.
     #[error("rate limit store error: {0}")]
     Backend(#[from] redis::RedisError),
@@ -164,10 +167,30 @@ pub type SharedStore = Arc<dyn RateLimitStore>;
 /// first check does (and a Redis that is away only makes checks fail
 /// open), so a process starts without it.
 pub fn connect(url: &str, prefix: &str) -> Result<SharedStore, RateLimitError> {
+    connect_with_tls(
+        url,
+        prefix,
+        &telenet_kit::infra_tls::InfraTlsConfig::default(),
+    )
+}
+
+/// [`connect`] with the TLS files (`presence_tls`) a `rediss://` URL is
+/// verified with; refused for any other scheme.
+pub fn connect_with_tls(
+    url: &str,
+    prefix: &str,
+    tls: &telenet_kit::infra_tls::InfraTlsConfig,
+) -> Result<SharedStore, RateLimitError> {
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    match scheme.to_ascii_lowercase().as_str() {
+    let scheme = scheme.to_ascii_lowercase();
+    if !tls.is_empty() && scheme != "rediss" {
+        return Err(RateLimitError::InvalidTls(format!(
+            "TLS files are set but the rate limit store is {scheme}://; they are for rediss:// only"
+        )));
+    }
+    match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::default())),
-        "redis" | "rediss" => Ok(Arc::new(RedisStore::open(url, prefix)?)),
+        "redis" | "rediss" => Ok(Arc::new(RedisStore::open_with_tls(url, prefix, tls)?)),
         _ => Err(RateLimitError::UnsupportedScheme {
             scheme: scheme.to_owned(),
         }),

@@ -16,6 +16,7 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use telenet_kit::infra_tls::InfraTlsConfig;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -90,8 +91,34 @@ impl RedisStore {
     /// The store at `url` (`redis://[user:password@]host[:port][/db]`),
     /// every key under `prefix`. Does not connect yet.
     pub fn open(url: &str, prefix: &str) -> Result<Self, RateLimitError> {
+        Self::open_with_tls(url, prefix, &InfraTlsConfig::default())
+    }
+
+    /// [`RedisStore::open`] for a `rediss://` URL with the files of `tls`
+    /// (a private CA, then the only one trusted, and a client certificate),
+    /// as the presence store connects to the same Redis.
+    pub fn open_with_tls(
+        url: &str,
+        prefix: &str,
+        tls: &InfraTlsConfig,
+    ) -> Result<Self, RateLimitError> {
+        let client = if tls.is_empty() {
+            redis::Client::open(url)?
+        } else {
+            let loaded = tls
+                .load("presence_tls")
+                .map_err(|e| RateLimitError::InvalidTls(e.to_string()))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: loaded.identity().map(|identity| redis::ClientTlsConfig {
+                    client_cert: identity.cert_pem.clone(),
+                    client_key: identity.key_pem.clone(),
+                }),
+                root_cert: loaded.ca_pem().map(<[u8]>::to_vec),
+            };
+            redis::Client::build_with_tls(url, certificates)?
+        };
         Ok(Self {
-            client: redis::Client::open(url)?,
+            client,
             connection: OnceCell::new(),
             prefix: prefix.to_owned(),
             script: redis::Script::new(SCRIPT),

@@ -17,6 +17,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 use telenet_kit::error::ErrorCode;
+use telenet_kit::infra_tls::{InfraTlsConfig, InfraTlsError};
 
 pub mod consumer;
 pub mod cursor;
@@ -43,6 +44,9 @@ pub enum Backend {
 pub enum StoreError {
     #[error("database url {url:?}: {reason}")]
     Config { url: String, reason: String },
+    /// The `database_tls` files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] InfraTlsError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
@@ -321,6 +325,16 @@ impl Db {
         })
     }
 
+    /// [`Db::connect`] with the private CA and client certificate of `tls`
+    /// (`database_tls`) added to a PostgreSQL URL; see [`url_with_tls`].
+    pub async fn connect_with_tls(
+        url: &str,
+        schema: &str,
+        tls: &InfraTlsConfig,
+    ) -> Result<Self, StoreError> {
+        Self::connect(&url_with_tls(url, tls)?, schema).await
+    }
+
     /// Apply this crate's tables and the service's migrations, in version order.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StoreError> {
         let (infra, own) = match self.backend {
@@ -367,6 +381,92 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The PostgreSQL URL `url` with the files of `tls` as its parameters:
+/// `sslrootcert` (`ca_file`), `sslcert` and `sslkey` (`cert_file`,
+/// `key_file`), and `sslmode=verify-full` unless the URL names a mode
+/// itself. The files are read and checked first, so a wrong one is
+/// reported under its key. Nothing set: `url` as it is.
+///
+/// Refused, rather than quietly weakened: a SQLite URL with TLS files; a
+/// parameter given both in the URL and in `database_tls`; TLS files with a
+/// mode that may connect without TLS (`disable`, `allow`, `prefer`), or a
+/// CA with one that does not check the server's certificate (`require`).
+pub fn url_with_tls(url: &str, tls: &InfraTlsConfig) -> Result<String, StoreError> {
+    if tls.is_empty() {
+        return Ok(url.to_owned());
+    }
+    let config_err = |reason: String| StoreError::Config {
+        url: redact(url),
+        reason,
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(config_err(
+            "database_tls is for PostgreSQL (postgres://…); this URL is not one".into(),
+        ));
+    }
+    tls.load("database_tls")?;
+    let mut parsed = url::Url::parse(url).map_err(|e| config_err(e.to_string()))?;
+    let given = |names: &[&str]| {
+        parsed
+            .query_pairs()
+            .find(|(name, _)| names.contains(&name.as_ref()))
+            .map(|(_, value)| value.into_owned())
+    };
+    let mode = given(&["sslmode", "ssl-mode"]).map(|m| m.to_ascii_lowercase());
+    match mode.as_deref() {
+        None | Some("verify-full" | "verify-ca") => {}
+        Some("require") if tls.ca_file.as_os_str().is_empty() => {}
+        Some(other) => {
+            return Err(config_err(format!(
+                "sslmode={other} with database_tls {}; use sslmode=verify-full (or leave it out)",
+                if other == "require" {
+                    "does not check the server's certificate against database_tls.ca_file"
+                } else {
+                    "may connect without TLS"
+                }
+            )));
+        }
+    }
+    let files = [
+        (
+            "ca_file",
+            &tls.ca_file,
+            &["sslrootcert", "ssl-root-cert", "ssl-ca"][..],
+        ),
+        ("cert_file", &tls.cert_file, &["sslcert", "ssl-cert"][..]),
+        ("key_file", &tls.key_file, &["sslkey", "ssl-key"][..]),
+    ];
+    let mut added = Vec::new();
+    for (field, path, names) in files {
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        if given(names).is_some() {
+            return Err(config_err(format!(
+                "both database_tls.{field} and the URL's {} are set; keep one",
+                names[0]
+            )));
+        }
+        let Some(path) = path.to_str() else {
+            return Err(config_err(format!(
+                "database_tls.{field}: the path {} is not UTF-8",
+                path.display()
+            )));
+        };
+        added.push((names[0], path.to_owned()));
+    }
+    {
+        let mut query = parsed.query_pairs_mut();
+        if mode.is_none() {
+            query.append_pair("sslmode", "verify-full");
+        }
+        for (name, path) in &added {
+            query.append_pair(name, path);
+        }
+    }
+    Ok(parsed.into())
 }
 
 /// Microseconds since the Unix epoch, the time unit of every stored timestamp.
@@ -416,6 +516,77 @@ mod tests {
         assert_eq!(version_of("0100_init"), 100);
         assert_eq!(version_of("7_x"), 7);
         assert_eq!(version_of("x"), 0);
+    }
+
+    /// A CA certificate file for the TLS URL tests.
+    fn ca_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("ca");
+        let path = dir.join("ca dir").join("ca.crt");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        std::fs::write(&path, cert.pem()).expect("write");
+        path
+    }
+
+    #[test]
+    fn tls_files_become_url_parameters_with_a_verifying_mode() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = ca_file(dir.path());
+        let tls = InfraTlsConfig::trusting(&ca);
+        let url = url_with_tls("postgres://u:p@db.example:5432/telenet", &tls).expect("url");
+        let parsed = url::Url::parse(&url).expect("parses");
+        let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("sslmode".to_owned(), "verify-full".to_owned()),
+                ("sslrootcert".to_owned(), ca.display().to_string()),
+            ]
+        );
+        // A verifying mode of the URL's own is kept.
+        let url = url_with_tls("postgres://db.example/t?sslmode=verify-ca", &tls).expect("url");
+        assert!(
+            url.contains("sslmode=verify-ca") && !url.contains("verify-full"),
+            "{url}"
+        );
+        // Nothing set: the URL as it is.
+        let plain = "postgres://db.example/t?sslmode=disable";
+        assert_eq!(
+            url_with_tls(plain, &InfraTlsConfig::default()).expect("url"),
+            plain
+        );
+    }
+
+    #[test]
+    fn tls_files_that_would_be_weakened_or_ignored_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tls = InfraTlsConfig::trusting(ca_file(dir.path()));
+        for (url, expected) in [
+            (
+                "postgres://db/t?sslmode=require",
+                "does not check the server's certificate",
+            ),
+            ("postgres://db/t?sslmode=prefer", "may connect without TLS"),
+            ("postgres://db/t?sslmode=disable", "may connect without TLS"),
+            (
+                "postgres://db/t?sslrootcert=/x.crt",
+                "both database_tls.ca_file and the URL's sslrootcert",
+            ),
+            ("sqlite://x.db", "database_tls is for PostgreSQL"),
+        ] {
+            let error = url_with_tls(url, &tls).expect_err(url).to_string();
+            assert!(error.contains(expected), "{url}: {error}");
+        }
+        let missing = InfraTlsConfig::trusting(dir.path().join("nope.crt"));
+        let error = url_with_tls("postgres://db/t", &missing).expect_err("missing file");
+        assert!(
+            error
+                .to_string()
+                .starts_with("database_tls.ca_file: cannot read"),
+            "{error}"
+        );
     }
 
     #[test]

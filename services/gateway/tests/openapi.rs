@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 25] = [
+const OPERATIONS: [(&str, &str); 28] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),

@@ -157,10 +157,10 @@ pub struct Common {
     /// `database_url`: PostgreSQL URL instead of SQLite files.
     #[arg(long)]
     database_url: Option<String>,
-    /// `bus_url`: `memory://` or `amqp://…`.
+    /// `bus_url`: `memory://`, `amqp://…` or `amqps://…`.
     #[arg(long)]
     bus_url: Option<String>,
-    /// `presence_url`: `memory://` or `redis://…`.
+    /// `presence_url`: `memory://`, `redis://…` or `rediss://…`.
     #[arg(long)]
     presence_url: Option<String>,
     /// `grpc_listen`: gRPC address of this process.
@@ -504,9 +504,13 @@ async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
     }
     .context("the keyring of ingress.encryption")?;
     let url = config.database_url_of(ServiceName::Ingress);
-    let db = telenet_store::Db::connect(&url, ServiceName::Ingress.as_str())
-        .await
-        .context("ingress database")?;
+    let db = telenet_store::Db::connect_with_tls(
+        &url,
+        ServiceName::Ingress.as_str(),
+        &config.database_tls,
+    )
+    .await
+    .context("ingress database")?;
     let secrets = telenet_ingress::Secrets::new(
         db.clone(),
         std::sync::Arc::new(keyring),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use telenet_kit::infra_tls::InfraTlsConfig;
 
 /// A service the suite can run.
 #[derive(
@@ -114,13 +115,28 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` to keep every service's tables in PostgreSQL (one
     /// schema per service); empty: one SQLite file per service in `data_dir`.
+    /// TLS with `?sslmode=verify-full` (the server's certificate and host
+    /// name verified; `require` encrypts without verifying).
     pub database_url: String,
-    /// `memory://` (in-process) or `amqp://…` (RabbitMQ).
+    /// TLS to PostgreSQL: a private CA and a client certificate, given to
+    /// the connection as `sslrootcert`, `sslcert` and `sslkey`, with
+    /// `sslmode=verify-full` unless the URL names `verify-ca` or
+    /// `verify-full` itself.
+    pub database_tls: telenet_kit::infra_tls::InfraTlsConfig,
+    /// `memory://` (in-process), `amqp://…` or `amqps://…` (RabbitMQ; TLS,
+    /// the broker's certificate and host name verified).
     pub bus_url: String,
+    /// TLS to RabbitMQ (`amqps://` only): a private CA, trusted besides
+    /// the public ones, and a client certificate.
+    pub bus_tls: telenet_kit::infra_tls::InfraTlsConfig,
     /// Put in front of every exchange and queue name.
     pub bus_prefix: String,
-    /// `memory://` or `redis://…`.
+    /// `memory://`, `redis://…` or `rediss://…` (TLS, the server's
+    /// certificate and host name verified).
     pub presence_url: String,
+    /// TLS to Redis (`rediss://` only): a private CA, trusted instead of
+    /// the public ones, and a client certificate.
+    pub presence_tls: telenet_kit::infra_tls::InfraTlsConfig,
     /// Put in front of every presence key.
     pub presence_prefix: String,
     /// Where rate limits are counted: `memory://` (this process alone) or
@@ -167,9 +183,12 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".telenet"),
             database_url: String::new(),
+            database_tls: Default::default(),
             bus_url: "memory://".into(),
+            bus_tls: Default::default(),
             bus_prefix: String::new(),
             presence_url: "memory://".into(),
+            presence_tls: Default::default(),
             presence_prefix: String::new(),
             rate_limit_url: String::new(),
             rate_limit_prefix: String::new(),
@@ -245,19 +264,24 @@ impl Config {
         Ok(())
     }
 
-    /// Where rate limits are counted, and the prefix of their keys.
-    pub fn rate_limit_store(&self) -> (&str, &str) {
-        let url = if self.rate_limit_url.trim().is_empty() {
-            &self.presence_url
+    /// Where rate limits are counted, the prefix of their keys and the TLS
+    /// files a `rediss://` store is verified with.
+    pub fn rate_limit_store(&self) -> (&str, &str, &InfraTlsConfig) {
+        static NO_TLS: std::sync::LazyLock<InfraTlsConfig> =
+            std::sync::LazyLock::new(InfraTlsConfig::default);
+        // The presence store's Redis, with its TLS files, unless another
+        // is named (whose CA is then the system's).
+        let (url, tls) = if self.rate_limit_url.trim().is_empty() {
+            (&self.presence_url, &self.presence_tls)
         } else {
-            &self.rate_limit_url
+            (&self.rate_limit_url, &*NO_TLS)
         };
         let prefix = if self.rate_limit_prefix.is_empty() {
             &self.presence_prefix
         } else {
             &self.rate_limit_prefix
         };
-        (url, prefix)
+        (url, prefix, tls)
     }
 
     /// The database URL of one service.
@@ -287,6 +311,8 @@ fn is_loopback(listen: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use telenet_kit::infra_tls::InfraTlsConfig;
+
     use super::*;
 
     #[test]
@@ -312,15 +338,23 @@ mod tests {
     #[test]
     fn rate_limits_are_counted_where_presence_is_unless_set() {
         let mut config = Config {
-            presence_url: "redis://cache:6379".into(),
+            presence_url: "rediss://cache:6379".into(),
             presence_prefix: "blue:".into(),
+            presence_tls: InfraTlsConfig::trusting("/etc/telenet/presence-tls/ca.crt"),
             ..Config::default()
         };
-        assert_eq!(config.rate_limit_store(), ("redis://cache:6379", "blue:"));
-        assert_eq!(Config::default().rate_limit_store(), ("memory://", ""));
+        // The presence store's Redis, verified as presence verifies it.
+        let (url, prefix, tls) = config.rate_limit_store();
+        assert_eq!((url, prefix), ("rediss://cache:6379", "blue:"));
+        assert_eq!(tls, &config.presence_tls);
+        let default = Config::default();
+        let (url, prefix, _) = default.rate_limit_store();
+        assert_eq!((url, prefix), ("memory://", ""));
         config.rate_limit_url = "redis://limits:6379".into();
         config.rate_limit_prefix = "rl:".into();
-        assert_eq!(config.rate_limit_store(), ("redis://limits:6379", "rl:"));
+        let (url, prefix, tls) = config.rate_limit_store();
+        assert_eq!((url, prefix), ("redis://limits:6379", "rl:"));
+        assert!(tls.is_empty(), "another Redis: the presence CA is not its");
     }
 
     #[test]
@@ -339,6 +373,47 @@ mod tests {
                 "receiver.corp.internal"
             ]
         );
+    }
+
+    #[test]
+    fn datastore_tls_files_are_read_from_the_environment_as_the_chart_writes_them() {
+        let env = [
+            (
+                "TELENET_DATABASE_TLS__CA_FILE",
+                "/etc/telenet/database-tls/ca.crt",
+            ),
+            (
+                "TELENET_DATABASE_TLS__CERT_FILE",
+                "/etc/telenet/database-tls/tls.crt",
+            ),
+            (
+                "TELENET_DATABASE_TLS__KEY_FILE",
+                "/etc/telenet/database-tls/tls.key",
+            ),
+            ("TELENET_BUS_TLS__CA_FILE", "/etc/telenet/bus-tls/ca.crt"),
+            (
+                "TELENET_PRESENCE_TLS__CA_FILE",
+                "/etc/telenet/presence-tls/ca.crt",
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config: Config = telenet_kit::config::load_with_env(None, (), env).expect("config");
+        assert_eq!(
+            config.database_tls,
+            InfraTlsConfig::trusting("/etc/telenet/database-tls/ca.crt").with_identity(
+                "/etc/telenet/database-tls/tls.crt",
+                "/etc/telenet/database-tls/tls.key"
+            )
+        );
+        assert_eq!(
+            config.bus_tls,
+            InfraTlsConfig::trusting("/etc/telenet/bus-tls/ca.crt")
+        );
+        assert_eq!(
+            config.presence_tls,
+            InfraTlsConfig::trusting("/etc/telenet/presence-tls/ca.crt")
+        );
+        assert!(Config::default().database_tls.is_empty());
     }
 
     #[test]

@@ -180,10 +180,11 @@ impl Suite {
     /// The bus of the configuration, with this suite's retry delays (the
     /// retry queues are declared with them).
     pub async fn bus(&self) -> anyhow::Result<SharedBus> {
-        telenet_bus::connect(
+        telenet_bus::connect_with_tls(
             &self.config.bus_url,
             &self.config.bus_prefix,
             self.retry.clone(),
+            &self.config.bus_tls,
         )
         .await
         .context("event bus")
@@ -194,7 +195,7 @@ impl Suite {
             return Ok(None);
         };
         let url = self.config.database_url_of(service);
-        let db = Db::connect(&url, service.as_str())
+        let db = Db::connect_with_tls(&url, service.as_str(), &self.config.database_tls)
             .await
             .with_context(|| format!("{} database", service.as_str()))?;
         db.migrate(&migrations)
@@ -258,16 +259,18 @@ impl Suite {
         // Before any service publishes: whatever this process runs, the
         // queues of every group exist (and their dead letters are measured).
         declare_topology(&bus).await?;
-        let presence = telenet_presence::connect(
+        let presence = telenet_presence::connect_with_tls(
             &self.config.presence_url,
             &self.config.presence_prefix,
             Default::default(),
+            &self.config.presence_tls,
         )
         .await
         .context("presence store")?;
-        let (rate_limit_url, rate_limit_prefix) = self.config.rate_limit_store();
-        let rate_limits = telenet_ratelimit::connect(rate_limit_url, rate_limit_prefix)
-            .context("rate limit store")?;
+        let (rate_limit_url, rate_limit_prefix, rate_limit_tls) = self.config.rate_limit_store();
+        let rate_limits =
+            telenet_ratelimit::connect_with_tls(rate_limit_url, rate_limit_prefix, rate_limit_tls)
+                .context("rate limit store")?;
 
         let mut server = GrpcServer::new(self.config.grpc_server.clone())
             .file_descriptor_sets(&[telenet_proto::FILE_DESCRIPTOR_SET])

@@ -19,7 +19,6 @@
 //! often or left unsettled.
 
 mod faults;
-mod infra;
 mod load;
 mod observe;
 mod report;
@@ -35,9 +34,9 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{Fault, Phase};
-use crate::infra::{Postgres, Rabbit, Redis, free_port};
 use crate::load::{Api, Channel, Journal, Receiver};
 use crate::services::{NAMES, Service};
+use telenet_tests::infra::{self, Postgres, Rabbit, Redis, free_port};
 
 /// Locks a mutex; a panic elsewhere does not make the data unusable here.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

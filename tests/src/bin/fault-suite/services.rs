@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::infra::log_file;
 use crate::lock;
+use telenet_tests::infra::log_file;
 
 /// The services, in the order they are started.
 pub const NAMES: [&str; 7] = [
@@ -133,7 +133,7 @@ impl Service {
             bail!("{} is not running", self.name());
         };
         let before = self.exits().len();
-        crate::infra::run(
+        telenet_tests::infra::run(
             {
                 let mut c = Command::new("kill");
                 c.args(["-TERM", &pid.to_string()]);

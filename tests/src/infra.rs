@@ -1,16 +1,79 @@
-//! The run's own PostgreSQL, RabbitMQ and Redis: started in the run's
-//! directory on free ports, so that restarting or stopping them never
-//! touches the machine's shared instances on the standard ports.
+//! Private PostgreSQL, RabbitMQ and Redis servers: started in a directory
+//! of their own on free ports, so that restarting or stopping them never
+//! touches the machine's shared instances on the standard ports. The fault
+//! suite runs on them; the TLS tests start them with a certificate
+//! ([`ServerTls`]), listening for TLS only. Each stops when dropped.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::lock;
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A server's certificate (naming `localhost` and `127.0.0.1`), its key and
+/// the CA that client certificates are checked against. A server started
+/// with one listens for TLS only.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// PEM certificate of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA certificate the clients' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// Whether a client without a certificate is refused (Redis
+    /// `--tls-auth-clients`, RabbitMQ `fail_if_no_peer_cert`). A
+    /// certificate that is presented is always checked.
+    pub require_client_cert: bool,
+}
+
+/// Copies `tls`'s files into `dir` (`server.crt`, `server.key`, `ca.crt`,
+/// the key readable by its owner only), for a server that must own them.
+fn install_tls(tls: &ServerTls, dir: &Path) -> anyhow::Result<ServerTls> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let copy = |from: &Path, name: &str| -> anyhow::Result<PathBuf> {
+        let to = dir.join(name);
+        fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+        Ok(to)
+    };
+    let installed = ServerTls {
+        cert_file: copy(&tls.cert_file, "server.crt")?,
+        key_file: copy(&tls.key_file, "server.key")?,
+        ca_file: copy(&tls.ca_file, "ca.crt")?,
+        require_client_cert: tls.require_client_cert,
+    };
+    fs::set_permissions(&installed.key_file, fs::Permissions::from_mode(0o600))?;
+    Ok(installed)
+}
+
+/// Whether the PostgreSQL server binaries are installed.
+pub fn postgres_installed() -> bool {
+    postgres_bin().is_ok()
+}
+
+/// Whether `rabbitmq-server` is installed.
+pub fn rabbitmq_installed() -> bool {
+    rabbit_scripts().is_ok()
+}
+
+/// Whether `redis-server` is installed.
+pub fn redis_installed() -> bool {
+    on_path("redis-server").is_some()
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .find(|dir| dir.join(program).exists())
+}
 
 /// A TCP port nobody listens on right now (the kernel's choice).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -78,6 +141,8 @@ async fn until_listening(port: u16, what: &str, within: Duration) -> anyhow::Res
 /// A PostgreSQL cluster of its own (`initdb` in the run's directory).
 pub struct Postgres {
     bin: PathBuf,
+    /// Listening for TLS only (`hostssl` lines alone in pg_hba.conf).
+    tls: bool,
     data: PathBuf,
     log: PathBuf,
     pub port: u16,
@@ -109,11 +174,27 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
         .context("no PostgreSQL server binaries (initdb, pg_ctl) found")
 }
 
+/// The user a client certificate authenticates as on a [`Postgres`]
+/// started with TLS (its certificate's common name must be this).
+pub const POSTGRES_CERT_USER: &str = "telenet_cert";
+
 impl Postgres {
     /// A new cluster under `root`, started.
     pub async fn start(root: &Path) -> anyhow::Result<Self> {
+        Self::start_with(root, None).await
+    }
+
+    /// A new cluster under `root` that accepts TLS connections only
+    /// (`ssl = on`, `hostssl` lines alone): `postgres` without a password,
+    /// and [`POSTGRES_CERT_USER`] with a client certificate from the CA.
+    pub async fn start_tls(root: &Path, tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_with(root, Some(tls)).await
+    }
+
+    async fn start_with(root: &Path, tls: Option<&ServerTls>) -> anyhow::Result<Self> {
         let dir = root.join("postgres");
         fs::create_dir_all(&dir)?;
+        let tls = tls.map(|tls| install_tls(tls, &dir)).transpose()?;
         let user = is_root().then_some("postgres");
         if let Some(user) = user {
             let mut chown = Command::new("chown");
@@ -122,6 +203,7 @@ impl Postgres {
         }
         let pg = Self {
             bin: postgres_bin()?,
+            tls: tls.is_some(),
             data: dir.join("data"),
             log: dir.join("postgres.log"),
             port: free_port()?,
@@ -138,6 +220,36 @@ impl Postgres {
             "UTF8",
         ]);
         run(initdb, "initdb").await?;
+        let mut options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
+            pg.port,
+            pg.data.display()
+        );
+        if let Some(tls) = &tls {
+            // Over TCP, TLS only: no `host` line, so a plaintext client
+            // finds no entry ("no encryption").
+            fs::write(
+                pg.data.join("pg_hba.conf"),
+                format!(
+                    "local all all trust\n\
+                     hostssl all postgres 127.0.0.1/32 trust\n\
+                     hostssl all {POSTGRES_CERT_USER} 127.0.0.1/32 cert\n"
+                ),
+            )?;
+            if let Some(user) = user {
+                let mut chown = Command::new("chown");
+                chown
+                    .arg(format!("{user}:"))
+                    .arg(pg.data.join("pg_hba.conf"));
+                run(chown, "chown of pg_hba.conf").await?;
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
+                tls.cert_file.display(),
+                tls.key_file.display(),
+                tls.ca_file.display()
+            ));
+        }
         let mut start = pg.command("pg_ctl");
         start
             .arg("-D")
@@ -145,13 +257,26 @@ impl Postgres {
             .arg("-l")
             .arg(&pg.log)
             .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
-                pg.port,
-                pg.data.display()
-            ))
+            .arg(options)
             .arg("start");
         run(start, "pg_ctl start").await?;
+        if tls.is_some() {
+            let mut create = pg.command("psql");
+            create
+                .args(["-h"])
+                .arg(&pg.data)
+                .args([
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
+                .args(["-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(format!("CREATE ROLE {POSTGRES_CERT_USER} LOGIN SUPERUSER"));
+            run(create, "creating the certificate user").await?;
+        }
         Ok(pg)
     }
 
@@ -167,9 +292,15 @@ impl Postgres {
         }
     }
 
-    /// The URL every service's schema lives under.
+    /// The URL every service's schema lives under (with `sslmode=verify-full`
+    /// on a server started with TLS).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        if self.tls {
+            format!("{url}?sslmode=verify-full")
+        } else {
+            url
+        }
     }
 
     /// `pg_ctl restart -m fast`: every session is ended (SQLSTATE 57P01),
@@ -230,8 +361,12 @@ pub struct Rabbit {
     node: String,
     pub port: u16,
     dist_port: u16,
+    tls: bool,
     child: Mutex<Option<Child>>,
 }
+
+/// Nodes started by this process so far (each needs a name of its own).
+static NODES: AtomicU32 = AtomicU32::new(0);
 
 /// The RabbitMQ scripts themselves, not the distribution's wrappers in
 /// /usr/sbin (which switch to the `rabbitmq` user and its directories).
@@ -251,6 +386,15 @@ fn rabbit_scripts() -> anyhow::Result<(PathBuf, PathBuf)> {
 impl Rabbit {
     /// A new node under `root`, started.
     pub async fn start(root: &Path) -> anyhow::Result<Self> {
+        Self::start_with(root, None).await
+    }
+
+    /// A new node under `root` with a TLS listener and no plaintext one.
+    pub async fn start_tls(root: &Path, tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_with(root, Some(tls)).await
+    }
+
+    async fn start_with(root: &Path, tls: Option<&ServerTls>) -> anyhow::Result<Self> {
         let dir = root.join("rabbitmq");
         fs::create_dir_all(&dir)?;
         let (server, ctl) = rabbit_scripts()?;
@@ -261,25 +405,45 @@ impl Rabbit {
         }
         fs::write(dir.join("rabbitmq-env.conf"), "")?;
         fs::write(dir.join("enabled_plugins"), "[].\n")?;
-        fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
-        )?;
+        let listeners = match tls {
+            None => format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
+            Some(tls) => format!(
+                "listeners.tcp = none\n\
+                 listeners.ssl.default = 127.0.0.1:{port}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = {}\n",
+                tls.cert_file.display(),
+                tls.key_file.display(),
+                tls.ca_file.display(),
+                tls.require_client_cert,
+            ),
+        };
+        fs::write(dir.join("rabbitmq.conf"), listeners)?;
         let rabbit = Self {
             server,
             ctl,
-            node: format!("telenet-faults-{}@localhost", std::process::id()),
+            node: format!(
+                "telenet-{}-{}@localhost",
+                std::process::id(),
+                NODES.fetch_add(1, Ordering::Relaxed)
+            ),
             dir,
             port,
             dist_port,
+            tls: tls.is_some(),
             child: Mutex::new(None),
         };
         rabbit.start_node().await?;
         Ok(rabbit)
     }
 
+    /// `amqp://…`, or `amqps://…` for a node started with TLS.
     pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        format!("{scheme}://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -397,32 +561,66 @@ impl Rabbit {
 pub struct Redis {
     dir: PathBuf,
     pub port: u16,
+    tls: Option<ServerTls>,
     child: Mutex<Option<Child>>,
 }
 
 impl Redis {
     pub async fn start(root: &Path) -> anyhow::Result<Self> {
+        Self::start_with(root, None).await
+    }
+
+    /// A server under `root` listening for TLS only (`--port 0`).
+    pub async fn start_tls(root: &Path, tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_with(root, Some(tls)).await
+    }
+
+    async fn start_with(root: &Path, tls: Option<&ServerTls>) -> anyhow::Result<Self> {
         let dir = root.join("redis");
         fs::create_dir_all(&dir)?;
         let redis = Self {
             dir,
             port: free_port()?,
+            tls: tls.cloned(),
             child: Mutex::new(None),
         };
         redis.start_server().await?;
         Ok(redis)
     }
 
+    /// `redis://…`, or `rediss://…` for a server started with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub async fn start_server(&self) -> anyhow::Result<()> {
         let (out, err) = log_file(&self.dir.join("redis.log"))?;
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => {
+                command.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                command
+                    .args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert_file)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key_file)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca_file)
+                    .arg("--tls-auth-clients")
+                    .arg(if tls.require_client_cert { "yes" } else { "no" });
+            }
+        }
+        let child = command
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
