@@ -421,7 +421,9 @@ async fn rabbitmq_over_tls_with_a_private_ca_and_the_suite_on_tls_datastores() {
 
     bounded(
         "migrate over TLS",
-        Suite::new(config.clone(), ServiceName::ALL).migrate(),
+        Suite::new(config.clone(), ServiceName::ALL)
+            .with_retry(world::test_retry())
+            .migrate(),
     )
     .await
     .expect("every service's schema migrates over TLS");

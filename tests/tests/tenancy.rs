@@ -118,6 +118,10 @@ fn creates_in_own_workspace(method: &Method, template: &str) -> Option<Option<Bo
         ("POST", "/v1/files") => Some(Body::Multipart(multipart_file("A, again"))),
         ("PUT", "/v1/me/status") => Some(Body::Json(json!({"status": "online"}))),
         ("POST", "/v1/tokens") => Some(Body::Json(json!({"label": "A's"}))),
+        // Every dead letter of the caller's own workspace (there are none).
+        ("POST", "/v1/dead-letters/redrive" | "/v1/dead-letters/discard") => {
+            Some(Body::Json(json!({"all": true})))
+        }
         _ => return None,
     })
 }

@@ -39,6 +39,11 @@ pub enum DeadLetterError {
     /// otherwise unusable; nothing was done.
     #[error("{0}")]
     Invalid(String),
+    /// Event ids that name no dead letter of the selection (another
+    /// workspace's, already acted on, or never dead-lettered); nothing was
+    /// done.
+    #[error("no such dead letter: {}", .0.join(", "))]
+    NotFound(Vec<String>),
     #[error(transparent)]
     Bus(#[from] BusError),
 }
@@ -108,13 +113,33 @@ pub async fn list(
 }
 
 /// Redrives or discards up to `limit` selected dead letters; returns those
-/// acted on.
+/// acted on. Event ids that name none of the selection's dead letters are
+/// [`DeadLetterError::NotFound`], and then nothing is done.
 pub async fn act(
     bus: &SharedBus,
     selection: &Selection,
     action: Action,
     limit: usize,
 ) -> Result<Vec<pb::DeadLetter>, DeadLetterError> {
+    if !selection.event_ids.is_empty() {
+        // Every id named must be one of the selection's dead letters, or
+        // nothing is done: a typo or another workspace's id is an error, not
+        // a silent no-op.
+        let found: std::collections::HashSet<String> = list(bus, selection, MAX_LIMIT)
+            .await?
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        let missing: Vec<String> = selection
+            .event_ids
+            .iter()
+            .filter(|id| !found.contains(*id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(DeadLetterError::NotFound(missing));
+        }
+    }
     let mut done = Vec::new();
     let picks = |d: &DeadLetter| selection.picks(d);
     for group in selection.groups(bus)? {

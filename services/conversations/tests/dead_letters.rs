@@ -141,16 +141,20 @@ async fn a_workspace_sees_and_acts_on_its_own_dead_letters_only() {
     assert_eq!(listed(&mut w, WS_A).await, vec![a1.clone(), a2.clone()]);
     assert_eq!(listed(&mut w, WS_B).await, vec![b1.clone()]);
 
-    // B's dead letter named by a call for A: not touched.
-    let none = w
-        .client
-        .discard_dead_letters(act(WS_A, &[&b1], false))
-        .await
-        .expect("discard")
-        .into_inner()
-        .dead_letters;
-    assert!(none.is_empty(), "{none:?}");
+    // B's dead letter named by a call for A: NOT_FOUND, and nothing is
+    // touched, not even A's own named beside it.
+    for ids in [vec![b1.as_str()], vec![a1.as_str(), b1.as_str()]] {
+        let status = w
+            .client
+            .discard_dead_letters(act(WS_A, &ids, false))
+            .await
+            .expect_err("another workspace's dead letter");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        assert!(status.message().contains(&b1), "{}", status.message());
+        assert!(!status.message().contains(&a1), "{}", status.message());
+    }
     assert_eq!(listed(&mut w, WS_B).await, vec![b1.clone()]);
+    assert_eq!(listed(&mut w, WS_A).await, vec![a1.clone(), a2.clone()]);
 
     // Redrive all of A's: both back in the group's queue, B's stays.
     let moved = w

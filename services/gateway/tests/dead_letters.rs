@@ -100,6 +100,25 @@ impl DeadLetters for FakeDeadLetters {
             .lock()
             .expect("lock")
             .push(request.workspace_id.clone());
+        // As the service: an id that is none of the workspace's dead
+        // letters is NOT_FOUND, and nothing is done.
+        let missing: Vec<&String> = {
+            let dead = self.dead.lock().expect("lock");
+            request
+                .event_ids
+                .iter()
+                .filter(|id| {
+                    !dead
+                        .iter()
+                        .any(|d| &d.event_id == *id && d.workspace_id == request.workspace_id)
+                })
+                .collect()
+        };
+        if !missing.is_empty() {
+            return Err(tonic::Status::not_found(format!(
+                "no such dead letter: {missing:?}"
+            )));
+        }
         Ok(tonic::Response::new(pb::ActOnDeadLettersResponse {
             dead_letters: self.take(&request.workspace_id, &request.event_ids),
         }))
@@ -158,7 +177,8 @@ async fn managers_see_and_handle_only_their_workspaces_dead_letters() {
     let other = send(&app, get("/v1/dead-letters", Some(OTHER_TOKEN))).await;
     assert_eq!(ids(&other.json()), ["ev-other-1"]);
 
-    // The other workspace's event named by this workspace's owner: untouched.
+    // The other workspace's event named by this workspace's owner: 404,
+    // untouched.
     let none = send(
         &app,
         json(
@@ -169,8 +189,13 @@ async fn managers_see_and_handle_only_their_workspaces_dead_letters() {
         ),
     )
     .await;
-    assert_eq!(none.status, 200);
-    assert!(ids(&none.json()).is_empty());
+    assert_eq!(none.status, 404);
+    assert_eq!(
+        ids(&send(&app, get("/v1/dead-letters", Some(OTHER_TOKEN)))
+            .await
+            .json()),
+        ["ev-other-1"]
+    );
 
     let redriven = send(
         &app,

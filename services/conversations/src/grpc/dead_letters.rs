@@ -70,6 +70,7 @@ fn selection_to_act_on(request: ActOnDeadLettersRequest) -> Result<Selection, St
 fn status(error: DeadLetterError) -> Status {
     match error {
         DeadLetterError::Invalid(message) => Status::invalid_argument(message),
+        error @ DeadLetterError::NotFound(_) => Status::not_found(error.to_string()),
         DeadLetterError::Bus(BusError::Config(message)) => Status::invalid_argument(message),
         DeadLetterError::Bus(error) => {
             tracing::warn!(%error, "dead letters: the event bus failed");

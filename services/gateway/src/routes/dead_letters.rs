@@ -227,6 +227,7 @@ fn action_request(
         (status = 200, description = "the dead letters sent back", body = DeadLetterList),
         (status = 400, description = "neither event ids nor all, both, or an unknown group"),
         (status = 403, description = "the caller is an agent"),
+        (status = 404, description = "an event id names none of the workspace's dead letters; nothing was done"),
     ),
 )]
 pub(crate) async fn redrive_dead_letters(
@@ -254,6 +255,7 @@ pub(crate) async fn redrive_dead_letters(
         (status = 200, description = "the dead letters deleted", body = DeadLetterList),
         (status = 400, description = "neither event ids nor all, both, or an unknown group"),
         (status = 403, description = "the caller is an agent"),
+        (status = 404, description = "an event id names none of the workspace's dead letters; nothing was done"),
     ),
 )]
 pub(crate) async fn discard_dead_letters(
