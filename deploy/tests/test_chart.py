@@ -323,10 +323,15 @@ def test_datastore_tls_files_come_from_their_secrets(ci_renders: dict[str, list[
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["name"]: m for m in container_of(pod)["volumeMounts"]}
         if service == "gateway":
-            # Presence only: its Redis CA, under the Secret's own key.
-            assert tls_env == {"TELENET_PRESENCE_TLS__CA_FILE": f"{base}/presence-tls/ca.crt"}
+            # Presence (its Redis CA, under the Secret's own key) and the
+            # bus (token revocations); no database.
+            assert tls_env == {
+                "TELENET_PRESENCE_TLS__CA_FILE": f"{base}/presence-tls/ca.crt",
+                "TELENET_BUS_TLS__CA_FILE": f"{base}/bus-tls/ca.crt",
+            }
             assert volumes["presence-tls"]["secret"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
-            assert "database-tls" not in volumes and "bus-tls" not in volumes
+            assert volumes["bus-tls"]["secret"]["secretName"] == "telenet-rabbitmq-ca"
+            assert "database-tls" not in volumes
         else:
             assert tls_env == {**database_env, "TELENET_BUS_TLS__CA_FILE": f"{base}/bus-tls/ca.crt"}
             assert volumes["database-tls"]["secret"] == database_volume
@@ -334,11 +339,19 @@ def test_datastore_tls_files_come_from_their_secrets(ci_renders: dict[str, list[
             assert "presence-tls" not in volumes
         for name in volumes.keys() & {"database-tls", "bus-tls", "presence-tls"}:
             assert mounts[name] == {"name": name, "mountPath": f"{base}/{name}", "readOnly": True}
-    # The migrations connect to PostgreSQL the same way.
+    # The migrations connect to PostgreSQL, and to RabbitMQ (the bus
+    # topology), the same way.
     job = by_kind(docs, "Job")["telenet-migrate"]
-    assert {k: v for k, v in env_of(job).items() if "_TLS__" in k} == database_env
+    assert {k: v for k, v in env_of(job).items() if "_TLS__" in k} == {
+        **database_env,
+        "TELENET_BUS_TLS__CA_FILE": f"{base}/bus-tls/ca.crt",
+    }
     job_pod = job["spec"]["template"]["spec"]
-    assert {v["name"]: v for v in job_pod["volumes"]}["database-tls"]["secret"] == database_volume
+    job_volumes = {v["name"]: v for v in job_pod["volumes"]}
+    assert job_volumes["database-tls"]["secret"] == database_volume
+    assert job_volumes["bus-tls"]["secret"]["secretName"] == "telenet-rabbitmq-ca"
+    job_mounts = {m["name"]: m for m in container_of(job_pod)["volumeMounts"]}
+    assert job_mounts["bus-tls"] == {"name": "bus-tls", "mountPath": f"{base}/bus-tls", "readOnly": True}
     # Without a Secret, nothing is mounted or set.
     minimal = by_kind(ci_renders["minimal-values.yaml"], "Deployment")["telenet-contacts"]
     assert not [k for k in env_of(minimal) if "_TLS__" in k and not k.startswith("TELENET_GRPC")]
