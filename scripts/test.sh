@@ -12,15 +12,15 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "==> disk space"
 # A whole run (tests, clippy, the fault suite's build with crash points)
-# leaves about 8 GB in target/ on a fresh clone; a full disk shows up later
+# leaves about 7 GB in target/ on a fresh clone; a full disk shows up later
 # as a linker crash, so say it plainly here.
 free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
 echo "free: $((free_kb / 1024 / 1024)) GB in $(pwd)"
 if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
-    echo "error: less than 4 GB free; a build of the workspace needs about 8 GB" >&2
+    echo "error: less than 4 GB free; a build of the workspace needs about 7 GB" >&2
     exit 1
 elif [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
-    echo "warning: less than 10 GB free; a build of the workspace needs about 8 GB" >&2
+    echo "warning: less than 10 GB free; a build of the workspace needs about 7 GB" >&2
 fi
 
 echo "==> services (PostgreSQL, Redis, RabbitMQ)"
