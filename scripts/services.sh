@@ -7,6 +7,10 @@
 #                                from Debian's packages if it is missing), wait
 #                                for it, fail naming any service still down
 #   scripts/services.sh status   only report; non-zero if any service is down
+#   scripts/services.sh prune    drop the test databases (telenet_test_*) that
+#                                earlier runs left, once they are older than
+#                                PRUNE_AFTER_MINUTES (default 120) and nobody is
+#                                connected to them; `ensure` does it too
 #
 # Environment: SERVICES_WAIT_SECONDS (default 60) bounds each wait.
 set -euo pipefail
@@ -208,6 +212,28 @@ ensure() {
     fi
 }
 
+# Every test database is a fresh one (`telenet_store::testing::fresh_postgres`)
+# and none is dropped by its test: on a machine that runs the suite again and
+# again they would fill the disk (about 1 GB a run). A run's own databases
+# are younger than the cut-off or in use, so concurrent runs keep theirs.
+prune_test_databases() {
+    postgres_answers || return 0
+    local minutes="${PRUNE_AFTER_MINUTES:-120}" db dropped=0
+    while IFS= read -r db; do
+        [ -n "$db" ] || continue
+        # Fails (and is skipped) if someone connected meanwhile.
+        if psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$db\"" >/dev/null 2>&1; then
+            dropped=$((dropped + 1))
+        fi
+    done < <(psql -h 127.0.0.1 -U postgres -Atc "
+        select datname from pg_database d
+        where datname like 'telenet\_test\_%'
+          and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)
+          and (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification
+              < now() - interval '$minutes minutes'")
+    log "postgres: dropped $dropped test database(s) older than $minutes minutes"
+}
+
 main() {
     case "${1:-}" in
         ensure)
@@ -217,6 +243,10 @@ main() {
                 ensure "$service"
             done
             log "all up: ${SERVICES[*]}"
+            prune_test_databases
+            ;;
+        prune)
+            prune_test_databases
             ;;
         status)
             local service down=0
@@ -231,7 +261,7 @@ main() {
             return "$down"
             ;;
         *)
-            echo "usage: $0 ensure|status" >&2
+            echo "usage: $0 ensure|status|prune" >&2
             exit 2
             ;;
     esac
