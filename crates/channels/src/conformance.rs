@@ -706,6 +706,7 @@ fn message(id: &str, text: &str, attachments: Vec<Attachment>) -> OutboundReques
         recipient_external_id: "+4915550001".into(),
         text: text.to_owned(),
         attachments,
+        ..Default::default()
     }
 }
 

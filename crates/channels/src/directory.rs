@@ -20,16 +20,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 use telenet_kit::cache::TtlCache;
 use telenet_kit::grpc::GrpcChannel;
-use telenet_proto::common::v1::ChannelKind;
-use telenet_proto::ingress::v1::GetChannelRequest;
+use telenet_proto::common::v1::{ChannelKind, ChannelProvider};
+use telenet_proto::ingress::v1::{ChannelConfig, GetChannelRequest};
 use telenet_proto::ingress::v1::channels_client::ChannelsClient;
 
 /// A channel's kind, settings and secret: what verifying its webhooks,
 /// sending on it and fetching its files need.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Default)]
 pub struct ChannelCredentials {
-    /// The channel's kind: which [`Provider`](crate::Provider) serves it.
+    /// The channel's id (empty before it is stored).
+    pub channel_id: String,
+    /// The channel's kind.
     pub kind: ChannelKind,
+    /// The service it runs through: which [`Provider`](crate::Provider)
+    /// serves it. Unspecified on custom channels stored before providers
+    /// were recorded (read as [`ChannelProvider::Custom`]).
+    pub provider: ChannelProvider,
+    /// The provider's settings with their secrets (custom channels keep
+    /// theirs in the fields below).
+    pub config: ChannelConfig,
     /// Custom channels: where outbound messages are POSTed.
     pub outbound_url: String,
     /// The channel's secret (custom channels: the `whsec_…` signing secret).
@@ -42,7 +51,10 @@ pub struct ChannelCredentials {
 impl std::fmt::Debug for ChannelCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelCredentials")
+            .field("channel_id", &self.channel_id)
             .field("kind", &self.kind)
+            .field("provider", &self.provider)
+            .field("config", &"***")
             .field("outbound_url", &self.outbound_url)
             .field("secret", &"***")
             .field("accepted_voice_types", &self.accepted_voice_types)
@@ -116,11 +128,15 @@ impl ChannelDirectory for GrpcChannelDirectory {
             .await
             .map_err(|status| error_of(&status))?
             .into_inner();
+        let provider = reply.provider();
         let channel = reply.channel.ok_or_else(|| {
             DirectoryError::Unavailable("credentials reply without a channel".into())
         })?;
         Ok(ChannelCredentials {
             kind: channel.kind(),
+            channel_id: channel.id,
+            provider,
+            config: reply.config.unwrap_or_default(),
             outbound_url: channel.outbound_url,
             secret: reply.secret,
             accepted_voice_types: channel.accepted_voice_types,
@@ -219,7 +235,7 @@ mod tests {
                 kind: ChannelKind::Custom,
                 outbound_url: format!("http://example.test/{channel_id}"),
                 secret: "whsec_x".into(),
-                accepted_voice_types: Vec::new(),
+                ..Default::default()
             })
         }
     }
@@ -277,8 +293,16 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_logs() {
+        use telenet_proto::ingress::v1::{TelegramConfig, channel_config};
         let creds = ChannelCredentials {
             secret: "whsec_very_secret".into(),
+            config: ChannelConfig {
+                provider: Some(channel_config::Provider::Telegram(TelegramConfig {
+                    bot_token: "123:very_secret_token".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(!format!("{creds:?}").contains("very_secret"));

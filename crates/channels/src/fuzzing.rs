@@ -5,6 +5,7 @@
 //! who can reach the webhook URL) sends, a provider answers or refuses; it
 //! never panics.
 
+use telenet_proto::common::v1::ChannelProvider;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::{ChannelCredentials, Provider, Webhook};
@@ -136,17 +137,18 @@ pub fn run(provider: &dyn Provider, channel: &ChannelCredentials, data: &[u8]) {
 /// The channel id fuzzed webhooks are addressed to.
 pub const FUZZ_CHANNEL_ID: &str = "01900000-0000-7000-8000-00000000f022";
 
-/// The channel each built-in provider is fuzzed with; `None` for a kind
-/// without one, which the fuzz test refuses (a new provider must be
-/// fuzzed too).
-pub fn channel_for(kind: telenet_proto::common::v1::ChannelKind) -> Option<ChannelCredentials> {
-    use telenet_proto::common::v1::ChannelKind;
-    match kind {
-        ChannelKind::Custom => Some(ChannelCredentials {
-            kind,
+/// The channel each built-in provider is fuzzed with; `None` for a
+/// provider without one, which the fuzz test refuses (a new provider must
+/// be fuzzed too).
+pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
+    match provider {
+        ChannelProvider::Custom => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Custom,
+            provider,
             outbound_url: "https://receiver.example/in".into(),
             secret: FUZZ_SECRET.into(),
             accepted_voice_types: vec!["audio/ogg".into()],
+            ..Default::default()
         }),
         _ => None,
     }
@@ -155,12 +157,12 @@ pub fn channel_for(kind: telenet_proto::common::v1::ChannelKind) -> Option<Chann
 /// The signing secret of the fuzzed custom channel.
 pub const FUZZ_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// A request `kind`'s platform would send with `body`, signed as it signs
-/// (so mutations of it reach past verification), encoded as fuzz input.
-pub fn signed_seed(kind: telenet_proto::common::v1::ChannelKind, body: &[u8]) -> Option<Vec<u8>> {
-    use telenet_proto::common::v1::ChannelKind;
-    match kind {
-        ChannelKind::Custom => {
+/// A request `provider`'s platform would send with `body`, signed as it
+/// signs (so mutations of it reach past verification), encoded as fuzz
+/// input.
+pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
+    match provider {
+        ChannelProvider::Custom => {
             let secret = telenet_signing::Secret::parse(FUZZ_SECRET).ok()?;
             let id = "msg_fuzz_seed";
             let mut headers = HeaderMap::new();

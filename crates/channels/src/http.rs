@@ -29,6 +29,24 @@ pub struct Answer {
     pub status: StatusCode,
     /// At most 64 KiB of it.
     pub body: Vec<u8>,
+    /// Its `Retry-After`, in seconds (`None` when absent or an HTTP date).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl Answer {
+    /// [`refusal`] of its status, with a 429 made
+    /// [`SendOutcome::Throttled`] for its `Retry-After` (or `default_pause`).
+    pub fn refusal(&self, default_pause: std::time::Duration) -> Option<SendOutcome> {
+        match refusal(self.status)? {
+            SendOutcome::Retry(reason) if self.status == StatusCode::TOO_MANY_REQUESTS => {
+                Some(SendOutcome::Throttled {
+                    reason,
+                    retry_after: self.retry_after.unwrap_or(default_pause),
+                })
+            }
+            other => Some(other),
+        }
+    }
 }
 
 /// Send `request` and read the start of its answer. `Err` is the attempt's
@@ -38,6 +56,12 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, SendOu
     match request.send().await {
         Ok(response) => {
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
             // A body that cannot be read is only a missing id: the status
             // already decides the outcome.
             let body = read_limited(response).await.unwrap_or_default();
@@ -48,7 +72,11 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, SendOu
                     "the receiver refused the request"
                 );
             }
-            Ok(Answer { status, body })
+            Ok(Answer {
+                status,
+                body,
+                retry_after,
+            })
         }
         Err(e) => Err(outcome_of_error(&e)),
     }

@@ -23,20 +23,23 @@
 //! (`tests/<provider>.rs`) running [`conformance::run_all`] with its
 //! fixture and sample payloads (kept in `tests/fixtures/<provider>/`).
 
+pub mod config;
 pub mod conformance;
 pub mod custom;
 pub mod directory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod meta;
 pub mod net;
 mod provider;
 mod registry;
 
 pub use directory::ChannelCredentials;
 pub use provider::{
-    Capabilities, CredentialsError, HandshakeAnswer, Inbound, InboundEvent, MediaRule, Provider,
-    RateLimit, RateScope, SendOutcome, TextLimit, TextUnit, VoiceNotes, Webhook, WebhookError,
+    Capabilities, Check, CredentialsError, HandshakeAnswer, Inbound, InboundEvent, MediaFetch,
+    MediaRule, Overflow, Provider, RateLimit, RateScope, SendOutcome, TextLimit, TextUnit,
+    VoiceNotes, Webhook, WebhookError, WebhookSetup,
 };
 pub use registry::Registry;
 

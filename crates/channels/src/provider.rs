@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderMap, Method, StatusCode};
-use telenet_proto::common::v1::{AttachmentKind, ChannelKind};
+use telenet_proto::common::v1::{AttachmentKind, ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::event_envelope::Payload;
 use telenet_proto::events::v1::{InboundMessageReceived, InboundStatusReceived, OutboundRequested};
@@ -21,6 +21,61 @@ use crate::ChannelCredentials;
 pub trait Provider: Send + Sync + 'static {
     /// The kind of channel this provider serves.
     fn kind(&self) -> ChannelKind;
+
+    /// The provider itself (several may serve one kind: WhatsApp through
+    /// Meta's Cloud API or through 360dialog).
+    fn provider(&self) -> ChannelProvider;
+
+    /// What to enter on the provider's side for its webhooks to reach
+    /// `channel` (the verify token, a secret header, the events to
+    /// subscribe to). Nothing by default.
+    fn webhook_setup(&self, channel: &ChannelCredentials) -> WebhookSetup {
+        let _ = channel;
+        WebhookSetup::default()
+    }
+
+    /// Register `webhook_url` with the provider, where it lets TELENET do it
+    /// (Telegram `setWebhook`, Viber `set_webhook`), through `http`.
+    /// `Ok(true)`: registered; `Ok(false)`: the provider has no such call
+    /// (the URL is entered in its console, see
+    /// [`webhook_setup`](Self::webhook_setup)). `Invalid`: the provider
+    /// refused (bad token), naming why; `Unavailable`: it could not be asked.
+    async fn register_webhook(
+        &self,
+        http: &reqwest::Client,
+        channel: &ChannelCredentials,
+        webhook_url: &str,
+    ) -> Result<bool, CredentialsError> {
+        let _ = (http, channel, webhook_url);
+        Ok(false)
+    }
+
+    /// Check the channel's credentials with the provider now (a cheap
+    /// authenticated read, e.g. Telegram `getMe`), for TestChannel. Empty:
+    /// the provider has nothing to check.
+    async fn check(&self, http: &reqwest::Client, channel: &ChannelCredentials) -> Vec<Check> {
+        let _ = (http, channel);
+        Vec::new()
+    }
+
+    /// The request that fetches a file announced in an inbound message
+    /// (`url`, the attachment's `url` as the parser wrote it; never a
+    /// secret). By default `url` itself, with
+    /// [`authorize_media_fetch`](Self::authorize_media_fetch)'s headers;
+    /// providers that name files by id resolve them first (WhatsApp's media
+    /// id → a short-lived URL, Telegram's `getFile`), through `http`.
+    async fn media_fetch(
+        &self,
+        http: &reqwest::Client,
+        channel: &ChannelCredentials,
+        url: &str,
+    ) -> Result<MediaFetch, CredentialsError> {
+        let _ = http;
+        Ok(MediaFetch {
+            url: url.to_owned(),
+            headers: self.authorize_media_fetch(channel, url)?,
+        })
+    }
 
     /// What a channel of this provider can carry.
     fn capabilities(&self, channel: &ChannelCredentials) -> Capabilities;
@@ -91,6 +146,37 @@ pub trait Provider: Send + Sync + 'static {
         let _ = (channel, url);
         Ok(HeaderMap::new())
     }
+}
+
+/// What to enter on a provider's side for webhooks to reach a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebhookSetup {
+    /// Meta's verify token, entered with the URL.
+    pub verify_token: String,
+    /// A static header the provider sends (360dialog): its name and value.
+    pub header: Option<(String, String)>,
+    /// The webhook fields or events to subscribe to.
+    pub subscribe_events: Vec<String>,
+}
+
+/// The result of one check of a channel with its provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked (`credentials`, `webhook_registration`, …).
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found (the provider's error, sanitised, when it failed).
+    pub detail: String,
+}
+
+/// How to fetch a file a provider announced.
+#[derive(Debug, Clone)]
+pub struct MediaFetch {
+    /// The URL to GET.
+    pub url: String,
+    /// The headers that authenticate it.
+    pub headers: HeaderMap,
 }
 
 /// A webhook request as ingress received it on `/webhooks/{channel_id}`.
@@ -211,6 +297,13 @@ pub enum SendOutcome {
     /// Worth another attempt later (server error, throttled, timed out,
     /// unreachable).
     Retry(String),
+    /// The provider is throttling this channel (HTTP 429, a rate-limit
+    /// error code): retry, not before `retry_after` (its `Retry-After`, or
+    /// the provider's documented pause).
+    Throttled {
+        reason: String,
+        retry_after: Duration,
+    },
     /// Can never succeed as it is (refused by the provider, unusable
     /// settings).
     Reject(String),
@@ -251,12 +344,71 @@ pub struct TextLimit {
     pub max: usize,
     /// What is counted.
     pub unit: TextUnit,
+    /// What happens to a longer text: split into several messages at word
+    /// boundaries ([`TextLimit::split`]), or refused before sending.
+    pub overflow: Overflow,
+}
+
+/// What a provider does with a text over its limit (a documented choice
+/// per provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Sent as several messages, split at word boundaries.
+    Split,
+    /// Refused with an error naming the limit.
+    Refuse,
 }
 
 impl TextLimit {
     /// Whether `text` fits.
     pub fn fits(&self, text: &str) -> bool {
         self.unit.measure(text) <= self.max
+    }
+
+    /// `text` in parts that each fit, cut at the last whitespace that
+    /// keeps a part within the limit (a word longer than the limit is cut
+    /// between characters, never inside one). Whitespace at a cut is
+    /// dropped; nothing else is. One part when it fits; none when empty.
+    pub fn split(&self, text: &str) -> Vec<String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let max = self.max.max(1);
+        while !rest.is_empty() {
+            if self.unit.measure(rest) <= max {
+                parts.push(rest.to_owned());
+                break;
+            }
+            // The longest prefix that fits, in characters.
+            let mut end = 0;
+            let mut used = 0;
+            let mut last_space = None;
+            for (i, c) in rest.char_indices() {
+                let width = self.unit.measure(c.encode_utf8(&mut [0; 4]));
+                if used + width > max {
+                    break;
+                }
+                used += width;
+                end = i + c.len_utf8();
+                if c.is_whitespace() {
+                    last_space = Some(i);
+                }
+            }
+            let cut = match last_space {
+                Some(i) if !rest[..i].trim().is_empty() => i,
+                _ => end,
+            };
+            let cut = if cut == 0 {
+                rest.chars().next().map_or(rest.len(), char::len_utf8)
+            } else {
+                cut
+            };
+            let part = rest[..cut].trim_end();
+            if !part.is_empty() {
+                parts.push(part.to_owned());
+            }
+            rest = rest[cut..].trim_start();
+        }
+        parts
     }
 }
 
@@ -339,9 +491,44 @@ mod tests {
         let limit = TextLimit {
             max: 7,
             unit: TextUnit::Utf16,
+            overflow: Overflow::Refuse,
         };
         assert!(!limit.fits(text));
         assert!(limit.fits("hello"));
+    }
+
+    #[test]
+    fn long_text_is_split_at_word_boundaries_within_the_limit() {
+        let limit = TextLimit {
+            max: 10,
+            unit: TextUnit::Chars,
+            overflow: Overflow::Split,
+        };
+        assert_eq!(limit.split(""), Vec::<String>::new());
+        assert_eq!(limit.split("short"), ["short"]);
+        assert_eq!(
+            limit.split("the quick brown fox jumps"),
+            ["the quick", "brown fox", "jumps"]
+        );
+        // A word longer than the limit is cut between characters.
+        assert_eq!(limit.split("abcdefghijklmno"), ["abcdefghij", "klmno"]);
+        // Counted in the provider's unit: an emoji is two UTF-16 units and
+        // is never cut in half.
+        let utf16 = TextLimit {
+            max: 3,
+            unit: TextUnit::Utf16,
+            overflow: Overflow::Split,
+        };
+        assert_eq!(utf16.split("a👋👋"), ["a👋", "👋"]);
+        let bytes = TextLimit {
+            max: 4,
+            unit: TextUnit::Bytes,
+            overflow: Overflow::Split,
+        };
+        for part in bytes.split("ñañaña ñu") {
+            assert!(bytes.fits(&part), "{part:?}");
+        }
+        assert_eq!(bytes.split("ñañaña ñu").concat(), "ñañañañu");
     }
 
     #[test]

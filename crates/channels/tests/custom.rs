@@ -60,6 +60,7 @@ fn status(external_id: &str, state: DeliveryState, error: &str, webhook_id: &str
         state: state as i32,
         error: error.into(),
         webhook_id: webhook_id.into(),
+        ..Default::default()
     })
 }
 
@@ -74,6 +75,7 @@ impl Fixture for CustomFixture {
             outbound_url: format!("{api_base}/in/shop"),
             secret: Secret::generate().expect("randomness").expose(),
             accepted_voice_types: vec!["audio/ogg; codecs=opus".into(), "audio/mpeg".into()],
+            ..Default::default()
         }
     }
 

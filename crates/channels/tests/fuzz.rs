@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use telenet_channels::Registry;
 use telenet_channels::fuzzing::{self, FuzzWebhook};
-use telenet_proto::common::v1::ChannelKind;
+use telenet_proto::common::v1::ChannelProvider;
 
 /// Longest one input may take (debug build, shared CPU).
 const PER_CASE: Duration = Duration::from_secs(2);
@@ -34,11 +34,12 @@ fn seed() -> u64 {
         .unwrap_or(0x07e1_e2e7)
 }
 
-/// The sample payloads of `kind` (tests/fixtures/<provider>/*.json).
-fn samples(kind: ChannelKind) -> Vec<(String, Vec<u8>)> {
-    let dir = match kind {
-        ChannelKind::Custom => "custom",
-        other => panic!("no sample directory for {other:?}: add it here"),
+/// The sample payloads of `provider` (tests/fixtures/<provider>/*.json;
+/// 360dialog sends WhatsApp Cloud API bodies).
+fn samples(provider: ChannelProvider) -> Vec<(String, Vec<u8>)> {
+    let dir = match provider {
+        ChannelProvider::Whatsapp360dialog => "whatsapp_cloud".to_owned(),
+        other => telenet_channels::config::provider_name(other),
     };
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).join(dir);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
@@ -190,7 +191,7 @@ fn json(rng: &mut fastrand::Rng, depth: u32) -> serde_json::Value {
     }
 }
 
-fn check(kind: ChannelKind, label: &str, data: &[u8]) {
+fn check(kind: ChannelProvider, label: &str, data: &[u8]) {
     let registry = Registry::builtin();
     let provider = registry.get(kind).expect("provider");
     let channel = fuzzing::channel_for(kind).expect("channel");
@@ -217,7 +218,7 @@ fn check(kind: ChannelKind, label: &str, data: &[u8]) {
 
 #[test]
 fn every_built_in_provider_is_fuzzed() {
-    for kind in Registry::builtin().kinds() {
+    for kind in Registry::builtin().providers() {
         assert!(
             fuzzing::channel_for(kind).is_some(),
             "{kind:?} has no fuzz channel in telenet_channels::fuzzing::channel_for"
@@ -235,7 +236,7 @@ fn every_built_in_provider_is_fuzzed() {
 #[test]
 fn signed_seeds_verify() {
     let registry = Registry::builtin();
-    for kind in registry.kinds() {
+    for kind in registry.providers() {
         let provider = registry.get(kind).expect("provider");
         let channel = fuzzing::channel_for(kind).expect("channel");
         for (name, body) in samples(kind) {
@@ -266,7 +267,7 @@ fn signed_seeds_verify() {
 fn webhooks_of_arbitrary_bytes_are_answered_or_refused() {
     let mut rng = fastrand::Rng::with_seed(seed());
     let n = cases();
-    for kind in Registry::builtin().kinds() {
+    for kind in Registry::builtin().providers() {
         let seeds: Vec<Vec<u8>> = samples(kind)
             .iter()
             .filter_map(|(_, body)| fuzzing::signed_seed(kind, body))

@@ -27,6 +27,7 @@ impl From<&Conversation> for pb::Conversation {
             message_count: c.message_count,
             // Teams are not modelled yet.
             assignee_team_id: String::new(),
+            ..Default::default()
         }
     }
 }
@@ -46,6 +47,7 @@ impl From<&Message> for pb::Message {
             error: m.error.clone(),
             created_at: Some(timestamp(m.created_at)),
             status_changed_at: Some(timestamp(m.status_changed_at)),
+            ..Default::default()
         }
     }
 }

@@ -123,7 +123,8 @@ fn inbound_message(
         }),
         text: message.text,
         attachments,
-        sent_at: None,
+        provider: telenet_proto::common::v1::ChannelProvider::Custom as i32,
+        ..Default::default()
     })
 }
 
@@ -145,6 +146,7 @@ fn inbound_status(
         state: state as i32,
         error: status.error,
         webhook_id: webhook_id.to_owned(),
+        ..Default::default()
     })
 }
 

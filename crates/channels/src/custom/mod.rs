@@ -22,7 +22,7 @@ pub mod outbound;
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue};
-use telenet_proto::common::v1::ChannelKind;
+use telenet_proto::common::v1::{ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::OutboundRequested;
 use telenet_signing::{Secret, SignatureError};
@@ -58,6 +58,10 @@ impl Provider for Custom {
         ChannelKind::Custom
     }
 
+    fn provider(&self) -> ChannelProvider {
+        ChannelProvider::Custom
+    }
+
     fn capabilities(&self, channel: &ChannelCredentials) -> Capabilities {
         Capabilities {
             voice: VoiceNotes {
@@ -83,9 +87,10 @@ impl Provider for Custom {
         }
         Ok(ChannelCredentials {
             kind: ChannelKind::Custom,
+            provider: ChannelProvider::Custom,
             outbound_url,
             secret,
-            accepted_voice_types: requested.accepted_voice_types,
+            ..requested
         })
     }
 
@@ -225,6 +230,7 @@ mod tests {
             outbound_url: "https://shop.example/in".into(),
             secret: secret.into(),
             accepted_voice_types: vec!["audio/ogg".into()],
+            ..Default::default()
         }
     }
 

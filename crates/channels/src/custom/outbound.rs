@@ -222,6 +222,7 @@ mod tests {
                 size_bytes: 1234,
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let body: serde_json::Value =
             serde_json::from_slice(&outbound_body(&message)).expect("json");

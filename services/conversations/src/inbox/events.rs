@@ -88,6 +88,7 @@ impl Outbox {
                 recipient_external_id: conversation.contact_external_id.clone(),
                 text: reply.text.clone(),
                 attachments: reply.attachments.clone(),
+                ..Default::default()
             }));
     }
 
