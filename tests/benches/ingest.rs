@@ -889,6 +889,7 @@ fn sample_event(routing_key: &str) -> Event {
                     .into(),
             attachments: vec![],
             sent_at: None,
+            ..Default::default()
         }),
         None,
     );

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use telenet_kit::cache::TtlCache;
 use telenet_kit::grpc::GrpcChannel;
 use telenet_proto::common::v1::{ChannelKind, ChannelProvider};
-use telenet_proto::ingress::v1::{ChannelConfig, GetChannelRequest};
 use telenet_proto::ingress::v1::channels_client::ChannelsClient;
+use telenet_proto::ingress::v1::{ChannelConfig, GetChannelRequest};
 
 /// A channel's kind, settings and secret: what verifying its webhooks,
 /// sending on it and fetching its files need.

@@ -5,8 +5,8 @@
 //! who can reach the webhook URL) sends, a provider answers or refuses; it
 //! never panics.
 
-use telenet_proto::common::v1::ChannelProvider;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use telenet_proto::common::v1::ChannelProvider;
 
 use crate::{ChannelCredentials, Provider, Webhook};
 

@@ -279,6 +279,30 @@ pub enum InboundEvent {
 }
 
 impl InboundEvent {
+    /// What the event is recognised by when the provider delivers it again
+    /// (ingress de-duplicates on it, per channel): a message by its id, an
+    /// edit by the message and the delivery that brought it (each edit is
+    /// news once), an unsend by the message, a status by the message and
+    /// the state reported, a watermark status by the contact, the
+    /// watermark and the state.
+    pub fn identity(&self) -> String {
+        use telenet_proto::common::v1::MessageChange;
+        match self {
+            InboundEvent::Message(m) => match m.change() {
+                MessageChange::Unspecified => format!("message:{}", m.external_id),
+                MessageChange::Edited => format!("edit:{}:{}", m.external_id, m.webhook_id),
+                MessageChange::Unsent => format!("unsent:{}", m.external_id),
+            },
+            InboundEvent::Status(s) => match &s.watermark {
+                Some(w) if s.message_external_id.is_empty() => format!(
+                    "status:watermark:{}:{}.{:09}:{}",
+                    s.contact_external_id, w.seconds, w.nanos, s.state
+                ),
+                _ => format!("status:{}:{}", s.message_external_id, s.state),
+            },
+        }
+    }
+
     /// The event as the payload of an event envelope.
     pub fn into_payload(self) -> Payload {
         match self {

@@ -13,7 +13,9 @@ use telenet_channels::conformance::{
 };
 use telenet_channels::custom::Custom;
 use telenet_channels::{ChannelCredentials, InboundEvent, Provider};
-use telenet_proto::common::v1::{Attachment, AttachmentKind, AttachmentState, ChannelKind};
+use telenet_proto::common::v1::{
+    Attachment, AttachmentKind, AttachmentState, ChannelKind, ChannelProvider,
+};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::{InboundMessageReceived, InboundStatusReceived, Sender};
 use telenet_signing::Secret;
@@ -43,6 +45,7 @@ fn message(external_id: &str, webhook_id: &str) -> InboundMessageReceived {
     InboundMessageReceived {
         channel_id: CHANNEL_ID.into(),
         channel_kind: ChannelKind::Custom as i32,
+        provider: ChannelProvider::Custom as i32,
         webhook_id: webhook_id.into(),
         external_id: external_id.into(),
         sender: Some(Sender {
@@ -175,7 +178,27 @@ impl Fixture for CustomFixture {
                 name: "inbound_unknown_field.json",
                 delivery_id: "wh-unknown-field",
                 body: include_bytes!("fixtures/custom/inbound_unknown_field.json").to_vec(),
-                expect: Expect::Malformed("malformed body"),
+                expect: Expect::Events(vec![InboundEvent::Message(InboundMessageReceived {
+                    text: "hi".into(),
+                    ..message("msg-1003", "wh-unknown-field")
+                })]),
+            },
+            Sample {
+                name: "status_null_error.json",
+                delivery_id: "wh-null-error",
+                body: include_bytes!("fixtures/custom/status_null_error.json").to_vec(),
+                expect: Expect::Events(vec![status(
+                    "out-79",
+                    DeliveryState::Delivered,
+                    "",
+                    "wh-null-error",
+                )]),
+            },
+            Sample {
+                name: "unknown_type.json",
+                delivery_id: "wh-unknown-type",
+                body: include_bytes!("fixtures/custom/unknown_type.json").to_vec(),
+                expect: Expect::Events(Vec::new()),
             },
             Sample {
                 name: "status_unknown_state.json",

@@ -103,6 +103,7 @@ fn inbound(channel: &str, ext_id: &str, sender: &str, text: &str) -> ev::Inbound
         text: text.into(),
         attachments: vec![],
         sent_at: None,
+        ..Default::default()
     }
 }
 

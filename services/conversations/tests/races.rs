@@ -143,6 +143,7 @@ fn inbound(sender: &str, external_id: &str) -> telenet_conversations::domain::In
         text: format!("text of {external_id}"),
         attachments: vec![],
         sent_at: None,
+        ..Default::default()
     }
     .into()
 }

@@ -209,7 +209,7 @@ impl DispatchService {
             Err(outcome) => return outcome,
         };
         *kind = telenet_channels::kind_name(channel.kind);
-        let Some(provider) = self.inner.providers.get(channel.kind) else {
+        let Some(provider) = self.inner.providers.for_channel(&channel) else {
             return SendOutcome::Reject(format!(
                 "sending on {} channels is not supported",
                 channel.kind.as_str_name()

@@ -79,7 +79,11 @@ pub struct Settled {
 pub fn settle(outcome: SendOutcome, attempts: u32, max_attempts: u32) -> Settled {
     let max_attempts = max_attempts.max(1);
     let outcome = match outcome {
-        SendOutcome::Retry(reason) => SendOutcome::Retry(sanitize(&reason)),
+        // Throttling is passing trouble: retried like any other (its pause
+        // is honoured by the channel's limiter before the next attempt).
+        SendOutcome::Retry(reason) | SendOutcome::Throttled { reason, .. } => {
+            SendOutcome::Retry(sanitize(&reason))
+        }
         SendOutcome::Reject(reason) => SendOutcome::Reject(sanitize(&reason)),
         sent => sent,
     };
@@ -92,6 +96,7 @@ pub fn settle(outcome: SendOutcome, attempts: u32, max_attempts: u32) -> Settled
             format!("gave up after {attempts} attempts: {reason}"),
         ),
         SendOutcome::Retry(reason) => (State::Pending, String::new(), reason),
+        SendOutcome::Throttled { reason, .. } => (State::Pending, String::new(), reason),
     };
     Settled {
         state,

@@ -353,6 +353,7 @@ mod tests {
             recipient_external_id: "+4915550001".into(),
             text: "hello".into(),
             attachments: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -112,6 +112,7 @@ impl Receiver {
             outbound_url: format!("{}/in/{name}", self.base),
             secret: secret.expose(),
             accepted_voice_types: Vec::new(),
+            ..Default::default()
         };
         self.endpoints.lock().expect("lock").insert(
             name.to_owned(),
@@ -420,6 +421,7 @@ fn requested(ws: &str, message_id: &str, channel: &str) -> telenet_bus::Event {
                 size_bytes: 2048,
                 ..Default::default()
             }],
+            ..Default::default()
         }),
         None,
     );
@@ -776,6 +778,7 @@ async fn timeouts_and_unreachable_receivers_are_retried(backend: Backend) {
             outbound_url: format!("http://127.0.0.1:{port}/in/gone"),
             secret: Secret::generate().expect("secret").expose(),
             accepted_voice_types: Vec::new(),
+            ..Default::default()
         },
     );
     h.request("ws1", "m-gone", "gone").await;
@@ -1200,6 +1203,7 @@ async fn late_requests_fail_without_being_sent(backend: Backend) {
             recipient_external_id: "+4915550001".into(),
             text: "too late".into(),
             attachments: Vec::new(),
+            ..Default::default()
         }),
         None,
     );

@@ -42,6 +42,7 @@ async fn a_started_dispatch_consumes_records_and_answers(backend: Backend) {
             recipient_external_id: "+4915550001".into(),
             text: "hello".into(),
             attachments: Vec::new(),
+            ..Default::default()
         }),
         None,
     );

@@ -228,6 +228,7 @@ impl Harness {
                 outbound_url: format!("{}/in/{name}", self.base),
                 secret: secret.expose(),
                 accepted_voice_types: accepted.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             },
         );
         self.receiver
@@ -283,6 +284,7 @@ impl Harness {
                     blob_id: blob_id.into(),
                     ..Default::default()
                 }],
+                ..Default::default()
             }),
             None,
         );
@@ -533,6 +535,7 @@ async fn every_stored_attachment_is_linked_and_links_are_bound_to_their_file() {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         }),
         None,
     );

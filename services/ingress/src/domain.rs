@@ -6,7 +6,8 @@
 
 use http::StatusCode;
 use telenet_channels::{ChannelCredentials, InboundEvent, Registry, WebhookError};
-use telenet_proto::common::v1::ChannelKind;
+use telenet_proto::common::v1::ChannelProvider;
+use telenet_proto::ingress::v1::{ChannelConfig, ChannelStatus};
 
 use crate::Error;
 
@@ -14,7 +15,7 @@ use crate::Error;
 const MAX_NAME_CHARS: usize = 100;
 
 /// A connected channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Channel {
     /// Its id (UUIDv7); also the last segment of its webhook URL.
     pub id: String,
@@ -22,13 +23,36 @@ pub struct Channel {
     /// Display name, 1 to 100 characters.
     pub name: String,
     pub created_at: i64,
-    /// Its kind, settings and secret, as its provider connected them.
+    /// When its name, settings or status last changed (0: never since
+    /// created).
+    pub updated_at: i64,
+    /// Whether it works, and why not.
+    pub status: ChannelStatus,
+    pub status_detail: String,
+    /// What happened on it lately.
+    pub health: Health,
+    /// Its kind, provider, settings and secret, as its provider connected
+    /// them.
     pub credentials: ChannelCredentials,
+}
+
+/// What happened on a channel lately (times in µs, written at most once a
+/// minute each).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    /// The last verified webhook.
+    pub last_webhook_at: Option<i64>,
+    /// The last refused webhook, and why.
+    pub last_rejected_webhook_at: Option<i64>,
+    pub last_rejection: String,
+    /// The last send dispatch made on it, and its error (empty: sent).
+    pub last_send_at: Option<i64>,
+    pub last_send_error: String,
 }
 
 /// A request to connect a channel, checked: a workspace, a kind this build
 /// has a provider for, a name. The provider checks the rest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewChannel {
     pub workspace_id: String,
     pub name: String,
@@ -46,33 +70,87 @@ impl NewChannel {
         registry: &Registry,
     ) -> Result<Self, Error> {
         require("workspace_id", workspace_id)?;
-        if registry.get(requested.kind).is_none() {
+        if registry.for_channel(&requested).is_none() {
+            let asked = if requested.provider == ChannelProvider::Unspecified {
+                telenet_channels::kind_name(requested.kind)
+            } else {
+                telenet_channels::config::provider_name(requested.provider)
+            };
             return Err(Error::InvalidArgument(format!(
-                "kind {:?} is not supported yet: only {} channels can be created",
-                requested.kind.as_str_name(),
+                "kind {asked:?} is not supported yet: {} channels can be connected",
                 supported_kinds(registry)
-            )));
-        }
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-            return Err(Error::InvalidArgument(format!(
-                "name must be 1 to {MAX_NAME_CHARS} characters"
             )));
         }
         Ok(Self {
             workspace_id: workspace_id.to_owned(),
-            name: name.to_owned(),
+            name: checked_name(name)?,
             requested,
         })
     }
+
+    /// A request to connect a channel from its provider settings (the
+    /// settings' case decides the provider and kind).
+    pub fn from_config(
+        workspace_id: &str,
+        name: &str,
+        config: ChannelConfig,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        use telenet_channels::config::{kind_of, provider_of};
+        use telenet_proto::ingress::v1::channel_config::Provider as Case;
+        require("workspace_id", workspace_id)?;
+        let provider = provider_of(&config);
+        if provider == ChannelProvider::Unspecified {
+            return Err(Error::InvalidArgument(format!(
+                "config: choose a provider ({} channels can be connected)",
+                supported_kinds(registry)
+            )));
+        }
+        let (outbound_url, accepted_voice_types) = match &config.provider {
+            Some(Case::Custom(custom)) => (
+                custom.outbound_url.clone(),
+                custom.accepted_voice_types.clone(),
+            ),
+            _ => (String::new(), Vec::new()),
+        };
+        let requested = ChannelCredentials {
+            kind: kind_of(provider),
+            provider,
+            config,
+            outbound_url,
+            accepted_voice_types,
+            ..Default::default()
+        };
+        Self::new(workspace_id, name, requested, registry)
+    }
 }
 
-/// `custom`, or `custom, whatsapp and telegram`.
+/// A change of a channel's name and settings; `None` leaves a part as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChannelUpdate {
+    pub name: Option<String>,
+    pub outbound_url: Option<String>,
+    pub accepted_voice_types: Option<Vec<String>>,
+    pub config: Option<ChannelConfig>,
+}
+
+/// A channel name: trimmed, 1 to 100 characters.
+pub fn checked_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// `custom`, or `custom, whatsapp_cloud and telegram`.
 fn supported_kinds(registry: &Registry) -> String {
     let names: Vec<String> = registry
-        .kinds()
-        .filter(|k| *k != ChannelKind::Unspecified)
-        .map(telenet_channels::kind_name)
+        .providers()
+        .filter(|p| *p != ChannelProvider::Unspecified)
+        .map(telenet_channels::config::provider_name)
         .collect();
     match names.split_last() {
         None => "no".to_owned(),
@@ -139,14 +217,14 @@ pub fn delivery_key(delivery_id: &str) -> String {
 /// status by the message's id and the state reported (each state of a
 /// message is news once).
 pub fn event_key(event: &InboundEvent) -> String {
-    match event {
-        InboundEvent::Message(m) => format!("message:{}", m.external_id),
-        InboundEvent::Status(s) => format!("status:{}:{}", s.message_external_id, s.state),
-    }
+    event.identity()
 }
 
 /// The column of a channel's signing secret, as its sealed value names it.
 pub const SECRET_FIELD: &str = "secret";
+
+/// The column of a channel's provider settings, as its sealed value names it.
+pub const CONFIG_FIELD: &str = "config";
 
 /// Where a secret of a channel is kept, as its sealed value is bound to it
 /// (the associated data of its encryption): the table, the channel's
@@ -174,6 +252,7 @@ fn require(field: &str, value: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use telenet_proto::common::v1::ChannelKind;
     use telenet_proto::dispatch::v1::DeliveryState;
     use telenet_proto::events::v1::{InboundMessageReceived, InboundStatusReceived};
 
@@ -213,7 +292,7 @@ mod tests {
                 requested(ChannelKind::Whatsapp),
                 &registry
             )),
-            "kind \"CHANNEL_KIND_WHATSAPP\" is not supported yet: only custom channels can be created"
+            "kind \"whatsapp\" is not supported yet: custom channels can be connected"
         );
         for name in ["", "   ", &"x".repeat(101)] {
             assert_eq!(

@@ -16,6 +16,9 @@ pub enum Error {
     /// The workspace has no such channel (or it was deleted).
     #[error("channel not found")]
     NotFound,
+    /// The request cannot be done in the channel's state; the message says why.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A setting of the service is unusable; `key` is its name.
     #[error("ingress.{key}: {reason}")]
     Config { key: &'static str, reason: String },
@@ -56,6 +59,7 @@ impl ServiceError for Error {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound => ErrorCode::NotFound,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Store(e) => e.code(),
             Error::Bus(_) | Error::Secret(SealError::UnknownKey(_)) => ErrorCode::Unavailable,
             Error::Secret(_) => ErrorCode::Internal,

@@ -15,6 +15,7 @@
 //! at rest, and their re-sealing after a rotation) and [`start`], which
 //! wires them for the process.
 
+mod catalog;
 mod consumers;
 pub mod domain;
 mod error;
@@ -23,7 +24,7 @@ mod metrics;
 pub mod secrets;
 mod service;
 mod start;
-mod store;
+pub(crate) mod store;
 mod webhook;
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use error::Error;
 pub use metrics::IngressMetrics;
 pub use secrets::{EncryptionConfig, Secrets, SecretsStatus};
-pub use service::{Accepted, IngressService};
+pub use service::{Accepted, Connected, IngressService};
 pub use start::start;
 pub use webhook::router;
 
@@ -54,8 +55,11 @@ pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
     Vec::new()
 }
 
-pub const MIGRATIONS: telenet_store::Migrations =
-    telenet_store::migrations!("0100_ingress", "0101_sealed_secrets");
+pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!(
+    "0100_ingress",
+    "0101_sealed_secrets",
+    "0102_channel_providers"
+);
 
 /// Ingress settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -344,7 +344,8 @@ impl Secrets {
             let mut tx = self.db.begin().await?;
             let mut resealed = 0;
             for (stored, s) in &sealed {
-                if store::replace_secret(&mut tx, &stored.channel_id, &stored.value, s).await? {
+                let (s, config) = s;
+                if store::replace_secret(&mut tx, stored, s, config).await? {
                     resealed += 1;
                 } else {
                     done.skipped += 1;
@@ -364,21 +365,17 @@ impl Secrets {
         Ok(done)
     }
 
-    /// The stored secret sealed under the current key.
-    fn resealed(&self, stored: &store::StoredSecret) -> Result<store::Sealed, Error> {
-        let secret = store::open_secret(
-            &self.keyring,
-            &stored.workspace_id,
-            &stored.channel_id,
-            &stored.value,
-            stored.key.as_deref(),
-        )?;
-        store::seal_secret(
-            &self.keyring,
-            &stored.workspace_id,
-            &stored.channel_id,
-            &secret,
-        )
+    /// The stored secret and provider settings sealed under the current key.
+    fn resealed(&self, stored: &store::StoredSecret) -> Result<(store::Sealed, String), Error> {
+        let (ws, id) = (&stored.workspace_id, &stored.channel_id);
+        let secret =
+            store::open_secret(&self.keyring, ws, id, &stored.value, stored.key.as_deref())?;
+        let config =
+            store::open_config(&self.keyring, ws, id, &stored.config, stored.key.as_deref())?;
+        Ok((
+            store::seal_secret(&self.keyring, ws, id, &secret)?,
+            store::seal_config(&self.keyring, ws, id, &config)?,
+        ))
     }
 
     /// One pass: the status, re-sealing when anything is not under the

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use telenet_bus::{BusError, SharedBus};
 use telenet_channels::net::{AllowList, Egress};
-use telenet_channels::{CredentialsError, Inbound, Registry};
+use telenet_channels::{ChannelCredentials, CredentialsError, Inbound, Registry, WebhookSetup};
 use telenet_proto::common::v1::PageRequest;
+use telenet_proto::ingress::v1::ChannelStatus;
 use telenet_proto::ingress::v1::channels_server::ChannelsServer;
 use telenet_signing::sealing::Keyring;
 use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::{Db, events, now_micros};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{self, Channel, ChannelRef, NewChannel};
+use crate::domain::{self, Channel, ChannelRef, ChannelUpdate, NewChannel};
 use crate::{Config, Error, store};
 
 /// How often de-duplication keys past their retention are forgotten.
@@ -32,7 +33,22 @@ pub struct IngressService {
     receivers: Egress,
     config: Arc<Config>,
     keyring: Arc<Keyring>,
+    /// Calls to providers' APIs (registering webhooks, checking
+    /// credentials), under the `receivers` policy.
+    http: reqwest::Client,
 }
+
+/// A channel just connected, with what to enter on the provider's side.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub channel: Channel,
+    pub setup: WebhookSetup,
+    /// Whether TELENET registered the webhook itself.
+    pub registered: bool,
+}
+
+/// How often a channel's health is written at most, per kind of news (µs).
+const HEALTH_EVERY_MICROS: i64 = 60_000_000;
 
 /// What became of a webhook's events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +77,25 @@ impl IngressService {
                 key: "private_receivers",
                 reason,
             })?;
+        let receivers = Egress::new(allow, "ingress.private_receivers");
+        let http = receivers
+            .apply(
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(15))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("telenet-ingress/", env!("CARGO_PKG_VERSION"))),
+            )
+            .build()
+            .map_err(|e| Error::Internal(format!("http client: {e}")))?;
         Ok(Self {
             db,
             bus,
             registry,
-            receivers: Egress::new(allow, "ingress.private_receivers"),
+            receivers,
             config: Arc::new(config),
             keyring,
+            http,
         })
     }
 
@@ -93,25 +121,224 @@ impl IngressService {
     /// Connect a channel: its provider checks and completes its settings
     /// (generating its secret when none is given).
     pub async fn create_channel(&self, new: NewChannel) -> Result<Channel, Error> {
+        Ok(self.connect_channel(new).await?.channel)
+    }
+
+    /// Connect a channel of any provider: the provider checks and completes
+    /// its settings (generating what TELENET generates), the channel is
+    /// stored, and, where the provider lets TELENET register its webhook
+    /// (Telegram, Viber, 360dialog), it is registered: the channel is
+    /// ACTIVE when that worked, ERROR with the provider's reason when not;
+    /// channels whose webhook is entered by hand wait in
+    /// PENDING_VERIFICATION for the provider's handshake or first webhook.
+    pub async fn connect_channel(&self, new: NewChannel) -> Result<Connected, Error> {
         let provider = self
             .registry
-            .get(new.requested.kind)
+            .for_channel(&new.requested)
             .ok_or_else(|| Error::InvalidArgument("kind is not supported".into()))?;
-        let credentials = provider.connect(new.requested).map_err(|e| match e {
-            CredentialsError::Invalid(reason) => Error::InvalidArgument(reason),
-            CredentialsError::Unavailable(reason) => Error::Internal(reason),
-        })?;
+        telenet_channels::config::check_api_base_url(&new.requested.config.api_base_url)
+            .map_err(credentials_error)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let requested = ChannelCredentials {
+            channel_id: id.clone(),
+            ..new.requested
+        };
+        let credentials = provider.connect(requested).map_err(credentials_error)?;
         self.check_outbound_url(&credentials.outbound_url)?;
-        let channel = Channel {
-            id: uuid::Uuid::now_v7().to_string(),
+        let registers = !matches!(
+            provider.provider(),
+            telenet_proto::common::v1::ChannelProvider::Custom
+        );
+        let now = now_micros();
+        let mut channel = Channel {
+            id: id.clone(),
             workspace_id: new.workspace_id,
             name: new.name,
-            created_at: now_micros(),
-            credentials,
+            created_at: now,
+            updated_at: now,
+            status: if registers {
+                ChannelStatus::PendingVerification
+            } else {
+                ChannelStatus::Active
+            },
+            status_detail: String::new(),
+            health: domain::Health::default(),
+            credentials: ChannelCredentials {
+                channel_id: id,
+                ..credentials
+            },
         };
         store::insert_channel(&self.db, &self.keyring, &channel).await?;
-        self.channel(&ChannelRef::new(&channel.workspace_id, &channel.id)?)
+        let mut registered = false;
+        if registers {
+            let url = self.webhook_url(&channel.id);
+            let (status, detail) = match provider
+                .register_webhook(&self.http, &channel.credentials, &url)
+                .await
+            {
+                Ok(true) => {
+                    registered = true;
+                    (ChannelStatus::Active, String::new())
+                }
+                Ok(false) => (
+                    ChannelStatus::PendingVerification,
+                    "waiting for the provider's first webhook: enter the webhook URL in its console"
+                        .to_owned(),
+                ),
+                Err(CredentialsError::Invalid(reason)) => (ChannelStatus::Error, reason),
+                Err(CredentialsError::Unavailable(reason)) => (
+                    ChannelStatus::Error,
+                    format!("the webhook could not be registered ({reason}); TestChannel tries again"),
+                ),
+            };
+            store::set_status(&self.db, &channel.id, status, &detail, now_micros()).await?;
+            channel.status = status;
+            channel.status_detail = detail;
+        }
+        let setup = provider.webhook_setup(&channel.credentials);
+        Ok(Connected {
+            channel,
+            setup,
+            registered,
+        })
+    }
+
+    /// Change a channel's name and settings: secrets left empty keep their
+    /// stored values, the provider checks the result, and a webhook the
+    /// provider lets TELENET register is registered again.
+    pub async fn update_channel(
+        &self,
+        channel: &ChannelRef,
+        update: ChannelUpdate,
+    ) -> Result<Channel, Error> {
+        let mut current = self.channel(channel).await?;
+        let provider = self
+            .registry
+            .for_channel(&current.credentials)
+            .ok_or_else(|| {
+                Error::FailedPrecondition("the channel's provider is not supported".into())
+            })?;
+        if let Some(name) = update.name {
+            current.name = domain::checked_name(&name)?;
+        }
+        let mut requested = current.credentials.clone();
+        if let Some(url) = update.outbound_url {
+            requested.outbound_url = url;
+        }
+        if let Some(types) = update.accepted_voice_types {
+            requested.accepted_voice_types = types;
+        }
+        let config_changed = update.config.is_some();
+        if let Some(config) = update.config {
+            let config =
+                telenet_channels::config::keep_secrets(config, &current.credentials.config)
+                    .map_err(credentials_error)?;
+            telenet_channels::config::check_api_base_url(&config.api_base_url)
+                .map_err(credentials_error)?;
+            requested.config = config;
+        }
+        let credentials = provider.connect(requested).map_err(credentials_error)?;
+        self.check_outbound_url(&credentials.outbound_url)?;
+        current.credentials = credentials;
+        current.updated_at = now_micros();
+        if config_changed {
+            let url = self.webhook_url(&current.id);
+            match provider
+                .register_webhook(&self.http, &current.credentials, &url)
+                .await
+            {
+                Ok(true) => {
+                    current.status = ChannelStatus::Active;
+                    current.status_detail.clear();
+                }
+                Ok(false) => {}
+                Err(CredentialsError::Invalid(reason)) => {
+                    current.status = ChannelStatus::Error;
+                    current.status_detail = reason;
+                }
+                Err(CredentialsError::Unavailable(reason)) => {
+                    current.status = ChannelStatus::Error;
+                    current.status_detail = format!(
+                        "the webhook could not be registered ({reason}); TestChannel tries again"
+                    );
+                }
+            }
+        }
+        if !store::update_channel(&self.db, &self.keyring, &current).await? {
+            return Err(Error::NotFound);
+        }
+        self.channel(channel).await
+    }
+
+    /// Check a channel with its provider now (credentials, webhook
+    /// registration) and record the status that follows.
+    pub async fn test_channel(
+        &self,
+        channel: &ChannelRef,
+    ) -> Result<(Vec<telenet_channels::Check>, ChannelStatus), Error> {
+        let current = self.channel(channel).await?;
+        let provider = self
+            .registry
+            .for_channel(&current.credentials)
+            .ok_or_else(|| {
+                Error::FailedPrecondition("the channel's provider is not supported".into())
+            })?;
+        let mut checks = provider.check(&self.http, &current.credentials).await;
+        let url = self.webhook_url(&current.id);
+        match provider
+            .register_webhook(&self.http, &current.credentials, &url)
             .await
+        {
+            Ok(true) => checks.push(telenet_channels::Check {
+                name: "webhook_registration".into(),
+                ok: true,
+                detail: format!("registered {url}"),
+            }),
+            Ok(false) => {}
+            Err(e) => checks.push(telenet_channels::Check {
+                name: "webhook_registration".into(),
+                ok: false,
+                detail: e.to_string(),
+            }),
+        }
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        let status = if !failed.is_empty() {
+            ChannelStatus::Error
+        } else if current.status == ChannelStatus::PendingVerification
+            && current.health.last_webhook_at.is_none()
+            && !checks.iter().any(|c| c.name == "webhook_registration")
+        {
+            ChannelStatus::PendingVerification
+        } else {
+            ChannelStatus::Active
+        };
+        let detail = failed.join("; ");
+        let detail = if status == ChannelStatus::PendingVerification && detail.is_empty() {
+            current.status_detail.clone()
+        } else {
+            detail
+        };
+        store::set_status(&self.db, &current.id, status, &detail, now_micros()).await?;
+        Ok((checks, status))
+    }
+
+    /// Record news of a channel's health (at most once a minute per kind).
+    pub(crate) async fn record_health(&self, channel_id: &str, news: store::HealthNews<'_>) {
+        if let Err(e) = store::record_health(
+            &self.db,
+            channel_id,
+            news,
+            now_micros(),
+            HEALTH_EVERY_MICROS,
+        )
+        .await
+        {
+            tracing::debug!(error = %e, channel_id, "channel health not recorded");
+        }
     }
 
     /// A channel's `outbound_url` (when it has one) must be http(s) and, when
@@ -264,5 +491,13 @@ impl IngressService {
                 tracing::warn!(error = %e, "pruning webhook keys failed");
             }
         }
+    }
+}
+
+/// A provider's refusal of settings as the API says it.
+fn credentials_error(e: CredentialsError) -> Error {
+    match e {
+        CredentialsError::Invalid(reason) => Error::InvalidArgument(reason),
+        CredentialsError::Unavailable(reason) => Error::Internal(reason),
     }
 }

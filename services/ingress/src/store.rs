@@ -8,8 +8,10 @@
 //! secrets were sealed, read as it is until it is sealed). Every secret
 //! column a provider adds goes the same way, with its own field name.
 
+use prost::Message as _;
 use telenet_channels::ChannelCredentials;
-use telenet_proto::common::v1::ChannelKind;
+use telenet_proto::common::v1::{ChannelKind, ChannelProvider};
+use telenet_proto::ingress::v1::{ChannelConfig, ChannelStatus};
 use telenet_signing::sealing::{self, Keyring};
 use telenet_store::cursor::Cursor;
 use telenet_store::sqlx::{self, Row, any::AnyRow};
@@ -18,7 +20,8 @@ use telenet_store::{Db, StoreError, Tx};
 use crate::Error;
 use crate::domain::{self, Channel};
 
-const COLUMNS: &str = "id, workspace_id, kind, name, outbound_url, secret, secret_key, accepted_voice_types, created_at";
+const COLUMNS: &str = "id, workspace_id, kind, name, outbound_url, secret, secret_key, accepted_voice_types, created_at, \
+     provider, config, status, status_detail, updated_at, last_webhook_at, last_rejected_webhook_at, last_rejection, last_send_at, last_send_error";
 
 /// A channel's secret sealed for its row, and the key it is sealed under.
 pub(crate) struct Sealed {
@@ -39,6 +42,38 @@ pub(crate) fn seal_secret(
         value: keyring.seal(secret.as_bytes(), &context)?,
         key: keyring.current().to_owned(),
     })
+}
+
+/// A channel's provider settings sealed for its row under the keyring's
+/// current key (empty settings are stored empty).
+pub(crate) fn seal_config(
+    keyring: &Keyring,
+    workspace_id: &str,
+    channel_id: &str,
+    config: &ChannelConfig,
+) -> Result<String, Error> {
+    if *config == ChannelConfig::default() {
+        return Ok(String::new());
+    }
+    let context = domain::secret_context(workspace_id, channel_id, domain::CONFIG_FIELD);
+    Ok(keyring.seal(&config.encode_to_vec(), &context)?)
+}
+
+/// A channel's provider settings as stored (sealed under `key`).
+pub(crate) fn open_config(
+    keyring: &Keyring,
+    workspace_id: &str,
+    channel_id: &str,
+    stored: &str,
+    key: Option<&str>,
+) -> Result<ChannelConfig, Error> {
+    if stored.is_empty() || key.is_none() {
+        return Ok(ChannelConfig::default());
+    }
+    let context = domain::secret_context(workspace_id, channel_id, domain::CONFIG_FIELD);
+    let opened = keyring.open(stored, &context)?;
+    ChannelConfig::decode(opened.as_slice())
+        .map_err(|_| Error::Secret(sealing::SealError::Unopened))
 }
 
 /// The secret of a channel as stored: opened when sealed (`key` set),
@@ -67,9 +102,11 @@ pub(crate) async fn insert_channel(
     let c = &channel.credentials;
     let voice = serde_json::to_string(&c.accepted_voice_types).unwrap_or_else(|_| "[]".into());
     let sealed = seal_secret(keyring, &channel.workspace_id, &channel.id, &c.secret)?;
+    let config = seal_config(keyring, &channel.workspace_id, &channel.id, &c.config)?;
     sqlx::query(
-        "INSERT INTO channels (id, workspace_id, kind, name, outbound_url, secret, secret_key, accepted_voice_types, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO channels (id, workspace_id, kind, name, outbound_url, secret, secret_key, accepted_voice_types, created_at, \
+         provider, config, status, status_detail, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&channel.id)
     .bind(&channel.workspace_id)
@@ -80,9 +117,125 @@ pub(crate) async fn insert_channel(
     .bind(sealed.key)
     .bind(voice)
     .bind(channel.created_at)
+    .bind(i64::from(c.provider as i32))
+    .bind(config)
+    .bind(i64::from(channel.status as i32))
+    .bind(&channel.status_detail)
+    .bind(channel.updated_at)
     .execute(db.pool())
     .await
     .map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Replace a channel's name, settings and secret (sealed anew under the
+/// current key) and status; `false` when there is no such live channel.
+pub(crate) async fn update_channel(
+    db: &Db,
+    keyring: &Keyring,
+    channel: &Channel,
+) -> Result<bool, Error> {
+    let c = &channel.credentials;
+    let voice = serde_json::to_string(&c.accepted_voice_types).unwrap_or_else(|_| "[]".into());
+    let sealed = seal_secret(keyring, &channel.workspace_id, &channel.id, &c.secret)?;
+    let config = seal_config(keyring, &channel.workspace_id, &channel.id, &c.config)?;
+    let done = sqlx::query(
+        "UPDATE channels SET name = $1, outbound_url = $2, secret = $3, secret_key = $4, accepted_voice_types = $5, \
+         config = $6, status = $7, status_detail = $8, updated_at = $9 \
+         WHERE workspace_id = $10 AND id = $11 AND deleted_at IS NULL",
+    )
+    .bind(&channel.name)
+    .bind(&c.outbound_url)
+    .bind(sealed.value)
+    .bind(sealed.key)
+    .bind(voice)
+    .bind(config)
+    .bind(i64::from(channel.status as i32))
+    .bind(&channel.status_detail)
+    .bind(channel.updated_at)
+    .bind(&channel.workspace_id)
+    .bind(&channel.id)
+    .execute(db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Set a channel's status (a test, a webhook handshake that succeeded).
+pub(crate) async fn set_status(
+    db: &Db,
+    channel_id: &str,
+    status: ChannelStatus,
+    detail: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE channels SET status = $1, status_detail = $2, updated_at = $3 WHERE id = $4 AND deleted_at IS NULL",
+    )
+    .bind(i64::from(status as i32))
+    .bind(detail)
+    .bind(at)
+    .bind(channel_id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Which news of a channel's health is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HealthNews<'a> {
+    /// A verified webhook arrived.
+    Webhook,
+    /// A webhook was refused, for this reason.
+    Rejected(&'a str),
+    /// A send was made; its error (empty: sent).
+    Sent(&'a str),
+}
+
+/// Record `news` of a channel at `at`, unless the same news was recorded
+/// less than `every` microseconds before (a busy channel writes at most
+/// once a minute per kind of news, not once per webhook). A pending
+/// verification becomes active with the first verified webhook.
+pub(crate) async fn record_health(
+    db: &Db,
+    channel_id: &str,
+    news: HealthNews<'_>,
+    at: i64,
+    every: i64,
+) -> Result<(), StoreError> {
+    let since = at - every;
+    let active = i64::from(ChannelStatus::Active as i32);
+    let pending = i64::from(ChannelStatus::PendingVerification as i32);
+    let query = match news {
+        HealthNews::Webhook => sqlx::query(
+            "UPDATE channels SET last_webhook_at = $1, \
+             status = CASE WHEN status = $4 THEN $5 ELSE status END, \
+             status_detail = CASE WHEN status = $4 THEN '' ELSE status_detail END \
+             WHERE id = $2 AND (last_webhook_at IS NULL OR last_webhook_at < $3 OR status = $4)",
+        )
+        .bind(at)
+        .bind(channel_id)
+        .bind(since)
+        .bind(pending)
+        .bind(active),
+        HealthNews::Rejected(reason) => sqlx::query(
+            "UPDATE channels SET last_rejected_webhook_at = $1, last_rejection = $4 \
+             WHERE id = $2 AND (last_rejected_webhook_at IS NULL OR last_rejected_webhook_at < $3 OR last_rejection <> $4)",
+        )
+        .bind(at)
+        .bind(channel_id)
+        .bind(since)
+        .bind(reason),
+        HealthNews::Sent(error) => sqlx::query(
+            "UPDATE channels SET last_send_at = $1, last_send_error = $4 \
+             WHERE id = $2 AND (last_send_at IS NULL OR last_send_at < $3 OR last_send_error <> $4)",
+        )
+        .bind(at)
+        .bind(channel_id)
+        .bind(since)
+        .bind(error),
+    };
+    query.execute(db.pool()).await?;
     Ok(())
 }
 
@@ -172,11 +325,41 @@ fn channel_of(row: &AnyRow, keyring: &Keyring) -> Result<Channel, Error> {
     let stored: String = row.try_get("secret")?;
     let key: Option<String> = row.try_get("secret_key")?;
     let secret = open_secret(keyring, &workspace_id, &id, &stored, key.as_deref())?;
+    let sealed_config: String = row.try_get("config")?;
+    let config = open_config(keyring, &workspace_id, &id, &sealed_config, key.as_deref())?;
+    let provider: i64 = row.try_get("provider")?;
+    let provider = i32::try_from(provider)
+        .ok()
+        .and_then(|p| ChannelProvider::try_from(p).ok())
+        .unwrap_or(ChannelProvider::Unspecified);
+    // Custom channels stored before providers were recorded.
+    let provider = match (provider, kind) {
+        (ChannelProvider::Unspecified, ChannelKind::Custom) => ChannelProvider::Custom,
+        (p, _) => p,
+    };
+    let status: i64 = row.try_get("status")?;
+    let status = i32::try_from(status)
+        .ok()
+        .and_then(|s| ChannelStatus::try_from(s).ok())
+        .unwrap_or(ChannelStatus::Active);
     Ok(Channel {
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        status,
+        status_detail: row.try_get("status_detail")?,
+        health: domain::Health {
+            last_webhook_at: row.try_get("last_webhook_at")?,
+            last_rejected_webhook_at: row.try_get("last_rejected_webhook_at")?,
+            last_rejection: row.try_get("last_rejection")?,
+            last_send_at: row.try_get("last_send_at")?,
+            last_send_error: row.try_get("last_send_error")?,
+        },
         credentials: ChannelCredentials {
+            channel_id: id.clone(),
             kind,
+            provider,
+            config,
             outbound_url: row.try_get("outbound_url")?,
             secret,
             accepted_voice_types: serde_json::from_str(&voice).unwrap_or_default(),
@@ -194,6 +377,8 @@ pub(crate) struct StoredSecret {
     /// Sealed, or plain text when `key` is `None`.
     pub value: String,
     pub key: Option<String>,
+    /// The provider settings, sealed under `key` (empty: none).
+    pub config: String,
 }
 
 impl std::fmt::Debug for StoredSecret {
@@ -215,7 +400,7 @@ pub(crate) async fn secrets_not_under(
     limit: i64,
 ) -> Result<Vec<StoredSecret>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, workspace_id, secret, secret_key FROM channels \
+        "SELECT id, workspace_id, secret, secret_key, config FROM channels \
          WHERE (secret_key IS NULL OR secret_key <> $1) AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(current)
@@ -230,6 +415,7 @@ pub(crate) async fn secrets_not_under(
                 workspace_id: row.try_get("workspace_id")?,
                 value: row.try_get("secret")?,
                 key: row.try_get("secret_key")?,
+                config: row.try_get("config")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -241,17 +427,19 @@ pub(crate) async fn secrets_not_under(
 /// (another replica re-sealed it, or the secret changed), which leaves it.
 pub(crate) async fn replace_secret(
     tx: &mut Tx<'_>,
-    channel_id: &str,
-    was: &str,
+    stored: &StoredSecret,
     sealed: &Sealed,
+    config: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE channels SET secret = $1, secret_key = $2 WHERE id = $3 AND secret = $4",
+        "UPDATE channels SET secret = $1, secret_key = $2, config = $3 WHERE id = $4 AND secret = $5 AND config = $6",
     )
     .bind(&sealed.value)
     .bind(&sealed.key)
-    .bind(channel_id)
-    .bind(was)
+    .bind(config)
+    .bind(&stored.channel_id)
+    .bind(&stored.value)
+    .bind(&stored.config)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -597,12 +785,12 @@ mod tests {
         let sealed = seal_secret(&k, "ws", "ch-old", &old.credentials.secret).expect("seal");
         let mut tx = f.db.begin().await.expect("begin");
         assert!(
-            replace_secret(&mut tx, "ch-old", &todo[0].value, &sealed)
+            replace_secret(&mut tx, &todo[0], &sealed, "")
                 .await
                 .expect("replace")
         );
         assert!(
-            !replace_secret(&mut tx, "ch-old", &todo[0].value, &sealed)
+            !replace_secret(&mut tx, &todo[0], &sealed, "")
                 .await
                 .expect("again")
         );

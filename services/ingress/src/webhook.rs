@@ -28,6 +28,7 @@ use telenet_channels::{HandshakeAnswer, Webhook, WebhookError};
 use telenet_ratelimit::{Limit, RateLimiter, Verdict};
 
 use crate::domain::{self, Channel};
+use crate::store::HealthNews;
 use crate::{Accepted, IngressService};
 
 /// What the webhook handler works with.
@@ -128,7 +129,7 @@ async fn receive(
         }
         Err(e) => return reject(e.status(), e.body_text()),
     };
-    let Some(provider) = ingress.registry().get(channel.credentials.kind) else {
+    let Some(provider) = ingress.registry().for_channel(&channel.credentials) else {
         // A channel of a kind this build has no provider for: nobody here
         // can read its webhooks.
         return reject(StatusCode::NOT_FOUND, "unknown channel");
@@ -144,6 +145,17 @@ async fn receive(
         now: telenet_signing::unix_now(),
     };
     if let Some(handshake) = provider.handshake(&channel.credentials, &webhook) {
+        if handshake.status.is_success() {
+            // The provider reached us with the channel's token: the URL is
+            // entered right.
+            ingress
+                .record_health(&channel.id, HealthNews::Webhook)
+                .await;
+        } else {
+            ingress
+                .record_health(&channel.id, HealthNews::Rejected("handshake refused"))
+                .await;
+        }
         return handshake_answer(handshake);
     }
     if method != Method::POST {
@@ -155,10 +167,21 @@ async fn receive(
         .and_then(|()| provider.parse(&channel.credentials, &webhook));
     match inbound {
         Ok(inbound) => match ingress.accept(&channel, inbound).await {
-            Ok(accepted) => acknowledge(accepted),
+            Ok(accepted) => {
+                ingress
+                    .record_health(&channel.id, HealthNews::Webhook)
+                    .await;
+                acknowledge(accepted)
+            }
             Err(_) => unavailable("temporarily unavailable, retry later"),
         },
-        Err(e) => refuse(&channel, &e),
+        Err(e) => {
+            let reason = e.to_string();
+            ingress
+                .record_health(&channel.id, HealthNews::Rejected(&reason))
+                .await;
+            refuse(&channel, &e)
+        }
     }
 }
 

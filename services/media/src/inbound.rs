@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use telenet_bus::SharedBus;
 use telenet_channels::directory::{ChannelDirectory, DirectoryError};
 use telenet_channels::net::{AllowList, Egress, Refused, refusal_in};
-use telenet_channels::{CredentialsError, Registry};
+use telenet_channels::{CredentialsError, MediaFetch, Registry};
 use telenet_proto::common::v1::Attachment;
 use telenet_proto::media::v1 as pb;
 
@@ -194,29 +194,34 @@ impl InboundFetcher {
         channel_id: &str,
         attachment: &Attachment,
     ) -> Result<pb::Blob, FetchError> {
-        let authorization = self
-            .authorization(workspace_id, channel_id, attachment.url.trim())
+        let fetch = self
+            .resolve(workspace_id, channel_id, attachment.url.trim())
             .await?;
-        self.fetch_signed(workspace_id, attachment, authorization)
+        self.fetch_signed(workspace_id, attachment, &fetch.url, fetch.headers)
             .await
     }
 
-    /// The headers the channel's provider adds to a fetch of `url`: none
-    /// for a channel that is gone or whose provider needs none; a channel
-    /// whose credentials are unusable is fetched without them (its server
-    /// decides).
-    async fn authorization(
+    /// How the channel's provider fetches `url`: the URL itself, with the
+    /// headers the provider adds (none for a channel that is gone or whose
+    /// provider needs none), or the URL a file id resolves to (WhatsApp,
+    /// Telegram). A channel whose credentials are unusable is fetched
+    /// without them (its server decides).
+    async fn resolve(
         &self,
         workspace_id: &str,
         channel_id: &str,
         url: &str,
-    ) -> Result<HeaderMap, FetchError> {
+    ) -> Result<MediaFetch, FetchError> {
+        let plain = || MediaFetch {
+            url: url.to_owned(),
+            headers: HeaderMap::new(),
+        };
         let Some(channels) = self.channels.as_ref().filter(|_| !channel_id.is_empty()) else {
-            return Ok(HeaderMap::new());
+            return Ok(plain());
         };
         let channel = match channels.credentials(workspace_id, channel_id).await {
             Ok(channel) => channel,
-            Err(DirectoryError::NotFound) => return Ok(HeaderMap::new()),
+            Err(DirectoryError::NotFound) => return Ok(plain()),
             Err(e @ DirectoryError::Unavailable(_)) => {
                 return Err(FetchError::Transient(format!(
                     "asking ingress for the channel's secret: {e}"
@@ -224,21 +229,28 @@ impl InboundFetcher {
             }
             Err(e @ DirectoryError::Rejected(_)) => {
                 tracing::warn!(channel_id, error = %e, "channel lookup refused; fetching unsigned");
-                return Ok(HeaderMap::new());
+                return Ok(plain());
             }
         };
-        let Some(provider) = self.providers.get(channel.kind) else {
-            return Ok(HeaderMap::new());
+        let Some(provider) = self.providers.for_channel(&channel) else {
+            return Ok(plain());
         };
-        match provider.authorize_media_fetch(&channel, url) {
-            Ok(headers) => Ok(headers),
+        // A channel's own API host is held to the same policy as the files.
+        let api_base = channel.config.api_base_url.trim();
+        if !api_base.is_empty()
+            && let Err(why) = self.egress.check(api_base)
+        {
+            return Err(FetchError::Permanent(format!("api_base_url: {why}")));
+        }
+        match provider.media_fetch(&self.http, &channel, url).await {
+            Ok(fetch) => Ok(fetch),
             Err(CredentialsError::Invalid(reason)) => {
                 tracing::warn!(
                     channel_id,
                     reason,
                     "the channel's credentials are unusable; fetching unsigned"
                 );
-                Ok(HeaderMap::new())
+                Ok(plain())
             }
             Err(CredentialsError::Unavailable(reason)) => Err(FetchError::Transient(reason)),
         }
@@ -250,18 +262,24 @@ impl InboundFetcher {
         workspace_id: &str,
         attachment: &Attachment,
     ) -> Result<pb::Blob, FetchError> {
-        self.fetch_signed(workspace_id, attachment, HeaderMap::new())
-            .await
+        self.fetch_signed(
+            workspace_id,
+            attachment,
+            attachment.url.trim(),
+            HeaderMap::new(),
+        )
+        .await
     }
 
     async fn fetch_signed(
         &self,
         workspace_id: &str,
         attachment: &Attachment,
+        url: &str,
         authorization: HeaderMap,
     ) -> Result<pb::Blob, FetchError> {
         let permanent = |m: String| FetchError::Permanent(m);
-        let url = url::Url::parse(attachment.url.trim())
+        let url = url::Url::parse(url)
             .map_err(|e| permanent(format!("url is not an absolute URL: {e}")))?;
         self.egress.check_url(&url).map_err(|why| match why {
             Refused::Scheme(scheme) => {

@@ -180,9 +180,7 @@ impl Emulator {
             base_url: format!("http://{addr}"),
             shared: Mutex::new(Shared::default()),
         });
-        let app = Router::new()
-            .fallback(receive)
-            .with_state(inner.clone());
+        let app = Router::new().fallback(receive).with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -272,7 +270,10 @@ async fn receive(State(inner): State<Arc<Inner>>, request: Request) -> Response 
     if let Some((content_type, bytes)) = file {
         return Reply::bytes(StatusCode::OK, &content_type, bytes).into_response();
     }
-    inner.api.answer(&recorded, n, &inner.base_url).into_response()
+    inner
+        .api
+        .answer(&recorded, n, &inner.base_url)
+        .into_response()
 }
 
 /// A bearer token in `Authorization`, if the request has one.
@@ -299,7 +300,10 @@ mod tests {
         emulator.serve_file("/f/1", "audio/ogg", b"OggS".to_vec());
         let http = reqwest_free_get(&emulator, "/a?x=1").await;
         assert!(http.starts_with("HTTP/1.1 429"), "{http}");
-        assert!(http.to_ascii_lowercase().contains("retry-after: 7"), "{http}");
+        assert!(
+            http.to_ascii_lowercase().contains("retry-after: 7"),
+            "{http}"
+        );
         let http = reqwest_free_get(&emulator, "/b").await;
         assert!(http.contains(r#""path":"/b""#), "{http}");
         let http = reqwest_free_get(&emulator, "/f/1").await;

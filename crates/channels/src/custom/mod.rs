@@ -122,7 +122,7 @@ impl Provider for Custom {
             .map_err(WebhookError::Malformed)?;
         Ok(Inbound {
             delivery_id: Some(webhook_id.to_owned()),
-            events: vec![event],
+            events: event.into_iter().collect(),
         })
     }
 

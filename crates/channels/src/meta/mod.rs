@@ -40,7 +40,9 @@ pub const DEFAULT_PAUSE: Duration = Duration::from_secs(60);
 /// Check `X-Hub-Signature-256` of `webhook` under `app_secret`.
 pub fn verify_signature(app_secret: &str, webhook: &Webhook<'_>) -> Result<(), WebhookError> {
     if app_secret.is_empty() {
-        return Err(WebhookError::Credentials("the app secret is not set".into()));
+        return Err(WebhookError::Credentials(
+            "the app secret is not set".into(),
+        ));
     }
     let header = webhook
         .header(SIGNATURE_HEADER)
@@ -132,7 +134,9 @@ struct ErrorBody {
 
 /// The Graph error of an answer's body, if it is one.
 pub fn graph_error(body: &[u8]) -> Option<GraphError> {
-    serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error)
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error)
 }
 
 /// Graph codes that mean "too many calls" (application, user, page,
@@ -229,7 +233,10 @@ mod tests {
             signature_header("s3cret", body).parse().expect("header"),
         );
         let post = Method::POST;
-        assert_eq!(verify_signature("s3cret", &webhook(&post, "", &headers, body)), Ok(()));
+        assert_eq!(
+            verify_signature("s3cret", &webhook(&post, "", &headers, body)),
+            Ok(())
+        );
         let other = r#"{"object":"page","entry":[{"x":"é"}]}"#.as_bytes();
         assert!(matches!(
             verify_signature("s3cret", &webhook(&post, "", &headers, other)),
@@ -255,19 +262,37 @@ mod tests {
         let h = HeaderMap::new();
         let ok = handshake(
             "tok",
-            &webhook(&get, "hub.mode=subscribe&hub.verify_token=tok&hub.challenge=1158201444", &h, b""),
+            &webhook(
+                &get,
+                "hub.mode=subscribe&hub.verify_token=tok&hub.challenge=1158201444",
+                &h,
+                b"",
+            ),
         )
         .expect("a handshake");
-        assert_eq!((ok.status, ok.body.as_slice()), (StatusCode::OK, &b"1158201444"[..]));
+        assert_eq!(
+            (ok.status, ok.body.as_slice()),
+            (StatusCode::OK, &b"1158201444"[..])
+        );
         let wrong = handshake(
             "tok",
-            &webhook(&get, "hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1", &h, b""),
+            &webhook(
+                &get,
+                "hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+                &h,
+                b"",
+            ),
         )
         .expect("a handshake");
         assert_eq!(wrong.status, StatusCode::FORBIDDEN);
         let empty_token = handshake(
             "",
-            &webhook(&get, "hub.mode=subscribe&hub.verify_token=&hub.challenge=1", &h, b""),
+            &webhook(
+                &get,
+                "hub.mode=subscribe&hub.verify_token=&hub.challenge=1",
+                &h,
+                b"",
+            ),
         )
         .expect("a handshake");
         assert_eq!(empty_token.status, StatusCode::FORBIDDEN);
@@ -293,14 +318,20 @@ mod tests {
         let Err(SendOutcome::Reject(reason)) = graph_outcome(&window) else {
             panic!("outside the window is permanent");
         };
-        assert!(reason.contains("131047") && reason.contains("Re-engagement"), "{reason}");
+        assert!(
+            reason.contains("131047") && reason.contains("Re-engagement"),
+            "{reason}"
+        );
         let pair = answer(400, r#"{"error":{"message":"pair rate","code":131056}}"#);
         assert!(matches!(
             graph_outcome(&pair),
             Err(SendOutcome::Throttled { retry_after, .. }) if retry_after == Duration::from_secs(6)
         ));
         let busy = answer(429, "not json");
-        assert!(matches!(graph_outcome(&busy), Err(SendOutcome::Throttled { .. })));
+        assert!(matches!(
+            graph_outcome(&busy),
+            Err(SendOutcome::Throttled { .. })
+        ));
         let down = answer(500, r#"{"error":{"message":"unknown","code":1}}"#);
         assert!(matches!(graph_outcome(&down), Err(SendOutcome::Retry(_))));
         let ok = answer(200, r#"{"messages":[{"id":"wamid.X"}]}"#);

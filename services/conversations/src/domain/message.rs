@@ -160,6 +160,7 @@ pub fn status_reported(state: DeliveryState) -> Option<MessageStatus> {
         DeliveryState::Sent => Some(MessageStatus::Sent),
         DeliveryState::Delivered => Some(MessageStatus::Delivered),
         DeliveryState::Read => Some(MessageStatus::Read),
+        DeliveryState::Played => Some(MessageStatus::Played),
         DeliveryState::Failed => Some(MessageStatus::Failed),
         DeliveryState::Pending | DeliveryState::Unspecified => None,
     }
@@ -175,6 +176,7 @@ pub fn status_moves_forward(current: MessageStatus, next: MessageStatus) -> bool
             MessageStatus::Sent => 1,
             MessageStatus::Delivered => 2,
             MessageStatus::Read => 3,
+            MessageStatus::Played => 4,
             _ => -1,
         }
     }
