@@ -76,6 +76,7 @@ fn provider_credentials_are_never_printed_even_nested() {
                 ..Default::default()
             },
         )),
+        ..Default::default()
     };
     let text = shows(&ChannelConfigWithSecrets {
         config: Some(config),

@@ -541,12 +541,17 @@ mod tests {
             workspace_id: ws.into(),
             name: format!("channel {id}"),
             created_at: at,
+            status: ChannelStatus::Active,
             credentials: ChannelCredentials {
+                channel_id: id.into(),
                 kind: ChannelKind::Custom,
+                provider: ChannelProvider::Custom,
                 outbound_url: format!("https://{id}.example/in"),
                 secret: format!("whsec_{id}"),
                 accepted_voice_types: vec!["audio/ogg; codecs=opus".into(), "audio/mpeg".into()],
+                ..Default::default()
             },
+            ..Default::default()
         }
     }
 
