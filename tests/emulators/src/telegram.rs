@@ -10,12 +10,13 @@
 //!
 //! [`TelegramApi`] checks the token, each method's required parameters and
 //! their limits (text 4096 UTF-16 units, caption 1024), answers with the
-//! sent message (its `message_id` is the number of the request), keeps the
+//! sent message (`message_id` 1, 2, … in the order sent), keeps the
 //! webhook `setWebhook` sets for `getWebhookInfo`, and serves the files it
 //! is given. Stricter than Telegram in one respect: an uploaded voice note
 //! must be Ogg (its bytes start with `OggS`).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use http::StatusCode;
@@ -78,6 +79,8 @@ struct State {
 pub struct TelegramApi {
     token: String,
     state: Mutex<State>,
+    /// The id of the last message sent.
+    last_message_id: AtomicI64,
 }
 
 /// A file uploaded in a multipart body.
@@ -361,6 +364,7 @@ impl TelegramApi {
         Self {
             token: token.to_owned(),
             state: Mutex::default(),
+            last_message_id: AtomicI64::new(0),
         }
     }
 
@@ -540,7 +544,7 @@ impl TelegramApi {
         }))
     }
 
-    fn send(&self, call: &Call, n: usize) -> Reply {
+    fn send(&self, call: &Call) -> Reply {
         let sent = match check_send(call) {
             Ok(sent) => sent,
             Err(reply) => return reply,
@@ -554,12 +558,13 @@ impl TelegramApi {
                 return bad_request("chat not found");
             }
         }
-        ok(sent_message(&sent, i64::try_from(n).unwrap_or(i64::MAX)))
+        let id = self.last_message_id.fetch_add(1, Ordering::SeqCst) + 1;
+        ok(sent_message(&sent, id))
     }
 }
 
 impl Api for TelegramApi {
-    fn answer(&self, request: &Recorded, n: usize, _: &str) -> Reply {
+    fn answer(&self, request: &Recorded, _: usize, _: &str) -> Reply {
         if request.path.starts_with("/file/") {
             return self.download(request);
         }
@@ -580,8 +585,8 @@ impl Api for TelegramApi {
             "setWebhook" => self.set_webhook(&call),
             "getWebhookInfo" => self.webhook_info(),
             "getFile" => self.get_file(&call),
-            "sendMessage" => self.send(&call, n),
-            m if FILE_METHODS.iter().any(|(f, _)| *f == m) => self.send(&call, n),
+            "sendMessage" => self.send(&call),
+            m if FILE_METHODS.iter().any(|(f, _)| *f == m) => self.send(&call),
             _ => not_found(),
         }
     }
