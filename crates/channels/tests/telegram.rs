@@ -45,7 +45,6 @@ fn channel(api_base: &str, secret_token: &str) -> ChannelCredentials {
                 ..Default::default()
             })),
             api_base_url: api_base.into(),
-            ..Default::default()
         },
         ..Default::default()
     }
@@ -164,14 +163,24 @@ impl Fixture for TelegramFixture {
             text: "This one, in blue".into(),
             ..with_file(
                 ana(10001, 1366, 1699999991),
-                file(AttachmentKind::Image, "AgACAgQAAxkBAAIBsmVbRk_large", "image/jpeg", 85210),
+                file(
+                    AttachmentKind::Image,
+                    "AgACAgQAAxkBAAIBsmVbRk_large",
+                    "image/jpeg",
+                    85210,
+                ),
             )
         };
         let voice = with_file(
             bo(10002, 1367, 1699999992),
             Attachment {
                 duration_ms: 4000,
-                ..file(AttachmentKind::Voice, "AwACAgIAAxkBAAIBs2VbRkVoice", "audio/ogg", 9199)
+                ..file(
+                    AttachmentKind::Voice,
+                    "AwACAgIAAxkBAAIBs2VbRkVoice",
+                    "audio/ogg",
+                    9199,
+                )
             },
         );
         let audio = with_file(
@@ -179,7 +188,12 @@ impl Fixture for TelegramFixture {
             Attachment {
                 duration_ms: 183_000,
                 file_name: "song.mp3".into(),
-                ..file(AttachmentKind::Audio, "CQACAgIAAxkBAAIBtGVbRkAudio", "audio/mpeg", 2938112)
+                ..file(
+                    AttachmentKind::Audio,
+                    "CQACAgIAAxkBAAIBtGVbRkAudio",
+                    "audio/mpeg",
+                    2938112,
+                )
             },
         );
         let document = InboundMessageReceived {
@@ -201,7 +215,12 @@ impl Fixture for TelegramFixture {
             bo(10005, 1370, 1699999995),
             Attachment {
                 duration_ms: 7000,
-                ..file(AttachmentKind::Video, "DQACAgIAAxkBAAIBtmVbRkVideoNote", "video/mp4", 402331)
+                ..file(
+                    AttachmentKind::Video,
+                    "DQACAgIAAxkBAAIBtmVbRkVideoNote",
+                    "video/mp4",
+                    402331,
+                )
             },
         );
         let video = with_file(
@@ -209,12 +228,22 @@ impl Fixture for TelegramFixture {
             Attachment {
                 duration_ms: 12_000,
                 file_name: "unboxing.mp4".into(),
-                ..file(AttachmentKind::Video, "BAACAgIAAxkBAAIBt2VbRkVideo", "video/mp4", 3145728)
+                ..file(
+                    AttachmentKind::Video,
+                    "BAACAgIAAxkBAAIBt2VbRkVideo",
+                    "video/mp4",
+                    3145728,
+                )
             },
         );
         let sticker = with_file(
             bo(10007, 1372, 1699999997),
-            file(AttachmentKind::Sticker, "CAACAgIAAxkBAAIBuGVbRkSticker", "image/webp", 21904),
+            file(
+                AttachmentKind::Sticker,
+                "CAACAgIAAxkBAAIBuGVbRkSticker",
+                "image/webp",
+                21904,
+            ),
         );
         let location = InboundMessageReceived {
             location: Some(Location {
@@ -274,7 +303,10 @@ impl Fixture for TelegramFixture {
             sample!("callback_query.json", Expect::Events(Vec::new())),
             sample!("my_chat_member.json", Expect::Events(Vec::new())),
             sample!("channel_post.json", Expect::Events(Vec::new())),
-            sample!("missing_message_id.json", Expect::Malformed("message.message_id")),
+            sample!(
+                "missing_message_id.json",
+                Expect::Malformed("message.message_id")
+            ),
         ]
     }
 
@@ -325,7 +357,10 @@ impl Fixture for TelegramFixture {
         if headers.is_empty() {
             Ok(())
         } else {
-            Err(format!("unexpected headers {:?}", headers.keys().collect::<Vec<_>>()))
+            Err(format!(
+                "unexpected headers {:?}",
+                headers.keys().collect::<Vec<_>>()
+            ))
         }
     }
 }
@@ -336,8 +371,14 @@ impl Fixture for TelegramFixture {
 /// `"{chat}:{message_id}"`, which the suite's stand-in cannot issue.
 const INEXPRESSIBLE: [(&str, &str); 3] = [
     ("tampered_bodies_are_refused", "a tampered body gave Ok(())"),
-    ("statuses_map_to_delivery_states", "the fixture lists no status"),
-    ("sends_reach_the_api_as_it_expects", "the API issued [\"ext-1\"]"),
+    (
+        "statuses_map_to_delivery_states",
+        "the fixture lists no status",
+    ),
+    (
+        "sends_reach_the_api_as_it_expects",
+        "the API issued [\"ext-1\"]",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,10 +416,16 @@ fn the_secret_token_header_authenticates_updates() {
     let body = include_bytes!("fixtures/telegram/text.json");
     let with = |value: &str| {
         let mut h = HeaderMap::new();
-        h.insert("x-telegram-bot-api-secret-token", HeaderValue::from_str(value).expect("value"));
+        h.insert(
+            "x-telegram-bot-api-secret-token",
+            HeaderValue::from_str(value).expect("value"),
+        );
         h
     };
-    assert_eq!(Telegram.verify(&ours, &webhook(&with("s3cret-token_1"), body)), Ok(()));
+    assert_eq!(
+        Telegram.verify(&ours, &webhook(&with("s3cret-token_1"), body)),
+        Ok(())
+    );
     for wrong in ["s3cret-token_2", "s3cret-token_", "s3cret-token_1x", ""] {
         assert!(
             matches!(
@@ -390,7 +437,9 @@ fn the_secret_token_header_authenticates_updates() {
     }
     assert_eq!(
         Telegram.verify(&ours, &webhook(&HeaderMap::new(), body)),
-        Err(WebhookError::MissingHeader("X-Telegram-Bot-Api-Secret-Token"))
+        Err(WebhookError::MissingHeader(
+            "X-Telegram-Bot-Api-Secret-Token"
+        ))
     );
     assert!(matches!(
         Telegram.verify(&channel("", ""), &webhook(&with(""), body)),
@@ -439,13 +488,19 @@ fn shows_a_token(text: &str) -> bool {
 async fn set_webhook_registers_our_url_secret_token_and_update_types() {
     let (emulator, channel) = bot_api(TelegramApi::new(BOT_TOKEN)).await;
     let url = "https://inbox.example/webhooks/ch-telegram";
-    assert_eq!(Telegram.register_webhook(&client(), &channel, url).await, Ok(true));
+    assert_eq!(
+        Telegram.register_webhook(&client(), &channel, url).await,
+        Ok(true)
+    );
     let calls = emulator.received_at("/setWebhook");
     assert_eq!(calls.len(), 1);
     let body = calls[0].json().expect("json");
     assert_eq!(body["url"], url);
     assert_eq!(body["secret_token"], "s3cret-token_1");
-    assert_eq!(body["allowed_updates"], serde_json::json!(["message", "edited_message"]));
+    assert_eq!(
+        body["allowed_updates"],
+        serde_json::json!(["message", "edited_message"])
+    );
     assert_eq!(body["drop_pending_updates"], false);
 }
 
@@ -458,15 +513,24 @@ async fn set_webhook_refusals_name_why_without_the_token() {
         .await;
     assert_eq!(
         refused,
-        Err(CredentialsError::Invalid("Telegram refused the bot token: Unauthorized".into()))
+        Err(CredentialsError::Invalid(
+            "Telegram refused the bot token: Unauthorized".into()
+        ))
     );
     let Err(CredentialsError::Invalid(why)) = Telegram
-        .register_webhook(&client(), &channel, "http://inbox.example/webhooks/ch-telegram")
+        .register_webhook(
+            &client(),
+            &channel,
+            "http://inbox.example/webhooks/ch-telegram",
+        )
         .await
     else {
         panic!("an http URL is refused");
     };
-    assert!(why.starts_with("Telegram refused the webhook: ") && why.contains("HTTPS url"), "{why}");
+    assert!(
+        why.starts_with("Telegram refused the webhook: ") && why.contains("HTTPS url"),
+        "{why}"
+    );
     emulator.answer_next(Reply::json(
         StatusCode::BAD_GATEWAY,
         serde_json::json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
@@ -486,7 +550,9 @@ async fn set_webhook_refusals_name_why_without_the_token() {
 }
 
 async fn closed_base() -> String {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     base
@@ -497,7 +563,10 @@ async fn check_reads_the_bot_and_where_its_webhook_points() {
     let api = TelegramApi::new(BOT_TOKEN).with_webhook_error("Connection timed out");
     let (_emulator, channel) = bot_api(api).await;
     let url = "https://inbox.example/webhooks/ch-telegram";
-    Telegram.register_webhook(&client(), &channel, url).await.expect("registered");
+    Telegram
+        .register_webhook(&client(), &channel, url)
+        .await
+        .expect("registered");
     let checks = Telegram.check(&client(), &channel).await;
     let by_name = |name: &str| {
         checks
@@ -506,27 +575,48 @@ async fn check_reads_the_bot_and_where_its_webhook_points() {
             .unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
     };
     assert!(by_name("credentials").ok);
-    assert!(by_name("credentials").detail.contains(&format!("@{BOT_USERNAME}")));
+    assert!(
+        by_name("credentials")
+            .detail
+            .contains(&format!("@{BOT_USERNAME}"))
+    );
     assert!(by_name("webhook_registration").ok, "{checks:?}");
     let delivery = by_name("webhook_delivery");
-    assert!(!delivery.ok && delivery.detail.contains("Connection timed out"), "{delivery:?}");
+    assert!(
+        !delivery.ok && delivery.detail.contains("Connection timed out"),
+        "{delivery:?}"
+    );
 
-    let refused = Telegram.check(&client(), &with_token(&channel, OTHER_TOKEN)).await;
+    let refused = Telegram
+        .check(&client(), &with_token(&channel, OTHER_TOKEN))
+        .await;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(!refused[0].ok);
-    assert_eq!(refused[0].detail, "Telegram refused the bot token: Unauthorized");
+    assert_eq!(
+        refused[0].detail,
+        "Telegram refused the bot token: Unauthorized"
+    );
 }
 
 #[tokio::test]
 async fn inbound_files_resolve_through_get_file_within_the_download_limit() {
     let api = TelegramApi::new(BOT_TOKEN)
-        .with_file("AwACAgIAAxkBAAIBs2VbRkVoice", "voice/file_7.oga", b"OggS voice".to_vec())
+        .with_file(
+            "AwACAgIAAxkBAAIBs2VbRkVoice",
+            "voice/file_7.oga",
+            b"OggS voice".to_vec(),
+        )
         .with_large_file("BIG", DOWNLOAD_LIMIT + 1);
     let (emulator, channel) = bot_api(api).await;
     let body = include_bytes!("fixtures/telegram/voice.json");
     let mut headers = HeaderMap::new();
-    headers.insert("x-telegram-bot-api-secret-token", HeaderValue::from_static("s3cret-token_1"));
-    let inbound = Telegram.parse(&channel, &webhook(&headers, body)).expect("parses");
+    headers.insert(
+        "x-telegram-bot-api-secret-token",
+        HeaderValue::from_static("s3cret-token_1"),
+    );
+    let inbound = Telegram
+        .parse(&channel, &webhook(&headers, body))
+        .expect("parses");
     let Some(InboundEvent::Message(m)) = inbound.events.first() else {
         panic!("{inbound:?}");
     };
@@ -534,13 +624,26 @@ async fn inbound_files_resolve_through_get_file_within_the_download_limit() {
     assert!(!shows_a_token(reference), "{reference}");
     assert!(reference.starts_with(&emulator.base_url()), "{reference}");
 
-    let fetch = Telegram.media_fetch(&client(), &channel, reference).await.expect("resolves");
+    let fetch = Telegram
+        .media_fetch(&client(), &channel, reference)
+        .await
+        .expect("resolves");
     assert_eq!(
         fetch.url,
-        format!("{}/file/bot{BOT_TOKEN}/voice/file_7.oga", emulator.base_url())
+        format!(
+            "{}/file/bot{BOT_TOKEN}/voice/file_7.oga",
+            emulator.base_url()
+        )
     );
     assert!(fetch.headers.is_empty());
-    let bytes = client().get(&fetch.url).send().await.expect("get").bytes().await.expect("bytes");
+    let bytes = client()
+        .get(&fetch.url)
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
     assert_eq!(&bytes[..], b"OggS voice");
 
     let big = format!("{}/getFile?file_id=BIG", emulator.base_url());
@@ -561,11 +664,17 @@ async fn inbound_files_resolve_through_get_file_within_the_download_limit() {
         Telegram.media_fetch(&client(), &channel, &unknown).await,
         Err(CredentialsError::Invalid(why)) if why.contains("invalid file_id")
     ));
-    for foreign in ["https://evil.example/getFile?file_id=x", "https://api.telegram.org/getFile?file_id=x"] {
-        assert!(matches!(
-            Telegram.media_fetch(&client(), &channel, foreign).await,
-            Err(CredentialsError::Invalid(_))
-        ), "{foreign}");
+    for foreign in [
+        "https://evil.example/getFile?file_id=x",
+        "https://api.telegram.org/getFile?file_id=x",
+    ] {
+        assert!(
+            matches!(
+                Telegram.media_fetch(&client(), &channel, foreign).await,
+                Err(CredentialsError::Invalid(_))
+            ),
+            "{foreign}"
+        );
     }
 }
 
@@ -598,11 +707,25 @@ fn sends(emulator: &Emulator) -> Vec<telenet_emulators::telegram::Sent> {
 #[tokio::test]
 async fn texts_and_files_reach_the_bot_api_and_are_named_by_chat_and_message() {
     let (emulator, channel) = bot_api(TelegramApi::new(BOT_TOKEN)).await;
-    let outcome = Telegram.send(&client(), &channel, &outbound("hello 👋", Vec::new())).await;
-    assert_eq!(outcome, SendOutcome::Sent { external_id: "1111111:1".into() });
+    let outcome = Telegram
+        .send(&client(), &channel, &outbound("hello 👋", Vec::new()))
+        .await;
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: "1111111:1".into()
+        }
+    );
     let sent = sends(&emulator);
     assert_eq!(sent.len(), 1);
-    assert_eq!((sent[0].method.as_str(), sent[0].chat_id.as_str(), sent[0].text.as_str()), ("sendMessage", "1111111", "hello 👋"));
+    assert_eq!(
+        (
+            sent[0].method.as_str(),
+            sent[0].chat_id.as_str(),
+            sent[0].text.as_str()
+        ),
+        ("sendMessage", "1111111", "hello 👋")
+    );
 
     let files = vec![
         Attachment {
@@ -621,17 +744,40 @@ async fn texts_and_files_reach_the_bot_api_and_are_named_by_chat_and_message() {
             ..Default::default()
         },
     ];
-    let outcome = Telegram.send(&client(), &channel, &outbound("see attached", files.clone())).await;
-    assert_eq!(outcome, SendOutcome::Sent { external_id: "1111111:3".into() });
+    let outcome = Telegram
+        .send(
+            &client(),
+            &channel,
+            &outbound("see attached", files.clone()),
+        )
+        .await;
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: "1111111:3".into()
+        }
+    );
     let sent = sends(&emulator);
     let seen: Vec<_> = sent
         .iter()
-        .map(|s| (s.method.as_str(), s.text.as_str(), s.file_url.clone(), s.duration))
+        .map(|s| {
+            (
+                s.method.as_str(),
+                s.text.as_str(),
+                s.file_url.clone(),
+                s.duration,
+            )
+        })
         .collect();
     assert_eq!(
         seen,
         [
-            ("sendPhoto", "see attached", Some(files[0].url.clone()), None),
+            (
+                "sendPhoto",
+                "see attached",
+                Some(files[0].url.clone()),
+                None
+            ),
             ("sendVoice", "", Some(files[1].url.clone()), Some(4)),
         ]
     );
@@ -646,11 +792,20 @@ async fn long_texts_are_split_and_the_last_part_names_the_message() {
     let outcome = Telegram.send(&client(), &channel, &message).await;
     let sent = sends(&emulator);
     assert!(sent.len() >= 2, "{} part(s)", sent.len());
-    assert_eq!(outcome, SendOutcome::Sent { external_id: format!("1111111:{}", sent.len()) });
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: format!("1111111:{}", sent.len())
+        }
+    );
     for part in &sent {
         assert!(part.text.encode_utf16().count() <= 4096);
     }
-    let rejoined = sent.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+    let rejoined = sent
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     let want = text.split_whitespace().collect::<Vec<_>>().join(" ");
     assert_eq!(rejoined, want);
     let quotes: Vec<_> = sent.iter().map(|s| s.reply_to).collect();
@@ -675,14 +830,22 @@ async fn voice_notes_over_1_mb_are_downloaded_and_uploaded_as_ogg_multipart() {
     let mut message = outbound("", vec![voice]);
     message.reply_to_external_id = "1111111:5".into();
     let outcome = Telegram.send(&client(), &channel, &message).await;
-    assert_eq!(outcome, SendOutcome::Sent { external_id: "1111111:1".into() });
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: "1111111:1".into()
+        }
+    );
     let uploads = emulator.received_at("/sendVoice");
     assert_eq!(uploads.len(), 1);
     assert_eq!(uploads[0].content_type(), "multipart/form-data");
     let sent = sends(&emulator);
     assert_eq!(sent.len(), 1);
     let upload = sent[0].upload.clone().expect("an upload");
-    assert_eq!((upload.name.as_str(), upload.file_name.as_str()), ("voice", "voice.ogg"));
+    assert_eq!(
+        (upload.name.as_str(), upload.file_name.as_str()),
+        ("voice", "voice.ogg")
+    );
     assert_eq!(upload.content_type, "audio/ogg");
     assert_eq!(upload.bytes, ogg);
     assert_eq!(sent[0].duration, Some(62));
@@ -694,13 +857,20 @@ async fn voice_notes_over_1_mb_are_downloaded_and_uploaded_as_ogg_multipart() {
         size_bytes: 0,
         ..message.attachments[0].clone()
     };
-    let outcome = Telegram.send(&client(), &channel, &outbound("", vec![missing])).await;
-    assert!(matches!(outcome, SendOutcome::Reject(ref why) if why.contains("HTTP 404")), "{outcome:?}");
+    let outcome = Telegram
+        .send(&client(), &channel, &outbound("", vec![missing]))
+        .await;
+    assert!(
+        matches!(outcome, SendOutcome::Reject(ref why) if why.contains("HTTP 404")),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
 async fn bot_api_errors_are_rejections_retries_or_throttling() {
-    let api = TelegramApi::new(BOT_TOKEN).blocked_by("42").without_chat("43");
+    let api = TelegramApi::new(BOT_TOKEN)
+        .blocked_by("42")
+        .without_chat("43");
     let (emulator, channel) = bot_api(api).await;
     let to = |chat: &str| OutboundRequested {
         recipient_external_id: chat.into(),
@@ -726,14 +896,21 @@ async fn bot_api_errors_are_rejections_retries_or_throttling() {
         StatusCode::INTERNAL_SERVER_ERROR,
         serde_json::json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
     ));
-    assert!(matches!(Telegram.send(&client(), &channel, &to("1")).await, SendOutcome::Retry(_)));
-    let SendOutcome::Reject(why) = Telegram.send(&client(), &with_token(&channel, OTHER_TOKEN), &to("1")).await
+    assert!(matches!(
+        Telegram.send(&client(), &channel, &to("1")).await,
+        SendOutcome::Retry(_)
+    ));
+    let SendOutcome::Reject(why) = Telegram
+        .send(&client(), &with_token(&channel, OTHER_TOKEN), &to("1"))
+        .await
     else {
         panic!("another bot's token is refused");
     };
     assert_eq!(why, "Telegram refused the bot token: Unauthorized");
     assert!(matches!(
-        Telegram.send(&client(), &with_token(&channel, "not-a-token"), &to("1")).await,
+        Telegram
+            .send(&client(), &with_token(&channel, "not-a-token"), &to("1"))
+            .await,
         SendOutcome::Reject(_)
     ));
     assert!(matches!(
@@ -750,7 +927,9 @@ async fn the_bot_token_never_appears_in_reasons() {
     let mut reasons = Vec::new();
     for outcome in [
         Telegram.send(&client(), &closed, &message).await,
-        Telegram.send(&client(), &with_token(&channel, OTHER_TOKEN), &message).await,
+        Telegram
+            .send(&client(), &with_token(&channel, OTHER_TOKEN), &message)
+            .await,
     ] {
         match outcome {
             SendOutcome::Retry(r) | SendOutcome::Reject(r) => reasons.push(r),
@@ -760,13 +939,32 @@ async fn the_bot_token_never_appears_in_reasons() {
     }
     let reference = format!("{}/getFile?file_id=NOPE", emulator.base_url());
     for e in [
-        Telegram.media_fetch(&client(), &channel, &reference).await.err(),
-        Telegram.media_fetch(&client(), &closed, &reference.replace(&emulator.base_url(), &closed.config.api_base_url)).await.err(),
-        Telegram.register_webhook(&client(), &closed, "https://inbox.example/webhooks/x").await.err(),
+        Telegram
+            .media_fetch(&client(), &channel, &reference)
+            .await
+            .err(),
+        Telegram
+            .media_fetch(
+                &client(),
+                &closed,
+                &reference.replace(&emulator.base_url(), &closed.config.api_base_url),
+            )
+            .await
+            .err(),
+        Telegram
+            .register_webhook(&client(), &closed, "https://inbox.example/webhooks/x")
+            .await
+            .err(),
     ] {
         reasons.push(e.expect("an error").to_string());
     }
-    reasons.extend(Telegram.check(&client(), &closed).await.into_iter().map(|c| c.detail));
+    reasons.extend(
+        Telegram
+            .check(&client(), &closed)
+            .await
+            .into_iter()
+            .map(|c| c.detail),
+    );
     assert!(reasons.len() >= 6);
     for reason in &reasons {
         assert!(!reason.is_empty());

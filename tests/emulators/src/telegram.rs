@@ -218,7 +218,9 @@ pub fn read_call(token: &str, request: &Recorded) -> Result<Call, Reply> {
     }
     match request.content_type().as_str() {
         "application/json" => {
-            let Value::Object(map) = request.json().map_err(|_| bad_request("can't parse JSON"))?
+            let Value::Object(map) = request
+                .json()
+                .map_err(|_| bad_request("can't parse JSON"))?
             else {
                 return Err(bad_request("JSON body must be an object"));
             };
@@ -416,7 +418,10 @@ impl TelegramApi {
     /// The webhook URL and secret token `setWebhook` set.
     pub fn webhook(&self) -> (String, String) {
         let state = self.state();
-        (state.webhook.url.clone(), state.webhook.secret_token.clone())
+        (
+            state.webhook.url.clone(),
+            state.webhook.secret_token.clone(),
+        )
     }
 
     fn bot_id(&self) -> i64 {
@@ -702,7 +707,12 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// POST `body` of `content_type` to `path`; the status and body.
-    async fn post(emulator: &Emulator, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    async fn post(
+        emulator: &Emulator,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
         let mut stream = tokio::net::TcpStream::connect(emulator.addr())
             .await
             .expect("connect");
@@ -716,7 +726,10 @@ mod tests {
         stream.read_to_end(&mut out).await.expect("read");
         let text = String::from_utf8_lossy(&out).into_owned();
         let status = text[9..12].parse().expect("status");
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
@@ -734,7 +747,10 @@ mod tests {
             b"{}",
         )
         .await;
-        assert_eq!((status, &body["description"]), (401, &json!("Unauthorized")));
+        assert_eq!(
+            (status, &body["description"]),
+            (401, &json!("Unauthorized"))
+        );
         let (status, body) = post(&emulator, &at("getMe"), "application/json", b"{}").await;
         assert_eq!(status, 200);
         assert_eq!(body["result"]["username"], BOT_USERNAME);
@@ -781,16 +797,33 @@ mod tests {
         let emulator = Emulator::start(api).await;
         let send = |body: String| {
             let emulator = &emulator;
-            async move { post(emulator, &at("sendMessage"), "application/json", body.as_bytes()).await }
+            async move {
+                post(
+                    emulator,
+                    &at("sendMessage"),
+                    "application/json",
+                    body.as_bytes(),
+                )
+                .await
+            }
         };
-        let (status, body) = send(json!({"chat_id": 7, "text": "hi", "reply_parameters": {"message_id": 3}}).to_string()).await;
+        let (status, body) = send(
+            json!({"chat_id": 7, "text": "hi", "reply_parameters": {"message_id": 3}}).to_string(),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["result"]["chat"]["id"], 7);
         assert_eq!(body["result"]["text"], "hi");
         let (status, body) = send(json!({"chat_id": "42", "text": "hi"}).to_string()).await;
-        assert_eq!((status, body["description"].as_str()), (403, Some("Forbidden: bot was blocked by the user")));
+        assert_eq!(
+            (status, body["description"].as_str()),
+            (403, Some("Forbidden: bot was blocked by the user"))
+        );
         let (status, body) = send(json!({"chat_id": 43, "text": "hi"}).to_string()).await;
-        assert_eq!((status, body["description"].as_str()), (400, Some("Bad Request: chat not found")));
+        assert_eq!(
+            (status, body["description"].as_str()),
+            (400, Some("Bad Request: chat not found"))
+        );
         let (status, _) = send(json!({"chat_id": 7, "text": ""}).to_string()).await;
         assert_eq!(status, 400);
         let (status, _) = send(json!({"chat_id": 7, "text": "👋".repeat(2049)}).to_string()).await;
@@ -839,7 +872,10 @@ mod tests {
             json!({"chat_id": 7, "photo": "https://files.example/cat.png", "caption": "x".repeat(1025)}).to_string().as_bytes(),
         )
         .await;
-        assert_eq!((status, body["description"].as_str()), (400, Some("Bad Request: message caption is too long")));
+        assert_eq!(
+            (status, body["description"].as_str()),
+            (400, Some("Bad Request: message caption is too long"))
+        );
     }
 
     #[tokio::test]
@@ -848,12 +884,27 @@ mod tests {
             .with_file("VOICE1", "voice/file_1.oga", b"OggS voice".to_vec())
             .with_large_file("BIG", DOWNLOAD_LIMIT + 1);
         let emulator = Emulator::start(api).await;
-        let (status, body) = post(&emulator, &format!("{}?file_id=VOICE1", at("getFile")), "application/json", b"").await;
+        let (status, body) = post(
+            &emulator,
+            &format!("{}?file_id=VOICE1", at("getFile")),
+            "application/json",
+            b"",
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["result"]["file_path"], "voice/file_1.oga");
         assert_eq!(body["result"]["file_size"], 10);
-        let (status, body) = post(&emulator, &at("getFile"), "application/json", br#"{"file_id":"BIG"}"#).await;
-        assert_eq!((status, body["description"].as_str()), (400, Some("Bad Request: file is too big")));
+        let (status, body) = post(
+            &emulator,
+            &at("getFile"),
+            "application/json",
+            br#"{"file_id":"BIG"}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, body["description"].as_str()),
+            (400, Some("Bad Request: file is too big"))
+        );
         let api = TelegramApi::new(BOT_TOKEN).with_file("V", "voice/v.oga", b"OggS".to_vec());
         let request = Recorded {
             method: http::Method::GET,

@@ -271,11 +271,13 @@ fn read_message(
         event.sent_at.get_or_insert_with(Default::default).seconds = date;
     }
     event.location = location(&message);
-    if let Some(replied) = &message.reply_to_message {
-        if let Some(id) = replied.message_id {
-            let replied_chat = replied.chat.as_ref().and_then(|c| c.id).unwrap_or(chat_id);
-            event.reply_to_external_id = format!("{replied_chat}:{id}");
-        }
+    let replied = message.reply_to_message.as_ref();
+    if let Some(id) = replied.and_then(|r| r.message_id) {
+        let replied_chat = replied
+            .and_then(|r| r.chat.as_ref())
+            .and_then(|c| c.id)
+            .unwrap_or(chat_id);
+        event.reply_to_external_id = format!("{replied_chat}:{id}");
     }
     if change != MessageChange::Unspecified {
         event.change = change as i32;
@@ -363,7 +365,12 @@ fn attachment(
     })
 }
 
-fn of_file(base: &str, kind: AttachmentKind, file: &File, default_mime: &str) -> Option<Attachment> {
+fn of_file(
+    base: &str,
+    kind: AttachmentKind,
+    file: &File,
+    default_mime: &str,
+) -> Option<Attachment> {
     let mime = file
         .mime_type
         .as_deref()
@@ -380,12 +387,15 @@ fn attachments(message: &Message, base: &str) -> Vec<Attachment> {
     let mut out = Vec::new();
     // Telegram sends every size it made; the largest is the picture.
     if let Some(sizes) = &message.photo {
-        let largest = sizes.iter().filter(|p| p.file_id.is_some()).max_by_key(|p| {
-            (
-                p.width.unwrap_or(0).saturating_mul(p.height.unwrap_or(0)),
-                p.file_size.unwrap_or(0),
-            )
-        });
+        let largest = sizes
+            .iter()
+            .filter(|p| p.file_id.is_some())
+            .max_by_key(|p| {
+                (
+                    p.width.unwrap_or(0).saturating_mul(p.height.unwrap_or(0)),
+                    p.file_size.unwrap_or(0),
+                )
+            });
         if let Some(photo) = largest {
             out.extend(of_file(base, AttachmentKind::Image, photo, "image/jpeg"));
         }
@@ -405,7 +415,12 @@ fn attachments(message: &Message, base: &str) -> Vec<Attachment> {
     // An animation comes with a `document` of the same file: read once.
     match (&message.document, &message.animation) {
         (Some(document), _) => {
-            out.extend(of_file(base, AttachmentKind::File, document, "application/octet-stream"));
+            out.extend(of_file(
+                base,
+                AttachmentKind::File,
+                document,
+                "application/octet-stream",
+            ));
         }
         (None, Some(animation)) => {
             out.extend(of_file(base, AttachmentKind::Video, animation, "video/mp4"));
@@ -420,7 +435,12 @@ fn attachments(message: &Message, base: &str) -> Vec<Attachment> {
         } else {
             "image/webp"
         };
-        if let Some(mut a) = attachment(base, AttachmentKind::Sticker, sticker.file_id.as_ref(), mime) {
+        if let Some(mut a) = attachment(
+            base,
+            AttachmentKind::Sticker,
+            sticker.file_id.as_ref(),
+            mime,
+        ) {
             a.size_bytes = sticker.file_size.unwrap_or(0);
             out.push(a);
         }
@@ -430,15 +450,17 @@ fn attachments(message: &Message, base: &str) -> Vec<Attachment> {
 
 fn location(message: &Message) -> Option<Location> {
     let point = |p: &Point| Some((p.latitude?, p.longitude?));
-    if let Some(venue) = &message.venue {
-        if let Some((latitude, longitude)) = venue.location.as_ref().and_then(point) {
-            return Some(Location {
-                latitude,
-                longitude,
-                name: venue.title.clone().unwrap_or_default(),
-                address: venue.address.clone().unwrap_or_default(),
-            });
-        }
+    let venue = message.venue.as_ref().and_then(|v| {
+        let (latitude, longitude) = v.location.as_ref().and_then(point)?;
+        Some(Location {
+            latitude,
+            longitude,
+            name: v.title.clone().unwrap_or_default(),
+            address: v.address.clone().unwrap_or_default(),
+        })
+    });
+    if venue.is_some() {
+        return venue;
     }
     let (latitude, longitude) = message.location.as_ref().and_then(point)?;
     Some(Location {
@@ -471,12 +493,27 @@ mod tests {
     #[test]
     fn file_references_carry_no_token_and_round_trip() {
         let reference = file_reference(API_HOST, "AwACAgIAAx0=");
-        assert_eq!(reference, "https://api.telegram.org/getFile?file_id=AwACAgIAAx0%3D");
-        assert_eq!(file_id_of(&channel(), &reference).as_deref(), Some("AwACAgIAAx0="));
-        assert_eq!(file_id_of(&channel(), "https://evil.example/getFile?file_id=x"), None);
-        assert_eq!(file_id_of(&channel(), "https://api.telegram.org/getFile?file_id="), None);
         assert_eq!(
-            file_id_of(&channel(), "https://api.telegram.org/getFile?file_id=a&file_id=b"),
+            reference,
+            "https://api.telegram.org/getFile?file_id=AwACAgIAAx0%3D"
+        );
+        assert_eq!(
+            file_id_of(&channel(), &reference).as_deref(),
+            Some("AwACAgIAAx0=")
+        );
+        assert_eq!(
+            file_id_of(&channel(), "https://evil.example/getFile?file_id=x"),
+            None
+        );
+        assert_eq!(
+            file_id_of(&channel(), "https://api.telegram.org/getFile?file_id="),
+            None
+        );
+        assert_eq!(
+            file_id_of(
+                &channel(),
+                "https://api.telegram.org/getFile?file_id=a&file_id=b"
+            ),
             None
         );
     }
@@ -501,15 +538,22 @@ mod tests {
         )
         .expect("parses");
         assert!(joined.events.is_empty());
-        let m = only_message(r#"{"update_id":1,"message":{"message_id":2,"chat":{"id":3},"something_new":{}}}"#);
+        let m = only_message(
+            r#"{"update_id":1,"message":{"message_id":2,"chat":{"id":3},"something_new":{}}}"#,
+        );
         assert_eq!(m.unsupported_type, "unknown");
-        let m = only_message(r#"{"update_id":1,"message":{"message_id":2,"chat":{"id":3},"dice":{"emoji":"🎲","value":4}}}"#);
+        let m = only_message(
+            r#"{"update_id":1,"message":{"message_id":2,"chat":{"id":3},"dice":{"emoji":"🎲","value":4}}}"#,
+        );
         assert_eq!(m.unsupported_type, "dice");
     }
 
     #[test]
     fn missing_ids_are_malformed_and_name_the_field() {
-        assert_eq!(parse(r#"{"message":{}}"#), Err("update_id is missing".to_owned()));
+        assert_eq!(
+            parse(r#"{"message":{}}"#),
+            Err("update_id is missing".to_owned())
+        );
         assert_eq!(
             parse(r#"{"update_id":1,"message":{"chat":{"id":1}}}"#),
             Err("message.message_id is missing".to_owned())
@@ -521,7 +565,11 @@ mod tests {
         let e = parse(r#"{"update_id":1,"message":{"message_id":1,"chat":{"id":1},"photo":"x"}}"#)
             .expect_err("a photo that is not a list");
         assert!(e.starts_with("message is not readable"), "{e}");
-        assert!(parse("not json").expect_err("not json").starts_with("the update is not readable"));
+        assert!(
+            parse("not json")
+                .expect_err("not json")
+                .starts_with("the update is not readable")
+        );
     }
 
     #[test]
@@ -531,8 +579,14 @@ mod tests {
             last_name: last.map(str::to_owned),
             username: username.map(str::to_owned),
         };
-        assert_eq!(display_name(Some(&user(Some("Ana"), Some("Ruiz"), Some("ana"))), None), "Ana Ruiz");
-        assert_eq!(display_name(Some(&user(None, None, Some("ana"))), None), "@ana");
+        assert_eq!(
+            display_name(Some(&user(Some("Ana"), Some("Ruiz"), Some("ana"))), None),
+            "Ana Ruiz"
+        );
+        assert_eq!(
+            display_name(Some(&user(None, None, Some("ana"))), None),
+            "@ana"
+        );
         assert_eq!(display_name(Some(&user(Some(""), None, None)), None), "");
         let chat = Chat {
             title: Some("Shop group".into()),

@@ -255,13 +255,14 @@ pub(crate) fn read_answer(answer: &Answer) -> Result<serde_json::Value, ApiError
             status.as_u16()
         ))),
         _ => {
-            if status == http::StatusCode::TOO_MANY_REQUESTS {
-                if let Some(retry_after) = answer.retry_after {
-                    return Err(ApiError::Throttled {
-                        reason: crate::http::http_error(status),
-                        retry_after,
-                    });
-                }
+            let pause = answer
+                .retry_after
+                .filter(|_| status == http::StatusCode::TOO_MANY_REQUESTS);
+            if let Some(retry_after) = pause {
+                return Err(ApiError::Throttled {
+                    reason: crate::http::http_error(status),
+                    retry_after,
+                });
             }
             match refusal(status) {
                 Some(SendOutcome::Reject(reason)) => Err(ApiError::Refused(reason)),
@@ -314,7 +315,12 @@ impl Provider for Telegram {
     fn webhook_setup(&self, channel: &ChannelCredentials) -> WebhookSetup {
         WebhookSetup {
             verify_token: String::new(),
-            header: settings(channel).map(|c| ("X-Telegram-Bot-Api-Secret-Token".to_owned(), c.secret_token.clone())),
+            header: settings(channel).map(|c| {
+                (
+                    "X-Telegram-Bot-Api-Secret-Token".to_owned(),
+                    c.secret_token.clone(),
+                )
+            }),
             subscribe_events: ALLOWED_UPDATES.iter().map(|u| (*u).to_owned()).collect(),
         }
     }
@@ -325,8 +331,9 @@ impl Provider for Telegram {
         channel: &ChannelCredentials,
         webhook_url: &str,
     ) -> Result<bool, CredentialsError> {
-        let token = bot_token(channel)
-            .ok_or_else(|| CredentialsError::Invalid("bot_token: not set or not a bot token".into()))?;
+        let token = bot_token(channel).ok_or_else(|| {
+            CredentialsError::Invalid("bot_token: not set or not a bot token".into())
+        })?;
         let secret_token = settings(channel)
             .map(|c| c.secret_token.as_str())
             .filter(|s| is_secret_token(s))
@@ -397,8 +404,9 @@ impl Provider for Telegram {
         let file_id = inbound::file_id_of(channel, url).ok_or_else(|| {
             CredentialsError::Invalid("not a file reference of this Telegram channel".into())
         })?;
-        let token = bot_token(channel)
-            .ok_or_else(|| CredentialsError::Invalid("bot_token: not set or not a bot token".into()))?;
+        let token = bot_token(channel).ok_or_else(|| {
+            CredentialsError::Invalid("bot_token: not set or not a bot token".into())
+        })?;
         let body = serde_json::json!({ "file_id": file_id });
         let file = match call(http, channel, token, "getFile", &body).await {
             Ok(file) => file,
@@ -437,7 +445,10 @@ impl Provider for Telegram {
                     &["image/jpeg", "image/png", "image/gif", "image/webp"],
                 ),
                 rule(AttachmentKind::Video, &["video/mp4"]),
-                rule(AttachmentKind::Audio, &["audio/mpeg", "audio/mp4", "audio/x-m4a"]),
+                rule(
+                    AttachmentKind::Audio,
+                    &["audio/mpeg", "audio/mp4", "audio/x-m4a"],
+                ),
                 MediaRule {
                     kind: AttachmentKind::File,
                     mime_types: Vec::new(),
@@ -508,7 +519,9 @@ impl Provider for Telegram {
         let given = webhook
             .headers
             .get(SECRET_HEADER)
-            .ok_or(WebhookError::MissingHeader("X-Telegram-Bot-Api-Secret-Token"))?
+            .ok_or(WebhookError::MissingHeader(
+                "X-Telegram-Bot-Api-Secret-Token",
+            ))?
             .as_bytes();
         if given.len() == expected.len() && bool::from(given.ct_eq(expected.as_bytes())) {
             Ok(())
@@ -539,7 +552,9 @@ impl Provider for Telegram {
         message: &OutboundRequested,
     ) -> SendOutcome {
         let Some(token) = bot_token(channel) else {
-            return SendOutcome::Reject("the channel's bot_token is not set or not a bot token".into());
+            return SendOutcome::Reject(
+                "the channel's bot_token is not set or not a bot token".into(),
+            );
         };
         outbound::send_message(http, channel, token, message).await
     }
@@ -625,15 +640,22 @@ mod tests {
 
     #[test]
     fn connecting_checks_the_token_and_generates_a_secret_token() {
-        let connected = Telegram.connect(channel(&format!(" {TOKEN} "), "")).expect("connects");
+        let connected = Telegram
+            .connect(channel(&format!(" {TOKEN} "), ""))
+            .expect("connects");
         let config = settings(&connected).expect("telegram settings");
         assert_eq!(config.bot_token, TOKEN);
         assert!(is_secret_token(&config.secret_token));
         assert_eq!(config.secret_token.len(), SECRET_TOKEN_LEN);
         assert_eq!(connected.kind, ChannelKind::Telegram);
         assert_eq!(connected.provider, ChannelProvider::Telegram);
-        let kept = Telegram.connect(channel(TOKEN, "my-secret_1")).expect("connects");
-        assert_eq!(settings(&kept).expect("settings").secret_token, "my-secret_1");
+        let kept = Telegram
+            .connect(channel(TOKEN, "my-secret_1"))
+            .expect("connects");
+        assert_eq!(
+            settings(&kept).expect("settings").secret_token,
+            "my-secret_1"
+        );
 
         let refused = |c: ChannelCredentials| match Telegram.connect(c) {
             Err(CredentialsError::Invalid(reason)) => reason,
@@ -642,8 +664,14 @@ mod tests {
         assert_eq!(refused(channel("", "")), "bot_token: required");
         let secret_part = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0";
         let reason = refused(channel(&format!("12x:{secret_part}"), ""));
-        assert!(reason.starts_with("bot_token: not a Telegram bot token"), "{reason}");
-        assert!(!reason.contains(secret_part), "the token is never echoed: {reason}");
+        assert!(
+            reason.starts_with("bot_token: not a Telegram bot token"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(secret_part),
+            "the token is never echoed: {reason}"
+        );
         assert!(refused(channel(TOKEN, "no spaces allowed")).starts_with("secret_token:"));
         assert!(refused(channel(TOKEN, &"a".repeat(257))).starts_with("secret_token:"));
         let mut bad_base = channel(TOKEN, "");
@@ -677,24 +705,43 @@ mod tests {
             })
         );
         assert_eq!(
-            read_answer(&answer(403, r#"{"ok":false,"error_code":403,"description":"Forbidden: bot was blocked by the user"}"#)),
-            Err(ApiError::Refused("Telegram error 403: Forbidden: bot was blocked by the user".into()))
+            read_answer(&answer(
+                403,
+                r#"{"ok":false,"error_code":403,"description":"Forbidden: bot was blocked by the user"}"#
+            )),
+            Err(ApiError::Refused(
+                "Telegram error 403: Forbidden: bot was blocked by the user".into()
+            ))
         );
         assert_eq!(
-            read_answer(&answer(401, r#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#)),
+            read_answer(&answer(
+                401,
+                r#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#
+            )),
             Err(ApiError::Token("Unauthorized".into()))
         );
         assert!(matches!(
-            read_answer(&answer(502, r#"{"ok":false,"error_code":502,"description":"Bad Gateway"}"#)),
+            read_answer(&answer(
+                502,
+                r#"{"ok":false,"error_code":502,"description":"Bad Gateway"}"#
+            )),
             Err(ApiError::Transient(_))
         ));
         // Not the Bot API talking: the status alone.
         assert_eq!(
             read_answer(&answer(400, "<html>secret stack</html>")),
-            Err(ApiError::Refused("receiver answered HTTP 400 Bad Request".into()))
+            Err(ApiError::Refused(
+                "receiver answered HTTP 400 Bad Request".into()
+            ))
         );
-        assert!(matches!(read_answer(&answer(503, "down")), Err(ApiError::Transient(_))));
-        assert!(matches!(read_answer(&answer(200, "<html>")), Err(ApiError::Transient(_))));
+        assert!(matches!(
+            read_answer(&answer(503, "down")),
+            Err(ApiError::Transient(_))
+        ));
+        assert!(matches!(
+            read_answer(&answer(200, "<html>")),
+            Err(ApiError::Transient(_))
+        ));
         let mut busy = answer(429, "slow down");
         busy.retry_after = Some(Duration::from_secs(3));
         assert!(matches!(

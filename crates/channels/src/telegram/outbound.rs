@@ -25,7 +25,9 @@ use reqwest::multipart::{Form, Part};
 use telenet_proto::common::v1::{Attachment, AttachmentKind};
 use telenet_proto::events::v1::OutboundRequested;
 
-use super::{ApiError, CAPTION_LIMIT, TEXT_LIMIT, UPLOAD_LIMIT, call, method_url, read_answer, unanswered};
+use super::{
+    ApiError, CAPTION_LIMIT, TEXT_LIMIT, UPLOAD_LIMIT, call, method_url, read_answer, unanswered,
+};
 use crate::http::{exchange, sanitize};
 use crate::net::refusal_in;
 use crate::{ChannelCredentials, SendOutcome};
@@ -93,7 +95,11 @@ pub(crate) fn plan(message: &OutboundRequested) -> Vec<Step> {
 
 /// The MIME type's essence, lowercase (`audio/ogg`).
 fn essence(mime: &str) -> String {
-    mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    mime.split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The method, file parameter and whether to upload, for one file.
@@ -106,8 +112,7 @@ fn file_method(a: &Attachment) -> (&'static str, &'static str, bool) {
     );
     match a.kind() {
         AttachmentKind::Voice => {
-            let by_url =
-                mime == "audio/ogg" && a.size_bytes > 0 && a.size_bytes <= VOICE_URL_LIMIT;
+            let by_url = mime == "audio/ogg" && a.size_bytes > 0 && a.size_bytes <= VOICE_URL_LIMIT;
             ("sendVoice", "voice", !by_url)
         }
         AttachmentKind::Image if a.size_bytes <= PHOTO_URL_LIMIT && mime != "image/gif" => {
@@ -147,7 +152,14 @@ pub(crate) async fn send_message(
         let result = if step.upload {
             upload(http, channel, token, chat_id, step, reply_to).await
         } else {
-            call(http, channel, token, step.method, &json_body(chat_id, step, reply_to)).await
+            call(
+                http,
+                channel,
+                token,
+                step.method,
+                &json_body(chat_id, step, reply_to),
+            )
+            .await
         };
         match result {
             Ok(sent) => last = external_id(chat_id, &sent),
@@ -170,10 +182,8 @@ pub(crate) fn json_body(chat_id: &str, step: &Step, reply_to: Option<i64>) -> se
         if !step.text.is_empty() {
             body["caption"] = step.text.clone().into();
         }
-        if let Some(seconds) = seconds(a) {
-            if matches!(step.method, "sendVoice" | "sendAudio" | "sendVideo") {
-                body["duration"] = seconds.into();
-            }
+        if let Some(seconds) = seconds(a).filter(|_| has_duration(step)) {
+            body["duration"] = seconds.into();
         }
     } else {
         body["text"] = step.text.clone().into();
@@ -184,7 +194,12 @@ pub(crate) fn json_body(chat_id: &str, step: &Step, reply_to: Option<i64>) -> se
     body
 }
 
-/// The duration in whole seconds (rounded), when known.
+/// Whether the step's method takes a `duration`.
+fn has_duration(step: &Step) -> bool {
+    matches!(step.method, "sendVoice" | "sendAudio" | "sendVideo")
+}
+
+/// The duration in whole seconds (rounded up), when known.
 fn seconds(a: &Attachment) -> Option<u64> {
     (a.duration_ms > 0).then(|| a.duration_ms.div_ceil(1000))
 }
@@ -217,7 +232,11 @@ async fn upload(
     let bytes = download(http, &a.url, UPLOAD_LIMIT).await?;
     let mut mime = essence(&a.mime_type);
     let usable = mime.split_once('/').is_some_and(|(t, s)| {
-        let token = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+        let token = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        };
         token(t) && token(s)
     });
     if !usable {
@@ -231,16 +250,16 @@ async fn upload(
     if !step.text.is_empty() {
         form = form.text("caption", step.text.clone());
     }
-    if let Some(seconds) = seconds(a) {
-        if matches!(step.method, "sendVoice" | "sendAudio" | "sendVideo") {
-            form = form.text("duration", seconds.to_string());
-        }
+    if let Some(seconds) = seconds(a).filter(|_| has_duration(step)) {
+        form = form.text("duration", seconds.to_string());
     }
     if let Some(id) = reply_to {
         form = form.text("reply_parameters", reply_parameters(id).to_string());
     }
     let form = form.part(step.field, part);
-    let request = http.post(method_url(channel, token, step.method)).multipart(form);
+    let request = http
+        .post(method_url(channel, token, step.method))
+        .multipart(form);
     let answer = exchange(request).await.map_err(unanswered)?;
     read_answer(&answer)
 }
@@ -282,11 +301,13 @@ async fn download(http: &reqwest::Client, url: &str, limit: u64) -> Result<Vec<u
     let status = response.status();
     if !status.is_success() {
         let reason = format!("downloading the file to upload: HTTP {}", status.as_u16());
-        return Err(if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-            ApiError::Transient(reason)
-        } else {
-            ApiError::Refused(reason)
-        });
+        return Err(
+            if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+                ApiError::Transient(reason)
+            } else {
+                ApiError::Refused(reason)
+            },
+        );
     }
     let too_big = || {
         ApiError::Refused(format!(
@@ -346,27 +367,50 @@ mod tests {
     #[test]
     fn a_long_text_goes_first_in_parts_within_4096_utf16_units() {
         let text = format!("{} {}", "👋".repeat(2000), "word ".repeat(400));
-        let steps = plan(&message(&text, vec![file(AttachmentKind::File, "application/pdf", 1)]));
+        let steps = plan(&message(
+            &text,
+            vec![file(AttachmentKind::File, "application/pdf", 1)],
+        ));
         let texts: Vec<_> = steps.iter().filter(|s| s.method == "sendMessage").collect();
         assert!(texts.len() >= 2, "{}", texts.len());
         for s in &texts {
             assert!(s.text.encode_utf16().count() <= 4096);
         }
-        assert_eq!(steps.last().map(|s| (s.method, s.text.as_str(), s.upload)), Some(("sendDocument", "", false)));
+        assert_eq!(
+            steps.last().map(|s| (s.method, s.text.as_str(), s.upload)),
+            Some(("sendDocument", "", false))
+        );
     }
 
     #[test]
     fn voice_notes_go_by_url_only_when_telegram_makes_a_voice_note_of_it() {
         let by = |mime: &str, size: u64| file_method(&file(AttachmentKind::Voice, mime, size));
-        assert_eq!(by("audio/ogg; codecs=opus", 9199), ("sendVoice", "voice", false));
-        assert_eq!(by("audio/ogg; codecs=opus", VOICE_URL_LIMIT + 1), ("sendVoice", "voice", true));
-        assert_eq!(by("audio/ogg", 0), ("sendVoice", "voice", true), "size unknown");
+        assert_eq!(
+            by("audio/ogg; codecs=opus", 9199),
+            ("sendVoice", "voice", false)
+        );
+        assert_eq!(
+            by("audio/ogg; codecs=opus", VOICE_URL_LIMIT + 1),
+            ("sendVoice", "voice", true)
+        );
+        assert_eq!(
+            by("audio/ogg", 0),
+            ("sendVoice", "voice", true),
+            "size unknown"
+        );
         assert_eq!(by("audio/mpeg", 100), ("sendVoice", "voice", true));
         let doc = |mime: &str| file_method(&file(AttachmentKind::File, mime, 10)).2;
         assert!(!doc("application/pdf"));
-        assert!(doc("text/csv"), "Telegram fetches only PDF, ZIP and GIF documents");
+        assert!(
+            doc("text/csv"),
+            "Telegram fetches only PDF, ZIP and GIF documents"
+        );
         assert_eq!(
-            file_method(&file(AttachmentKind::Image, "image/jpeg", PHOTO_URL_LIMIT + 1)),
+            file_method(&file(
+                AttachmentKind::Image,
+                "image/jpeg",
+                PHOTO_URL_LIMIT + 1
+            )),
             ("sendDocument", "document", true)
         );
     }
@@ -384,7 +428,10 @@ mod tests {
     fn sent_messages_are_named_by_chat_and_message_id() {
         let sent = serde_json::json!({"message_id": 9, "chat": {"id": -100}});
         assert_eq!(external_id("@shop", &sent), "-100:9");
-        assert_eq!(external_id("42", &serde_json::json!({"message_id": 9})), "42:9");
+        assert_eq!(
+            external_id("42", &serde_json::json!({"message_id": 9})),
+            "42:9"
+        );
         assert_eq!(external_id("42", &serde_json::json!(true)), "");
     }
 }
