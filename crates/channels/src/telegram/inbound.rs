@@ -280,7 +280,10 @@ fn read_message(
         event.reply_to_external_id = format!("{replied_chat}:{id}");
     }
     if change != MessageChange::Unspecified {
+        // An edit changes the text (or caption, or a live location's
+        // position); the files of the message were announced with it.
         event.change = change as i32;
+        event.attachments.clear();
     }
     let shown = !event.text.is_empty() || !event.attachments.is_empty() || event.location.is_some();
     if !shown && change == MessageChange::Unspecified {
@@ -546,6 +549,29 @@ mod tests {
             r#"{"update_id":1,"message":{"message_id":2,"chat":{"id":3},"dice":{"emoji":"🎲","value":4}}}"#,
         );
         assert_eq!(m.unsupported_type, "dice");
+    }
+
+    #[test]
+    fn edits_carry_the_new_caption_or_position_but_not_the_files_again() {
+        let m = only_message(
+            r#"{"update_id":1,"edited_message":{"message_id":2,"chat":{"id":3},"date":5,"edit_date":9,
+                "caption":"now in red","photo":[{"file_id":"p","width":1,"height":1}]}}"#,
+        );
+        assert_eq!(m.change, MessageChange::Edited as i32);
+        assert_eq!(
+            (m.external_id.as_str(), m.text.as_str()),
+            ("3:2", "now in red")
+        );
+        assert!(m.attachments.is_empty());
+        let live = only_message(
+            r#"{"update_id":1,"edited_message":{"message_id":2,"chat":{"id":3},"location":{"latitude":1.5,"longitude":2.5,"live_period":900}}}"#,
+        );
+        assert_eq!(live.change, MessageChange::Edited as i32);
+        assert_eq!(
+            live.location.map(|l| (l.latitude, l.longitude)),
+            Some((1.5, 2.5))
+        );
+        assert_eq!(live.unsupported_type, "");
     }
 
     #[test]
