@@ -864,6 +864,20 @@ async fn voice_notes_over_1_mb_are_downloaded_and_uploaded_as_ogg_multipart() {
         matches!(outcome, SendOutcome::Reject(ref why) if why.contains("HTTP 404")),
         "{outcome:?}"
     );
+    // Nor one over the 50 MB upload limit, which is not even downloaded.
+    emulator.clear();
+    let huge = Attachment {
+        size_bytes: 50 * 1024 * 1024 + 1,
+        ..message.attachments[0].clone()
+    };
+    let outcome = Telegram
+        .send(&client(), &channel, &outbound("", vec![huge]))
+        .await;
+    assert!(
+        matches!(outcome, SendOutcome::Reject(ref why) if why.contains("upload limit of 50 MB")),
+        "{outcome:?}"
+    );
+    assert!(emulator.received().is_empty());
 }
 
 #[tokio::test]

@@ -229,6 +229,9 @@ async fn upload(
     let Some(a) = &step.attachment else {
         return Err(ApiError::Refused("no file to upload".into()));
     };
+    if a.size_bytes > UPLOAD_LIMIT {
+        return Err(too_big_to_upload(UPLOAD_LIMIT));
+    }
     let bytes = download(http, &a.url, UPLOAD_LIMIT).await?;
     let mut mime = essence(&a.mime_type);
     let usable = mime.split_once('/').is_some_and(|(t, s)| {
@@ -309,23 +312,24 @@ async fn download(http: &reqwest::Client, url: &str, limit: u64) -> Result<Vec<u
             },
         );
     }
-    let too_big = || {
-        ApiError::Refused(format!(
-            "the file is larger than Telegram's upload limit of {} MB",
-            limit / (1024 * 1024)
-        ))
-    };
     if response.content_length().is_some_and(|n| n > limit) {
-        return Err(too_big());
+        return Err(too_big_to_upload(limit));
     }
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(failed)? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() as u64 > limit {
-            return Err(too_big());
+            return Err(too_big_to_upload(limit));
         }
     }
     Ok(bytes)
+}
+
+fn too_big_to_upload(limit: u64) -> ApiError {
+    ApiError::Refused(format!(
+        "the file is larger than Telegram's upload limit of {} MB",
+        limit / (1024 * 1024)
+    ))
 }
 
 #[cfg(test)]
