@@ -758,6 +758,7 @@ async fn texts_and_files_reach_the_bot_api_and_are_named_by_chat_and_message() {
         }
     );
     let sent = sends(&emulator);
+    assert!(sent.iter().all(|s| s.chat_id == "1111111"), "{sent:?}");
     let seen: Vec<_> = sent
         .iter()
         .map(|s| {
