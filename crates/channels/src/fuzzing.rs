@@ -150,9 +150,31 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             accepted_voice_types: vec!["audio/ogg".into()],
             ..Default::default()
         }),
+        ChannelProvider::Telegram => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Telegram,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::Telegram(
+                        telenet_proto::ingress::v1::TelegramConfig {
+                            bot_token: FUZZ_TELEGRAM_BOT_TOKEN.into(),
+                            secret_token: FUZZ_TELEGRAM_SECRET_TOKEN.into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         _ => None,
     }
 }
+
+/// The bot token of the fuzzed Telegram channel.
+pub const FUZZ_TELEGRAM_BOT_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0";
+/// The webhook secret token of the fuzzed Telegram channel.
+pub const FUZZ_TELEGRAM_SECRET_TOKEN: &str = "fuzz-secret_token-0123456789";
 
 /// The signing secret of the fuzzed custom channel.
 pub const FUZZ_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -172,6 +194,23 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
             headers.insert(
                 "webhook-signature",
                 HeaderValue::from_str(&secret.sign(id, NOW, body)).ok()?,
+            );
+            Some(
+                FuzzWebhook {
+                    method: Method::POST,
+                    query: String::new(),
+                    headers,
+                    body: body.to_vec(),
+                }
+                .encode(),
+            )
+        }
+        ChannelProvider::Telegram => {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert(
+                "x-telegram-bot-api-secret-token",
+                HeaderValue::from_static(FUZZ_TELEGRAM_SECRET_TOKEN),
             );
             Some(
                 FuzzWebhook {
