@@ -6,6 +6,7 @@
 //! never panics.
 
 use telenet_proto::common::v1::ChannelProvider;
+use telenet_proto::ingress::v1::channel_config::Provider as Case;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::{ChannelCredentials, Provider, Webhook};
@@ -150,8 +151,56 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             accepted_voice_types: vec!["audio/ogg".into()],
             ..Default::default()
         }),
+        ChannelProvider::Line => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Line,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(Case::Line(telenet_proto::ingress::v1::LineConfig {
+                    line_channel_id: "1650000000".into(),
+                    channel_secret: FUZZ_LINE_SECRET.into(),
+                    channel_access_token: "fuzz-line-access-token".into(),
+                })),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ChannelProvider::Viber => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Viber,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(Case::Viber(telenet_proto::ingress::v1::ViberConfig {
+                    auth_token: FUZZ_VIBER_TOKEN.into(),
+                    sender_name: "Fuzz".into(),
+                    sender_avatar_url: String::new(),
+                })),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         _ => None,
     }
+}
+
+/// The channel secret of the fuzzed LINE channel.
+pub const FUZZ_LINE_SECRET: &str = "fuzz-line-channel-secret";
+
+/// The auth token of the fuzzed Viber channel.
+pub const FUZZ_VIBER_TOKEN: &str = "fuzz-viber-auth-token";
+
+/// A POST of `body` with one signature header, encoded as fuzz input.
+fn seed_with(name: &'static str, value: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(name, HeaderValue::from_str(value).ok()?);
+    Some(
+        FuzzWebhook {
+            method: Method::POST,
+            query: String::new(),
+            headers,
+            body: body.to_vec(),
+        }
+        .encode(),
+    )
 }
 
 /// The signing secret of the fuzzed custom channel.
@@ -183,6 +232,16 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
                 .encode(),
             )
         }
+        ChannelProvider::Line => seed_with(
+            "x-line-signature",
+            &crate::line::signature(FUZZ_LINE_SECRET, body),
+            body,
+        ),
+        ChannelProvider::Viber => seed_with(
+            "x-viber-content-signature",
+            &crate::viber::signature(FUZZ_VIBER_TOKEN, body),
+            body,
+        ),
         _ => None,
     }
 }

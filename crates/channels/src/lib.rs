@@ -30,10 +30,12 @@ pub mod directory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod line;
 pub mod meta;
 pub mod net;
 mod provider;
 mod registry;
+pub mod viber;
 
 pub use directory::ChannelCredentials;
 pub use provider::{

@@ -12,6 +12,9 @@
 //!
 //! Each provider's API is a module of this crate; they share this server.
 
+pub mod line;
+pub mod viber;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
