@@ -6,8 +6,8 @@
 //! never panics.
 
 use telenet_proto::common::v1::ChannelProvider;
-use telenet_proto::ingress::v1::channel_config::Provider as Case;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use telenet_proto::ingress::v1::channel_config::Provider as Case;
 
 use crate::{ChannelCredentials, Provider, Webhook};
 

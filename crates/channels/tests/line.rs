@@ -190,12 +190,20 @@ fn understood(push: &telenet_emulators::line::Push) -> Understood {
         match m["type"].as_str() {
             Some("text") => {
                 let t = m["text"].as_str().unwrap_or_default();
-                match t.strip_prefix("📎 ").and_then(|rest| rest.rsplit_once(": ")) {
+                match t
+                    .strip_prefix("📎 ")
+                    .and_then(|rest| rest.rsplit_once(": "))
+                {
                     Some((_, url)) if url.starts_with("http") => urls.push(url.to_owned()),
                     _ => text.push_str(t),
                 }
             }
-            _ => urls.push(m["originalContentUrl"].as_str().unwrap_or_default().to_owned()),
+            _ => urls.push(
+                m["originalContentUrl"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
         }
     }
     Understood {
@@ -357,7 +365,10 @@ async fn the_line_channel_conforms_but_for_two_cases_the_suite_cannot_express() 
         "{report}"
     );
     assert!(report.contains("the fixture lists no status"), "{report}");
-    assert!(report.contains("429 Too Many Requests: Throttled"), "{report}");
+    assert!(
+        report.contains("429 Too Many Requests: Throttled"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -392,9 +403,15 @@ fn the_published_signature_of_the_sdk_events_verifies() {
     let mut headers = HeaderMap::new();
     headers.insert("x-line-signature", signature.parse().expect("header"));
     let post = Method::POST;
-    assert_eq!(Line.verify(&channel, &webhook(&post, &headers, EVENTS)), Ok(()));
+    assert_eq!(
+        Line.verify(&channel, &webhook(&post, &headers, EVENTS)),
+        Ok(())
+    );
     let other = channel_with("", "another-secret", "token");
-    assert!(Line.verify(&other, &webhook(&post, &headers, EVENTS)).is_err());
+    assert!(
+        Line.verify(&other, &webhook(&post, &headers, EVENTS))
+            .is_err()
+    );
     // Parsed with LINE's own content host when no api_base_url is set.
     let events = Line
         .parse(&channel, &webhook(&post, &headers, EVENTS))
@@ -462,7 +479,11 @@ async fn long_texts_and_many_files_go_in_requests_of_five_objects() {
         })
         .collect();
     let outcome = Line
-        .send(&reqwest::Client::new(), &channel, &text_message("msg-2", &words, files))
+        .send(
+            &reqwest::Client::new(),
+            &channel,
+            &text_message("msg-2", &words, files),
+        )
         .await;
     let SendOutcome::Sent { external_id } = outcome else {
         panic!("{outcome:?}");
@@ -476,7 +497,10 @@ async fn long_texts_and_many_files_go_in_requests_of_five_objects() {
     let texts: Vec<String> = sent.iter().flat_map(|p| p.texts()).collect();
     assert_eq!(texts.len(), 3);
     assert_eq!(texts.join(" "), words);
-    assert_eq!(sent[1].messages[1]["originalContentUrl"], "https://files.test/3.jpg");
+    assert_eq!(
+        sent[1].messages[1]["originalContentUrl"],
+        "https://files.test/3.jpg"
+    );
     // The last id LINE gave (seven objects after the emulator's first)
     // is the message's.
     assert_eq!(external_id, (461_230_966_842_064_897_u64 + 7).to_string());
@@ -487,12 +511,19 @@ async fn lines_refusals_are_final_and_name_lines_reason() {
     let emulator = Emulator::start(LineApi::new("tok")).await;
     let wrong = channel_with(&emulator.base_url(), "s", "not-the-token");
     let outcome = Line
-        .send(&reqwest::Client::new(), &wrong, &text_message("m", "hi", Vec::new()))
+        .send(
+            &reqwest::Client::new(),
+            &wrong,
+            &text_message("m", "hi", Vec::new()),
+        )
         .await;
     let SendOutcome::Reject(reason) = outcome else {
         panic!("{outcome:?}");
     };
-    assert!(reason.contains("401") && reason.contains("Authentication failed"), "{reason}");
+    assert!(
+        reason.contains("401") && reason.contains("Authentication failed"),
+        "{reason}"
+    );
     emulator.answer_next(
         telenet_emulators::Reply::json(
             StatusCode::TOO_MANY_REQUESTS,
@@ -502,7 +533,11 @@ async fn lines_refusals_are_final_and_name_lines_reason() {
     );
     let channel = channel_with(&emulator.base_url(), "s", "tok");
     let outcome = Line
-        .send(&reqwest::Client::new(), &channel, &text_message("m", "hi", Vec::new()))
+        .send(
+            &reqwest::Client::new(),
+            &channel,
+            &text_message("m", "hi", Vec::new()),
+        )
         .await;
     assert!(
         matches!(outcome, SendOutcome::Throttled { retry_after, .. } if retry_after == Duration::from_secs(3)),
@@ -527,9 +562,11 @@ async fn the_bot_info_checks_the_token() {
 
 #[tokio::test]
 async fn a_contacts_file_is_downloaded_from_line_with_the_token() {
-    let emulator = Emulator::start(
-        LineApi::new("tok").with_content("354718705033693861", "image/jpeg", b"JFIF".to_vec()),
-    )
+    let emulator = Emulator::start(LineApi::new("tok").with_content(
+        "354718705033693861",
+        "image/jpeg",
+        b"JFIF".to_vec(),
+    ))
     .await;
     let channel = channel_with(&emulator.base_url(), "secret", "tok");
     let mut headers = HeaderMap::new();
@@ -553,7 +590,10 @@ async fn a_contacts_file_is_downloaded_from_line_with_the_token() {
         .expect("the image LINE holds");
     assert!(!url.contains("tok"), "no secret in the URL");
     let http = reqwest::Client::new();
-    let fetch = Line.media_fetch(&http, &channel, &url).await.expect("fetch");
+    let fetch = Line
+        .media_fetch(&http, &channel, &url)
+        .await
+        .expect("fetch");
     let bytes = http
         .get(&fetch.url)
         .headers(fetch.headers)
@@ -572,7 +612,9 @@ fn failed_cases(report: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("  "))
         .filter_map(|l| l.split_once(": ").map(|(name, _)| name))
-        .filter(|name| name.contains('_') && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .filter(|name| {
+            name.contains('_') && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -595,14 +637,22 @@ async fn passing_trouble_is_retried_throttled_or_final(
         .expect("client");
     for (status, body, want) in [
         (503, "down for maintenance", "retry"),
-        (500, "<html><pre>boom at db.connect(password=hunter2)</pre></html>", "retry"),
+        (
+            500,
+            "<html><pre>boom at db.connect(password=hunter2)</pre></html>",
+            "retry",
+        ),
         (408, "", "retry"),
         (429, "slow down", "throttled"),
         (400, "invalid recipient", "reject"),
         (301, "", "reject"),
     ] {
         let code = StatusCode::from_u16(status).expect("status");
-        emulator.answer_next(telenet_emulators::Reply::bytes(code, "text/html", body.into()));
+        emulator.answer_next(telenet_emulators::Reply::bytes(
+            code,
+            "text/html",
+            body.into(),
+        ));
         let outcome = provider.send(&http, channel, message).await;
         let (kind, reason) = match &outcome {
             SendOutcome::Retry(r) => ("retry", r),
@@ -613,15 +663,26 @@ async fn passing_trouble_is_retried_throttled_or_final(
         assert_eq!(kind, want, "{status}: {outcome:?}");
         assert!(reason.contains(&status.to_string()), "{status}: {reason}");
         for word in body.split(|c: char| !c.is_alphanumeric()) {
-            assert!(word.len() < 4 || !reason.contains(word), "{status} copies {word:?}: {reason}");
+            assert!(
+                word.len() < 4 || !reason.contains(word),
+                "{status} copies {word:?}: {reason}"
+            );
         }
     }
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let mut gone = channel.clone();
     gone.config.api_base_url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let outcome = provider.send(&http, &gone, message).await;
-    assert!(matches!(outcome, SendOutcome::Retry(_)), "unreachable: {outcome:?}");
+    assert!(
+        matches!(outcome, SendOutcome::Retry(_)),
+        "unreachable: {outcome:?}"
+    );
     let outcome = provider.send(&http, unusable, message).await;
-    assert!(matches!(outcome, SendOutcome::Reject(_)), "unusable: {outcome:?}");
+    assert!(
+        matches!(outcome, SendOutcome::Reject(_)),
+        "unusable: {outcome:?}"
+    );
 }

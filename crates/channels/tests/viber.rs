@@ -65,7 +65,11 @@ fn token_of(channel: &ChannelCredentials) -> String {
 
 fn at_ms<T: Default>(slot: &mut Option<T>, ms: i64, set: impl FnOnce(&mut T, i64, i32)) {
     let mut at = T::default();
-    set(&mut at, ms / 1000, i32::try_from(ms % 1000).expect("ms") * 1_000_000);
+    set(
+        &mut at,
+        ms / 1000,
+        i32::try_from(ms % 1000).expect("ms") * 1_000_000,
+    );
     *slot = Some(at);
 }
 
@@ -199,7 +203,9 @@ impl Fixture for ViberFixture {
                         size_bytes: 48512,
                         ..media(
                             AttachmentKind::Image,
-                            &format!("{DL}/long/vibes/icon/image/0x0/95e0/5688fdffdf6b2feb7b6a8e2e7d41de89d97e63fa9aff50bfc8b3d5cd3f3c95e0.jpg"),
+                            &format!(
+                                "{DL}/long/vibes/icon/image/0x0/95e0/5688fdffdf6b2feb7b6a8e2e7d41de89d97e63fa9aff50bfc8b3d5cd3f3c95e0.jpg"
+                            ),
                         )
                     }],
                     ..message("4912661846655238146", "John McClane")
@@ -384,7 +390,10 @@ async fn the_viber_channel_conforms_but_for_the_case_wanting_429_retried() {
         ["passing_trouble_is_retried_and_refusals_are_final"],
         "{report}"
     );
-    assert!(report.contains("429 Too Many Requests: Throttled"), "{report}");
+    assert!(
+        report.contains("429 Too Many Requests: Throttled"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -425,8 +434,14 @@ fn the_sdks_signature_vector_verifies_and_its_callback_gives_no_events() {
         "x-viber-content-signature",
         signature.to_uppercase().parse().expect("hex"),
     );
-    assert_eq!(Viber.verify(&channel, &webhook(&headers, body)), Ok(()), "hex in capitals");
-    let inbound = Viber.parse(&channel, &webhook(&headers, body)).expect("parses");
+    assert_eq!(
+        Viber.verify(&channel, &webhook(&headers, body)),
+        Ok(()),
+        "hex in capitals"
+    );
+    let inbound = Viber
+        .parse(&channel, &webhook(&headers, body))
+        .expect("parses");
     assert!(inbound.events.is_empty());
 }
 
@@ -439,7 +454,9 @@ fn a_message_token_beyond_two_to_the_53_keeps_every_digit() {
         "x-viber-content-signature",
         viber::signature("t", body).parse().expect("hex"),
     );
-    let inbound = Viber.parse(&channel, &webhook(&headers, body)).expect("parses");
+    let inbound = Viber
+        .parse(&channel, &webhook(&headers, body))
+        .expect("parses");
     let [InboundEvent::Status(seen)] = inbound.events.as_slice() else {
         panic!("{inbound:?}");
     };
@@ -476,7 +493,11 @@ async fn sends_keep_vibers_big_tokens_and_voice_notes_go_as_files() {
         ..Default::default()
     };
     let outcome = Viber
-        .send(&reqwest::Client::new(), &channel, &outbound("m1", "hi", vec![voice]))
+        .send(
+            &reqwest::Client::new(),
+            &channel,
+            &outbound("m1", "hi", vec![voice]),
+        )
         .await;
     assert_eq!(
         outcome,
@@ -511,14 +532,20 @@ async fn vibers_statuses_decide_between_reject_throttle_and_retry() {
         "{outcome:?}"
     );
     emulator.answer_next(status(5, "receiverNotRegistered"));
-    assert!(matches!(Viber.send(&http, &channel, &text).await, SendOutcome::Reject(_)));
+    assert!(matches!(
+        Viber.send(&http, &channel, &text).await,
+        SendOutcome::Reject(_)
+    ));
     emulator.answer_next(status(12, "tooManyRequests"));
     assert!(matches!(
         Viber.send(&http, &channel, &text).await,
         SendOutcome::Throttled { .. }
     ));
     emulator.answer_next(status(17, "generalError"));
-    assert!(matches!(Viber.send(&http, &channel, &text).await, SendOutcome::Retry(_)));
+    assert!(matches!(
+        Viber.send(&http, &channel, &text).await,
+        SendOutcome::Retry(_)
+    ));
     let wrong = channel_with(&emulator.base_url(), "other");
     assert!(matches!(
         Viber.send(&http, &wrong, &text).await,
@@ -549,8 +576,13 @@ async fn webhook_endpoint(
             answer.0
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/webhooks/{CHANNEL_ID}", listener.local_addr().expect("addr"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/webhooks/{CHANNEL_ID}",
+        listener.local_addr().expect("addr")
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -564,7 +596,10 @@ async fn registering_the_webhook_passes_vibers_signed_callback() {
     let channel = channel_with(&emulator.base_url(), "tok");
     let (url, seen) = webhook_endpoint(channel.clone()).await;
     let http = reqwest::Client::new();
-    assert_eq!(Viber.register_webhook(&http, &channel, &url).await, Ok(true));
+    assert_eq!(
+        Viber.register_webhook(&http, &channel, &url).await,
+        Ok(true)
+    );
     assert_eq!(*seen.lock().expect("lock"), [(StatusCode::OK, 0)]);
     assert_eq!(api.webhook(), Some(url.clone()));
     let request = &emulator.received_at("/pa/set_webhook")[0];
@@ -596,11 +631,17 @@ async fn the_account_info_checks_the_token() {
     let good = Viber
         .check(&http, &channel_with(&emulator.base_url(), "tok"))
         .await;
-    assert!(good[0].ok && good[0].detail.contains("Example shop"), "{good:?}");
+    assert!(
+        good[0].ok && good[0].detail.contains("Example shop"),
+        "{good:?}"
+    );
     let bad = Viber
         .check(&http, &channel_with(&emulator.base_url(), "nope"))
         .await;
-    assert!(!bad[0].ok && bad[0].detail.contains("invalidAuthToken"), "{bad:?}");
+    assert!(
+        !bad[0].ok && bad[0].detail.contains("invalidAuthToken"),
+        "{bad:?}"
+    );
 }
 
 /// The names of the conformance cases a report lists as failed.
@@ -609,7 +650,9 @@ fn failed_cases(report: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("  "))
         .filter_map(|l| l.split_once(": ").map(|(name, _)| name))
-        .filter(|name| name.contains('_') && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .filter(|name| {
+            name.contains('_') && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -632,14 +675,22 @@ async fn passing_trouble_is_retried_throttled_or_final(
         .expect("client");
     for (status, body, want) in [
         (503, "down for maintenance", "retry"),
-        (500, "<html><pre>boom at db.connect(password=hunter2)</pre></html>", "retry"),
+        (
+            500,
+            "<html><pre>boom at db.connect(password=hunter2)</pre></html>",
+            "retry",
+        ),
         (408, "", "retry"),
         (429, "slow down", "throttled"),
         (400, "invalid recipient", "reject"),
         (301, "", "reject"),
     ] {
         let code = StatusCode::from_u16(status).expect("status");
-        emulator.answer_next(telenet_emulators::Reply::bytes(code, "text/html", body.into()));
+        emulator.answer_next(telenet_emulators::Reply::bytes(
+            code,
+            "text/html",
+            body.into(),
+        ));
         let outcome = provider.send(&http, channel, message).await;
         let (kind, reason) = match &outcome {
             SendOutcome::Retry(r) => ("retry", r),
@@ -650,15 +701,26 @@ async fn passing_trouble_is_retried_throttled_or_final(
         assert_eq!(kind, want, "{status}: {outcome:?}");
         assert!(reason.contains(&status.to_string()), "{status}: {reason}");
         for word in body.split(|c: char| !c.is_alphanumeric()) {
-            assert!(word.len() < 4 || !reason.contains(word), "{status} copies {word:?}: {reason}");
+            assert!(
+                word.len() < 4 || !reason.contains(word),
+                "{status} copies {word:?}: {reason}"
+            );
         }
     }
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let mut gone = channel.clone();
     gone.config.api_base_url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let outcome = provider.send(&http, &gone, message).await;
-    assert!(matches!(outcome, SendOutcome::Retry(_)), "unreachable: {outcome:?}");
+    assert!(
+        matches!(outcome, SendOutcome::Retry(_)),
+        "unreachable: {outcome:?}"
+    );
     let outcome = provider.send(&http, unusable, message).await;
-    assert!(matches!(outcome, SendOutcome::Reject(_)), "unusable: {outcome:?}");
+    assert!(
+        matches!(outcome, SendOutcome::Reject(_)),
+        "unusable: {outcome:?}"
+    );
 }

@@ -72,10 +72,15 @@ fn https_url(value: &Value, field: &str) -> Result<(), String> {
 fn check_message(m: &Value) -> Result<(), String> {
     match m.get("type").and_then(Value::as_str) {
         Some("text") => {
-            let text = m.get("text").and_then(Value::as_str).ok_or("text: required")?;
+            let text = m
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or("text: required")?;
             let units = text.encode_utf16().count();
             if units == 0 || units > TEXT_LIMIT {
-                return Err(format!("text: length must be 1..={TEXT_LIMIT}, was {units}"));
+                return Err(format!(
+                    "text: length must be 1..={TEXT_LIMIT}, was {units}"
+                ));
             }
             Ok(())
         }
@@ -106,7 +111,10 @@ pub fn check_push(token: &str, request: &Recorded) -> Result<Push, (StatusCode, 
     if request.method != Method::POST || request.path != "/v2/bot/message/push" {
         return Err((
             StatusCode::NOT_FOUND,
-            format!("{} {} is not the push endpoint", request.method, request.path),
+            format!(
+                "{} {} is not the push endpoint",
+                request.method, request.path
+            ),
         ));
     }
     if bearer(request) != Some(token) {
@@ -223,14 +231,18 @@ impl LineApi {
         let sent = Value::Array(sent);
         let request_id = format!("req-{}", state.next_id);
         if let Some(key) = push.retry_key {
-            state.accepted.insert(key, (request_id.clone(), sent.clone()));
+            state
+                .accepted
+                .insert(key, (request_id.clone(), sent.clone()));
         }
         Reply::ok(json!({ "sentMessages": sent })).with_header("x-line-request-id", &request_id)
     }
 
     fn content(&self, id: &str) -> Reply {
         match self.state().content.get(id) {
-            Some((content_type, bytes)) => Reply::bytes(StatusCode::OK, content_type, bytes.clone()),
+            Some((content_type, bytes)) => {
+                Reply::bytes(StatusCode::OK, content_type, bytes.clone())
+            }
             None => error(StatusCode::NOT_FOUND, "Not found"),
         }
     }
@@ -308,7 +320,10 @@ mod tests {
         ];
         let first = call(&emulator, "POST", "/v2/bot/message/push", &headers, body).await;
         assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-        assert!(first.contains(r#""sentMessages":[{"id":"461230966842064898""#), "{first}");
+        assert!(
+            first.contains(r#""sentMessages":[{"id":"461230966842064898""#),
+            "{first}"
+        );
         let again = call(&emulator, "POST", "/v2/bot/message/push", &headers, body).await;
         assert!(again.starts_with("HTTP/1.1 409"), "{again}");
         assert!(again.contains("461230966842064898"), "{again}");
@@ -327,12 +342,24 @@ mod tests {
         )
         .await;
         assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
-        let json = [("authorization", "Bearer tok"), ("content-type", "application/json")];
+        let json = [
+            ("authorization", "Bearer tok"),
+            ("content-type", "application/json"),
+        ];
         for (body, needle) in [
-            (r#"{"messages":[{"type":"text","text":"hi"}]}"#, "to: required"),
+            (
+                r#"{"messages":[{"type":"text","text":"hi"}]}"#,
+                "to: required",
+            ),
             (r#"{"to":"U1","messages":[]}"#, "between 1 and 5"),
-            (r#"{"to":"U1","messages":[{"type":"audio","originalContentUrl":"https://a/b.m4a"}]}"#, "duration"),
-            (r#"{"to":"U1","messages":[{"type":"image","originalContentUrl":"http://a/b.png","previewImageUrl":"https://a"}]}"#, "https"),
+            (
+                r#"{"to":"U1","messages":[{"type":"audio","originalContentUrl":"https://a/b.m4a"}]}"#,
+                "duration",
+            ),
+            (
+                r#"{"to":"U1","messages":[{"type":"image","originalContentUrl":"http://a/b.png","previewImageUrl":"https://a"}]}"#,
+                "https",
+            ),
         ] {
             let answer = call(&emulator, "POST", "/v2/bot/message/push", &json, body).await;
             assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
@@ -362,12 +389,25 @@ mod tests {
 
     #[tokio::test]
     async fn content_is_downloaded_with_the_token_only() {
-        let emulator =
-            Emulator::start(LineApi::new("tok").with_content("325708", "audio/mp4", b"m4a".to_vec()))
-                .await;
+        let emulator = Emulator::start(LineApi::new("tok").with_content(
+            "325708",
+            "audio/mp4",
+            b"m4a".to_vec(),
+        ))
+        .await;
         let path = "/v2/bot/message/325708/content";
-        let ok = call(&emulator, "GET", path, &[("authorization", "Bearer tok")], "").await;
-        assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("m4a"), "{ok}");
+        let ok = call(
+            &emulator,
+            "GET",
+            path,
+            &[("authorization", "Bearer tok")],
+            "",
+        )
+        .await;
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.ends_with("m4a"),
+            "{ok}"
+        );
         let anonymous = call(&emulator, "GET", path, &[], "").await;
         assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
         let missing = call(
@@ -379,7 +419,14 @@ mod tests {
         )
         .await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
-        let info = call(&emulator, "GET", "/v2/bot/info", &[("authorization", "Bearer tok")], "").await;
+        let info = call(
+            &emulator,
+            "GET",
+            "/v2/bot/info",
+            &[("authorization", "Bearer tok")],
+            "",
+        )
+        .await;
         assert!(info.contains("displayName"), "{info}");
     }
 }

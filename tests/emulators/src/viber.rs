@@ -31,6 +31,7 @@ pub const TEXT_LIMIT: usize = 7000;
 pub const SENDER_NAME_CHARS: usize = 28;
 /// The first message token the emulator issues (beyond 2^53).
 pub const FIRST_TOKEN: u64 = 5_741_311_803_571_721_087;
+const _: () = assert!(FIRST_TOKEN > 1 << 53, "tokens a double cannot hold");
 
 /// Signs a callback body: the `X-Viber-Content-Signature` value.
 pub type Signer = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
@@ -221,10 +222,16 @@ impl ViberApi {
             }
         }
         self.state().webhook = Some(url);
-        let events = body
-            .get("event_types")
-            .cloned()
-            .unwrap_or_else(|| json!(["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started"]));
+        let events = body.get("event_types").cloned().unwrap_or_else(|| {
+            json!([
+                "delivered",
+                "seen",
+                "failed",
+                "subscribed",
+                "unsubscribed",
+                "conversation_started"
+            ])
+        });
         Reply::ok(json!({ "status": 0, "status_message": "ok", "event_types": events }))
     }
 }
@@ -238,7 +245,9 @@ fn post(url: &str, body: &str, signature: &str) -> Option<u16> {
         None => (rest, "/"),
     };
     let mut stream = TcpStream::connect(authority).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let request = format!(
         "POST {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-type: application/json\r\nx-viber-content-signature: {signature}\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
@@ -327,12 +336,23 @@ mod tests {
         .await;
         assert_eq!(answer["status"], 0);
         assert_eq!(answer["message_token"].as_u64(), Some(FIRST_TOKEN));
-        assert!(FIRST_TOKEN > 1 << 53);
         for (token, body, code) in [
             ("bad", r#"{}"#, 2),
-            ("tok", r#"{"receiver":"u1","type":"text","text":"hi","sender":{"name":"012345678901234567890123456789"}}"#, 3),
-            ("tok", r#"{"receiver":"u1","type":"file","media":"https://f/x","sender":{"name":"S"}}"#, 4),
-            ("tok", r#"{"type":"text","text":"hi","sender":{"name":"S"}}"#, 4),
+            (
+                "tok",
+                r#"{"receiver":"u1","type":"text","text":"hi","sender":{"name":"012345678901234567890123456789"}}"#,
+                3,
+            ),
+            (
+                "tok",
+                r#"{"receiver":"u1","type":"file","media":"https://f/x","sender":{"name":"S"}}"#,
+                4,
+            ),
+            (
+                "tok",
+                r#"{"type":"text","text":"hi","sender":{"name":"S"}}"#,
+                4,
+            ),
         ] {
             let answer = post_json(&emulator, "/pa/send_message", token, body).await;
             assert_eq!(answer["status"], code, "{body}: {answer}");
@@ -342,8 +362,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn set_webhook_calls_the_url_back_before_answering() {
         // A webhook that answers 200 and keeps what it received.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/webhooks/ch-1", listener.local_addr().expect("addr"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/webhooks/ch-1",
+            listener.local_addr().expect("addr")
+        );
         let received = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             let mut buf = vec![0u8; 4096];
@@ -365,14 +390,22 @@ mod tests {
         .await;
         assert_eq!(answer["status"], 0, "{answer}");
         let request = received.await.expect("the callback");
-        assert!(request.starts_with("POST /webhooks/ch-1 HTTP/1.1"), "{request}");
+        assert!(
+            request.starts_with("POST /webhooks/ch-1 HTTP/1.1"),
+            "{request}"
+        );
         assert!(request.contains(r#""event":"webhook""#), "{request}");
-        assert!(request.contains("x-viber-content-signature: signed-"), "{request}");
+        assert!(
+            request.contains("x-viber-content-signature: signed-"),
+            "{request}"
+        );
         assert_eq!(api.webhook(), Some(url.clone()));
         assert_eq!(api.callbacks()[0].status, Some(200));
 
         // A URL nobody answers is refused.
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let dead = format!("http://{}/w", closed.local_addr().expect("addr"));
         drop(closed);
         let answer = post_json(

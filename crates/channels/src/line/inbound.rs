@@ -72,7 +72,10 @@ fn parse_event(
     let kind = str_of(event, "type").unwrap_or_default();
     let message = match kind {
         "message" => {
-            let m = event.get("message").filter(|m| m.is_object()).ok_or("message: missing")?;
+            let m = event
+                .get("message")
+                .filter(|m| m.is_object())
+                .ok_or("message: missing")?;
             let id = id_of(m, "id").ok_or("message.id: missing")?;
             let mut msg = base(event, channel_id, &id)?;
             read_content(&mut msg, m, &id, content_base);
@@ -86,7 +89,10 @@ fn parse_event(
             msg
         }
         "messageEdited" => {
-            let m = event.get("message").filter(|m| m.is_object()).ok_or("message: missing")?;
+            let m = event
+                .get("message")
+                .filter(|m| m.is_object())
+                .ok_or("message: missing")?;
             let id = id_of(m, "id").ok_or("message.id: missing")?;
             let mut msg = base(event, channel_id, &id)?;
             msg.change = MessageChange::Edited as i32;
@@ -102,7 +108,11 @@ fn parse_event(
 }
 
 /// The fields every message event has: ids, sender, time.
-fn base(event: &Value, channel_id: &str, external_id: &str) -> Result<InboundMessageReceived, String> {
+fn base(
+    event: &Value,
+    channel_id: &str,
+    external_id: &str,
+) -> Result<InboundMessageReceived, String> {
     let source = event.get("source").ok_or("source: missing")?;
     let sender = ["userId", "groupId", "roomId"]
         .iter()
@@ -141,7 +151,10 @@ fn read_content(msg: &mut InboundMessageReceived, m: &Value, id: &str, content_b
         kind: kind as i32,
         url: media_url(m, id, content_base),
         state: AttachmentState::Pending as i32,
-        duration_ms: m.get("duration").and_then(Value::as_u64).unwrap_or_default(),
+        duration_ms: m
+            .get("duration")
+            .and_then(Value::as_u64)
+            .unwrap_or_default(),
         ..Default::default()
     };
     match kind {
@@ -152,13 +165,22 @@ fn read_content(msg: &mut InboundMessageReceived, m: &Value, id: &str, content_b
         "audio" => msg.attachments.push(attachment(AttachmentKind::Voice)),
         "file" => msg.attachments.push(Attachment {
             file_name: str_of(m, "fileName").unwrap_or_default().to_owned(),
-            size_bytes: m.get("fileSize").and_then(Value::as_u64).unwrap_or_default(),
+            size_bytes: m
+                .get("fileSize")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
             ..attachment(AttachmentKind::File)
         }),
         "location" => {
             msg.location = Some(Location {
-                latitude: m.get("latitude").and_then(Value::as_f64).unwrap_or_default(),
-                longitude: m.get("longitude").and_then(Value::as_f64).unwrap_or_default(),
+                latitude: m
+                    .get("latitude")
+                    .and_then(Value::as_f64)
+                    .unwrap_or_default(),
+                longitude: m
+                    .get("longitude")
+                    .and_then(Value::as_f64)
+                    .unwrap_or_default(),
                 name: str_of(m, "title").unwrap_or_default().to_owned(),
                 address: str_of(m, "address").unwrap_or_default().to_owned(),
             });
@@ -226,14 +248,21 @@ mod tests {
 
     #[test]
     fn unreadable_bodies_name_what_is_wrong() {
-        assert!(parse_events(b"{", "ch", BASE).unwrap_err().contains("malformed body"));
-        assert_eq!(parse_events(b"{}", "ch", BASE), Err("events: missing".into()));
+        assert!(parse_events(b"{", "ch", BASE).is_err_and(|e| e.contains("malformed body")));
+        assert_eq!(
+            parse_events(b"{}", "ch", BASE),
+            Err("events: missing".into())
+        );
         assert_eq!(
             parse_events(br#"{"events":[{"type":"message","source":{"userId":"U1"},"message":{"type":"text"}}]}"#, "ch", BASE),
             Err("events[0].message.id: missing".into())
         );
         assert_eq!(
-            parse_events(br#"{"events":[{"type":"message","message":{"id":"1","type":"text"}}]}"#, "ch", BASE),
+            parse_events(
+                br#"{"events":[{"type":"message","message":{"id":"1","type":"text"}}]}"#,
+                "ch",
+                BASE
+            ),
             Err("events[0].source: missing".into())
         );
     }
@@ -265,7 +294,10 @@ mod tests {
         );
         assert_eq!(m.reply_to_external_id, "1");
         assert_eq!(m.text, "yes");
-        assert_eq!(m.webhook_id, "2", "the message id stands in for a missing event id");
+        assert_eq!(
+            m.webhook_id, "2",
+            "the message id stands in for a missing event id"
+        );
     }
 
     #[test]

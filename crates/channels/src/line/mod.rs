@@ -134,8 +134,7 @@ pub fn verify_signature(secret: &str, webhook: &Webhook<'_>) -> Result<(), Webho
         .decode(header.trim())
         .map_err(|_| WebhookError::BadSignature("X-Line-Signature is not base64".into()))?;
     let expected = hmac_sha256(secret, webhook.body);
-    if !expected.is_empty() && given.len() == expected.len() && bool::from(given.ct_eq(&expected))
-    {
+    if !expected.is_empty() && given.len() == expected.len() && bool::from(given.ct_eq(&expected)) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature(
@@ -245,8 +244,9 @@ impl Provider for Line {
         channel: &ChannelCredentials,
         webhook: &Webhook<'_>,
     ) -> Result<Inbound, WebhookError> {
-        let events = inbound::parse_events(webhook.body, webhook.channel_id, &content_base(channel))
-            .map_err(WebhookError::Malformed)?;
+        let events =
+            inbound::parse_events(webhook.body, webhook.channel_id, &content_base(channel))
+                .map_err(WebhookError::Malformed)?;
         // `webhookEventId` names one event, not the delivery (a delivery
         // may batch several, and a redelivery may batch them otherwise):
         // ingress de-duplicates on each event's message id instead.
@@ -290,9 +290,8 @@ impl Provider for Line {
         // external URLs some messages link to.
         let prefix = format!("{}/v2/bot/message/", content_base(channel));
         if url.starts_with(&prefix) && url.ends_with("/content") {
-            let token = access_token(channel).ok_or_else(|| {
-                CredentialsError::Invalid("channel_access_token: not set".into())
-            })?;
+            let token = access_token(channel)
+                .ok_or_else(|| CredentialsError::Invalid("channel_access_token: not set".into()))?;
             headers.insert(http::header::AUTHORIZATION, bearer(token)?);
         }
         Ok(headers)
@@ -358,9 +357,7 @@ mod tests {
 
     #[test]
     fn connecting_requires_the_secret_and_the_token_by_name() {
-        let connected = Line
-            .connect(channel(" s3cret ", "tok"))
-            .expect("connects");
+        let connected = Line.connect(channel(" s3cret ", "tok")).expect("connects");
         assert_eq!(connected.kind, ChannelKind::Line);
         assert_eq!(channel_secret(&connected), Some("s3cret"));
         for (c, needle) in [

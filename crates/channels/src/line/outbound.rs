@@ -190,13 +190,19 @@ pub(crate) async fn check_bot_info(http: &reqwest::Client, channel: &ChannelCred
         return check(false, "channel_access_token is not set".into());
     };
     let Ok(auth) = super::bearer(token) else {
-        return check(false, "channel_access_token is not a valid header value".into());
+        return check(
+            false,
+            "channel_access_token is not a valid header value".into(),
+        );
     };
     let url = format!("{}/v2/bot/info", super::api_base(channel));
     match super::get_with_token(http, &url, auth).await {
         Ok(answer) if answer.status.is_success() => {
             let info: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-            let name = info.get("displayName").and_then(Value::as_str).unwrap_or("?");
+            let name = info
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
             let id = info.get("basicId").and_then(Value::as_str).unwrap_or("?");
             check(true, sanitize(&format!("bot {name} ({id})")))
         }
@@ -279,17 +285,26 @@ mod tests {
             objects[3]["text"],
             "📎 invoice.pdf: https://files.test/invoice.pdf"
         );
-        assert_eq!(objects[4]["type"], "text", "webp is not an image LINE shows");
+        assert_eq!(
+            objects[4]["type"], "text",
+            "webp is not an image LINE shows"
+        );
     }
 
     #[test]
     fn answers_are_read_as_line_documents_them() {
         assert_eq!(
-            read_answer(&answer(200, r#"{"sentMessages":[{"id":"1","quoteToken":"q"},{"id":"2"}]}"#)),
+            read_answer(&answer(
+                200,
+                r#"{"sentMessages":[{"id":"1","quoteToken":"q"},{"id":"2"}]}"#
+            )),
             Ok(Some("2".into()))
         );
         assert_eq!(
-            read_answer(&answer(409, r#"{"message":"The retry key is already accepted","sentMessages":[{"id":"7"}]}"#)),
+            read_answer(&answer(
+                409,
+                r#"{"message":"The retry key is already accepted","sentMessages":[{"id":"7"}]}"#
+            )),
             Ok(Some("7".into())),
             "a replayed retry key was accepted before"
         );
@@ -298,7 +313,10 @@ mod tests {
             read_answer(&answer(429, r#"{"message":"Too Many Requests"}"#)),
             Err(SendOutcome::Throttled { retry_after, .. }) if retry_after == DEFAULT_PAUSE
         ));
-        assert!(matches!(read_answer(&answer(500, "")), Err(SendOutcome::Retry(_))));
+        assert!(matches!(
+            read_answer(&answer(500, "")),
+            Err(SendOutcome::Retry(_))
+        ));
         let Err(SendOutcome::Reject(reason)) =
             read_answer(&answer(400, r#"{"message":"Failed to send messages"}"#))
         else {

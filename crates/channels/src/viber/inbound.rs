@@ -26,7 +26,10 @@ pub fn parse_callback(body: &[u8], channel_id: &str) -> Result<Vec<InboundEvent>
     if !json.is_object() {
         return Err("malformed body: not an object".into());
     }
-    let event = json.get("event").and_then(Value::as_str).unwrap_or_default();
+    let event = json
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match event {
         "message" => parse_message(&json, channel_id).map(|m| vec![InboundEvent::Message(m)]),
         "delivered" | "seen" | "failed" => {
@@ -138,7 +141,13 @@ fn parse_message(json: &Value, channel_id: &str) -> Result<InboundMessageReceive
             });
         }
         // A link the contact shared: its URL is the text.
-        "url" => msg.text = if media.is_empty() { text } else { media.to_owned() },
+        "url" => {
+            msg.text = if media.is_empty() {
+                text
+            } else {
+                media.to_owned()
+            }
+        }
         "contact" => {
             msg.unsupported_type = "contact".into();
             let contact = m.get("contact");
@@ -190,13 +199,20 @@ mod tests {
 
     #[test]
     fn message_tokens_beyond_two_to_the_53_keep_every_digit() {
-        for raw in ["5741311803571721087", "18446744073709551615", "-4611686018427387905"] {
+        for raw in [
+            "5741311803571721087",
+            "18446744073709551615",
+            "-4611686018427387905",
+        ] {
             let body = format!(r#"{{"event":"seen","message_token":{raw},"user_id":"u"}}"#);
             let json: Value = serde_json::from_str(&body).expect("json");
             assert_eq!(message_token(&json).as_deref(), Ok(raw));
         }
         // Through a float, the first one would read …1088.
-        assert_ne!(5_741_311_803_571_721_087_u64 as f64 as u64, 5_741_311_803_571_721_087);
+        assert_ne!(
+            5_741_311_803_571_721_087_u64 as f64 as u64,
+            5_741_311_803_571_721_087
+        );
         let float: Value = serde_json::from_str(r#"{"message_token":5.7e18}"#).expect("json");
         assert!(message_token(&float).is_err());
         let text: Value = serde_json::from_str(r#"{"message_token":"57"}"#).expect("json");
@@ -205,13 +221,19 @@ mod tests {
 
     #[test]
     fn unreadable_callbacks_name_what_is_wrong() {
-        assert!(parse_callback(b"[", "ch").unwrap_err().contains("malformed body"));
+        assert!(parse_callback(b"[", "ch").is_err_and(|e| e.contains("malformed body")));
         assert_eq!(
-            parse_callback(br#"{"event":"message","sender":{"id":"u"},"message":{"type":"text"}}"#, "ch"),
+            parse_callback(
+                br#"{"event":"message","sender":{"id":"u"},"message":{"type":"text"}}"#,
+                "ch"
+            ),
             Err("message_token: missing".into())
         );
         assert_eq!(
-            parse_callback(br#"{"event":"message","message_token":1,"sender":{},"message":{"type":"text"}}"#, "ch"),
+            parse_callback(
+                br#"{"event":"message","message_token":1,"sender":{},"message":{"type":"text"}}"#,
+                "ch"
+            ),
             Err("sender.id: missing".into())
         );
         assert_eq!(
@@ -228,7 +250,11 @@ mod tests {
             r#"{"event":"client_status","x":null}"#,
             r#"{"event":null}"#,
         ] {
-            assert_eq!(parse_callback(body.as_bytes(), "ch"), Ok(Vec::new()), "{body}");
+            assert_eq!(
+                parse_callback(body.as_bytes(), "ch"),
+                Ok(Vec::new()),
+                "{body}"
+            );
         }
     }
 }

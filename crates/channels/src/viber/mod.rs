@@ -111,12 +111,10 @@ pub fn verify_signature(auth_token: &str, webhook: &Webhook<'_>) -> Result<(), W
     let header = webhook
         .header(SIGNATURE_HEADER)
         .ok_or(WebhookError::MissingHeader("X-Viber-Content-Signature"))?;
-    let given = hex::decode(header.trim().to_ascii_lowercase()).map_err(|_| {
-        WebhookError::BadSignature("X-Viber-Content-Signature is not hex".into())
-    })?;
+    let given = hex::decode(header.trim().to_ascii_lowercase())
+        .map_err(|_| WebhookError::BadSignature("X-Viber-Content-Signature is not hex".into()))?;
     let expected = hmac_sha256(auth_token, webhook.body);
-    if !expected.is_empty() && given.len() == expected.len() && bool::from(given.ct_eq(&expected))
-    {
+    if !expected.is_empty() && given.len() == expected.len() && bool::from(given.ct_eq(&expected)) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature(
@@ -273,8 +271,8 @@ impl Provider for Viber {
         _: &ChannelCredentials,
         webhook: &Webhook<'_>,
     ) -> Result<Inbound, WebhookError> {
-        let events =
-            inbound::parse_callback(webhook.body, webhook.channel_id).map_err(WebhookError::Malformed)?;
+        let events = inbound::parse_callback(webhook.body, webhook.channel_id)
+            .map_err(WebhookError::Malformed)?;
         // Viber names no deliveries: ingress de-duplicates on the message
         // tokens.
         Ok(Inbound {
@@ -327,13 +325,23 @@ mod tests {
         assert_eq!(connected.kind, ChannelKind::Viber);
         assert_eq!(connected.provider, ChannelProvider::Viber);
         assert_eq!(auth_token(&connected), Some("tok"));
-        assert_eq!(settings(&connected).map(|c| c.sender_name.as_str()), Some("Shop"));
-        assert!(Viber.connect(channel("t", &"é".repeat(28), "https://cdn.test/a.png")).is_ok());
+        assert_eq!(
+            settings(&connected).map(|c| c.sender_name.as_str()),
+            Some("Shop")
+        );
+        assert!(
+            Viber
+                .connect(channel("t", &"é".repeat(28), "https://cdn.test/a.png"))
+                .is_ok()
+        );
         for (c, needle) in [
             (channel("", "Shop", ""), "auth_token: required"),
             (channel("t", "", ""), "sender_name: required"),
             (channel("t", &"x".repeat(29), ""), "sender_name: at most 28"),
-            (channel("t", "Shop", "http://cdn.test/a.png"), "sender_avatar_url"),
+            (
+                channel("t", "Shop", "http://cdn.test/a.png"),
+                "sender_avatar_url",
+            ),
             (ChannelCredentials::default(), "not Viber settings"),
         ] {
             let Err(CredentialsError::Invalid(why)) = Viber.connect(c) else {

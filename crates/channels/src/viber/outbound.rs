@@ -369,7 +369,10 @@ mod tests {
             };
             assert_eq!(got, want, "status {status}");
         }
-        assert!(matches!(read_answer(&answer(503, "")), Err(SendOutcome::Retry(_))));
+        assert!(matches!(
+            read_answer(&answer(503, "")),
+            Err(SendOutcome::Retry(_))
+        ));
         assert!(matches!(
             read_answer(&answer(429, "")),
             Err(SendOutcome::Throttled { .. })
