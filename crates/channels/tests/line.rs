@@ -180,6 +180,35 @@ fn fixture_events(content_base: &str) -> Vec<InboundEvent> {
     events.into_iter().map(InboundEvent::Message).collect()
 }
 
+/// Where the message events are among the fixture's 28 events.
+const MESSAGE_EVENTS: [usize; 13] = [0, 1, 2, 3, 4, 5, 14, 15, 21, 22, 24, 25, 26];
+
+/// Each event of the fixture delivered on its own, with what it gives.
+fn single_events(content_base: &str) -> Vec<Sample> {
+    let all: serde_json::Value = serde_json::from_slice(EVENTS).expect("the fixture");
+    let events = all["events"].as_array().expect("events");
+    let mut messages = fixture_events(content_base).into_iter();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let kind = event["type"].as_str().unwrap_or("?");
+            let body = serde_json::json!({ "destination": all["destination"], "events": [event] });
+            let want = if MESSAGE_EVENTS.contains(&i) {
+                messages.next().into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            Sample {
+                name: Box::leak(format!("event {i} ({kind})").into_boxed_str()),
+                delivery_id: "d-single",
+                body: body.to_string().into_bytes(),
+                expect: Expect::Events(want),
+            }
+        })
+        .collect()
+}
+
 /// What LINE understood of one push: text objects are text, except the
 /// links that stand for files LINE cannot carry (`📎 name: url`), which
 /// are files, as are image/audio/video objects.
@@ -260,7 +289,7 @@ impl Fixture for LineFixture {
     }
 
     fn samples(&self) -> Vec<Sample> {
-        vec![
+        let mut samples = vec![
             Sample {
                 name: "webhook_events_sdk_v3.json",
                 delivery_id: "d-sdk",
@@ -279,7 +308,9 @@ impl Fixture for LineFixture {
                 body: br#"{"destination":"U1","events":[{"type":"message","source":{"type":"user","userId":"U2"},"message":{"type":"text","text":"hi"}}]}"#.to_vec(),
                 expect: Expect::Malformed("events[0].message.id"),
             },
-        ]
+        ];
+        samples.extend(single_events(SUITE_API_BASE));
+        samples
     }
 
     fn handshakes(&self, _: &ChannelCredentials) -> Vec<HandshakeSample> {
