@@ -7,6 +7,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use telenet_proto::common::v1::ChannelProvider;
+use telenet_proto::ingress::v1::channel_config::Provider as Case;
 
 use crate::{ChannelCredentials, Provider, Webhook};
 
@@ -167,6 +168,32 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             },
             ..Default::default()
         }),
+        ChannelProvider::Line => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Line,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(Case::Line(telenet_proto::ingress::v1::LineConfig {
+                    line_channel_id: "1650000000".into(),
+                    channel_secret: FUZZ_LINE_SECRET.into(),
+                    channel_access_token: "fuzz-line-access-token".into(),
+                })),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ChannelProvider::Viber => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Viber,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(Case::Viber(telenet_proto::ingress::v1::ViberConfig {
+                    auth_token: FUZZ_VIBER_TOKEN.into(),
+                    sender_name: "Fuzz".into(),
+                    sender_avatar_url: String::new(),
+                })),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         _ => None,
     }
 }
@@ -175,6 +202,27 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
 pub const FUZZ_TELEGRAM_BOT_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0";
 /// The webhook secret token of the fuzzed Telegram channel.
 pub const FUZZ_TELEGRAM_SECRET_TOKEN: &str = "fuzz-secret_token-0123456789";
+/// The channel secret of the fuzzed LINE channel.
+pub const FUZZ_LINE_SECRET: &str = "fuzz-line-channel-secret";
+
+/// The auth token of the fuzzed Viber channel.
+pub const FUZZ_VIBER_TOKEN: &str = "fuzz-viber-auth-token";
+
+/// A POST of `body` with one signature header, encoded as fuzz input.
+fn seed_with(name: &'static str, value: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(name, HeaderValue::from_str(value).ok()?);
+    Some(
+        FuzzWebhook {
+            method: Method::POST,
+            query: String::new(),
+            headers,
+            body: body.to_vec(),
+        }
+        .encode(),
+    )
+}
 
 /// The signing secret of the fuzzed custom channel.
 pub const FUZZ_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -222,6 +270,16 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
                 .encode(),
             )
         }
+        ChannelProvider::Line => seed_with(
+            "x-line-signature",
+            &crate::line::signature(FUZZ_LINE_SECRET, body),
+            body,
+        ),
+        ChannelProvider::Viber => seed_with(
+            "x-viber-content-signature",
+            &crate::viber::signature(FUZZ_VIBER_TOKEN, body),
+            body,
+        ),
         _ => None,
     }
 }

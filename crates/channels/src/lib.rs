@@ -30,11 +30,13 @@ pub mod directory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod line;
 pub mod meta;
 pub mod net;
 mod provider;
 mod registry;
 pub mod telegram;
+pub mod viber;
 
 pub use directory::ChannelCredentials;
 pub use provider::{

@@ -31,6 +31,8 @@ impl Registry {
         Self::empty()
             .with(Arc::new(crate::custom::Custom))
             .with(Arc::new(crate::telegram::Telegram))
+            .with(Arc::new(crate::line::Line))
+            .with(Arc::new(crate::viber::Viber))
     }
 
     /// No providers (tests add their own).

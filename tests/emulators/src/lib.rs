@@ -13,6 +13,8 @@
 //! Each provider's API is a module of this crate; they share this server.
 
 pub mod telegram;
+pub mod line;
+pub mod viber;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
