@@ -30,7 +30,9 @@ pub mod directory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod instagram;
 pub mod meta;
+pub mod messenger;
 pub mod net;
 mod provider;
 mod registry;
