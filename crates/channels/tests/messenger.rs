@@ -207,6 +207,7 @@ impl Fixture for MessengerFixture {
         let edit = InboundMessageReceived {
             text: "Then I'll pick it up tomorrow".into(),
             change: MessageChange::Edited as i32,
+            webhook_id: "m_reply_0001:edit:1".into(),
             ..message("m_reply_0001", CONTACT, 1_700_000_004_400)
         };
         let first = InboundMessageReceived {

@@ -158,6 +158,8 @@ struct MessageEdit {
     #[serde(default)]
     mid: Option<String>,
     #[serde(default)]
+    num_edit: Option<i64>,
+    #[serde(default)]
     text: Option<String>,
 }
 
@@ -275,6 +277,12 @@ impl Reader<'_> {
             let sender = party(at, "sender", event.sender)?;
             let mid = id(&format!("{at}.message_edit.mid"), edit.mid)?;
             let mut m = self.base(&mid, sender, event.timestamp);
+            // The original's id names the message; the delivery is this
+            // edit (the n-th, or the one at this time).
+            m.webhook_id = match edit.num_edit {
+                Some(n) => format!("{mid}:edit:{n}"),
+                None => format!("{mid}:edit:{}", event.timestamp.unwrap_or_default()),
+            };
             m.text = edit.text.unwrap_or_default();
             m.change = MessageChange::Edited as i32;
             out.push(InboundEvent::Message(m));
@@ -357,6 +365,7 @@ impl Reader<'_> {
         let mut m = self.base(&mid, contact, timestamp);
         m.echo = echo;
         if message.is_deleted == Some(true) {
+            m.webhook_id = format!("{mid}:unsent");
             m.change = MessageChange::Unsent as i32;
             return Ok(m);
         }
@@ -634,11 +643,13 @@ mod tests {
         );
         let unsent = message(&events[0]);
         assert_eq!((unsent.external_id.as_str(), unsent.change), ("m_1", MessageChange::Unsent as i32));
+        assert_eq!(unsent.webhook_id, "m_1:unsent", "not the original's delivery");
         let edited = message(&events[1]);
         assert_eq!(
             (edited.external_id.as_str(), edited.text.as_str(), edited.change),
             ("m_2", "fixed", MessageChange::Edited as i32)
         );
+        assert_eq!(edited.webhook_id, "m_2:edit:1");
         let react = message(&events[2]);
         let reaction = react.reaction.as_ref().expect("a reaction");
         assert_eq!((reaction.message_external_id.as_str(), reaction.emoji.as_str()), ("m_3", "❤"));
