@@ -154,15 +154,17 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             kind: telenet_proto::common::v1::ChannelKind::Messenger,
             provider,
             config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(telenet_proto::ingress::v1::channel_config::Provider::Messenger(
-                    telenet_proto::ingress::v1::MessengerConfig {
-                        page_id: "106000000000001".into(),
-                        page_access_token: "EAAfuzz".into(),
-                        app_secret: FUZZ_META_APP_SECRET.into(),
-                        verify_token: "fuzz-verify-token".into(),
-                        ..Default::default()
-                    },
-                )),
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::Messenger(
+                        telenet_proto::ingress::v1::MessengerConfig {
+                            page_id: "106000000000001".into(),
+                            page_access_token: "EAAfuzz".into(),
+                            app_secret: FUZZ_META_APP_SECRET.into(),
+                            verify_token: "fuzz-verify-token".into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
                 ..Default::default()
             },
             ..Default::default()
@@ -171,16 +173,18 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             kind: telenet_proto::common::v1::ChannelKind::Instagram,
             provider,
             config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(telenet_proto::ingress::v1::channel_config::Provider::Instagram(
-                    telenet_proto::ingress::v1::InstagramConfig {
-                        instagram_account_id: "17841400000000001".into(),
-                        page_id: "106000000000001".into(),
-                        access_token: "EAAfuzz".into(),
-                        app_secret: FUZZ_META_APP_SECRET.into(),
-                        verify_token: "fuzz-verify-token".into(),
-                        ..Default::default()
-                    },
-                )),
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::Instagram(
+                        telenet_proto::ingress::v1::InstagramConfig {
+                            instagram_account_id: "17841400000000001".into(),
+                            page_id: "106000000000001".into(),
+                            access_token: "EAAfuzz".into(),
+                            app_secret: FUZZ_META_APP_SECRET.into(),
+                            verify_token: "fuzz-verify-token".into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
                 ..Default::default()
             },
             ..Default::default()

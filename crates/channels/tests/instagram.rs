@@ -13,9 +13,7 @@ use telenet_channels::conformance::{
 };
 use telenet_channels::instagram::Instagram;
 use telenet_channels::meta::{DEFAULT_GRAPH_VERSION, signature_header};
-use telenet_channels::{
-    ChannelCredentials, HandshakeAnswer, InboundEvent, Provider, SendOutcome,
-};
+use telenet_channels::{ChannelCredentials, HandshakeAnswer, InboundEvent, Provider, SendOutcome};
 use telenet_emulators::Emulator;
 use telenet_emulators::meta_messaging::{self, MetaMessaging};
 use telenet_proto::common::v1::{
@@ -300,15 +298,17 @@ impl Fixture for InstagramFixture {
             &format!("/{DEFAULT_GRAPH_VERSION}/{}/messages", s.page_id),
         )
         .map_err(|e| format!("Graph error {}: {}", e.code, e.message))?;
-        if let Some(text) = &understood.text {
-            if text.len() > 1000 {
-                return Err(format!("a text of {} bytes", text.len()));
-            }
+        if let Some(text) = understood.text.as_ref().filter(|t| t.len() > 1000) {
+            return Err(format!("a text of {} bytes", text.len()));
         }
         Ok(Understood {
             recipient: understood.recipient,
             text: understood.text.unwrap_or_default(),
-            attachment_urls: understood.attachment.into_iter().map(|(_, url)| url).collect(),
+            attachment_urls: understood
+                .attachment
+                .into_iter()
+                .map(|(_, url)| url)
+                .collect(),
             idempotency_key: None,
         })
     }
@@ -381,7 +381,11 @@ async fn an_instagram_login_sends_to_me_with_its_own_token() {
     let mut s = settings(&InstagramFixture.channel(""));
     s.set_login(InstagramLogin::Instagram);
     s.page_id.clear();
-    let emulator = Emulator::start(MetaMessaging::instagram_login(DEFAULT_GRAPH_VERSION, &s.access_token)).await;
+    let emulator = Emulator::start(MetaMessaging::instagram_login(
+        DEFAULT_GRAPH_VERSION,
+        &s.access_token,
+    ))
+    .await;
     let channel = channel_with(&emulator.base_url(), s);
     let voice = Attachment {
         kind: AttachmentKind::Voice as i32,
@@ -389,29 +393,54 @@ async fn an_instagram_login_sends_to_me_with_its_own_token() {
         mime_type: "audio/mp4".into(),
         ..Default::default()
     };
-    let outcome = Instagram.send(&client(), &channel, &outbound("listen", vec![voice])).await;
-    assert_eq!(outcome, SendOutcome::Sent { external_id: "m_emulated_2".into() });
+    let outcome = Instagram
+        .send(&client(), &channel, &outbound("listen", vec![voice]))
+        .await;
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: "m_emulated_2".into()
+        }
+    );
     let received = emulator.received();
-    assert!(received.iter().all(|r| r.path == "/v21.0/me/messages"), "{received:?}");
+    assert!(
+        received.iter().all(|r| r.path == "/v21.0/me/messages"),
+        "{received:?}"
+    );
     let voice = received[1].json().expect("json");
     assert_eq!(voice["message"]["attachment"]["type"], "audio");
-    assert_eq!(voice["message"]["attachment"]["payload"]["url"], "https://files.test/v1/downloads/ws/blob/note.m4a");
+    assert_eq!(
+        voice["message"]["attachment"]["payload"]["url"],
+        "https://files.test/v1/downloads/ws/blob/note.m4a"
+    );
 }
 
 #[tokio::test]
 async fn text_is_split_within_a_thousand_bytes() {
     let s = settings(&InstagramFixture.channel(""));
-    let emulator = Emulator::start(MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, &s.access_token)).await;
+    let emulator = Emulator::start(MetaMessaging::page(
+        DEFAULT_GRAPH_VERSION,
+        PAGE_ID,
+        &s.access_token,
+    ))
+    .await;
     let channel = channel_with(&emulator.base_url(), s);
     // 899 characters, 1499 bytes: two messages, though under 1000
     // characters.
     let text = "ñá ".repeat(300);
-    let outcome = Instagram.send(&client(), &channel, &outbound(text.trim_end(), Vec::new())).await;
+    let outcome = Instagram
+        .send(&client(), &channel, &outbound(text.trim_end(), Vec::new()))
+        .await;
     assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
     let parts: Vec<String> = emulator
         .received()
         .iter()
-        .map(|r| r.json().expect("json")["message"]["text"].as_str().expect("text").to_owned())
+        .map(|r| {
+            r.json().expect("json")["message"]["text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        })
         .collect();
     assert_eq!(parts.len(), 2, "{parts:?}");
     assert!(parts.iter().all(|p| p.len() <= 1000));

@@ -24,7 +24,9 @@ use telenet_proto::common::v1::{
     MessageChange, Reaction,
 };
 use telenet_proto::dispatch::v1::DeliveryState;
-use telenet_proto::events::v1::{InboundMessageReceived, InboundStatusReceived, OutboundRequested, Sender};
+use telenet_proto::events::v1::{
+    InboundMessageReceived, InboundStatusReceived, OutboundRequested, Sender,
+};
 use telenet_proto::ingress::v1::channel_config::Provider as Case;
 use telenet_proto::ingress::v1::{ChannelConfig, MessengerConfig};
 
@@ -334,7 +336,11 @@ impl Fixture for MessengerFixture {
         Ok(Understood {
             recipient: understood.recipient,
             text: understood.text.unwrap_or_default(),
-            attachment_urls: understood.attachment.into_iter().map(|(_, url)| url).collect(),
+            attachment_urls: understood
+                .attachment
+                .into_iter()
+                .map(|(_, url)| url)
+                .collect(),
             idempotency_key: None,
         })
     }
@@ -405,7 +411,13 @@ fn parse(body: &[u8]) -> Vec<InboundEvent> {
     Messenger.parse(&channel, &webhook).expect("parses").events
 }
 
-fn status(mid: &str, state: DeliveryState, webhook_id: &str, at: i64, watermark: bool) -> InboundEvent {
+fn status(
+    mid: &str,
+    state: DeliveryState,
+    webhook_id: &str,
+    at: i64,
+    watermark: bool,
+) -> InboundEvent {
     let mut s = InboundStatusReceived {
         channel_id: CHANNEL_ID.into(),
         message_external_id: mid.into(),
@@ -428,9 +440,27 @@ fn a_delivery_names_each_message_and_everything_up_to_its_watermark() {
     assert_eq!(
         events,
         [
-            status("m_out_0001", DeliveryState::Delivered, "delivery:m_out_0001", wm, false),
-            status("m_out_0002", DeliveryState::Delivered, "delivery:m_out_0002", wm, false),
-            status("", DeliveryState::Delivered, &format!("delivery:{CONTACT}:{wm}"), wm, true),
+            status(
+                "m_out_0001",
+                DeliveryState::Delivered,
+                "delivery:m_out_0001",
+                wm,
+                false
+            ),
+            status(
+                "m_out_0002",
+                DeliveryState::Delivered,
+                "delivery:m_out_0002",
+                wm,
+                false
+            ),
+            status(
+                "",
+                DeliveryState::Delivered,
+                &format!("delivery:{CONTACT}:{wm}"),
+                wm,
+                true
+            ),
         ]
     );
 }
@@ -441,7 +471,13 @@ fn a_read_marks_everything_up_to_its_watermark_read() {
     let wm = 1_700_000_007_000;
     assert_eq!(
         events,
-        [status("", DeliveryState::Read, &format!("read:{CONTACT}:{wm}"), wm, true)]
+        [status(
+            "",
+            DeliveryState::Read,
+            &format!("read:{CONTACT}:{wm}"),
+            wm,
+            true
+        )]
     );
 }
 
@@ -460,7 +496,9 @@ fn an_instagram_body_is_not_a_messenger_one() {
         body,
         now: conformance::NOW,
     };
-    let e = Messenger.parse(&channel, &webhook).expect_err("another product");
+    let e = Messenger
+        .parse(&channel, &webhook)
+        .expect_err("another product");
     assert!(e.to_string().starts_with("object: "), "{e}");
 }
 
@@ -486,13 +524,18 @@ fn outbound(recipient: &str, text: &str, last_message_secs_ago: Option<i64>) -> 
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs();
-        let t = m.contact_last_message_at.get_or_insert_with(Default::default);
+        let t = m
+            .contact_last_message_at
+            .get_or_insert_with(Default::default);
         t.seconds = i64::try_from(now).expect("secs") - ago;
     }
     m
 }
 
-async fn page(tagged: bool, api: impl FnOnce(&str) -> MetaMessaging) -> (Emulator, ChannelCredentials) {
+async fn page(
+    tagged: bool,
+    api: impl FnOnce(&str) -> MetaMessaging,
+) -> (Emulator, ChannelCredentials) {
     let mut channel = MessengerFixture.channel("");
     let mut s = settings(&channel);
     s.use_human_agent_tag = tagged;
@@ -506,15 +549,28 @@ const HOUR: i64 = 3600;
 #[tokio::test]
 async fn after_the_window_a_human_agent_reply_is_tagged_when_the_channel_says() {
     let (emulator, channel) = page(true, |token| {
-        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token).with_recipient_outside_window("LATE")
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)
+            .with_recipient_outside_window("LATE")
     })
     .await;
     let outcome = Messenger
-        .send(&client(), &channel, &outbound("LATE", "sorry for the wait", Some(30 * HOUR)))
+        .send(
+            &client(),
+            &channel,
+            &outbound("LATE", "sorry for the wait", Some(30 * HOUR)),
+        )
         .await;
-    assert_eq!(outcome, SendOutcome::Sent { external_id: "m_emulated_1".into() });
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: "m_emulated_1".into()
+        }
+    );
     let body = emulator.received()[0].json().expect("json");
-    assert_eq!((body["messaging_type"].as_str(), body["tag"].as_str()), (Some("MESSAGE_TAG"), Some("HUMAN_AGENT")));
+    assert_eq!(
+        (body["messaging_type"].as_str(), body["tag"].as_str()),
+        (Some("MESSAGE_TAG"), Some("HUMAN_AGENT"))
+    );
     // Within the window: a plain response.
     let outcome = Messenger
         .send(&client(), &channel, &outbound("SOON", "hi", Some(2 * HOUR)))
@@ -528,25 +584,41 @@ async fn after_the_window_a_human_agent_reply_is_tagged_when_the_channel_says() 
 #[tokio::test]
 async fn without_the_tag_a_reply_after_the_window_is_rejected_with_metas_reason() {
     let (_emulator, channel) = page(false, |token| {
-        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token).with_recipient_outside_window("LATE")
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)
+            .with_recipient_outside_window("LATE")
     })
     .await;
     let outcome = Messenger
-        .send(&client(), &channel, &outbound("LATE", "hello?", Some(30 * HOUR)))
+        .send(
+            &client(),
+            &channel,
+            &outbound("LATE", "hello?", Some(30 * HOUR)),
+        )
         .await;
     let SendOutcome::Reject(reason) = outcome else {
         panic!("outside the window is permanent: {outcome:?}");
     };
-    assert!(reason.contains("10/2018278") && reason.contains("outside of allowed window"), "{reason}");
+    assert!(
+        reason.contains("10/2018278") && reason.contains("outside of allowed window"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
 async fn a_throttled_page_is_paused_for_its_retry_after() {
-    let (emulator, channel) = page(false, |token| MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)).await;
+    let (emulator, channel) = page(false, |token| {
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)
+    })
+    .await;
     emulator.answer_next(meta_messaging::throttled(30));
-    let outcome = Messenger.send(&client(), &channel, &outbound("U", "hi", None)).await;
+    let outcome = Messenger
+        .send(&client(), &channel, &outbound("U", "hi", None))
+        .await;
     match outcome {
-        SendOutcome::Throttled { reason, retry_after } => {
+        SendOutcome::Throttled {
+            reason,
+            retry_after,
+        } => {
             assert_eq!(retry_after, Duration::from_secs(30));
             assert!(reason.contains("613"), "{reason}");
         }
@@ -556,24 +628,48 @@ async fn a_throttled_page_is_paused_for_its_retry_after() {
 
 #[tokio::test]
 async fn long_text_goes_in_parts_at_word_boundaries_and_the_last_id_is_kept() {
-    let (emulator, channel) = page(false, |token| MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)).await;
+    let (emulator, channel) = page(false, |token| {
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)
+    })
+    .await;
     let text = "palabra ".repeat(400); // 3200 characters
-    let outcome = Messenger.send(&client(), &channel, &outbound("U", text.trim_end(), None)).await;
-    assert_eq!(outcome, SendOutcome::Sent { external_id: "m_emulated_2".into() });
+    let outcome = Messenger
+        .send(&client(), &channel, &outbound("U", text.trim_end(), None))
+        .await;
+    assert_eq!(
+        outcome,
+        SendOutcome::Sent {
+            external_id: "m_emulated_2".into()
+        }
+    );
     let parts: Vec<String> = emulator
         .received()
         .iter()
-        .map(|r| r.json().expect("json")["message"]["text"].as_str().expect("text").to_owned())
+        .map(|r| {
+            r.json().expect("json")["message"]["text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        })
         .collect();
     assert_eq!(parts.len(), 2);
-    assert!(parts.iter().all(|p| p.chars().count() <= 2000 && p.ends_with("palabra")));
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.chars().count() <= 2000 && p.ends_with("palabra"))
+    );
     assert_eq!(parts.join(" "), text.trim_end());
 }
 
 #[tokio::test]
 async fn a_refused_token_is_permanent_and_named_by_its_code() {
-    let (_emulator, channel) = page(false, |_| MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, "another-token")).await;
-    let outcome = Messenger.send(&client(), &channel, &outbound("U", "hi", None)).await;
+    let (_emulator, channel) = page(false, |_| {
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, "another-token")
+    })
+    .await;
+    let outcome = Messenger
+        .send(&client(), &channel, &outbound("U", "hi", None))
+        .await;
     let SendOutcome::Reject(reason) = outcome else {
         panic!("{outcome:?}");
     };
@@ -584,31 +680,63 @@ async fn a_refused_token_is_permanent_and_named_by_its_code() {
 /// stops it, see [`only_the_known_429_divergence`]), checked here.
 #[tokio::test]
 async fn passing_trouble_is_retried_and_refusals_are_final_by_status_alone() {
-    let (emulator, channel) = page(false, |token| MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)).await;
+    let (emulator, channel) = page(false, |token| {
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token)
+    })
+    .await;
     for (status, body, retry) in [
-        (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance", true),
-        (StatusCode::INTERNAL_SERVER_ERROR, "<pre>password=hunter2</pre>", true),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "down for maintenance",
+            true,
+        ),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<pre>password=hunter2</pre>",
+            true,
+        ),
         (StatusCode::REQUEST_TIMEOUT, "", true),
         (StatusCode::BAD_REQUEST, "invalid recipient", false),
         (StatusCode::MOVED_PERMANENTLY, "", false),
     ] {
-        emulator.answer_next(telenet_emulators::Reply::bytes(status, "text/html", body.into()));
-        let outcome = Messenger.send(&client(), &channel, &outbound("U", "hi", None)).await;
+        emulator.answer_next(telenet_emulators::Reply::bytes(
+            status,
+            "text/html",
+            body.into(),
+        ));
+        let outcome = Messenger
+            .send(&client(), &channel, &outbound("U", "hi", None))
+            .await;
         match (&outcome, retry) {
             (SendOutcome::Retry(reason), true) | (SendOutcome::Reject(reason), false) => {
                 assert!(reason.contains(status.as_str()), "{status}: {reason}");
-                assert!(!reason.contains("hunter2") && !reason.contains("maintenance"), "{reason}");
+                assert!(
+                    !reason.contains("hunter2") && !reason.contains("maintenance"),
+                    "{reason}"
+                );
             }
             _ => panic!("{status}: {outcome:?}"),
         }
     }
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let gone = channel_with(&base, settings(&channel));
-    let outcome = Messenger.send(&client(), &gone, &outbound("U", "hi", None)).await;
-    assert!(matches!(outcome, SendOutcome::Retry(_)), "unreachable: {outcome:?}");
+    let outcome = Messenger
+        .send(&client(), &gone, &outbound("U", "hi", None))
+        .await;
+    assert!(
+        matches!(outcome, SendOutcome::Retry(_)),
+        "unreachable: {outcome:?}"
+    );
     let unusable = MessengerFixture.unusable(&channel);
-    let outcome = Messenger.send(&client(), &unusable, &outbound("U", "hi", None)).await;
-    assert!(matches!(outcome, SendOutcome::Reject(_)), "unusable: {outcome:?}");
+    let outcome = Messenger
+        .send(&client(), &unusable, &outbound("U", "hi", None))
+        .await;
+    assert!(
+        matches!(outcome, SendOutcome::Reject(_)),
+        "unusable: {outcome:?}"
+    );
 }

@@ -280,7 +280,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", "application/json".parse().expect("header"));
         if let Some(t) = token {
-            headers.insert("authorization", format!("Bearer {t}").parse().expect("header"));
+            headers.insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
         }
         Recorded {
             method: Method::POST,
@@ -298,16 +301,26 @@ mod tests {
     #[test]
     fn a_well_formed_message_is_accepted_with_an_id() {
         let api = MetaMessaging::page("v21.0", "P1", "EAAtoken");
-        let reply = api.answer(&request("/v21.0/P1/messages", Some("EAAtoken"), text("U1")), 3, "");
+        let reply = api.answer(
+            &request("/v21.0/P1/messages", Some("EAAtoken"), text("U1")),
+            3,
+            "",
+        );
         assert_eq!(reply.status, StatusCode::OK);
         let body: Value = serde_json::from_slice(&reply.body).expect("json");
-        assert_eq!(body, json!({"recipient_id": "U1", "message_id": "m_emulated_3"}));
+        assert_eq!(
+            body,
+            json!({"recipient_id": "U1", "message_id": "m_emulated_3"})
+        );
         let file = json!({"recipient": {"id": "U1"}, "messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT",
             "message": {"attachment": {"type": "audio", "payload": {"url": "https://f.test/a.m4a", "is_reusable": false}}}});
         let understood = api
             .check(&request("/v21.0/P1/messages", Some("EAAtoken"), file))
             .expect("accepted");
-        assert_eq!(understood.attachment, Some(("audio".into(), "https://f.test/a.m4a".into())));
+        assert_eq!(
+            understood.attachment,
+            Some(("audio".into(), "https://f.test/a.m4a".into()))
+        );
         assert_eq!(understood.tag.as_deref(), Some("HUMAN_AGENT"));
     }
 
@@ -315,8 +328,18 @@ mod tests {
     fn the_token_path_and_shape_are_checked() {
         let api = MetaMessaging::instagram_login("v21.0", "IGtoken");
         let path = "/v21.0/me/messages";
-        assert_eq!(api.check(&request(path, None, text("U"))).expect_err("no token").code, 190);
-        assert_eq!(api.check(&request(path, Some("other"), text("U"))).expect_err("bad").code, 190);
+        assert_eq!(
+            api.check(&request(path, None, text("U")))
+                .expect_err("no token")
+                .code,
+            190
+        );
+        assert_eq!(
+            api.check(&request(path, Some("other"), text("U")))
+                .expect_err("bad")
+                .code,
+            190
+        );
         assert_eq!(
             api.check(&request("/v21.0/P1/messages", Some("IGtoken"), text("U")))
                 .expect_err("path")
@@ -335,7 +358,9 @@ mod tests {
             json!({"recipient": {"id": "U"}, "messaging_type": "RESPONSE", "message": {
                 "attachment": {"type": "image", "payload": {}}}}),
         ] {
-            let e = api.check(&request(path, Some("IGtoken"), bad.clone())).expect_err("refused");
+            let e = api
+                .check(&request(path, Some("IGtoken"), bad.clone()))
+                .expect_err("refused");
             assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, 100), "{bad}");
         }
     }
@@ -344,7 +369,9 @@ mod tests {
     fn responses_outside_the_window_are_refused_but_human_agent_replies_pass() {
         let api = MetaMessaging::page("v21.0", "P1", "t").with_recipient_outside_window("LATE");
         let path = "/v21.0/P1/messages";
-        let e = api.check(&request(path, Some("t"), text("LATE"))).expect_err("outside");
+        let e = api
+            .check(&request(path, Some("t"), text("LATE")))
+            .expect_err("outside");
         assert_eq!((e.code, e.subcode), (10, 2018278));
         let reply = e.reply();
         let body: Value = serde_json::from_slice(&reply.body).expect("json");

@@ -77,7 +77,10 @@ fn instagram_login(settings: &InstagramConfig) -> bool {
 
 /// The Send API URL of the channel, by its login; `Err` names the missing
 /// setting.
-fn send_url(channel: &ChannelCredentials, settings: &InstagramConfig) -> Result<String, CredentialsError> {
+fn send_url(
+    channel: &ChannelCredentials,
+    settings: &InstagramConfig,
+) -> Result<String, CredentialsError> {
     if instagram_login(settings) {
         Ok(format!(
             "{}/{DEFAULT_GRAPH_VERSION}/me/messages",
@@ -122,7 +125,11 @@ impl Provider for Instagram {
         capabilities(
             text_limit(),
             vec![
-                rule(AttachmentKind::Image, &["image/png", "image/jpeg"], MAX_IMAGE_BYTES),
+                rule(
+                    AttachmentKind::Image,
+                    &["image/png", "image/jpeg"],
+                    MAX_IMAGE_BYTES,
+                ),
                 rule(
                     AttachmentKind::Video,
                     &[
@@ -277,7 +284,10 @@ mod tests {
         assert!(Instagram.connect(channel(ig_login)).is_ok());
         type Spoil = fn(&mut InstagramConfig);
         let cases: [(Spoil, &str); 3] = [
-            (|c| c.instagram_account_id.clear(), "instagram_account_id: required"),
+            (
+                |c| c.instagram_account_id.clear(),
+                "instagram_account_id: required",
+            ),
             (|c| c.access_token.clear(), "access_token: required"),
             (|c| c.app_secret.clear(), "app_secret: required"),
         ];

@@ -205,7 +205,11 @@ pub fn delivery_state(status: &str) -> Option<DeliveryState> {
 }
 
 /// The events of a webhook `body` for `product`, on channel `channel_id`.
-pub fn parse(product: Product, channel_id: &str, body: &[u8]) -> Result<Vec<InboundEvent>, WebhookError> {
+pub fn parse(
+    product: Product,
+    channel_id: &str,
+    body: &[u8],
+) -> Result<Vec<InboundEvent>, WebhookError> {
     let body: Body = serde_json::from_slice(body)
         .map_err(|e| WebhookError::Malformed(format!("malformed body: {e}")))?;
     match body.object.as_deref() {
@@ -331,7 +335,12 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn base(&self, external_id: &str, sender: String, timestamp: Option<i64>) -> InboundMessageReceived {
+    fn base(
+        &self,
+        external_id: &str,
+        sender: String,
+        timestamp: Option<i64>,
+    ) -> InboundMessageReceived {
         let mut m = InboundMessageReceived {
             channel_id: self.channel_id.to_owned(),
             channel_kind: self.product.kind as i32,
@@ -370,10 +379,7 @@ impl Reader<'_> {
             return Ok(m);
         }
         m.text = message.text.unwrap_or_default();
-        m.reply_to_external_id = message
-            .reply_to
-            .and_then(|r| r.mid)
-            .unwrap_or_default();
+        m.reply_to_external_id = message.reply_to.and_then(|r| r.mid).unwrap_or_default();
         for attachment in message.attachments.unwrap_or_default() {
             self.attachment(attachment, &mut m);
         }
@@ -398,7 +404,10 @@ impl Reader<'_> {
             .as_ref()
             .and_then(|p| p.url.clone())
             .unwrap_or_default();
-        if let Some(location) = payload.as_ref().and_then(|p| location(p, a.title.as_deref())) {
+        if let Some(location) = payload
+            .as_ref()
+            .and_then(|p| location(p, a.title.as_deref()))
+        {
             m.location = Some(location);
             return;
         }
@@ -569,12 +578,21 @@ mod tests {
               {"id":"P","time":2,"messaging":[
                 {"sender":{"id":"U1"},"recipient":{"id":"P"},"timestamp":1700000000789,"message":{"mid":"m_3","text":"three"}}]}]}"#,
         );
-        let ids: Vec<_> = events.iter().map(|e| message(e).external_id.as_str()).collect();
+        let ids: Vec<_> = events
+            .iter()
+            .map(|e| message(e).external_id.as_str())
+            .collect();
         assert_eq!(ids, ["m_1", "m_2", "m_3"]);
         let first = message(&events[0]);
-        assert_eq!(first.sender.as_ref().map(|s| s.external_id.as_str()), Some("U1"));
+        assert_eq!(
+            first.sender.as_ref().map(|s| s.external_id.as_str()),
+            Some("U1")
+        );
         let sent_at = first.sent_at.as_ref().expect("sent_at");
-        assert_eq!((sent_at.seconds, sent_at.nanos), (1_700_000_000, 123_000_000));
+        assert_eq!(
+            (sent_at.seconds, sent_at.nanos),
+            (1_700_000_000, 123_000_000)
+        );
     }
 
     #[test]
@@ -584,7 +602,10 @@ mod tests {
         );
         let m = message(&events[0]);
         assert!(m.echo);
-        assert_eq!(m.sender.as_ref().map(|s| s.external_id.as_str()), Some("USER"));
+        assert_eq!(
+            m.sender.as_ref().map(|s| s.external_id.as_str()),
+            Some("USER")
+        );
         assert_eq!(m.text, "sent elsewhere");
     }
 
@@ -614,7 +635,10 @@ mod tests {
             r#"{"object":"page","entry":[{"messaging":[{"sender":{"id":"USER"},"recipient":{"id":"PAGE"},"timestamp":1458668856463,"read":{"watermark":1458668856253}}]}]}"#,
         );
         let s = status(&events[0]);
-        assert_eq!((s.state, s.message_external_id.as_str()), (DeliveryState::Read as i32, ""));
+        assert_eq!(
+            (s.state, s.message_external_id.as_str()),
+            (DeliveryState::Read as i32, "")
+        );
         assert!(s.watermark.is_some());
         let ig = Product {
             object: "instagram",
@@ -642,20 +666,42 @@ mod tests {
               {"sender":{"id":"U"},"recipient":{"id":"P"},"timestamp":8,"reaction":{"mid":"m_3","action":"unreact","reaction":"love","emoji":"❤"}}]}]}"#,
         );
         let unsent = message(&events[0]);
-        assert_eq!((unsent.external_id.as_str(), unsent.change), ("m_1", MessageChange::Unsent as i32));
-        assert_eq!(unsent.webhook_id, "m_1:unsent", "not the original's delivery");
+        assert_eq!(
+            (unsent.external_id.as_str(), unsent.change),
+            ("m_1", MessageChange::Unsent as i32)
+        );
+        assert_eq!(
+            unsent.webhook_id, "m_1:unsent",
+            "not the original's delivery"
+        );
         let edited = message(&events[1]);
         assert_eq!(
-            (edited.external_id.as_str(), edited.text.as_str(), edited.change),
+            (
+                edited.external_id.as_str(),
+                edited.text.as_str(),
+                edited.change
+            ),
             ("m_2", "fixed", MessageChange::Edited as i32)
         );
         assert_eq!(edited.webhook_id, "m_2:edit:1");
         let react = message(&events[2]);
         let reaction = react.reaction.as_ref().expect("a reaction");
-        assert_eq!((reaction.message_external_id.as_str(), reaction.emoji.as_str()), ("m_3", "❤"));
+        assert_eq!(
+            (
+                reaction.message_external_id.as_str(),
+                reaction.emoji.as_str()
+            ),
+            ("m_3", "❤")
+        );
         let unreact = message(&events[3]);
-        assert_eq!(unreact.reaction.as_ref().map(|r| r.emoji.as_str()), Some(""));
-        assert_ne!(react.external_id, unreact.external_id, "two reactions, two ids");
+        assert_eq!(
+            unreact.reaction.as_ref().map(|r| r.emoji.as_str()),
+            Some("")
+        );
+        assert_ne!(
+            react.external_id, unreact.external_id,
+            "two reactions, two ids"
+        );
     }
 
     #[test]
@@ -696,7 +742,10 @@ mod tests {
         );
         let l = message(&events[0]);
         let loc = l.location.as_ref().expect("a location");
-        assert_eq!((loc.latitude, loc.longitude, loc.name.as_str()), (52.52, 13.405, "Pinned Location"));
+        assert_eq!(
+            (loc.latitude, loc.longitude, loc.name.as_str()),
+            (52.52, 13.405, "Pinned Location")
+        );
         let s = message(&events[1]);
         assert_eq!(s.unsupported_type, "story_mention");
         assert_eq!(s.text, "https://cdn.test/story");
@@ -715,7 +764,10 @@ mod tests {
         );
         assert_eq!(events.len(), 1, "only the message: {events:?}");
         let m = message(&events[0]);
-        assert_eq!((m.text.as_str(), m.reply_to_external_id.as_str()), ("hi", ""));
+        assert_eq!(
+            (m.text.as_str(), m.reply_to_external_id.as_str()),
+            ("hi", "")
+        );
         assert!(m.sent_at.is_some());
     }
 

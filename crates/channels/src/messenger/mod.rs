@@ -185,8 +185,7 @@ impl Provider for Messenger {
         check_api_base_url(&requested.config.api_base_url)?;
         let settings = MessengerConfig {
             page_id: required("page_id", &given.page_id)?.to_owned(),
-            page_access_token: required("page_access_token", &given.page_access_token)?
-                .to_owned(),
+            page_access_token: required("page_access_token", &given.page_access_token)?.to_owned(),
             app_secret: required("app_secret", &given.app_secret)?.to_owned(),
             verify_token: verify_token(&given.verify_token)?,
             ..given.clone()
@@ -307,7 +306,10 @@ mod tests {
         type Spoil = fn(&mut MessengerConfig);
         let cases: [(Spoil, &str); 3] = [
             (|c| c.page_id.clear(), "page_id: required"),
-            (|c| c.page_access_token = " ".into(), "page_access_token: required"),
+            (
+                |c| c.page_access_token = " ".into(),
+                "page_access_token: required",
+            ),
             (|c| c.app_secret.clear(), "app_secret: required"),
         ];
         for (spoil, needle) in cases {
@@ -336,7 +338,10 @@ mod tests {
             use_human_agent_tag: true,
             ..complete()
         }));
-        assert_eq!(tagged.reply_window, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(
+            tagged.reply_window,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
         assert_eq!(standard.voice.accepted_types, ["audio/mp4", "audio/mpeg"]);
         assert_eq!(standard.text.map(|t| t.max), Some(2000));
     }

@@ -34,7 +34,11 @@ pub enum MessagingType {
 /// Outside every window the message still goes out as the tag says and
 /// Meta refuses it (code 10, subcode 2018278), which is the reason agents
 /// see.
-pub fn messaging_type(use_human_agent_tag: bool, last_message_at: Option<i64>, now: i64) -> MessagingType {
+pub fn messaging_type(
+    use_human_agent_tag: bool,
+    last_message_at: Option<i64>,
+    now: i64,
+) -> MessagingType {
     let window = i64::try_from(STANDARD_WINDOW.as_secs()).unwrap_or(i64::MAX);
     match last_message_at {
         Some(at) if use_human_agent_tag && now.saturating_sub(at) > window => {
@@ -57,7 +61,11 @@ pub fn attachment_type(kind: AttachmentKind) -> &'static str {
 
 /// The request bodies that send `message`: its text in parts within
 /// `limit` first, then one per file, in order.
-pub fn request_bodies(message: &OutboundRequested, limit: TextLimit, how: MessagingType) -> Vec<Value> {
+pub fn request_bodies(
+    message: &OutboundRequested,
+    limit: TextLimit,
+    how: MessagingType,
+) -> Vec<Value> {
     let envelope = |content: Value| {
         let mut body = json!({
             "recipient": { "id": message.recipient_external_id },
@@ -142,10 +150,22 @@ mod tests {
     #[test]
     fn the_human_agent_tag_is_used_only_after_the_standard_window_when_enabled() {
         let now = 1_700_000_000;
-        assert_eq!(messaging_type(true, Some(now - DAY + 60), now), MessagingType::Response);
-        assert_eq!(messaging_type(true, Some(now - DAY - 60), now), MessagingType::HumanAgent);
-        assert_eq!(messaging_type(true, Some(now - 6 * DAY), now), MessagingType::HumanAgent);
-        assert_eq!(messaging_type(false, Some(now - 3 * DAY), now), MessagingType::Response);
+        assert_eq!(
+            messaging_type(true, Some(now - DAY + 60), now),
+            MessagingType::Response
+        );
+        assert_eq!(
+            messaging_type(true, Some(now - DAY - 60), now),
+            MessagingType::HumanAgent
+        );
+        assert_eq!(
+            messaging_type(true, Some(now - 6 * DAY), now),
+            MessagingType::HumanAgent
+        );
+        assert_eq!(
+            messaging_type(false, Some(now - 3 * DAY), now),
+            MessagingType::Response
+        );
         assert_eq!(messaging_type(true, None, now), MessagingType::Response);
     }
 
