@@ -111,7 +111,8 @@ impl Fixture for MessengerFixture {
             MessengerConfig {
                 page_id: PAGE_ID.into(),
                 page_access_token: format!("EAA{}", random(40)),
-                app_id: "1517776481860111".into(),
+                // Not the app of the echo sample (another tool of the Page).
+                app_id: "2222000000000001".into(),
                 app_secret: random(32),
                 verify_token: random(24),
                 ..Default::default()

@@ -110,6 +110,9 @@ struct Message {
     reply_to: Option<ReplyTo>,
     #[serde(default)]
     is_echo: Option<bool>,
+    /// Echoes: the app that sent the message.
+    #[serde(default)]
+    app_id: Option<serde_json::Value>,
     #[serde(default)]
     is_deleted: Option<bool>,
     #[serde(default)]
@@ -210,6 +213,19 @@ pub fn parse(
     channel_id: &str,
     body: &[u8],
 ) -> Result<Vec<InboundEvent>, WebhookError> {
+    parse_for_app(product, channel_id, "", body)
+}
+
+/// [`parse`], for a channel whose sends are made by the Meta app
+/// `own_app_id` (empty: unknown): echoes of that app's own sends give no
+/// events (dispatch recorded them when it sent them); echoes of the Page's
+/// other tools (the Page inbox, another app) are kept.
+pub fn parse_for_app(
+    product: Product,
+    channel_id: &str,
+    own_app_id: &str,
+    body: &[u8],
+) -> Result<Vec<InboundEvent>, WebhookError> {
     let body: Body = serde_json::from_slice(body)
         .map_err(|e| WebhookError::Malformed(format!("malformed body: {e}")))?;
     match body.object.as_deref() {
@@ -228,6 +244,7 @@ pub fn parse(
     let reader = Reader {
         product,
         channel_id,
+        own_app_id: own_app_id.trim(),
     };
     let mut events = Vec::new();
     for (e, entry) in entries.into_iter().enumerate() {
@@ -242,6 +259,7 @@ pub fn parse(
 struct Reader<'a> {
     product: Product,
     channel_id: &'a str,
+    own_app_id: &'a str,
 }
 
 /// A required id: present and not blank, or malformed naming `field`.
@@ -264,6 +282,9 @@ impl Reader<'_> {
         out: &mut Vec<InboundEvent>,
     ) -> Result<(), WebhookError> {
         if let Some(message) = event.message {
+            if message.is_echo == Some(true) && self.is_own_app(message.app_id.as_ref()) {
+                return Ok(());
+            }
             let sender = party(at, "sender", event.sender)?;
             let recipient = if message.is_echo == Some(true) {
                 party(at, "recipient", event.recipient)?
@@ -333,6 +354,17 @@ impl Reader<'_> {
         // Postbacks, referrals, opt-ins, handover and other events:
         // acknowledged, nothing to show.
         Ok(())
+    }
+
+    /// Whether an echo's `app_id` (a number, or a string) is the channel's
+    /// own app.
+    fn is_own_app(&self, app_id: Option<&serde_json::Value>) -> bool {
+        let given = match app_id {
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::String(s)) => s.trim().to_owned(),
+            _ => return false,
+        };
+        !self.own_app_id.is_empty() && given == self.own_app_id
     }
 
     fn base(
@@ -607,6 +639,24 @@ mod tests {
             Some("USER")
         );
         assert_eq!(m.text, "sent elsewhere");
+    }
+
+    #[test]
+    fn echoes_of_the_channels_own_sends_are_left_out() {
+        let body = br#"{"object":"page","entry":[{"messaging":[
+          {"sender":{"id":"PAGE"},"recipient":{"id":"USER"},"timestamp":1,"message":{"mid":"m_ours","is_echo":true,"app_id":1517776481860111,"text":"sent by TELENET"}},
+          {"sender":{"id":"PAGE"},"recipient":{"id":"USER"},"timestamp":2,"message":{"mid":"m_inbox","is_echo":true,"app_id":263902037430900,"text":"sent from the Page inbox"}}]}]}"#;
+        let events = parse_for_app(PAGE, "ch", "1517776481860111", body).expect("parses");
+        let ids: Vec<_> = events
+            .iter()
+            .map(|e| message(e).external_id.as_str())
+            .collect();
+        assert_eq!(ids, ["m_inbox"]);
+        assert_eq!(
+            parse(PAGE, "ch", body).expect("parses").len(),
+            2,
+            "app unknown: both kept"
+        );
     }
 
     #[test]

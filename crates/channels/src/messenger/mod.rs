@@ -215,12 +215,17 @@ impl Provider for Messenger {
 
     fn parse(
         &self,
-        _: &ChannelCredentials,
+        channel: &ChannelCredentials,
         webhook: &Webhook<'_>,
     ) -> Result<Inbound, WebhookError> {
         Ok(Inbound {
             delivery_id: None,
-            events: messaging::parse(PRODUCT, webhook.channel_id, webhook.body)?,
+            events: messaging::parse_for_app(
+                PRODUCT,
+                webhook.channel_id,
+                &config(channel).app_id,
+                webhook.body,
+            )?,
         })
     }
 
