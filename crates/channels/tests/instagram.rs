@@ -446,3 +446,32 @@ async fn text_is_split_within_a_thousand_bytes() {
     assert!(parts.iter().all(|p| p.len() <= 1000));
     assert_eq!(parts.join(" "), text.trim_end());
 }
+
+#[tokio::test]
+async fn checking_reads_the_account_by_its_login() {
+    let s = settings(&InstagramFixture.channel(""));
+    let emulator = Emulator::start(
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, &s.access_token).with_profile(
+            &format!("/{DEFAULT_GRAPH_VERSION}/{ACCOUNT_ID}"),
+            serde_json::json!({"id": ACCOUNT_ID, "username": "tienda.ana"}),
+        ),
+    )
+    .await;
+    let channel = channel_with(&emulator.base_url(), s.clone());
+    let checks = Instagram.check(&client(), &channel).await;
+    assert!(checks[0].ok, "{checks:?}");
+    assert_eq!(checks[0].detail, "tienda.ana");
+    let mut ig = s;
+    ig.set_login(InstagramLogin::Instagram);
+    let emulator = Emulator::start(
+        MetaMessaging::instagram_login(DEFAULT_GRAPH_VERSION, &ig.access_token).with_profile(
+            &format!("/{DEFAULT_GRAPH_VERSION}/me"),
+            serde_json::json!({"user_id": ACCOUNT_ID, "username": "tienda.ana"}),
+        ),
+    )
+    .await;
+    let channel = channel_with(&emulator.base_url(), ig);
+    let checks = Instagram.check(&client(), &channel).await;
+    assert!(checks[0].ok, "{checks:?}");
+    assert_eq!(emulator.received()[0].query, "fields=user_id,username");
+}

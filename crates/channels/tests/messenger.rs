@@ -741,3 +741,27 @@ async fn passing_trouble_is_retried_and_refusals_are_final_by_status_alone() {
         "unusable: {outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn checking_reads_the_page_with_its_token() {
+    let (_emulator, channel) = page(false, |token| {
+        MetaMessaging::page(DEFAULT_GRAPH_VERSION, PAGE_ID, token).with_profile(
+            &format!("/{DEFAULT_GRAPH_VERSION}/{PAGE_ID}"),
+            serde_json::json!({"id": PAGE_ID, "name": "Tienda Ana"}),
+        )
+    })
+    .await;
+    let checks = Messenger.check(&client(), &channel).await;
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].ok, "{checks:?}");
+    assert_eq!(checks[0].detail, "Tienda Ana");
+    let mut s = settings(&channel);
+    s.page_access_token = "revoked".into();
+    let revoked = channel_with(&channel.config.api_base_url, s);
+    let checks = Messenger.check(&client(), &revoked).await;
+    assert!(!checks[0].ok);
+    assert!(
+        checks[0].detail.starts_with("Graph API error 190"),
+        "{checks:?}"
+    );
+}

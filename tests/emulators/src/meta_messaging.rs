@@ -197,10 +197,13 @@ pub fn check_send(
     })
 }
 
-/// The Send API of one Page (or Instagram account).
+/// The Send API of one Page (or Instagram account), and the profile read
+/// that checks its token (`GET /{version}/{id}` or `/{version}/me`).
 pub struct MetaMessaging {
     token: String,
     path: String,
+    /// The profile path and what a `GET` of it answers.
+    profile: Option<(String, Value)>,
     /// Recipients whose last message is more than 24 hours old.
     outside_window: Mutex<HashSet<String>>,
 }
@@ -221,7 +224,40 @@ impl MetaMessaging {
         Self {
             token: token.to_owned(),
             path,
+            profile: None,
             outside_window: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Answer `GET {path}` (with the token) with `fields`, as Graph answers
+    /// a profile read (`/{version}/{page_id}?fields=id,name`).
+    pub fn with_profile(mut self, path: &str, fields: Value) -> Self {
+        self.profile = Some((path.to_owned(), fields));
+        self
+    }
+
+    /// The answer to a profile read: its fields, or Graph's error.
+    fn profile(&self, request: &Recorded) -> Reply {
+        if request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            != Some(self.token.as_str())
+        {
+            return GraphError::new(
+                StatusCode::UNAUTHORIZED,
+                190,
+                0,
+                "Invalid OAuth access token - Cannot parse access token",
+            )
+            .reply();
+        }
+        match &self.profile {
+            Some((path, fields)) if *path == request.path => Reply::ok(fields.clone()),
+            _ => GraphError::invalid(&format!(
+                "Unsupported get request. Object with ID '{}' does not exist",
+                request.path
+            ))
+            .reply(),
         }
     }
 
@@ -260,6 +296,9 @@ impl MetaMessaging {
 
 impl Api for MetaMessaging {
     fn answer(&self, request: &Recorded, n: usize, _: &str) -> Reply {
+        if request.method == Method::GET {
+            return self.profile(request);
+        }
         match self.check(request) {
             Ok(understood) => Reply::ok(json!({
                 "recipient_id": understood.recipient,
@@ -363,6 +402,23 @@ mod tests {
                 .expect_err("refused");
             assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, 100), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_profile_read_needs_the_token_and_the_right_id() {
+        let api = MetaMessaging::page("v21.0", "P1", "t")
+            .with_profile("/v21.0/P1", json!({"id": "P1", "name": "Shop"}));
+        let get = |path: &str, token: &str| {
+            let mut r = request(path, Some(token), json!({}));
+            r.method = Method::GET;
+            api.answer(&r, 1, "")
+        };
+        let ok = get("/v21.0/P1", "t");
+        assert_eq!(ok.status, StatusCode::OK);
+        let body: Value = serde_json::from_slice(&ok.body).expect("json");
+        assert_eq!(body["name"], "Shop");
+        assert_eq!(get("/v21.0/P1", "bad").status, StatusCode::UNAUTHORIZED);
+        assert_eq!(get("/v21.0/P2", "t").status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::messenger::messaging::{self, Product};
 use crate::messenger::{capabilities, handshake, rule, send, verify_token};
 use crate::meta::{DEFAULT_GRAPH_VERSION, GRAPH_HOST};
 use crate::{
-    Capabilities, ChannelCredentials, CredentialsError, HandshakeAnswer, Inbound, Overflow,
+    Capabilities, ChannelCredentials, Check, CredentialsError, HandshakeAnswer, Inbound, Overflow,
     Provider, SendOutcome, TextLimit, TextUnit, Webhook, WebhookError, WebhookSetup,
 };
 
@@ -211,6 +211,23 @@ impl Provider for Instagram {
 
     fn delivery_state(&self, status: &str) -> Option<DeliveryState> {
         messaging::delivery_state(status)
+    }
+
+    async fn check(&self, http: &reqwest::Client, channel: &ChannelCredentials) -> Vec<Check> {
+        let settings = config(channel);
+        let url = if instagram_login(&settings) {
+            format!(
+                "{}/{DEFAULT_GRAPH_VERSION}/me?fields=user_id,username",
+                api_base(channel, INSTAGRAM_HOST)
+            )
+        } else {
+            format!(
+                "{}/{DEFAULT_GRAPH_VERSION}/{}?fields=id,username",
+                api_base(channel, GRAPH_HOST),
+                settings.instagram_account_id.trim()
+            )
+        };
+        vec![send::check_profile(http, &url, settings.access_token.trim(), "username").await]
     }
 
     async fn send(

@@ -28,7 +28,7 @@ use telenet_proto::ingress::v1::channel_config::Provider as Case;
 use crate::config::{api_base, check_api_base_url, random_token, required};
 use crate::meta::{DEFAULT_GRAPH_VERSION, GRAPH_HOST};
 use crate::{
-    Capabilities, ChannelCredentials, CredentialsError, HandshakeAnswer, Inbound, MediaRule,
+    Capabilities, ChannelCredentials, Check, CredentialsError, HandshakeAnswer, Inbound, MediaRule,
     Overflow, Provider, RateLimit, RateScope, SendOutcome, TextLimit, TextUnit, VoiceNotes,
     Webhook, WebhookError, WebhookSetup,
 };
@@ -231,6 +231,16 @@ impl Provider for Messenger {
 
     fn delivery_state(&self, status: &str) -> Option<DeliveryState> {
         messaging::delivery_state(status)
+    }
+
+    async fn check(&self, http: &reqwest::Client, channel: &ChannelCredentials) -> Vec<Check> {
+        let settings = config(channel);
+        let url = format!(
+            "{}/{DEFAULT_GRAPH_VERSION}/{}?fields=id,name",
+            api_base(channel, GRAPH_HOST),
+            settings.page_id.trim()
+        );
+        vec![send::check_profile(http, &url, settings.page_access_token.trim(), "name").await]
     }
 
     async fn send(

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use telenet_proto::common::v1::AttachmentKind;
 use telenet_proto::events::v1::OutboundRequested;
 
-use crate::meta::graph_post;
-use crate::{SendOutcome, TextLimit};
+use crate::http::{exchange, sanitize};
+use crate::meta::{graph_error, graph_post};
+use crate::{Check, SendOutcome, TextLimit};
 
 /// The standard window: replies within 24 hours of the contact's last
 /// message.
@@ -137,6 +138,35 @@ pub async fn send_all(
         }
     }
     SendOutcome::Sent { external_id }
+}
+
+/// Read `url` (a profile: `?fields=…`) with `token`, as the check of a
+/// channel's credentials: passed when Graph answers, with `field` of the
+/// answer (the Page's name, the account's username) as the detail;
+/// failed with Graph's error code and text otherwise.
+pub async fn check_profile(http: &reqwest::Client, url: &str, token: &str, field: &str) -> Check {
+    let check = |ok: bool, detail: String| Check {
+        name: "credentials".into(),
+        ok,
+        detail: sanitize(&detail),
+    };
+    if token.is_empty() {
+        return check(false, "the access token is not set".into());
+    }
+    let answer = match exchange(http.get(url).bearer_auth(token)).await {
+        Ok(answer) => answer,
+        Err(SendOutcome::Retry(why) | SendOutcome::Reject(why)) => return check(false, why),
+        Err(other) => return check(false, format!("{other:?}")),
+    };
+    if answer.status.is_success() {
+        let value: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let name = value.get(field).and_then(Value::as_str).unwrap_or_default();
+        return check(true, name.to_owned());
+    }
+    match graph_error(&answer.body) {
+        Some(e) => check(false, format!("Graph API error {}: {}", e.code, e.message)),
+        None => check(false, crate::http::http_error(answer.status)),
+    }
 }
 
 #[cfg(test)]
