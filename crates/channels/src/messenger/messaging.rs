@@ -563,7 +563,8 @@ fn file_name(url: &str) -> String {
         })
         .filter(|n| !n.is_empty())
         .map(|n| {
-            url::form_urlencoded::parse(format!("n={n}").as_bytes())
+            // Percent-decoded; a `+` in a path is a plus, not a space.
+            url::form_urlencoded::parse(format!("n={}", n.replace('+', "%2B")).as_bytes())
                 .next()
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or(n)
@@ -763,7 +764,7 @@ mod tests {
               {"type":"audio","payload":{"url":"https://cdn.test/audioclip-1500000000000-2.mp4?x=1"}},
               {"type":"audio","payload":{"url":"https://cdn.test/song.mp3"}},
               {"type":"video","payload":{"url":"https://cdn.test/v.mp4"}},
-              {"type":"file","payload":{"url":"https://cdn.test/f/report%202024.pdf?sig=1"}}]}}]}]}"#,
+              {"type":"file","payload":{"url":"https://cdn.test/f/report%202024+v2.pdf?sig=1"}}]}}]}]}"#,
         );
         let m = message(&events[0]);
         let kinds: Vec<_> = m.attachments.iter().map(|a| a.kind).collect();
@@ -778,7 +779,7 @@ mod tests {
                 AttachmentKind::File as i32
             ]
         );
-        assert_eq!(m.attachments[5].file_name, "report 2024.pdf");
+        assert_eq!(m.attachments[5].file_name, "report 2024+v2.pdf");
         assert!(m.unsupported_type.is_empty());
     }
 
