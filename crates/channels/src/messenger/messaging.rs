@@ -1,5 +1,6 @@
 //! What Messenger and Instagram share: the `entry[].messaging[]` webhook
-//! body, read into canonical events, and the Send API request.
+//! body, read into canonical events (the Send API they share is in
+//! [`super::send`]).
 //!
 //! A webhook body is `{"object": "page" | "instagram", "entry": [{"id",
 //! "time", "messaging": [event, …]}, …]}`; Meta batches: every entry and
@@ -13,9 +14,19 @@
 //! - `message_edit{mid, text}`: an edit;
 //! - `reaction{mid, action: react|unreact, emoji?}`: a reaction;
 //! - `delivery{mids?, watermark}` and `read{watermark?, mid?}`: statuses;
-//! - anything else (`postback`, `referral`, `optin`, handover events): acknowledged,
-//!   no events. `standby[]` (events for another app of the handover
-//!   protocol) is not read either.
+//! - anything else (`postback`, `referral`, `optin`, handover events):
+//!   acknowledged, no events.
+//!
+//! `entry[].standby[]` carries the same events while another app of the
+//! handover protocol controls the conversation: they are read too (after
+//! `messaging[]`), so the inbox keeps the whole conversation.
+//!
+//! Reactions and statuses have no id of their own: a reaction is named
+//! `reaction:{mid}:{contact}:{timestamp}`, a status `delivery:{mid}` /
+//! `read:{mid}`, or `{delivery|read}:{contact}:{watermark}` for a
+//! watermark; edits and unsends keep the original `mid` as their message
+//! id and get delivery ids of their own (`{mid}:edit:{n}`,
+//! `{mid}:unsent`).
 //!
 //! Unknown fields are ignored and `null` reads as absent. A body that is
 //! not JSON, is another product's (`object`), or lacks an id an event needs
@@ -70,6 +81,8 @@ struct Body {
 struct Entry {
     #[serde(default)]
     messaging: Option<Vec<Event>>,
+    #[serde(default)]
+    standby: Option<Vec<Event>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,9 +261,12 @@ pub fn parse_for_app(
     };
     let mut events = Vec::new();
     for (e, entry) in entries.into_iter().enumerate() {
-        for (i, event) in entry.messaging.unwrap_or_default().into_iter().enumerate() {
-            let at = format!("entry[{e}].messaging[{i}]");
-            reader.event(&at, event, &mut events)?;
+        let lists = [("messaging", entry.messaging), ("standby", entry.standby)];
+        for (list, items) in lists {
+            for (i, event) in items.unwrap_or_default().into_iter().enumerate() {
+                let at = format!("entry[{e}].{list}[{i}]");
+                reader.event(&at, event, &mut events)?;
+            }
         }
     }
     Ok(events)
@@ -820,6 +836,30 @@ mod tests {
             ("hi", "")
         );
         assert!(m.sent_at.is_some());
+    }
+
+    #[test]
+    fn messages_on_standby_are_read_after_the_others() {
+        let events = parse_page(
+            r#"{"object":"page","entry":[{"id":"P","time":1,
+              "standby":[{"sender":{"id":"U"},"recipient":{"id":"P"},"timestamp":2,"message":{"mid":"m_standby","text":"while the bot had the thread"}}],
+              "messaging":[{"sender":{"id":"U"},"recipient":{"id":"P"},"timestamp":1,"message":{"mid":"m_own","text":"ours"}}]}]}"#,
+        );
+        let ids: Vec<_> = events
+            .iter()
+            .map(|e| message(e).external_id.as_str())
+            .collect();
+        assert_eq!(ids, ["m_own", "m_standby"]);
+        let err = parse(
+            PAGE,
+            "ch",
+            br#"{"object":"page","entry":[{"standby":[{"sender":{"id":"U"},"message":{}}]}]}"#,
+        )
+        .expect_err("no mid");
+        assert!(
+            err.to_string().contains("entry[0].standby[0].message.mid"),
+            "{err}"
+        );
     }
 
     #[test]
