@@ -194,6 +194,45 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             },
             ..Default::default()
         }),
+        ChannelProvider::Messenger => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Messenger,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::Messenger(
+                        telenet_proto::ingress::v1::MessengerConfig {
+                            page_id: "106000000000001".into(),
+                            page_access_token: "EAAfuzz".into(),
+                            app_secret: FUZZ_META_APP_SECRET.into(),
+                            verify_token: "fuzz-verify-token".into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ChannelProvider::Instagram => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Instagram,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::Instagram(
+                        telenet_proto::ingress::v1::InstagramConfig {
+                            instagram_account_id: "17841400000000001".into(),
+                            page_id: "106000000000001".into(),
+                            access_token: "EAAfuzz".into(),
+                            app_secret: FUZZ_META_APP_SECRET.into(),
+                            verify_token: "fuzz-verify-token".into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         _ => None,
     }
 }
@@ -223,6 +262,9 @@ fn seed_with(name: &'static str, value: &str, body: &[u8]) -> Option<Vec<u8>> {
         .encode(),
     )
 }
+
+/// The app secret of the fuzzed Messenger and Instagram channels.
+pub const FUZZ_META_APP_SECRET: &str = "fuzz-meta-app-secret";
 
 /// The signing secret of the fuzzed custom channel.
 pub const FUZZ_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -280,6 +322,24 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
             &crate::viber::signature(FUZZ_VIBER_TOKEN, body),
             body,
         ),
+        ChannelProvider::Messenger | ChannelProvider::Instagram => {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert(
+                "x-hub-signature-256",
+                HeaderValue::from_str(&crate::meta::signature_header(FUZZ_META_APP_SECRET, body))
+                    .ok()?,
+            );
+            Some(
+                FuzzWebhook {
+                    method: Method::POST,
+                    query: String::new(),
+                    headers,
+                    body: body.to_vec(),
+                }
+                .encode(),
+            )
+        }
         _ => None,
     }
 }

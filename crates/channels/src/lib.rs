@@ -31,6 +31,8 @@ pub mod directory;
 pub mod fuzzing;
 pub mod http;
 pub mod line;
+pub mod instagram;
+pub mod messenger;
 pub mod meta;
 pub mod net;
 mod provider;

@@ -33,6 +33,8 @@ impl Registry {
             .with(Arc::new(crate::telegram::Telegram))
             .with(Arc::new(crate::line::Line))
             .with(Arc::new(crate::viber::Viber))
+            .with(Arc::new(crate::messenger::Messenger))
+            .with(Arc::new(crate::instagram::Instagram))
     }
 
     /// No providers (tests add their own).

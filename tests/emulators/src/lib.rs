@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+pub mod meta_messaging;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
