@@ -34,6 +34,7 @@ pub mod meta;
 pub mod net;
 mod provider;
 mod registry;
+pub mod whatsapp;
 
 pub use directory::ChannelCredentials;
 pub use provider::{

@@ -28,7 +28,10 @@ impl Default for Registry {
 impl Registry {
     /// Every provider this build has.
     pub fn builtin() -> Self {
-        Self::empty().with(Arc::new(crate::custom::Custom))
+        Self::empty()
+            .with(Arc::new(crate::custom::Custom))
+            .with(Arc::new(crate::whatsapp::WhatsAppCloud))
+            .with(Arc::new(crate::whatsapp::dialog360::WhatsApp360Dialog))
     }
 
     /// No providers (tests add their own).
