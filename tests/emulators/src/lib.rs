@@ -22,6 +22,8 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 
+pub mod whatsapp;
+
 /// One request an emulator received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
