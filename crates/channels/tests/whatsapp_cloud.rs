@@ -201,7 +201,7 @@ impl Fixture for CloudFixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whatsapp_cloud_channel_conforms() {
     let report = conformance::run_all(Arc::new(CloudFixture)).await;
-    if let Err(report) = common::only_429_is_read_otherwise(report) {
+    if let Err(report) = common::only_known_disagreements(report, &[common::THROTTLED_429]) {
         panic!("{report}");
     }
 }
@@ -364,6 +364,19 @@ async fn graph_errors_are_sorted_into_reject_retry_and_throttled() {
 
     emulator.answer_next(telenet_emulators::Reply::bytes(StatusCode::MOVED_PERMANENTLY, "text/plain", Vec::new()));
     assert!(matches!(send().await, SendOutcome::Reject(_)));
+
+    emulator.answer_next(telenet_emulators::Reply::bytes(
+        StatusCode::BAD_REQUEST,
+        "text/plain",
+        b"invalid recipient".to_vec(),
+    ));
+    let SendOutcome::Reject(reason) = send().await else {
+        panic!("a 400 is final");
+    };
+    assert!(reason.contains("400") && !reason.contains("invalid"), "{reason}");
+
+    emulator.answer_next(telenet_emulators::Reply::bytes(StatusCode::REQUEST_TIMEOUT, "text/plain", Vec::new()));
+    assert!(matches!(send().await, SendOutcome::Retry(_)));
 
     // The emulator's own refusal of a token it does not know.
     let stranger = cloud_channel(&emulator.base_url(), "EAAG-stolen", "app-secret");
