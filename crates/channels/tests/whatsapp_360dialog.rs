@@ -41,7 +41,6 @@ fn dialog_channel(api_base: &str, api_key: &str, secret: &str) -> ChannelCredent
                 webhook_header_secret: secret.into(),
                 ..Default::default()
             })),
-            ..Default::default()
         },
         ..Default::default()
     }
@@ -121,7 +120,10 @@ impl Fixture for DialogFixture {
         request: &Received,
     ) -> Result<Understood, String> {
         if request.method != Method::POST || request.path != "/messages" {
-            return Err(format!("{} {} is not /messages", request.method, request.path));
+            return Err(format!(
+                "{} {} is not /messages",
+                request.method, request.path
+            ));
         }
         if request.header("d360-api-key") != Some(settings(channel).api_key.as_str()) {
             return Err("not the channel's D360-API-KEY".into());
@@ -167,7 +169,9 @@ impl Fixture for DialogFixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_360dialog_channel_conforms() {
     let report = conformance::run_all(Arc::new(DialogFixture)).await;
-    if let Err(report) = common::only_known_disagreements(report, &[common::UNSIGNED_BODY, common::THROTTLED_429]) {
+    if let Err(report) =
+        common::only_known_disagreements(report, &[common::UNSIGNED_BODY, common::THROTTLED_429])
+    {
         panic!("{report}");
     }
 }
@@ -181,9 +185,11 @@ fn client() -> reqwest::Client {
 }
 
 async fn dialog() -> (Emulator, ChannelCredentials) {
-    let emulator = Emulator::start(
-        Dialog360::new("d360-key").with_media("5566", "image/jpeg", b"\xff\xd8jpeg"),
-    )
+    let emulator = Emulator::start(Dialog360::new("d360-key").with_media(
+        "5566",
+        "image/jpeg",
+        b"\xff\xd8jpeg",
+    ))
     .await;
     let channel = dialog_channel(&emulator.base_url(), "d360-key", "hook-secret");
     (emulator, channel)
@@ -207,14 +213,24 @@ async fn the_webhook_is_registered_with_the_secret_header() {
     );
     // 360dialog refuses a URL with a port: the refusal is named.
     let refused = WhatsApp360Dialog
-        .register_webhook(&client(), &channel, "https://inbox.example:8443/webhooks/ch-1")
+        .register_webhook(
+            &client(),
+            &channel,
+            "https://inbox.example:8443/webhooks/ch-1",
+        )
         .await;
-    assert!(matches!(refused, Err(CredentialsError::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(CredentialsError::Invalid(_))),
+        "{refused:?}"
+    );
     let stranger = dialog_channel(&emulator.base_url(), "wrong", "hook-secret");
     let refused = WhatsApp360Dialog
         .register_webhook(&client(), &stranger, "https://inbox.example/webhooks/ch-1")
         .await;
-    assert!(matches!(refused, Err(CredentialsError::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(CredentialsError::Invalid(_))),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +278,9 @@ async fn messages_go_to_360dialog_with_the_key_and_errors_keep_their_meaning() {
     ));
     assert_eq!(emulator.received().len(), before);
     // Nobody listening is passing trouble.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     assert!(matches!(
@@ -288,7 +306,9 @@ async fn media_is_fetched_through_360dialog_with_the_key() {
         body,
         now: 0,
     };
-    WhatsApp360Dialog.verify(&channel, &webhook).expect("the secret header");
+    WhatsApp360Dialog
+        .verify(&channel, &webhook)
+        .expect("the secret header");
     let inbound = WhatsApp360Dialog.parse(&channel, &webhook).expect("parses");
     let [InboundEvent::Message(message)] = inbound.events.as_slice() else {
         panic!("{inbound:?}");

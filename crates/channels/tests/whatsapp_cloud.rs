@@ -45,7 +45,6 @@ fn cloud_channel(api_base: &str, access_token: &str, app_secret: &str) -> Channe
                 verify_token: "verify-me".into(),
                 ..Default::default()
             })),
-            ..Default::default()
         },
         ..Default::default()
     }
@@ -208,11 +207,11 @@ async fn the_whatsapp_cloud_channel_conforms() {
 
 #[test]
 fn metas_own_signatures_of_the_samples_verify() {
-    let index: serde_json::Value = serde_json::from_slice(include_bytes!(
-        "fixtures/whatsapp_cloud/split_index.json"
-    ))
-    .expect("the index");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whatsapp_cloud");
+    let index: serde_json::Value =
+        serde_json::from_slice(include_bytes!("fixtures/whatsapp_cloud/split_index.json"))
+            .expect("the index");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whatsapp_cloud");
     let cases = index["cases"].as_array().expect("cases");
     assert_eq!(cases.len(), 14);
     for case in cases {
@@ -263,9 +262,11 @@ fn outbound(text: &str, attachments: Vec<Attachment>) -> OutboundRequested {
 }
 
 async fn graph() -> (Emulator, ChannelCredentials) {
-    let emulator = Emulator::start(
-        Graph::new("EAAG-token", PHONE_NUMBER_ID).with_media("9988", "audio/ogg; codecs=opus", b"OggS-voice"),
-    )
+    let emulator = Emulator::start(Graph::new("EAAG-token", PHONE_NUMBER_ID).with_media(
+        "9988",
+        "audio/ogg; codecs=opus",
+        b"OggS-voice",
+    ))
     .await;
     let channel = cloud_channel(&emulator.base_url(), "EAAG-token", "app-secret");
     (emulator, channel)
@@ -275,7 +276,9 @@ async fn graph() -> (Emulator, ChannelCredentials) {
 async fn a_long_text_goes_as_parts_and_the_last_parts_id_is_returned() {
     let (emulator, channel) = graph().await;
     let text = "una palabra ".repeat(800);
-    let outcome = WhatsAppCloud.send(&client(), &channel, &outbound(&text, Vec::new())).await;
+    let outcome = WhatsAppCloud
+        .send(&client(), &channel, &outbound(&text, Vec::new()))
+        .await;
     assert_eq!(
         outcome,
         SendOutcome::Sent {
@@ -286,11 +289,19 @@ async fn a_long_text_goes_as_parts_and_the_last_parts_id_is_returned() {
     assert_eq!(sent.len(), 3);
     let parts: Vec<String> = sent
         .iter()
-        .map(|r| r.json().expect("json")["text"]["body"].as_str().expect("text").to_owned())
+        .map(|r| {
+            r.json().expect("json")["text"]["body"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        })
         .collect();
     assert!(parts.iter().all(|p| p.chars().count() <= 4096));
     assert_eq!(parts.join(" "), text.trim());
-    assert!(sent.iter().all(|r| r.path == "/v21.0/1122334455667/messages"));
+    assert!(
+        sent.iter()
+            .all(|r| r.path == "/v21.0/1122334455667/messages")
+    );
 }
 
 #[tokio::test]
@@ -349,7 +360,11 @@ async fn graph_errors_are_sorted_into_reject_retry_and_throttled() {
         SendOutcome::Throttled { retry_after, .. } if retry_after == Duration::from_secs(6)
     ));
 
-    emulator.answer_next(emulated::graph_error(StatusCode::INTERNAL_SERVER_ERROR, 2, "Service temporarily unavailable"));
+    emulator.answer_next(emulated::graph_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        2,
+        "Service temporarily unavailable",
+    ));
     assert!(matches!(send().await, SendOutcome::Retry(_)));
 
     emulator.answer_next(telenet_emulators::Reply::bytes(
@@ -362,7 +377,11 @@ async fn graph_errors_are_sorted_into_reject_retry_and_throttled() {
     };
     assert!(!reason.contains("hunter2"), "{reason}");
 
-    emulator.answer_next(telenet_emulators::Reply::bytes(StatusCode::MOVED_PERMANENTLY, "text/plain", Vec::new()));
+    emulator.answer_next(telenet_emulators::Reply::bytes(
+        StatusCode::MOVED_PERMANENTLY,
+        "text/plain",
+        Vec::new(),
+    ));
     assert!(matches!(send().await, SendOutcome::Reject(_)));
 
     emulator.answer_next(telenet_emulators::Reply::bytes(
@@ -373,9 +392,16 @@ async fn graph_errors_are_sorted_into_reject_retry_and_throttled() {
     let SendOutcome::Reject(reason) = send().await else {
         panic!("a 400 is final");
     };
-    assert!(reason.contains("400") && !reason.contains("invalid"), "{reason}");
+    assert!(
+        reason.contains("400") && !reason.contains("invalid"),
+        "{reason}"
+    );
 
-    emulator.answer_next(telenet_emulators::Reply::bytes(StatusCode::REQUEST_TIMEOUT, "text/plain", Vec::new()));
+    emulator.answer_next(telenet_emulators::Reply::bytes(
+        StatusCode::REQUEST_TIMEOUT,
+        "text/plain",
+        Vec::new(),
+    ));
     assert!(matches!(send().await, SendOutcome::Retry(_)));
 
     // The emulator's own refusal of a token it does not know.
@@ -449,15 +475,24 @@ async fn media_is_looked_up_then_downloaded_with_the_token() {
     assert!(foreign.is_err());
     // An unknown media id is the API's refusal, named.
     let missing = WhatsAppCloud
-        .media_fetch(&client(), &channel, &format!("{}/v21.0/404", emulator.base_url()))
+        .media_fetch(
+            &client(),
+            &channel,
+            &format!("{}/v21.0/404", emulator.base_url()),
+        )
         .await
         .expect_err("unknown media");
-    assert!(missing.to_string().contains("media lookup refused"), "{missing}");
+    assert!(
+        missing.to_string().contains("media lookup refused"),
+        "{missing}"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_graph_api_is_retried() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let channel = cloud_channel(&base, "EAAG-token", "app-secret");

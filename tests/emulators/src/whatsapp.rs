@@ -90,7 +90,10 @@ const MEDIA: [(&str, bool); 5] = [
 /// `filename` only on documents, `voice` only on audio), `context`.
 pub fn check_message(body: &Value) -> Result<(), String> {
     if body["messaging_product"] != "whatsapp" {
-        return Err(format!("messaging_product is {}", body["messaging_product"]));
+        return Err(format!(
+            "messaging_product is {}",
+            body["messaging_product"]
+        ));
     }
     if !body["recipient_type"].is_null() && body["recipient_type"] != "individual" {
         return Err(format!("recipient_type is {}", body["recipient_type"]));
@@ -104,7 +107,10 @@ pub fn check_message(body: &Value) -> Result<(), String> {
         .as_object()
         .ok_or_else(|| format!("the {kind} object is missing"))?;
     if kind == "text" {
-        let text = object.get("body").and_then(Value::as_str).unwrap_or_default();
+        let text = object
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if text.is_empty() {
             return Err("text.body is missing".into());
         }
@@ -129,12 +135,20 @@ pub fn check_message(body: &Value) -> Result<(), String> {
         if object.contains_key("filename") && kind != "document" {
             return Err(format!("{kind} takes no filename"));
         }
-        if let Some(voice) = object.get("voice") {
-            if kind != "audio" || !voice.is_boolean() {
-                return Err(format!("{kind}.voice is not allowed here"));
-            }
+        if let Some(voice) = object.get("voice")
+            && (kind != "audio" || !voice.is_boolean())
+        {
+            return Err(format!("{kind}.voice is not allowed here"));
         }
-    } else if !["location", "reaction", "contacts", "interactive", "template"].contains(&kind) {
+    } else if ![
+        "location",
+        "reaction",
+        "contacts",
+        "interactive",
+        "template",
+    ]
+    .contains(&kind)
+    {
         return Err(format!("type {kind:?} is not a message type"));
     }
     if !body["context"].is_null() && body["context"]["message_id"].as_str().is_none() {
@@ -165,7 +179,11 @@ pub struct MediaFile {
 }
 
 fn bad_request(why: &str) -> Reply {
-    graph_error(StatusCode::BAD_REQUEST, 100, &format!("(#100) Invalid parameter: {why}"))
+    graph_error(
+        StatusCode::BAD_REQUEST,
+        100,
+        &format!("(#100) Invalid parameter: {why}"),
+    )
 }
 
 fn send_answer(request: &Recorded, n: usize) -> Reply {
@@ -336,7 +354,10 @@ impl Api for Dialog360 {
         match (&request.method, segments.as_slice()) {
             (&Method::POST, ["messages"]) => send_answer(request, n),
             (&Method::POST, ["v1", "configs", "webhook"]) => {
-                match request.json().and_then(|b| check_webhook_config(&b).map(|()| b)) {
+                match request
+                    .json()
+                    .and_then(|b| check_webhook_config(&b).map(|()| b))
+                {
                     Ok(body) => Reply::ok(json!({ "url": body["url"] })),
                     Err(why) => Reply::json(
                         StatusCode::BAD_REQUEST,
@@ -373,14 +394,38 @@ mod tests {
         let ok = json!({"messaging_product":"whatsapp","recipient_type":"individual","to":"346","type":"audio","audio":{"link":"https://f/n.ogg","voice":true},"context":{"message_id":"wamid.1"}});
         assert_eq!(check_message(&ok), Ok(()));
         for (bad, needle) in [
-            (json!({"to":"346","type":"text","text":{"body":"x"}}), "messaging_product"),
-            (json!({"messaging_product":"whatsapp","type":"text","text":{"body":"x"}}), "to"),
-            (json!({"messaging_product":"whatsapp","to":"346","type":"text"}), "text object"),
-            (json!({"messaging_product":"whatsapp","to":"346","type":"text","text":{"body":"x".repeat(4097)}}), "4096"),
-            (json!({"messaging_product":"whatsapp","to":"346","type":"audio","audio":{"link":"https://f","caption":"c"}}), "caption"),
-            (json!({"messaging_product":"whatsapp","to":"346","type":"image","image":{"link":"https://f","id":"1"}}), "exactly one"),
-            (json!({"messaging_product":"whatsapp","to":"346","type":"image","image":{"link":"https://f","voice":true}}), "voice"),
-            (json!({"messaging_product":"whatsapp","to":"346","type":"gif","gif":{}}), "not a message type"),
+            (
+                json!({"to":"346","type":"text","text":{"body":"x"}}),
+                "messaging_product",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","type":"text","text":{"body":"x"}}),
+                "to",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","to":"346","type":"text"}),
+                "text object",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","to":"346","type":"text","text":{"body":"x".repeat(4097)}}),
+                "4096",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","to":"346","type":"audio","audio":{"link":"https://f","caption":"c"}}),
+                "caption",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","to":"346","type":"image","image":{"link":"https://f","id":"1"}}),
+                "exactly one",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","to":"346","type":"image","image":{"link":"https://f","voice":true}}),
+                "voice",
+            ),
+            (
+                json!({"messaging_product":"whatsapp","to":"346","type":"gif","gif":{}}),
+                "not a message type",
+            ),
         ] {
             let err = check_message(&bad).expect_err(needle);
             assert!(err.contains(needle), "{err} should mention {needle}");
@@ -408,25 +453,45 @@ mod tests {
     #[tokio::test]
     async fn graph_accepts_a_message_with_the_token_and_refuses_without() {
         let emulator = Emulator::start(Graph::new("tok", "123")).await;
-        let body = r#"{"messaging_product":"whatsapp","to":"346","type":"text","text":{"body":"hi"}}"#;
-        let ok = raw(&emulator, &post("/v21.0/123/messages", "authorization: Bearer tok", body)).await;
+        let body =
+            r#"{"messaging_product":"whatsapp","to":"346","type":"text","text":{"body":"hi"}}"#;
+        let ok = raw(
+            &emulator,
+            &post("/v21.0/123/messages", "authorization: Bearer tok", body),
+        )
+        .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains(&wamid(1)), "{ok}");
-        let bad = raw(&emulator, &post("/v21.0/123/messages", "authorization: Bearer nope", body)).await;
-        assert!(bad.starts_with("HTTP/1.1 401") && bad.contains("190"), "{bad}");
-        let other = raw(&emulator, &post("/v21.0/999/messages", "authorization: Bearer tok", body)).await;
+        let bad = raw(
+            &emulator,
+            &post("/v21.0/123/messages", "authorization: Bearer nope", body),
+        )
+        .await;
+        assert!(
+            bad.starts_with("HTTP/1.1 401") && bad.contains("190"),
+            "{bad}"
+        );
+        let other = raw(
+            &emulator,
+            &post("/v21.0/999/messages", "authorization: Bearer tok", body),
+        )
+        .await;
         assert!(other.starts_with("HTTP/1.1 400"), "{other}");
     }
 
     #[tokio::test]
     async fn graph_hands_out_media_urls_it_serves_with_the_token() {
-        let emulator = Emulator::start(Graph::new("tok", "123").with_media("m1", "audio/ogg", b"OggS")).await;
+        let emulator =
+            Emulator::start(Graph::new("tok", "123").with_media("m1", "audio/ogg", b"OggS")).await;
         let info = raw(
             &emulator,
             "GET /v21.0/m1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer tok\r\n\r\n",
         )
         .await;
-        let url = format!("{}/whatsapp_business/attachments/?mid=m1", emulator.base_url());
+        let url = format!(
+            "{}/whatsapp_business/attachments/?mid=m1",
+            emulator.base_url()
+        );
         assert!(info.contains(&url), "{info}");
         let file = raw(
             &emulator,
@@ -446,12 +511,21 @@ mod tests {
     async fn dialog360_checks_its_key_and_webhook_registrations() {
         let emulator = Emulator::start(Dialog360::new("key")).await;
         let hook = r#"{"url":"https://inbox.example/webhooks/ch","headers":{"x-telenet-webhook-secret":"s"}}"#;
-        let ok = raw(&emulator, &post("/v1/configs/webhook", "d360-api-key: key", hook)).await;
+        let ok = raw(
+            &emulator,
+            &post("/v1/configs/webhook", "d360-api-key: key", hook),
+        )
+        .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         let port = r#"{"url":"https://inbox.example:8443/webhooks/ch"}"#;
-        let bad = raw(&emulator, &post("/v1/configs/webhook", "d360-api-key: key", port)).await;
+        let bad = raw(
+            &emulator,
+            &post("/v1/configs/webhook", "d360-api-key: key", port),
+        )
+        .await;
         assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
-        let body = r#"{"messaging_product":"whatsapp","to":"346","type":"text","text":{"body":"hi"}}"#;
+        let body =
+            r#"{"messaging_product":"whatsapp","to":"346","type":"text","text":{"body":"hi"}}"#;
         let sent = raw(&emulator, &post("/messages", "d360-api-key: key", body)).await;
         assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
         let refused = raw(&emulator, &post("/messages", "d360-api-key: other", body)).await;

@@ -29,8 +29,8 @@ use super::{inbound, media_url_of, same_origin, send_all, unreachable_lookup};
 use crate::config::{api_base, check_api_base_url, random_token, required};
 use crate::http::{exchange, sanitize};
 use crate::{
-    Capabilities, ChannelCredentials, CredentialsError, Inbound, MediaFetch, Provider,
-    SendOutcome, Webhook, WebhookError, WebhookSetup,
+    Capabilities, ChannelCredentials, CredentialsError, Inbound, MediaFetch, Provider, SendOutcome,
+    Webhook, WebhookError, WebhookSetup,
 };
 
 /// 360dialog's API host.
@@ -129,9 +129,7 @@ impl Provider for WhatsApp360Dialog {
         let detail = crate::meta::graph_error(&answer.body)
             .map(|e| sanitize(&format!("error {}: {}", e.code, e.message)))
             .unwrap_or_else(|| crate::http::http_error(answer.status));
-        if answer.status.is_server_error()
-            || answer.status == http::StatusCode::TOO_MANY_REQUESTS
-        {
+        if answer.status.is_server_error() || answer.status == http::StatusCode::TOO_MANY_REQUESTS {
             Err(CredentialsError::Unavailable(format!(
                 "360dialog did not register the webhook: {detail}"
             )))
@@ -161,8 +159,9 @@ impl Provider for WhatsApp360Dialog {
                 "api_key: not a valid header value".into(),
             ));
         }
-        check_api_base_url(&given.base_url)
-            .map_err(|e| CredentialsError::Invalid(e.to_string().replacen("api_base_url", "base_url", 1)))?;
+        check_api_base_url(&given.base_url).map_err(|e| {
+            CredentialsError::Invalid(e.to_string().replacen("api_base_url", "base_url", 1))
+        })?;
         check_api_base_url(&requested.config.api_base_url)?;
         let secret = match given.webhook_header_secret.trim() {
             "" => random_token(40)?,
@@ -331,7 +330,10 @@ mod tests {
         assert_eq!(connected.provider, ChannelProvider::Whatsapp360dialog);
         assert_eq!(
             WhatsApp360Dialog.webhook_setup(&connected).header,
-            Some((SECRET_HEADER.to_owned(), config.webhook_header_secret.clone()))
+            Some((
+                SECRET_HEADER.to_owned(),
+                config.webhook_header_secret.clone()
+            ))
         );
     }
 
@@ -344,7 +346,10 @@ mod tests {
         assert_eq!(base(&ch), "https://waba-sandbox.360dialog.io");
         ch.config.api_base_url = "http://127.0.0.1:9".into();
         assert_eq!(base(&ch), "http://127.0.0.1:9");
-        assert_eq!(base(&channel(WhatsApp360DialogConfig::default())), DIALOG360_HOST);
+        assert_eq!(
+            base(&channel(WhatsApp360DialogConfig::default())),
+            DIALOG360_HOST
+        );
     }
 
     #[test]

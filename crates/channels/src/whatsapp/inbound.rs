@@ -186,8 +186,7 @@ struct StatusError {
 /// (entries, then changes, then messages before statuses). Errors name the
 /// field that is wrong.
 pub fn parse_body(body: &[u8], cx: &Context<'_>) -> Result<Vec<InboundEvent>, String> {
-    let body: Body =
-        serde_json::from_slice(body).map_err(|e| format!("malformed body: {e}"))?;
+    let body: Body = serde_json::from_slice(body).map_err(|e| format!("malformed body: {e}"))?;
     if body.object.as_deref() != Some(OBJECT) {
         // Another product's webhook (or a test ping): acknowledged, nothing to record.
         return Ok(Vec::new());
@@ -265,9 +264,8 @@ fn inbound_message(
     if let Some(seconds) = unix_seconds(message.timestamp.as_ref()) {
         out.sent_at.get_or_insert_with(Default::default).seconds = seconds;
     }
-    let media = |media: Option<Media>, kind: AttachmentKind| {
-        media.and_then(|m| attachment(m, kind, cx))
-    };
+    let media =
+        |media: Option<Media>, kind: AttachmentKind| media.and_then(|m| attachment(m, kind, cx));
     let attachment = match kind.as_str() {
         "text" => {
             out.text = message.text.and_then(|t| t.body).unwrap_or_default();
@@ -347,7 +345,11 @@ fn inbound_message(
 }
 
 /// The attachment of a media object and its caption; `None` without an id.
-fn attachment(media: Media, kind: AttachmentKind, cx: &Context<'_>) -> Option<(Attachment, String)> {
+fn attachment(
+    media: Media,
+    kind: AttachmentKind,
+    cx: &Context<'_>,
+) -> Option<(Attachment, String)> {
     let id = media.id.filter(|id| is_media_id(id))?;
     Some((
         Attachment {
@@ -522,7 +524,14 @@ mod tests {
 
     #[test]
     fn kinds_not_shown_are_kept_as_unsupported_messages() {
-        for kind in ["contacts", "order", "interactive", "unsupported", "button", "hologram"] {
+        for kind in [
+            "contacts",
+            "order",
+            "interactive",
+            "unsupported",
+            "button",
+            "hologram",
+        ] {
             let m = one_message(&format!(
                 r#"{{"messages":[{{"from":"34600","id":"wamid.U","type":"{kind}","{kind}":{{"x":1}}}}]}}"#
             ));
@@ -566,17 +575,29 @@ mod tests {
         let InboundEvent::Message(first) = &events[0] else {
             panic!("{events:?}")
         };
-        assert_eq!(first.sender.as_ref().map(|s| s.display_name.as_str()), Some("Bo"));
-        assert_eq!(first.sent_at.as_ref().map(|t| t.seconds), Some(1_700_000_000));
+        assert_eq!(
+            first.sender.as_ref().map(|s| s.display_name.as_str()),
+            Some("Bo")
+        );
+        assert_eq!(
+            first.sent_at.as_ref().map(|t| t.seconds),
+            Some(1_700_000_000)
+        );
         let InboundEvent::Message(second) = &events[1] else {
             panic!("{events:?}")
         };
-        assert_eq!(second.sender.as_ref().map(|s| s.display_name.as_str()), Some("Ana"));
+        assert_eq!(
+            second.sender.as_ref().map(|s| s.display_name.as_str()),
+            Some("Ana")
+        );
         let InboundEvent::Status(status) = &events[2] else {
             panic!("{events:?}")
         };
         assert_eq!(status.state, DeliveryState::Delivered as i32);
-        assert_eq!(status.occurred_at.as_ref().map(|t| t.seconds), Some(1_700_000_001));
+        assert_eq!(
+            status.occurred_at.as_ref().map(|t| t.seconds),
+            Some(1_700_000_001)
+        );
         assert_eq!(status.contact_external_id, "34600");
     }
 
@@ -593,14 +614,18 @@ mod tests {
         assert_eq!(s.error_code, "131047");
         assert_eq!(s.error, "Re-engagement message");
         assert_eq!(s.webhook_id, "wamid.O:failed");
-        let played = parse(&wrap(r#"{"statuses":[{"id":"wamid.O","status":"played"}]}"#))
-            .expect("parses");
+        let played = parse(&wrap(
+            r#"{"statuses":[{"id":"wamid.O","status":"played"}]}"#,
+        ))
+        .expect("parses");
         assert!(matches!(
             played.as_slice(),
             [InboundEvent::Status(s)] if s.state == DeliveryState::Played as i32
         ));
-        let unknown = parse(&wrap(r#"{"statuses":[{"id":"wamid.O","status":"deleted"}]}"#))
-            .expect("parses");
+        let unknown = parse(&wrap(
+            r#"{"statuses":[{"id":"wamid.O","status":"deleted"}]}"#,
+        ))
+        .expect("parses");
         assert!(unknown.is_empty());
     }
 
@@ -612,25 +637,26 @@ mod tests {
         assert_eq!(m.text, "hi");
         assert_eq!(m.sent_at, None);
         assert_eq!(m.sender.map(|s| s.display_name), Some(String::new()));
-        let nothing = parse(r#"{"object":"whatsapp_business_account","entry":null}"#)
-            .expect("parses");
+        let nothing =
+            parse(r#"{"object":"whatsapp_business_account","entry":null}"#).expect("parses");
         assert!(nothing.is_empty());
-        assert!(parse(r#"{"object":"page","entry":[{"messaging":[]}]}"#)
-            .expect("another object is acknowledged")
-            .is_empty());
+        assert!(
+            parse(r#"{"object":"page","entry":[{"messaging":[]}]}"#)
+                .expect("another object is acknowledged")
+                .is_empty()
+        );
     }
 
     #[test]
     fn unreadable_bodies_and_missing_ids_are_malformed() {
         assert!(parse("{").expect_err("bad json").contains("malformed body"));
-        let no_id = parse(&wrap(r#"{"messages":[{"from":"34600","type":"text"}]}"#))
-            .expect_err("no id");
+        let no_id =
+            parse(&wrap(r#"{"messages":[{"from":"34600","type":"text"}]}"#)).expect_err("no id");
         assert!(no_id.contains("messages[0].id"), "{no_id}");
         let no_from = parse(&wrap(r#"{"messages":[{"id":"wamid.1","type":"text"}]}"#))
             .expect_err("no sender");
         assert!(no_from.contains("messages[0].from"), "{no_from}");
-        let no_status_id = parse(&wrap(r#"{"statuses":[{"status":"read"}]}"#))
-            .expect_err("no id");
+        let no_status_id = parse(&wrap(r#"{"statuses":[{"status":"read"}]}"#)).expect_err("no id");
         assert!(no_status_id.contains("statuses[0].id"), "{no_status_id}");
     }
 }

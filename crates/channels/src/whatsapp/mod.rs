@@ -75,7 +75,13 @@ pub fn capabilities() -> Capabilities {
             rule(AttachmentKind::Video, &["video/mp4", "video/3gpp"], 16 * MB),
             rule(
                 AttachmentKind::Audio,
-                &["audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"],
+                &[
+                    "audio/aac",
+                    "audio/amr",
+                    "audio/mpeg",
+                    "audio/mp4",
+                    "audio/ogg",
+                ],
                 16 * MB,
             ),
             rule(AttachmentKind::File, &[], 100 * MB),
@@ -116,7 +122,11 @@ fn settings(channel: &ChannelCredentials) -> Option<&WhatsAppCloudConfig> {
 /// The channel's Graph API version (`v21.0`).
 fn version(config: &WhatsAppCloudConfig) -> &str {
     let v = config.graph_api_version.trim();
-    if v.is_empty() { DEFAULT_GRAPH_VERSION } else { v }
+    if v.is_empty() {
+        DEFAULT_GRAPH_VERSION
+    } else {
+        v
+    }
 }
 
 /// Whether `v` is a Graph API version: `v` then digits, a dot, digits.
@@ -141,9 +151,8 @@ fn check_id(field: &str, value: &str) -> Result<(), CredentialsError> {
 
 /// The header `Authorization: Bearer {token}`.
 fn bearer(token: &str) -> Result<HeaderMap, CredentialsError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        CredentialsError::Invalid("access_token: not a valid header value".into())
-    })?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| CredentialsError::Invalid("access_token: not a valid header value".into()))?;
     value.set_sensitive(true);
     let mut headers = HeaderMap::new();
     headers.insert(http::header::AUTHORIZATION, value);
@@ -178,9 +187,8 @@ pub(crate) fn media_url_of(answer: &crate::http::Answer) -> Result<url::Url, Cre
         };
         return Err(error(format!("media lookup refused: {detail}")));
     }
-    let body: Value = serde_json::from_slice(&answer.body).map_err(|_| {
-        CredentialsError::Unavailable("media lookup answered without JSON".into())
-    })?;
+    let body: Value = serde_json::from_slice(&answer.body)
+        .map_err(|_| CredentialsError::Unavailable("media lookup answered without JSON".into()))?;
     let text = body["url"].as_str().ok_or_else(|| {
         CredentialsError::Unavailable("media lookup answered without a url".into())
     })?;
@@ -437,13 +445,46 @@ mod tests {
     #[test]
     fn connecting_names_each_missing_setting_and_generates_the_verify_token() {
         for (field, broken) in [
-            ("phone_number_id", WhatsAppCloudConfig { phone_number_id: " ".into(), ..complete() }),
-            ("access_token", WhatsAppCloudConfig { access_token: String::new(), ..complete() }),
-            ("app_secret", WhatsAppCloudConfig { app_secret: String::new(), ..complete() }),
-            ("graph_api_version", WhatsAppCloudConfig { graph_api_version: "21".into(), ..complete() }),
-            ("phone_number_id", WhatsAppCloudConfig { phone_number_id: "12/../me".into(), ..complete() }),
+            (
+                "phone_number_id",
+                WhatsAppCloudConfig {
+                    phone_number_id: " ".into(),
+                    ..complete()
+                },
+            ),
+            (
+                "access_token",
+                WhatsAppCloudConfig {
+                    access_token: String::new(),
+                    ..complete()
+                },
+            ),
+            (
+                "app_secret",
+                WhatsAppCloudConfig {
+                    app_secret: String::new(),
+                    ..complete()
+                },
+            ),
+            (
+                "graph_api_version",
+                WhatsAppCloudConfig {
+                    graph_api_version: "21".into(),
+                    ..complete()
+                },
+            ),
+            (
+                "phone_number_id",
+                WhatsAppCloudConfig {
+                    phone_number_id: "12/../me".into(),
+                    ..complete()
+                },
+            ),
         ] {
-            let err = WhatsAppCloud.connect(channel(broken)).expect_err(field).to_string();
+            let err = WhatsAppCloud
+                .connect(channel(broken))
+                .expect_err(field)
+                .to_string();
             assert!(err.starts_with(field), "{field}: {err}");
         }
         let err = WhatsAppCloud
@@ -471,7 +512,10 @@ mod tests {
         assert_eq!(setup.subscribe_events, ["messages"]);
         // A verify token already set is kept.
         let again = WhatsAppCloud.connect(connected.clone()).expect("connects");
-        assert_eq!(settings(&again).map(|c| c.verify_token.clone()), Some(config.verify_token.clone()));
+        assert_eq!(
+            settings(&again).map(|c| c.verify_token.clone()),
+            Some(config.verify_token.clone())
+        );
     }
 
     #[test]
@@ -486,7 +530,11 @@ mod tests {
     #[test]
     fn the_token_is_only_offered_to_metas_hosts() {
         let ch = channel(complete());
-        let at = |url: &str| WhatsAppCloud.authorize_media_fetch(&ch, url).expect("headers");
+        let at = |url: &str| {
+            WhatsAppCloud
+                .authorize_media_fetch(&ch, url)
+                .expect("headers")
+        };
         let lookaside = at("https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1");
         assert_eq!(
             lookaside.get("authorization").and_then(|v| v.to_str().ok()),

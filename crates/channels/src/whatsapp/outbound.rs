@@ -205,7 +205,11 @@ mod tests {
         let bodies = request_bodies(&message(
             "",
             vec![
-                file(AttachmentKind::Voice, "https://f.test/n.ogg", "audio/ogg; codecs=opus"),
+                file(
+                    AttachmentKind::Voice,
+                    "https://f.test/n.ogg",
+                    "audio/ogg; codecs=opus",
+                ),
                 file(AttachmentKind::Audio, "https://f.test/s.mp3", "audio/mpeg"),
                 file(AttachmentKind::Voice, "https://f.test/n.m4a", "audio/mp4"),
             ],
@@ -222,11 +226,18 @@ mod tests {
 
     #[test]
     fn text_is_the_caption_of_a_first_file_that_takes_one() {
-        let mut doc = file(AttachmentKind::File, "https://f.test/i.pdf", "application/pdf");
+        let mut doc = file(
+            AttachmentKind::File,
+            "https://f.test/i.pdf",
+            "application/pdf",
+        );
         doc.file_name = "invoice.pdf".into();
         let bodies = request_bodies(&message(
             "your invoice",
-            vec![doc, file(AttachmentKind::Image, "https://f.test/a.png", "image/png")],
+            vec![
+                doc,
+                file(AttachmentKind::Image, "https://f.test/a.png", "image/png"),
+            ],
         ))
         .expect("bodies");
         assert_eq!(bodies.len(), 2);
@@ -238,7 +249,11 @@ mod tests {
         // Audio takes no caption: the text goes first.
         let bodies = request_bodies(&message(
             "listen",
-            vec![file(AttachmentKind::Audio, "https://f.test/s.mp3", "audio/mpeg")],
+            vec![file(
+                AttachmentKind::Audio,
+                "https://f.test/s.mp3",
+                "audio/mpeg",
+            )],
         ))
         .expect("bodies");
         assert_eq!(bodies[0]["text"]["body"], "listen");
@@ -247,7 +262,11 @@ mod tests {
         let long = "x ".repeat(600);
         let bodies = request_bodies(&message(
             &long,
-            vec![file(AttachmentKind::Video, "https://f.test/v.mp4", "video/mp4")],
+            vec![file(
+                AttachmentKind::Video,
+                "https://f.test/v.mp4",
+                "video/mp4",
+            )],
         ))
         .expect("bodies");
         assert_eq!(bodies[0]["type"], "text");
@@ -265,7 +284,9 @@ mod tests {
     #[test]
     fn the_message_id_is_read_from_the_answer() {
         assert_eq!(
-            message_id(&json!({"messaging_product":"whatsapp","contacts":[{"input":"1","wa_id":"1"}],"messages":[{"id":"wamid.OUT"}]})),
+            message_id(
+                &json!({"messaging_product":"whatsapp","contacts":[{"input":"1","wa_id":"1"}],"messages":[{"id":"wamid.OUT"}]})
+            ),
             "wamid.OUT"
         );
         assert_eq!(message_id(&json!({})), "");

@@ -218,7 +218,11 @@ pub fn samples(provider: ChannelProvider, media_prefix: &str) -> Vec<Sample> {
         sample(
             "split_status_delivered.json",
             include_bytes!("../fixtures/whatsapp_cloud/split_status_delivered.json"),
-            events(vec![st(status(DeliveryState::Delivered, "delivered", 1_698_266_945))]),
+            events(vec![st(status(
+                DeliveryState::Delivered,
+                "delivered",
+                1_698_266_945,
+            ))]),
         ),
         sample(
             "split_status_read.json",
@@ -228,7 +232,11 @@ pub fn samples(provider: ChannelProvider, media_prefix: &str) -> Vec<Sample> {
         sample(
             "split_status_played.json",
             include_bytes!("../fixtures/whatsapp_cloud/split_status_played.json"),
-            events(vec![st(status(DeliveryState::Played, "played", 1_689_380_458))]),
+            events(vec![st(status(
+                DeliveryState::Played,
+                "played",
+                1_689_380_458,
+            ))]),
         ),
         sample(
             "split_status_failed.json",
@@ -308,10 +316,7 @@ pub const UNSIGNED_BODY: &str = "tampered_bodies_are_refused: ";
 
 /// Ok when the report is clean or its failures are exactly `known` (by
 /// their starts), in order; else the report.
-pub fn only_known_disagreements(
-    report: Result<(), String>,
-    known: &[&str],
-) -> Result<(), String> {
+pub fn only_known_disagreements(report: Result<(), String>, known: &[&str]) -> Result<(), String> {
     let Err(report) = report else { return Ok(()) };
     let failures: Vec<&str> = report.lines().skip(1).map(str::trim).collect();
     let expected = failures.len() == known.len()
