@@ -198,11 +198,24 @@ async fn dialog() -> (Emulator, ChannelCredentials) {
 #[tokio::test]
 async fn the_webhook_is_registered_with_the_secret_header() {
     let (emulator, channel) = dialog().await;
+    let before = WhatsApp360Dialog.check(&client(), &channel).await;
+    assert_eq!(
+        before
+            .iter()
+            .map(|c| (c.name.as_str(), c.ok))
+            .collect::<Vec<_>>(),
+        [("credentials", true), ("webhook_registration", false)]
+    );
     let registered = WhatsApp360Dialog
         .register_webhook(&client(), &channel, "https://inbox.example/webhooks/ch-1")
         .await;
     assert_eq!(registered, Ok(true));
-    let request = &emulator.received_at("/v1/configs/webhook")[0];
+    let posts: Vec<_> = emulator
+        .received_at("/v1/configs/webhook")
+        .into_iter()
+        .filter(|r| r.method == Method::POST)
+        .collect();
+    let request = &posts[0];
     assert_eq!(request.header("d360-api-key"), Some("d360-key"));
     assert_eq!(
         request.json().expect("json"),

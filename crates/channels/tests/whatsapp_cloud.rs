@@ -501,3 +501,21 @@ async fn an_unreachable_graph_api_is_retried() {
         .await;
     assert!(matches!(outcome, SendOutcome::Retry(_)), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn the_check_reads_the_number_with_the_token() {
+    let (emulator, channel) = graph().await;
+    let checks = WhatsAppCloud.check(&client(), &channel).await;
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].ok, "{checks:?}");
+    assert!(checks[0].detail.contains("+1 555-078-3881"), "{checks:?}");
+    let asked = &emulator.received()[0];
+    assert_eq!(asked.path, "/v21.0/1122334455667");
+    assert_eq!(telenet_emulators::bearer(asked), Some("EAAG-token"));
+
+    let stranger = cloud_channel(&emulator.base_url(), "EAAG-stolen", "app-secret");
+    let checks = WhatsAppCloud.check(&client(), &stranger).await;
+    assert!(!checks[0].ok);
+    assert!(checks[0].detail.contains("190"), "{checks:?}");
+    assert!(!checks[0].detail.contains("EAAG"), "{checks:?}");
+}

@@ -21,6 +21,7 @@
 //! every call with `D360-API-KEY`.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -276,6 +277,15 @@ impl Api for Graph {
             (&Method::GET, ["whatsapp_business", "attachments", ""]) => {
                 download(&self.media, request)
             }
+            (&Method::GET, [version, id])
+                if version.starts_with('v') && *id == self.phone_number_id =>
+            {
+                Reply::ok(json!({
+                    "display_phone_number": "+1 555-078-3881",
+                    "verified_name": "Emulated Shop",
+                    "id": self.phone_number_id
+                }))
+            }
             (&Method::GET, [version, id]) if version.starts_with('v') => {
                 match self.media.get(*id) {
                     Some(file) => media_info(
@@ -292,12 +302,14 @@ impl Api for Graph {
 }
 
 /// 360dialog's API for one number.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Dialog360 {
     /// The key it accepts as `D360-API-KEY`.
     pub api_key: String,
     /// Inbound media by id.
     pub media: HashMap<String, MediaFile>,
+    /// The webhook registered last (`GET /v1/configs/webhook` answers it).
+    pub webhook: Mutex<Option<Value>>,
 }
 
 impl Dialog360 {
@@ -306,6 +318,7 @@ impl Dialog360 {
         Self {
             api_key: api_key.into(),
             media: HashMap::new(),
+            webhook: Mutex::new(None),
         }
     }
 
@@ -358,12 +371,26 @@ impl Api for Dialog360 {
                     .json()
                     .and_then(|b| check_webhook_config(&b).map(|()| b))
                 {
-                    Ok(body) => Reply::ok(json!({ "url": body["url"] })),
+                    Ok(body) => {
+                        *self.webhook.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(body.clone());
+                        Reply::ok(json!({ "url": body["url"] }))
+                    }
                     Err(why) => Reply::json(
                         StatusCode::BAD_REQUEST,
                         json!({"meta": {"success": false, "http_code": 400, "developer_message": why}}),
                     ),
                 }
+            }
+            (&Method::GET, ["v1", "configs", "webhook"]) => {
+                let registered = self
+                    .webhook
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                Reply::ok(
+                    json!({ "url": registered.map(|b| b["url"].clone()).unwrap_or_default() }),
+                )
             }
             (&Method::GET, ["whatsapp_business", "attachments", ""]) => {
                 download(&self.media, request)

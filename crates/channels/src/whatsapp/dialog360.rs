@@ -25,12 +25,12 @@ use telenet_proto::events::v1::OutboundRequested;
 use telenet_proto::ingress::v1::WhatsApp360DialogConfig;
 use telenet_proto::ingress::v1::channel_config::Provider as Case;
 
-use super::{inbound, media_url_of, same_origin, send_all, unreachable_lookup};
+use super::{failed_check, inbound, media_url_of, same_origin, send_all, unanswered};
 use crate::config::{api_base, check_api_base_url, random_token, required};
 use crate::http::{exchange, sanitize};
 use crate::{
-    Capabilities, ChannelCredentials, CredentialsError, Inbound, MediaFetch, Provider, SendOutcome,
-    Webhook, WebhookError, WebhookSetup,
+    Capabilities, ChannelCredentials, Check, CredentialsError, Inbound, MediaFetch, Provider,
+    SendOutcome, Webhook, WebhookError, WebhookSetup,
 };
 
 /// 360dialog's API host.
@@ -69,6 +69,21 @@ fn key_header(channel: &ChannelCredentials) -> Result<HeaderMap, CredentialsErro
     let mut headers = HeaderMap::new();
     headers.insert(API_KEY_HEADER, value);
     Ok(headers)
+}
+
+/// What 360dialog's refusal says: its `meta.developer_message`, a Graph
+/// error, or else the HTTP status.
+fn refusal_detail(answer: &crate::http::Answer) -> String {
+    let own = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|b| b["meta"]["developer_message"].as_str().map(str::to_owned));
+    match own {
+        Some(message) => sanitize(&format!(
+            "{}: {message}",
+            crate::http::http_error(answer.status)
+        )),
+        None => super::refusal_detail(answer),
+    }
 }
 
 /// Meta's media URL, moved to the 360dialog base: its path and query kept.
@@ -117,18 +132,11 @@ impl Provider for WhatsApp360Dialog {
         let url = format!("{}/v1/configs/webhook", base(channel));
         let answer = exchange(http.post(url).headers(headers).json(&body))
             .await
-            .map_err(|outcome| match outcome {
-                SendOutcome::Retry(r) | SendOutcome::Reject(r) => {
-                    CredentialsError::Unavailable(format!("360dialog could not be asked: {r}"))
-                }
-                other => CredentialsError::Unavailable(format!("360dialog: {other:?}")),
-            })?;
+            .map_err(|outcome| unanswered(&outcome))?;
         if answer.status.is_success() {
             return Ok(true);
         }
-        let detail = crate::meta::graph_error(&answer.body)
-            .map(|e| sanitize(&format!("error {}: {}", e.code, e.message)))
-            .unwrap_or_else(|| crate::http::http_error(answer.status));
+        let detail = refusal_detail(&answer);
         if answer.status.is_server_error() || answer.status == http::StatusCode::TOO_MANY_REQUESTS {
             Err(CredentialsError::Unavailable(format!(
                 "360dialog did not register the webhook: {detail}"
@@ -138,6 +146,38 @@ impl Provider for WhatsApp360Dialog {
                 "360dialog refused the webhook: {detail}"
             )))
         }
+    }
+
+    async fn check(&self, http: &reqwest::Client, channel: &ChannelCredentials) -> Vec<Check> {
+        let headers = match key_header(channel) {
+            Ok(headers) => headers,
+            Err(e) => return vec![failed_check(&e.to_string())],
+        };
+        let url = format!("{}/v1/configs/webhook", base(channel));
+        let answer = match exchange(http.get(url).headers(headers)).await {
+            Ok(answer) if answer.status.is_success() => answer,
+            Ok(answer) => return vec![failed_check(&refusal_detail(&answer))],
+            Err(outcome) => return vec![failed_check(&unanswered(&outcome).to_string())],
+        };
+        let registered = serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|b| b["url"].as_str().map(str::to_owned))
+            .filter(|url| !url.is_empty());
+        vec![
+            Check {
+                name: "credentials".into(),
+                ok: true,
+                detail: "360dialog accepts the API key".into(),
+            },
+            Check {
+                name: "webhook_registration".into(),
+                ok: registered.is_some(),
+                detail: match registered {
+                    Some(url) => sanitize(&format!("events go to {url}")),
+                    None => "no webhook is registered".into(),
+                },
+            },
+        ]
     }
 
     fn capabilities(&self, _: &ChannelCredentials) -> Capabilities {
@@ -265,7 +305,7 @@ impl Provider for WhatsApp360Dialog {
         }
         let answer = exchange(http.get(lookup).headers(headers.clone()))
             .await
-            .map_err(|outcome| unreachable_lookup(&outcome))?;
+            .map_err(|outcome| unanswered(&outcome))?;
         let file = media_url_of(&answer)?;
         Ok(MediaFetch {
             url: through_360dialog(&file, &base),

@@ -31,9 +31,9 @@ use crate::config::{api_base, check_api_base_url, random_token, required};
 use crate::http::{exchange, sanitize};
 use crate::meta::{self, DEFAULT_GRAPH_VERSION, GRAPH_HOST};
 use crate::{
-    Capabilities, ChannelCredentials, CredentialsError, HandshakeAnswer, Inbound, MediaFetch,
-    MediaRule, Provider, RateLimit, RateScope, SendOutcome, VoiceNotes, Webhook, WebhookError,
-    WebhookSetup,
+    Capabilities, ChannelCredentials, Check, CredentialsError, HandshakeAnswer, Inbound,
+    MediaFetch, MediaRule, Provider, RateLimit, RateScope, SendOutcome, VoiceNotes, Webhook,
+    WebhookError, WebhookSetup,
 };
 
 /// WhatsApp's status names.
@@ -175,9 +175,7 @@ fn is_meta_media_host(url: &url::Url) -> bool {
 /// Read `{"url": …}` from a media lookup's answer.
 pub(crate) fn media_url_of(answer: &crate::http::Answer) -> Result<url::Url, CredentialsError> {
     if !answer.status.is_success() {
-        let detail = meta::graph_error(&answer.body)
-            .map(|e| sanitize(&format!("Graph API error {}: {}", e.code, e.message)))
-            .unwrap_or_else(|| crate::http::http_error(answer.status));
+        let detail = refusal_detail(answer);
         let error = if answer.status.is_server_error()
             || answer.status == http::StatusCode::TOO_MANY_REQUESTS
         {
@@ -196,14 +194,31 @@ pub(crate) fn media_url_of(answer: &crate::http::Answer) -> Result<url::Url, Cre
         .map_err(|_| CredentialsError::Unavailable("media lookup answered a bad url".into()))
 }
 
-/// The error of a media lookup that got no answer.
-pub(crate) fn unreachable_lookup(outcome: &SendOutcome) -> CredentialsError {
+/// A failed `credentials` check.
+pub(crate) fn failed_check(detail: &str) -> Check {
+    Check {
+        name: "credentials".into(),
+        ok: false,
+        detail: sanitize(detail),
+    }
+}
+
+/// What a refusal says: the Graph error's code and text when it is one,
+/// else its HTTP status.
+pub(crate) fn refusal_detail(answer: &crate::http::Answer) -> String {
+    meta::graph_error(&answer.body)
+        .map(|e| sanitize(&format!("Graph API error {}: {}", e.code, e.message)))
+        .unwrap_or_else(|| crate::http::http_error(answer.status))
+}
+
+/// The error of a call that got no answer.
+pub(crate) fn unanswered(outcome: &SendOutcome) -> CredentialsError {
     let reason = match outcome {
         SendOutcome::Retry(r) | SendOutcome::Reject(r) => r.as_str(),
         SendOutcome::Throttled { reason, .. } => reason.as_str(),
         SendOutcome::Sent { .. } => "no answer",
     };
-    CredentialsError::Unavailable(format!("media lookup: {reason}"))
+    CredentialsError::Unavailable(format!("no answer: {reason}"))
 }
 
 /// Send every body of `message` with `post`, in order; the last one's id.
@@ -244,6 +259,38 @@ impl Provider for WhatsAppCloud {
             header: None,
             subscribe_events: vec!["messages".into()],
         }
+    }
+
+    async fn check(&self, http: &reqwest::Client, channel: &ChannelCredentials) -> Vec<Check> {
+        let Some(config) = settings(channel) else {
+            return vec![failed_check("no WhatsApp Cloud API settings")];
+        };
+        let headers = match bearer(config.access_token.trim()) {
+            Ok(headers) => headers,
+            Err(e) => return vec![failed_check(&e.to_string())],
+        };
+        let url = format!(
+            "{}/{}/{}?fields=display_phone_number,verified_name",
+            api_base(channel, GRAPH_HOST),
+            version(config),
+            config.phone_number_id.trim()
+        );
+        vec![match exchange(http.get(url).headers(headers)).await {
+            Ok(answer) if answer.status.is_success() => {
+                let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+                Check {
+                    name: "credentials".into(),
+                    ok: true,
+                    detail: sanitize(&format!(
+                        "the token reaches number {} ({})",
+                        body["display_phone_number"].as_str().unwrap_or("?"),
+                        body["verified_name"].as_str().unwrap_or("no verified name")
+                    )),
+                }
+            }
+            Ok(answer) => failed_check(&refusal_detail(&answer)),
+            Err(outcome) => failed_check(&unanswered(&outcome).to_string()),
+        }]
     }
 
     fn capabilities(&self, _: &ChannelCredentials) -> Capabilities {
@@ -382,7 +429,7 @@ impl Provider for WhatsAppCloud {
         }
         let answer = exchange(http.get(lookup).headers(headers.clone()))
             .await
-            .map_err(|outcome| unreachable_lookup(&outcome))?;
+            .map_err(|outcome| unanswered(&outcome))?;
         let file = media_url_of(&answer)?;
         // The token goes only where Meta serves files.
         if !(is_meta_media_host(&file) || same_origin(&file, &base)) {
