@@ -255,6 +255,8 @@ impl Provider for WhatsApp360Dialog {
             channel_id: webhook.channel_id,
             provider: ChannelProvider::Whatsapp360dialog,
             media_url: &media_url,
+            // One webhook per number: every change is this channel's.
+            phone_number_id: None,
         };
         let events = inbound::parse_body(webhook.body, &cx).map_err(WebhookError::Malformed)?;
         Ok(Inbound {

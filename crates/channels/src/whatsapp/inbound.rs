@@ -34,6 +34,10 @@ pub struct Context<'a> {
     pub provider: ChannelProvider,
     /// The attachment reference of a media id (never carrying a secret).
     pub media_url: &'a dyn Fn(&str) -> String,
+    /// The channel's number, when known: changes about another number of
+    /// the same Meta app (which share the app's webhook URL) are not this
+    /// channel's and give no events.
+    pub phone_number_id: Option<&'a str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,11 +65,19 @@ struct Change {
 #[derive(Debug, Deserialize)]
 struct Value {
     #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
     contacts: Option<Vec<Contact>>,
     #[serde(default)]
     messages: Option<Vec<Message>>,
     #[serde(default)]
     statuses: Option<Vec<Status>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    phone_number_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +210,16 @@ pub fn parse_body(body: &[u8], cx: &Context<'_>) -> Result<Vec<InboundEvent>, St
                 continue;
             }
             let Some(value) = change.value else { continue };
+            let number = value
+                .metadata
+                .as_ref()
+                .and_then(|m| m.phone_number_id.as_deref());
+            if let (Some(ours), Some(theirs)) = (cx.phone_number_id, number)
+                && ours != theirs
+            {
+                tracing::debug!("a change about another number of the Meta app is skipped");
+                continue;
+            }
             let at = format!("entry[{e}].changes[{c}].value");
             let contacts = value.contacts.unwrap_or_default();
             for (m, message) in value.messages.unwrap_or_default().into_iter().enumerate() {
@@ -451,6 +473,7 @@ mod tests {
             channel_id: "ch",
             provider: ChannelProvider::WhatsappCloud,
             media_url: &media_url,
+            phone_number_id: Some("1122334455667"),
         };
         parse_body(body.as_bytes(), &cx)
     }
@@ -627,6 +650,18 @@ mod tests {
         ))
         .expect("parses");
         assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn changes_about_another_number_of_the_app_are_not_this_channels() {
+        let body = wrap(
+            r#"{"metadata":{"phone_number_id":"999"},"messages":[{"from":"34600","id":"wamid.X","type":"text","text":{"body":"not ours"}}]}"#,
+        );
+        assert!(parse(&body).expect("parses").is_empty());
+        let ours = one_message(
+            r#"{"metadata":{"phone_number_id":"1122334455667"},"messages":[{"from":"34600","id":"wamid.Y","type":"text","text":{"body":"ours"}}]}"#,
+        );
+        assert_eq!(ours.text, "ours");
     }
 
     #[test]

@@ -369,6 +369,9 @@ impl Provider for WhatsAppCloud {
             channel_id: webhook.channel_id,
             provider: ChannelProvider::WhatsappCloud,
             media_url: &media_url,
+            phone_number_id: settings(channel)
+                .map(|c| c.phone_number_id.trim())
+                .filter(|id| !id.is_empty()),
         };
         let events = inbound::parse_body(webhook.body, &cx).map_err(WebhookError::Malformed)?;
         Ok(Inbound {
