@@ -25,6 +25,7 @@ pub const HEADERS: &[&str] = &[
     "x-viber-content-signature",
     "x-telegram-bot-api-secret-token",
     "d360-api-key",
+    "x-telenet-webhook-secret",
 ];
 
 /// Separates the fields of a fuzz input.
@@ -233,6 +234,42 @@ pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
             },
             ..Default::default()
         }),
+        ChannelProvider::WhatsappCloud => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Whatsapp,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::WhatsappCloud(
+                        telenet_proto::ingress::v1::WhatsAppCloudConfig {
+                            phone_number_id: "1122334455667".into(),
+                            access_token: "fuzz-access-token".into(),
+                            app_secret: FUZZ_SECRET.into(),
+                            verify_token: "fuzz-verify-token".into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ChannelProvider::Whatsapp360dialog => Some(ChannelCredentials {
+            kind: telenet_proto::common::v1::ChannelKind::Whatsapp,
+            provider,
+            config: telenet_proto::ingress::v1::ChannelConfig {
+                provider: Some(
+                    telenet_proto::ingress::v1::channel_config::Provider::Whatsapp360dialog(
+                        telenet_proto::ingress::v1::WhatsApp360DialogConfig {
+                            api_key: "fuzz-api-key".into(),
+                            webhook_header_secret: FUZZ_SECRET.into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         _ => None,
     }
 }
@@ -329,6 +366,40 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
                 "x-hub-signature-256",
                 HeaderValue::from_str(&crate::meta::signature_header(FUZZ_META_APP_SECRET, body))
                     .ok()?,
+            );
+            Some(
+                FuzzWebhook {
+                    method: Method::POST,
+                    query: String::new(),
+                    headers,
+                    body: body.to_vec(),
+                }
+                .encode(),
+            )
+        }
+        ChannelProvider::WhatsappCloud => {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert(
+                "x-hub-signature-256",
+                HeaderValue::from_str(&crate::meta::signature_header(FUZZ_SECRET, body)).ok()?,
+            );
+            Some(
+                FuzzWebhook {
+                    method: Method::POST,
+                    query: String::new(),
+                    headers,
+                    body: body.to_vec(),
+                }
+                .encode(),
+            )
+        }
+        ChannelProvider::Whatsapp360dialog => {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert(
+                "x-telenet-webhook-secret",
+                HeaderValue::from_static(FUZZ_SECRET),
             );
             Some(
                 FuzzWebhook {

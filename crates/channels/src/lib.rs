@@ -30,8 +30,8 @@ pub mod directory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-pub mod line;
 pub mod instagram;
+pub mod line;
 pub mod messenger;
 pub mod meta;
 pub mod net;
@@ -39,6 +39,7 @@ mod provider;
 mod registry;
 pub mod telegram;
 pub mod viber;
+pub mod whatsapp;
 
 pub use directory::ChannelCredentials;
 pub use provider::{

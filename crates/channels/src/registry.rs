@@ -35,6 +35,8 @@ impl Registry {
             .with(Arc::new(crate::viber::Viber))
             .with(Arc::new(crate::messenger::Messenger))
             .with(Arc::new(crate::instagram::Instagram))
+            .with(Arc::new(crate::whatsapp::WhatsAppCloud))
+            .with(Arc::new(crate::whatsapp::dialog360::WhatsApp360Dialog))
     }
 
     /// No providers (tests add their own).

@@ -12,8 +12,8 @@
 //!
 //! Each provider's API is a module of this crate; they share this server.
 
-pub mod telegram;
 pub mod line;
+pub mod telegram;
 pub mod viber;
 
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +27,8 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
+
+pub mod whatsapp;
 
 /// One request an emulator received.
 #[derive(Debug, Clone)]
