@@ -374,25 +374,11 @@ impl Fixture for MessengerFixture {
     }
 }
 
-/// The one case the suite and Meta's providers disagree on: the suite
-/// wants a bare HTTP 429 retried, while Graph answers (and the brief of
-/// every Meta provider) make it `Throttled`, which `graph_outcome`
-/// (src/meta) does. Any other failure fails the test.
-fn only_the_known_429_divergence(report: Result<(), String>) {
-    let Err(report) = report else { return };
-    let failures: Vec<&str> = report.lines().skip(1).map(str::trim).collect();
-    assert!(
-        failures.len() == 1
-            && failures[0].starts_with(
-                "passing_trouble_is_retried_and_refusals_are_final: 429 Too Many Requests: Throttled"
-            ),
-        "{report}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messenger_conforms() {
-    only_the_known_429_divergence(conformance::run_all(Arc::new(MessengerFixture)).await);
+    if let Err(report) = conformance::run_all(Arc::new(MessengerFixture)).await {
+        panic!("{report}");
+    }
 }
 
 fn parse(body: &[u8]) -> Vec<InboundEvent> {

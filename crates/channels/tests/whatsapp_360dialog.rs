@@ -56,6 +56,10 @@ fn settings(channel: &ChannelCredentials) -> WhatsApp360DialogConfig {
 struct DialogFixture;
 
 impl Fixture for DialogFixture {
+    fn signs_body(&self) -> bool {
+        false
+    }
+
     fn provider(&self) -> Arc<dyn Provider> {
         Arc::new(WhatsApp360Dialog)
     }
@@ -168,10 +172,7 @@ impl Fixture for DialogFixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_360dialog_channel_conforms() {
-    let report = conformance::run_all(Arc::new(DialogFixture)).await;
-    if let Err(report) =
-        common::only_known_disagreements(report, &[common::UNSIGNED_BODY, common::THROTTLED_429])
-    {
+    if let Err(report) = conformance::run_all(Arc::new(DialogFixture)).await {
         panic!("{report}");
     }
 }

@@ -199,8 +199,7 @@ impl Fixture for CloudFixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whatsapp_cloud_channel_conforms() {
-    let report = conformance::run_all(Arc::new(CloudFixture)).await;
-    if let Err(report) = common::only_known_disagreements(report, &[common::THROTTLED_429]) {
+    if let Err(report) = conformance::run_all(Arc::new(CloudFixture)).await {
         panic!("{report}");
     }
 }

@@ -48,11 +48,11 @@ pub const NAME: &str = "ingress";
 /// (`deploy/tools/callgraph.py`).
 pub const CALLS: &[Call] = &[];
 
-/// The consumer groups it subscribes with: none, it consumes no events.
-/// (`telenet migrate` and every process at start declare the groups of
-/// every service, ADR 14.)
+/// The consumer groups it subscribes with: the channel health view's
+/// (`outbound.status`). (`telenet migrate` and every process at start
+/// declare the groups of every service, ADR 14.)
 pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
-    Vec::new()
+    vec![consumers::subscription()]
 }
 
 pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!(

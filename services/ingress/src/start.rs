@@ -1,5 +1,6 @@
 //! How the process starts ingress: the channel registry over gRPC, the
-//! webhooks on the listener the process bound for it, the forgetting of
+//! webhooks on the listener the process bound for it, the channel health
+//! view's consumer of dispatch's results, the forgetting of
 //! old de-duplication keys, and the re-sealing of channel secrets under the
 //! keyring's current key. The runner adds the readiness checks and the
 //! outbox relay (ingress publishes directly, once the broker confirms, so
@@ -11,7 +12,7 @@ use anyhow::Context as _;
 use telenet_channels::Registry;
 use telenet_runtime::{Phase, ServiceContext, Started};
 
-use crate::{Config, IngressMetrics, IngressService, NAME, Secrets, secrets, webhook};
+use crate::{Config, IngressMetrics, IngressService, NAME, Secrets, consumers, secrets, webhook};
 
 /// Build ingress from its database, the bus and the listener bound for its
 /// webhooks, with every provider of this build.
@@ -26,7 +27,10 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
     let resealing = Secrets::new(db.clone(), keyring.clone(), config.encryption.reseal_batch)
         .with_metrics(IngressMetrics::register(&ctx.metrics));
     let reseal_interval = config.encryption.reseal_interval;
+    let bus = ctx.bus.clone();
     let service = IngressService::new(db, ctx.bus, config, Registry::builtin(), keyring)?;
+    let results = consumers::subscribe(&bus).await?;
+    let health = service.clone();
     let forgetting = service.clone();
     let webhooks = webhook::router(service.clone(), limiter)?;
     Ok(Started::new()
@@ -37,6 +41,14 @@ pub async fn start(mut ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
             Phase::Work,
             move |token| async move {
                 forgetting.forget_old_webhook_keys(token).await;
+                Ok(())
+            },
+        )
+        .task(
+            format!("{NAME}.channel-health"),
+            Phase::Consume,
+            move |token| async move {
+                consumers::run(health, results, token).await;
                 Ok(())
             },
         )

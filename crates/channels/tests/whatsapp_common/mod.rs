@@ -303,26 +303,3 @@ pub fn understood(headers: &HeaderMap, body: &[u8]) -> Result<Understood, String
         idempotency_key: None,
     })
 }
-
-/// The conformance case WhatsApp reads otherwise: the suite wants a bare
-/// HTTP 429 read as `Retry`, WhatsApp channels read it as `Throttled`
-/// (Meta's throughput errors come as 429, and dispatch must pause).
-pub const THROTTLED_429: &str = "passing_trouble_is_retried_and_refusals_are_final: 429";
-
-/// The conformance case 360dialog cannot pass: it signs nothing, so a
-/// body changed in transit carries the same secret header (TLS is what
-/// protects the body).
-pub const UNSIGNED_BODY: &str = "tampered_bodies_are_refused: ";
-
-/// Ok when the report is clean or its failures are exactly `known` (by
-/// their starts), in order; else the report.
-pub fn only_known_disagreements(report: Result<(), String>, known: &[&str]) -> Result<(), String> {
-    let Err(report) = report else { return Ok(()) };
-    let failures: Vec<&str> = report.lines().skip(1).map(str::trim).collect();
-    let expected = failures.len() == known.len()
-        && failures
-            .iter()
-            .zip(known)
-            .all(|(failure, start)| failure.starts_with(start));
-    if expected { Ok(()) } else { Err(report) }
-}
