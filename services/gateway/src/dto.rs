@@ -11,6 +11,8 @@ use telenet_proto::common::v1 as common;
 use telenet_proto::contacts::v1 as contacts;
 use telenet_proto::conversations::v1 as conv;
 use telenet_proto::ingress::v1 as ingress;
+
+pub use crate::routes::channel_settings::{ConnectKind, ProviderSettings};
 use telenet_proto::reporting::v1 as reporting;
 use utoipa::ToSchema;
 
@@ -253,22 +255,6 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    pub(crate) fn to_proto(self) -> common::ChannelKind {
-        match self {
-            ChannelKind::Custom => common::ChannelKind::Custom,
-            ChannelKind::Whatsapp => common::ChannelKind::Whatsapp,
-            ChannelKind::Messenger => common::ChannelKind::Messenger,
-            ChannelKind::Instagram => common::ChannelKind::Instagram,
-            ChannelKind::Telegram => common::ChannelKind::Telegram,
-            ChannelKind::Line => common::ChannelKind::Line,
-            ChannelKind::Viber => common::ChannelKind::Viber,
-            ChannelKind::Sms => common::ChannelKind::Sms,
-            ChannelKind::Email => common::ChannelKind::Email,
-            ChannelKind::WebWidget => common::ChannelKind::WebWidget,
-            ChannelKind::Wechat => common::ChannelKind::Wechat,
-            ChannelKind::Twitter => common::ChannelKind::Twitter,
-        }
-    }
 
     /// Every stored channel has a kind; an unset one can only be the
     /// generic channel of an older record.
@@ -290,12 +276,15 @@ impl ChannelKind {
     }
 }
 
-/// Body of `POST /v1/channels`. Its `Debug` leaves the secret out.
+/// Body of `POST /v1/channels`: the kind, a name, and that kind's
+/// settings as flat fields (docs/channels/). Its `Debug` leaves the
+/// secrets out.
 #[derive(Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CreateChannelBody {
-    /// Channel kind (only `custom` is accepted so far).
-    pub kind: ChannelKind,
+    /// What to connect: `custom`, `whatsapp_cloud` (or `whatsapp`),
+    /// `whatsapp_360dialog`, `messenger`, `instagram`, `telegram`, `line`,
+    /// `viber`.
+    pub kind: ConnectKind,
     /// Display name (1–100 characters).
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
@@ -309,6 +298,257 @@ pub struct CreateChannelBody {
     /// of preference.
     #[serde(default)]
     pub accepted_voice_types: Vec<String>,
+    /// The provider's settings (every other kind).
+    #[serde(flatten)]
+    pub settings: ProviderSettings,
+    /// Fields no kind has (refused, named).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Body of `PATCH /v1/channels/{id}`: what to change. Settings left out
+/// keep their values (secrets included); the provider cannot change.
+#[derive(Clone, Default, Deserialize, ToSchema)]
+pub struct UpdateChannelBody {
+    /// Display name (1–100 characters).
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// Custom channels: where outbound messages are POSTed.
+    pub outbound_url: Option<String>,
+    /// Custom channels: accepted voice-note MIME types, best first.
+    pub accepted_voice_types: Option<Vec<String>>,
+    /// The provider's settings to change.
+    #[serde(flatten)]
+    pub settings: ProviderSettings,
+    /// Fields no kind has (refused, named).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for UpdateChannelBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateChannelBody")
+            .field("name", &self.name)
+            .field("outbound_url", &self.outbound_url)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a channel works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    /// Credentials work; webhooks are (or can be) received.
+    Active,
+    /// Waiting for the provider's handshake or first webhook (enter the
+    /// webhook URL in its console).
+    PendingVerification,
+    /// Credentials were refused or registration failed: see `status_detail`.
+    Error,
+}
+
+impl ChannelState {
+    /// The state a `ChannelStatus` names (unset: active).
+    pub(crate) fn from_status(value: i32) -> Self {
+        Self::from_proto(value)
+    }
+
+    fn from_proto(value: i32) -> Self {
+        match ingress::ChannelStatus::try_from(value) {
+            Ok(ingress::ChannelStatus::PendingVerification) => ChannelState::PendingVerification,
+            Ok(ingress::ChannelStatus::Error) => ChannelState::Error,
+            _ => ChannelState::Active,
+        }
+    }
+}
+
+/// What to enter on the provider's side for its webhooks to reach TELENET.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSetupView {
+    /// The URL to register.
+    pub url: String,
+    /// Meta channels: the verify token to enter with the URL.
+    pub verify_token: Option<String>,
+    /// 360dialog: the name of the secret header TELENET registered.
+    pub header_name: Option<String>,
+    /// Its value (on connect only).
+    pub header_value: Option<String>,
+    /// The webhook fields or events to subscribe to.
+    pub subscribe_events: Vec<String>,
+    /// Whether TELENET registered the webhook itself (nothing to enter).
+    pub registered_automatically: bool,
+}
+
+/// What happened on a channel lately (times written at most once a minute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelHealthView {
+    /// The last verified webhook.
+    pub last_webhook_at: Option<DateTime<Utc>>,
+    /// The last refused webhook, and why.
+    pub last_rejected_webhook_at: Option<DateTime<Utc>>,
+    pub last_rejection: Option<String>,
+    /// The last send, whether the provider took it, and its error.
+    pub last_send_at: Option<DateTime<Utc>>,
+    pub last_send_ok: bool,
+    pub last_send_error: Option<String>,
+}
+
+/// A channel with its provider, status, health and webhook setup.
+/// Its `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelDetailsView {
+    /// Channel id.
+    pub id: String,
+    /// Channel kind.
+    pub kind: ChannelKind,
+    /// The provider (`custom`, `whatsapp_cloud`, `telegram`, …).
+    pub provider: String,
+    /// Display name.
+    pub name: String,
+    /// Where the provider must send webhooks.
+    pub webhook_url: String,
+    /// Custom channels: where outbound messages are POSTed.
+    pub outbound_url: Option<String>,
+    /// Custom channels: accepted voice-note MIME types.
+    pub accepted_voice_types: Vec<String>,
+    /// Whether it works.
+    pub status: ChannelState,
+    /// Why it is pending or in error (for people).
+    pub status_detail: Option<String>,
+    /// How to point the provider's webhooks here.
+    pub webhook: WebhookSetupView,
+    /// The secret settings that have a value (never the values).
+    pub secrets_set: Vec<String>,
+    /// What happened on it lately.
+    pub health: ChannelHealthView,
+    /// Custom channels: the signing secret, on connect only.
+    pub secret: Option<String>,
+    /// When it was connected.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for ChannelDetailsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelDetailsView")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("status", &self.status)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelDetailsView {
+    /// The view of `details` (with the custom channel's `secret`, on connect).
+    pub(crate) fn new(details: ingress::ChannelDetails, secret: Option<String>) -> Self {
+        let channel = details.channel.unwrap_or_default();
+        let webhook = details.webhook.unwrap_or_default();
+        let health = details.health.unwrap_or_default();
+        let provider = common::ChannelProvider::try_from(details.provider)
+            .unwrap_or(common::ChannelProvider::Unspecified);
+        let provider = match provider {
+            common::ChannelProvider::Unspecified => "custom".to_owned(),
+            p => p
+                .as_str_name()
+                .trim_start_matches("CHANNEL_PROVIDER_")
+                .to_ascii_lowercase(),
+        };
+        Self {
+            kind: ChannelKind::from_proto(channel.kind),
+            provider,
+            created_at: time(channel.created_at.as_ref()),
+            updated_at: time(details.updated_at.as_ref()),
+            id: channel.id,
+            name: channel.name,
+            webhook_url: channel.webhook_url,
+            outbound_url: non_empty(channel.outbound_url),
+            accepted_voice_types: channel.accepted_voice_types,
+            status: ChannelState::from_proto(details.status),
+            status_detail: non_empty(details.status_detail),
+            webhook: WebhookSetupView {
+                url: webhook.url,
+                verify_token: non_empty(webhook.verify_token),
+                header_name: non_empty(webhook.header_name),
+                header_value: non_empty(webhook.header_value),
+                subscribe_events: webhook.subscribe_events,
+                registered_automatically: webhook.registered_automatically,
+            },
+            secrets_set: details.secrets_set,
+            health: ChannelHealthView {
+                last_webhook_at: time(details.last_webhook_at.as_ref()),
+                last_rejected_webhook_at: time(details.last_rejected_webhook_at.as_ref()),
+                last_rejection: non_empty(health.last_rejection),
+                last_send_at: time(health.last_send_at.as_ref()),
+                last_send_ok: health.last_send_ok,
+                last_send_error: non_empty(health.last_send_error),
+            },
+            secret: secret.filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// One check of `POST /v1/channels/{id}/test`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelCheckView {
+    /// What was checked (`credentials`, `webhook_registration`, …).
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// The result of `POST /v1/channels/{id}/test`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelTestView {
+    /// Whether every check passed.
+    pub ok: bool,
+    /// The checks made.
+    pub checks: Vec<ChannelCheckView>,
+    /// The channel's status after the test.
+    pub status: ChannelState,
+}
+
+/// A setting a kind of channel takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelFieldView {
+    /// The field's name in `POST /v1/channels`.
+    pub name: String,
+    /// A label.
+    pub label: String,
+    pub required: bool,
+    /// Write-only.
+    pub secret: bool,
+    /// Generated by TELENET when left out.
+    pub generated: bool,
+}
+
+/// A kind of channel that can be connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelKindView {
+    /// The `kind` of `POST /v1/channels`.
+    pub kind: String,
+    /// Display name.
+    pub display_name: String,
+    /// One line.
+    pub description: String,
+    /// How its webhooks are authenticated.
+    pub webhook_authentication: String,
+    /// Whether this installation can connect it.
+    pub available: bool,
+    /// Its settings.
+    pub fields: Vec<ChannelFieldView>,
+}
+
+/// The kinds of channel TELENET knows.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelKindList {
+    pub items: Vec<ChannelKindView>,
 }
 
 /// A connected messaging channel.
@@ -344,28 +584,6 @@ impl From<ingress::Channel> for ChannelView {
     }
 }
 
-/// A channel just connected, with its signing secret (shown only here).
-/// Its `Debug` leaves the secret out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CreatedChannel {
-    /// Channel id.
-    pub id: String,
-    /// Channel kind.
-    pub kind: ChannelKind,
-    /// Display name.
-    pub name: String,
-    /// Where the provider must send webhooks.
-    pub webhook_url: String,
-    /// Custom channels: where outbound messages are POSTed.
-    pub outbound_url: Option<String>,
-    /// Custom channels: accepted voice-note MIME types.
-    pub accepted_voice_types: Vec<String>,
-    /// The signing secret (`whsec_…`) for webhooks in both directions.
-    pub secret: String,
-    /// When it was connected.
-    pub created_at: Option<DateTime<Utc>>,
-}
-
 impl std::fmt::Debug for CreateChannelBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreateChannelBody")
@@ -374,39 +592,12 @@ impl std::fmt::Debug for CreateChannelBody {
             .field("outbound_url", &self.outbound_url)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("accepted_voice_types", &self.accepted_voice_types)
+            .field("settings", &self.settings)
             .finish()
     }
 }
 
-impl std::fmt::Debug for CreatedChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedChannel")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("name", &self.name)
-            .field("webhook_url", &self.webhook_url)
-            .field("outbound_url", &self.outbound_url)
-            .field("accepted_voice_types", &self.accepted_voice_types)
-            .field("secret", &"***")
-            .field("created_at", &self.created_at)
-            .finish()
-    }
-}
 
-impl CreatedChannel {
-    pub(crate) fn new(channel: ChannelView, secret: String) -> Self {
-        Self {
-            id: channel.id,
-            kind: channel.kind,
-            name: channel.name,
-            webhook_url: channel.webhook_url,
-            outbound_url: channel.outbound_url,
-            accepted_voice_types: channel.accepted_voice_types,
-            secret,
-            created_at: channel.created_at,
-        }
-    }
-}
 
 /// A page of channels, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -915,16 +1106,17 @@ mod tests {
         );
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
 
-        let created = CreatedChannel {
-            id: "ch1".into(),
-            kind: ChannelKind::Custom,
-            name: "Shop".into(),
-            webhook_url: "https://hooks.example/webhooks/ch1".into(),
-            outbound_url: None,
-            accepted_voice_types: vec![],
-            secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=".into(),
-            created_at: None,
-        };
+        let created = ChannelDetailsView::new(
+            ingress::ChannelDetails {
+                channel: Some(ingress::Channel {
+                    id: "ch1".into(),
+                    name: "Shop".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Some("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=".into()),
+        );
         let shown = format!("{created:?}");
         assert!(shown.contains("ch1"), "{shown}");
         assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{get, offline_app, send};
 
-const OPERATIONS: [(&str, &str); 28] = [
+const OPERATIONS: [(&str, &str); 32] = [
     ("/v1/me", "get"),
     ("/v1/me/status", "put"),
     ("/v1/me/heartbeat", "post"),
@@ -15,6 +15,10 @@ const OPERATIONS: [(&str, &str); 28] = [
     ("/v1/tokens/{id}", "delete"),
     ("/v1/channels", "post"),
     ("/v1/channels", "get"),
+    ("/v1/channels/{id}", "get"),
+    ("/v1/channels/{id}", "patch"),
+    ("/v1/channels/{id}/test", "post"),
+    ("/v1/channel-kinds", "get"),
     ("/v1/conversations", "get"),
     ("/v1/conversations/{id}", "get"),
     ("/v1/conversations/{id}/messages", "get"),

@@ -1,5 +1,6 @@
 //! The REST handlers, one module per area, and the validation they share.
 
+pub(crate) mod channel_settings;
 pub(crate) mod channels;
 pub(crate) mod contacts;
 pub(crate) mod conversations;
