@@ -97,8 +97,10 @@ fn body_of(method: &Method, template: &str, b: &Objects) -> Result<Option<Body>,
         ("POST", "/v1/conversations/{id}/close") => {
             Body::Json(json!({"closing_note": {"summary": "done"}}))
         }
+        ("PATCH", "/v1/channels/{id}") => Body::Json(json!({"name": "Shop, renamed"})),
         ("POST", "/v1/files/{id}/links")
         | ("POST", "/v1/conversations/{id}/unassign")
+        | ("POST", "/v1/channels/{id}/test")
         | ("DELETE", "/v1/tokens/{id}") => {
             return Ok(None);
         }

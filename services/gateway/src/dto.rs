@@ -255,7 +255,6 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-
     /// Every stored channel has a kind; an unset one can only be the
     /// generic channel of an older record.
     fn from_proto(value: i32) -> Self {
@@ -596,8 +595,6 @@ impl std::fmt::Debug for CreateChannelBody {
             .finish()
     }
 }
-
-
 
 /// A page of channels, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -357,8 +357,14 @@ fn router_with_auth(
             "/v1/channels/{id}",
             get(routes::channels::get_channel).patch(routes::channels::update_channel),
         )
-        .route("/v1/channels/{id}/test", post(routes::channels::test_channel))
-        .route("/v1/channel-kinds", get(routes::channels::list_channel_kinds))
+        .route(
+            "/v1/channels/{id}/test",
+            post(routes::channels::test_channel),
+        )
+        .route(
+            "/v1/channel-kinds",
+            get(routes::channels::list_channel_kinds),
+        )
         .route(
             "/v1/conversations",
             get(routes::conversations::list_conversations),

@@ -28,7 +28,11 @@ pub(crate) async fn subscribe(bus: &SharedBus) -> Result<GroupSubscription, BusE
 }
 
 /// Record each result in its channel's health until `token` is cancelled.
-pub(crate) async fn run(service: IngressService, events: GroupSubscription, token: CancellationToken) {
+pub(crate) async fn run(
+    service: IngressService,
+    events: GroupSubscription,
+    token: CancellationToken,
+) {
     consumer::run_on(events, 4, token, move |incoming| {
         let service = service.clone();
         async move { record(&service, incoming).await }

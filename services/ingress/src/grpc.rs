@@ -113,8 +113,10 @@ impl Channels for IngressService {
         let mut details = self.details_message(&connected.channel, Some(&connected));
         if let Some(webhook) = details.webhook.as_mut()
             && let Some((_, value)) = &connected.setup.header
+            && !connected.registered
         {
-            // The header's value is shown on connect only.
+            // The header's value is shown on connect only, and only when it
+            // is to be entered by hand.
             webhook.header_value.clone_from(value);
         }
         Ok(Response::new(pb::ConnectChannelResponse {

@@ -139,6 +139,12 @@ pub trait Api: Send + Sync + 'static {
     fn answer(&self, request: &Recorded, n: usize, base_url: &str) -> Reply;
 }
 
+impl<A: Api> Api for Arc<A> {
+    fn answer(&self, request: &Recorded, n: usize, base_url: &str) -> Reply {
+        (**self).answer(request, n, base_url)
+    }
+}
+
 impl<F> Api for F
 where
     F: Fn(&Recorded, usize, &str) -> Reply + Send + Sync + 'static,

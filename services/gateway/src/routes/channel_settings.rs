@@ -192,7 +192,11 @@ impl ProviderSettings {
 
     /// `config` (of `kind`, or a new one of `kind`) with the given fields
     /// set; a field that does not apply to `kind` is refused, naming it.
-    pub fn apply(&self, kind: ConnectKind, mut config: ChannelConfig) -> Result<ChannelConfig, ApiError> {
+    pub fn apply(
+        &self,
+        kind: ConnectKind,
+        mut config: ChannelConfig,
+    ) -> Result<ChannelConfig, ApiError> {
         if config.provider.is_none() {
             config.provider = kind.empty_config();
         }
@@ -227,7 +231,12 @@ impl ProviderSettings {
                 take(&self.phone_number, &mut c.phone_number);
                 take(&self.base_url, &mut c.base_url);
                 take(&self.webhook_header_secret, &mut c.webhook_header_secret);
-                used.extend(["api_key", "phone_number", "base_url", "webhook_header_secret"]);
+                used.extend([
+                    "api_key",
+                    "phone_number",
+                    "base_url",
+                    "webhook_header_secret",
+                ]);
             }
             Some(Case::Messenger(c)) => {
                 take(&self.page_id, &mut c.page_id);
@@ -327,9 +336,11 @@ mod tests {
 
     #[test]
     fn fields_fill_the_kinds_settings() {
-        let config = settings(serde_json::json!({"bot_token": " 123:abc ", "api_base_url": "http://127.0.0.1:9"}))
-            .apply(ConnectKind::Telegram, ChannelConfig::default())
-            .expect("applies");
+        let config = settings(
+            serde_json::json!({"bot_token": " 123:abc ", "api_base_url": "http://127.0.0.1:9"}),
+        )
+        .apply(ConnectKind::Telegram, ChannelConfig::default())
+        .expect("applies");
         let Some(Case::Telegram(t)) = &config.provider else {
             panic!("telegram settings");
         };
@@ -344,7 +355,11 @@ mod tests {
             .expect_err("not LINE's")
             .problem();
         assert_eq!(e.field.as_deref(), Some("bot_token"));
-        assert!(e.detail.contains("does not apply to line channels"), "{}", e.detail);
+        assert!(
+            e.detail.contains("does not apply to line channels"),
+            "{}",
+            e.detail
+        );
         let e = settings(serde_json::json!({"login": "myspace"}))
             .apply(ConnectKind::Instagram, ChannelConfig::default())
             .expect_err("no such login")
@@ -360,7 +375,8 @@ mod tests {
 
     #[test]
     fn whatsapp_means_the_cloud_api() {
-        let kind: ConnectKind = serde_json::from_value(serde_json::json!("whatsapp")).expect("kind");
+        let kind: ConnectKind =
+            serde_json::from_value(serde_json::json!("whatsapp")).expect("kind");
         assert_eq!(kind, ConnectKind::WhatsappCloud);
         let kind: ConnectKind =
             serde_json::from_value(serde_json::json!("whatsapp_360dialog")).expect("kind");

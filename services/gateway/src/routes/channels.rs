@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use telenet_proto::ingress::v1::channels_client::ChannelsClient;
 use serde::Deserialize;
+use telenet_proto::ingress::v1::channels_client::ChannelsClient;
 use telenet_proto::ingress::v1::{
     AcceptedVoiceTypes, ChannelConfig, ConnectChannelRequest, CreateChannelRequest,
     GetChannelRequest, ListChannelKindsRequest, ListChannelsRequest, TestChannelRequest,
@@ -56,7 +56,8 @@ pub(crate) async fn create_channel(
     refuse_unknown(&body.unknown)?;
     let mut client = ChannelsClient::new(state.upstreams.ingress.clone());
     if body.kind == ConnectKind::Custom {
-        body.settings.apply(ConnectKind::Custom, ChannelConfig::default())?;
+        body.settings
+            .apply(ConnectKind::Custom, ChannelConfig::default())?;
         let request = validate_create(caller.workspace_id(), body)?;
         let created = state
             .call(client.create_channel(caller.request(request)))
@@ -66,10 +67,12 @@ pub(crate) async fn create_channel(
             .channel
             .ok_or(ApiError::Incomplete("the created channel"))?;
         let details = state
-            .call(client.get_channel_details(caller.request(GetChannelRequest {
-                workspace_id: caller.workspace_id().to_owned(),
-                channel_id: channel.id.clone(),
-            })))
+            .call(
+                client.get_channel_details(caller.request(GetChannelRequest {
+                    workspace_id: caller.workspace_id().to_owned(),
+                    channel_id: channel.id.clone(),
+                })),
+            )
             .await?;
         return Ok((
             StatusCode::CREATED,
@@ -80,7 +83,10 @@ pub(crate) async fn create_channel(
     for (field, given) in [
         ("outbound_url", !body.outbound_url.trim().is_empty()),
         ("secret", body.secret.is_some()),
-        ("accepted_voice_types", !body.accepted_voice_types.is_empty()),
+        (
+            "accepted_voice_types",
+            !body.accepted_voice_types.is_empty(),
+        ),
     ] {
         if given {
             return Err(ApiError::invalid(
@@ -147,10 +153,12 @@ async fn details(
 ) -> Result<telenet_proto::ingress::v1::ChannelDetails, ApiError> {
     let mut client = ChannelsClient::new(state.upstreams.ingress.clone());
     state
-        .call(client.get_channel_details(caller.request(GetChannelRequest {
-            workspace_id: caller.workspace_id().to_owned(),
-            channel_id: super::parse_id("id", id)?,
-        })))
+        .call(
+            client.get_channel_details(caller.request(GetChannelRequest {
+                workspace_id: caller.workspace_id().to_owned(),
+                channel_id: super::parse_id("id", id)?,
+            })),
+        )
         .await
 }
 
@@ -302,12 +310,16 @@ pub(crate) async fn list_channel_kinds(
 }
 
 /// A field no kind has, named.
-fn refuse_unknown(unknown: &std::collections::BTreeMap<String, serde_json::Value>) -> Result<(), ApiError> {
+fn refuse_unknown(
+    unknown: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<(), ApiError> {
     match unknown.keys().next() {
         None => Ok(()),
         Some(field) => Err(ApiError::Rejected {
             status: StatusCode::BAD_REQUEST,
-            detail: format!("unknown field `{field}` (GET /v1/channel-kinds lists each kind's settings)"),
+            detail: format!(
+                "unknown field `{field}` (GET /v1/channel-kinds lists each kind's settings)"
+            ),
         }),
     }
 }
