@@ -19,6 +19,21 @@
 //! agent never waits on a message that stays pending forever, nor sees one
 //! marked failed reach the contact later.
 //!
+//! Provider limits (see `telenet_channels::Capabilities`), checked before
+//! each attempt and before anything is prepared or sent:
+//!
+//! - a text longer than the provider takes, on a provider that refuses
+//!   rather than splits ([`text_refusal`]), and an attachment of a type or
+//!   size the provider does not accept ([`media_refusal`]), fail the
+//!   delivery at once, saying what and what the limit is;
+//! - sending limits ([`limits_for`]) are counted in the shared rate-limit
+//!   store (Redis for every replica, or memory) under `dispatch:{channel}`
+//!   and `dispatch:{channel}:{recipient}`; with the channel's pause
+//!   (`dispatch-pause:{channel}`, set for a provider's `retry_after` when
+//!   it throttles, [`pause_quota`]). A message over a limit, or on a paused
+//!   channel, is held for the wait without calling the provider and
+//!   without counting an attempt ([`hold_for`]).
+//!
 //! Links: every stored attachment (voice notes, their variants' parts,
 //! pictures, files) goes out with a signed download link the media service
 //! makes, valid for `dispatch.download_link_ttl`: the receiver fetches it
@@ -27,11 +42,12 @@
 
 use std::time::Duration;
 
-use telenet_channels::SendOutcome;
 use telenet_channels::http::sanitize;
+use telenet_channels::{MediaRule, Overflow, RateLimit, RateScope, SendOutcome, TextLimit, TextUnit};
 use telenet_kit::mime::essence;
-use telenet_proto::common::v1::{Attachment, AttachmentKind};
+use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelProvider};
 use telenet_proto::dispatch::v1 as pb;
+use telenet_ratelimit::{Limit, Quota};
 
 use crate::media::VariantPart;
 
@@ -230,6 +246,245 @@ pub fn link_name(name: &str) -> &str {
     } else {
         ""
     }
+}
+
+/// The scope (metrics label and key prefix) of a channel's sending limits:
+/// keys `dispatch:{channel}` and `dispatch:{channel}:{recipient}`.
+pub const LIMIT_SCOPE: &str = "dispatch";
+
+/// The scope of a channel's pause after its provider throttled it: key
+/// `dispatch-pause:{channel}`.
+pub const PAUSE_SCOPE: &str = "dispatch-pause";
+
+/// The longest pause or hold the store can keep (a quota's interval).
+const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
+
+/// A provider's name as agents know it, for reasons.
+pub fn provider_label(provider: ChannelProvider) -> &'static str {
+    match provider {
+        ChannelProvider::WhatsappCloud
+        | ChannelProvider::Whatsapp360dialog
+        | ChannelProvider::WhatsappTwilio
+        | ChannelProvider::WhatsappMessagebird
+        | ChannelProvider::WhatsappVonage => "WhatsApp",
+        ChannelProvider::Messenger => "Messenger",
+        ChannelProvider::Instagram => "Instagram",
+        ChannelProvider::Telegram => "Telegram",
+        ChannelProvider::Line => "LINE",
+        ChannelProvider::Viber => "Viber",
+        _ => "the channel",
+    }
+}
+
+/// What `unit` counts, spoken: `characters`, `UTF-16 code units`, `bytes`.
+fn unit_name(unit: TextUnit) -> &'static str {
+    match unit {
+        TextUnit::Chars => "characters",
+        TextUnit::Utf16 => "UTF-16 code units",
+        TextUnit::Bytes => "bytes",
+    }
+}
+
+/// Why `text` cannot go to `provider` as it is: longer than its `limit` on
+/// a provider that refuses longer texts ("text is 5200 characters; LINE
+/// takes at most 5000 per message"). `None`: it fits, the provider splits
+/// it, or it states no limit.
+pub fn text_refusal(
+    text: &str,
+    limit: Option<&TextLimit>,
+    provider: ChannelProvider,
+) -> Option<String> {
+    let limit = limit?;
+    if limit.overflow != Overflow::Refuse || limit.fits(text) {
+        return None;
+    }
+    let unit = unit_name(limit.unit);
+    Some(format!(
+        "text is {} {unit}; {} takes at most {} per message",
+        limit.unit.measure(text),
+        provider_label(provider),
+        limit.max
+    ))
+}
+
+/// An attachment kind, spoken: `image`, `video`, `audio file`, `file`.
+fn kind_name(kind: AttachmentKind) -> &'static str {
+    match kind {
+        AttachmentKind::Image => "image",
+        AttachmentKind::Video => "video",
+        AttachmentKind::Audio => "audio file",
+        AttachmentKind::Voice => "voice note",
+        AttachmentKind::Sticker => "sticker",
+        AttachmentKind::File | AttachmentKind::Unspecified => "file",
+    }
+}
+
+/// `n` bytes, spoken: `20 MiB`, `5.5 MiB`, `300 KiB`, `512 bytes`.
+fn size_name(n: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    let scaled = |unit: u64, name: &str| {
+        if n.is_multiple_of(unit) {
+            format!("{} {name}", n / unit)
+        } else {
+            format!("{:.1} {name}", n as f64 / unit as f64)
+        }
+    };
+    if n >= MIB {
+        scaled(MIB, "MiB")
+    } else if n >= KIB {
+        scaled(KIB, "KiB")
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Why one of `attachments` cannot go to `provider`, whose accepted media
+/// are `rules`: a kind the rules cover whose MIME type none of its rules
+/// accepts, or whose size is over all of their limits. Voice notes are
+/// fitted elsewhere (see [`plan`]); kinds without rules, unknown types and
+/// unknown sizes are left to the provider. `None`: all acceptable.
+pub fn media_refusal(
+    attachments: &[Attachment],
+    rules: &[MediaRule],
+    provider: ChannelProvider,
+) -> Option<String> {
+    let name = provider_label(provider);
+    attachments.iter().find_map(|a| {
+        let kind = match a.kind() {
+            AttachmentKind::Voice => return None,
+            AttachmentKind::Unspecified => AttachmentKind::File,
+            kind => kind,
+        };
+        let of_kind: Vec<&MediaRule> = rules.iter().filter(|r| r.kind == kind).collect();
+        if of_kind.is_empty() {
+            return None;
+        }
+        let what = kind_name(kind);
+        let mime = essence(&a.mime_type);
+        let typed: Vec<&MediaRule> = of_kind
+            .iter()
+            .copied()
+            .filter(|r| {
+                mime.is_empty()
+                    || r.mime_types.is_empty()
+                    || r.mime_types.iter().any(|t| essence(t) == mime)
+            })
+            .collect();
+        if typed.is_empty() {
+            let mut accepted: Vec<&str> = of_kind
+                .iter()
+                .flat_map(|r| r.mime_types.iter().map(String::as_str))
+                .collect();
+            accepted.dedup();
+            return Some(format!(
+                "{what} of type {mime} is not accepted by {name} (it takes {})",
+                accepted.join(", ")
+            ));
+        }
+        if a.size_bytes == 0 {
+            return None;
+        }
+        // The most generous limit among the rules that take the type.
+        let largest = typed
+            .iter()
+            .map(|r| r.max_bytes)
+            .try_fold(0u64, |most, max| max.map(|m| most.max(m)))?;
+        (a.size_bytes > largest).then(|| {
+            format!(
+                "{what} is {} ({} bytes); {name} takes at most {} per {what}",
+                size_name(a.size_bytes),
+                a.size_bytes,
+                size_name(largest)
+            )
+        })
+    })
+}
+
+/// The quota of a provider's sending limit: `messages` at once, refilled
+/// evenly over `per` (so at most `messages` in any `per`). `None` for a
+/// limit that allows nothing sensible (no messages, no time).
+pub fn quota_of(limit: &RateLimit) -> Option<Quota> {
+    if limit.messages == 0 || limit.per.is_zero() {
+        return None;
+    }
+    let interval = (limit.per / limit.messages).clamp(Duration::from_micros(1), LONGEST_WAIT);
+    Quota::with_interval(interval, limit.messages).ok()
+}
+
+/// What to count before sending to `recipient` on `channel_id`: the
+/// channel's pause (allowed only when it is not paused; counting it changes
+/// nothing that matters), then each of the provider's `limits`, keyed
+/// `dispatch:{channel}` (channel scope) or `dispatch:{channel}:{recipient}`
+/// (recipient scope). A second limit of the same scope is keyed
+/// `dispatch:{channel}#2…` so it never shares the first one's count.
+pub fn limits_for(channel_id: &str, recipient: &str, limits: &[RateLimit]) -> Vec<(Limit, String)> {
+    let mut cells: Vec<(Limit, String)> = pause_check_quota()
+        .map(|quota| {
+            (
+                Limit {
+                    scope: PAUSE_SCOPE,
+                    quota,
+                },
+                channel_id.to_owned(),
+            )
+        })
+        .into_iter()
+        .collect();
+    let (mut channel_n, mut recipient_n) = (0u32, 0u32);
+    for limit in limits {
+        let Some(quota) = quota_of(limit) else {
+            continue;
+        };
+        let n = match limit.scope {
+            RateScope::Channel => &mut channel_n,
+            RateScope::Recipient => &mut recipient_n,
+        };
+        *n += 1;
+        let channel = if *n == 1 {
+            channel_id.to_owned()
+        } else {
+            format!("{channel_id}#{n}")
+        };
+        let id = match limit.scope {
+            RateScope::Channel => channel,
+            RateScope::Recipient => format!("{channel}:{recipient}"),
+        };
+        cells.push((
+            Limit {
+                scope: LIMIT_SCOPE,
+                quota,
+            },
+            id,
+        ));
+    }
+    cells
+}
+
+/// The quota checking a channel's pause: one request per microsecond,
+/// allowed whenever no pause is set (see [`pause_quota`]).
+fn pause_check_quota() -> Option<Quota> {
+    Quota::with_interval(Duration::from_micros(1), 1).ok()
+}
+
+/// The quota that, counted once against a channel's pause key when no pause
+/// is set, pauses it for `retry_after` (at least 1 ms, at most a day): until
+/// then the pause check of [`limits_for`] refuses, saying how long is left.
+pub fn pause_quota(retry_after: Duration) -> Option<Quota> {
+    let wait = retry_after.clamp(Duration::from_millis(1), LONGEST_WAIT);
+    Quota::with_interval(wait, 1).ok()
+}
+
+/// How long a message requested at `requested_at` (µs) waits, at `now`
+/// (µs), before its next try when a limit asks it to wait `retry_after`:
+/// that long, but not past its `deadline` (when it then fails), and at
+/// least 1 ms.
+pub fn hold_for(retry_after: Duration, requested_at: i64, now: i64, deadline: Duration) -> Duration {
+    let left = deadline_micros(deadline)
+        .saturating_sub(now.saturating_sub(requested_at))
+        .max(0);
+    let left = Duration::from_micros(u64::try_from(left).unwrap_or(0));
+    retry_after.min(left).max(Duration::from_millis(1))
 }
 
 #[cfg(test)]
