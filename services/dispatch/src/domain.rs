@@ -610,4 +610,219 @@ mod tests {
         }
         assert_eq!(link_name(&"x".repeat(129)), "");
     }
+
+    fn attachment(kind: AttachmentKind, mime: &str, size: u64) -> Attachment {
+        Attachment {
+            kind: kind as i32,
+            mime_type: mime.into(),
+            size_bytes: size,
+            ..Attachment::default()
+        }
+    }
+
+    #[test]
+    fn texts_over_a_refusing_providers_limit_are_refused_naming_the_unit() {
+        let refuse = TextLimit {
+            max: 5000,
+            unit: TextUnit::Chars,
+            overflow: Overflow::Refuse,
+        };
+        let long = "ä".repeat(5200);
+        assert_eq!(
+            text_refusal(&long, Some(&refuse), ChannelProvider::Line).as_deref(),
+            Some("text is 5200 characters; LINE takes at most 5000 per message")
+        );
+        assert_eq!(
+            text_refusal(&"ä".repeat(5000), Some(&refuse), ChannelProvider::Line),
+            None
+        );
+        let utf16 = TextLimit {
+            max: 3,
+            unit: TextUnit::Utf16,
+            overflow: Overflow::Refuse,
+        };
+        assert_eq!(
+            text_refusal("a👋👋", Some(&utf16), ChannelProvider::Telegram).as_deref(),
+            Some("text is 5 UTF-16 code units; Telegram takes at most 3 per message")
+        );
+        let bytes = TextLimit {
+            max: 2,
+            unit: TextUnit::Bytes,
+            overflow: Overflow::Refuse,
+        };
+        assert_eq!(
+            text_refusal("äb", Some(&bytes), ChannelProvider::WhatsappCloud).as_deref(),
+            Some("text is 3 bytes; WhatsApp takes at most 2 per message")
+        );
+        // Providers that split, and those that state no limit, take it.
+        let split = TextLimit {
+            overflow: Overflow::Split,
+            ..refuse
+        };
+        assert_eq!(text_refusal(&long, Some(&split), ChannelProvider::Line), None);
+        assert_eq!(text_refusal(&long, None, ChannelProvider::Line), None);
+    }
+
+    #[test]
+    fn attachments_the_provider_does_not_take_are_refused_naming_type_or_size() {
+        let rules = vec![
+            MediaRule {
+                kind: AttachmentKind::Image,
+                mime_types: list(&["image/jpeg", "image/png"]),
+                max_bytes: Some(10 * 1024 * 1024),
+            },
+            MediaRule {
+                kind: AttachmentKind::File,
+                mime_types: Vec::new(),
+                max_bytes: Some(50 * 1024 * 1024),
+            },
+        ];
+        let line = ChannelProvider::Line;
+        let png = attachment(AttachmentKind::Image, "Image/PNG", 2048);
+        assert_eq!(media_refusal(&[png.clone()], &rules, line), None);
+        let bmp = attachment(AttachmentKind::Image, "image/bmp", 2048);
+        assert_eq!(
+            media_refusal(&[png.clone(), bmp], &rules, line).as_deref(),
+            Some("image of type image/bmp is not accepted by LINE (it takes image/jpeg, image/png)")
+        );
+        let big = attachment(AttachmentKind::Image, "image/jpeg", 11 * 1024 * 1024 + 512);
+        assert_eq!(
+            media_refusal(&[big], &rules, line).as_deref(),
+            Some("image is 11.0 MiB (11534848 bytes); LINE takes at most 10 MiB per image")
+        );
+        // Files of any type, up to their size; unspecified kinds are files.
+        let pdf = attachment(AttachmentKind::Unspecified, "application/pdf", 60 * 1024 * 1024);
+        assert_eq!(
+            media_refusal(&[pdf], &rules, line).as_deref(),
+            Some("file is 60 MiB (62914560 bytes); LINE takes at most 50 MiB per file")
+        );
+        // Kinds without rules, voice notes, unknown types and sizes are
+        // left to the provider; no rules at all: anything.
+        for ok in [
+            attachment(AttachmentKind::Video, "video/x-unknown", u64::MAX),
+            attachment(AttachmentKind::Voice, "audio/webm", u64::MAX),
+            attachment(AttachmentKind::Image, "", 2048),
+            attachment(AttachmentKind::Image, "image/png", 0),
+        ] {
+            assert_eq!(media_refusal(&[ok.clone()], &rules, line), None, "{ok:?}");
+            assert_eq!(media_refusal(&[ok], &[], line), None);
+        }
+        // Several rules of a kind: any of them takes it.
+        let mut two = rules.clone();
+        two.push(MediaRule {
+            kind: AttachmentKind::Image,
+            mime_types: list(&["image/gif"]),
+            max_bytes: None,
+        });
+        let gif = attachment(AttachmentKind::Image, "image/gif", u64::MAX);
+        assert_eq!(media_refusal(&[gif], &two, line), None);
+        assert_eq!(size_name(512), "512 bytes");
+        assert_eq!(size_name(300 * 1024), "300 KiB");
+    }
+
+    fn rate(messages: u32, per: Duration, scope: RateScope) -> RateLimit {
+        RateLimit {
+            messages,
+            per,
+            scope,
+        }
+    }
+
+    #[test]
+    fn sending_limits_are_keyed_by_channel_and_recipient() {
+        let second = Duration::from_secs(1);
+        let limits = limits_for(
+            "ch-1",
+            "+4915550001",
+            &[
+                rate(30, second, RateScope::Channel),
+                rate(1, second, RateScope::Recipient),
+                rate(1000, Duration::from_secs(60), RateScope::Channel),
+                rate(0, second, RateScope::Channel),
+            ],
+        );
+        let keys: Vec<String> = limits
+            .iter()
+            .map(|(limit, id)| format!("{}:{id}", limit.scope))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "dispatch-pause:ch-1",
+                "dispatch:ch-1",
+                "dispatch:ch-1:+4915550001",
+                "dispatch:ch-1#2",
+            ]
+        );
+        // The pause check lets everything through while no pause is set.
+        assert_eq!(limits[0].0.quota.interval(), Duration::from_micros(1));
+        assert_eq!(limits[0].0.quota.burst(), 1);
+        // 30 a second: 30 at once, one more every 1/30 s.
+        assert_eq!(limits[1].0.quota.burst(), 30);
+        assert_eq!(limits[1].0.quota.interval(), second / 30);
+        assert_eq!(limits[2].0.quota.interval(), second);
+        assert_eq!(limits[3].0.quota.interval(), Duration::from_millis(60));
+        // Nothing the store could keep: a limit of nothing, a day and more.
+        assert_eq!(quota_of(&rate(1, Duration::ZERO, RateScope::Channel)), None);
+        let rare = quota_of(&rate(1, Duration::from_secs(3 * 86_400), RateScope::Channel));
+        assert_eq!(rare.map(|q| q.interval()), Some(Duration::from_secs(86_400)));
+        // A provider without limits: only the pause.
+        assert_eq!(limits_for("ch-1", "x", &[]).len(), 1);
+    }
+
+    #[test]
+    fn pauses_last_the_providers_retry_after_within_bounds() {
+        let q = |d| pause_quota(d).map(|q| (q.interval(), q.burst()));
+        assert_eq!(q(Duration::from_secs(3)), Some((Duration::from_secs(3), 1)));
+        assert_eq!(q(Duration::ZERO), Some((Duration::from_millis(1), 1)));
+        assert_eq!(
+            q(Duration::from_secs(7 * 86_400)),
+            Some((Duration::from_secs(86_400), 1))
+        );
+    }
+
+    #[test]
+    fn held_messages_wait_as_asked_but_not_past_their_deadline() {
+        let deadline = Duration::from_secs(60);
+        let s = 1_000_000;
+        assert_eq!(
+            hold_for(Duration::from_secs(2), 0, 10 * s, deadline),
+            Duration::from_secs(2)
+        );
+        // 5 s left: waits 5 s, then fails as overdue.
+        assert_eq!(
+            hold_for(Duration::from_secs(30), 0, 55 * s, deadline),
+            Duration::from_secs(5)
+        );
+        // Past it already, or asked not to wait: a moment.
+        assert_eq!(
+            hold_for(Duration::from_secs(30), 0, 70 * s, deadline),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            hold_for(Duration::ZERO, 0, s, deadline),
+            Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn throttling_is_retried_and_counts_as_an_attempt() {
+        let throttled = || SendOutcome::Throttled {
+            reason: "http 429: too many requests".into(),
+            retry_after: Duration::from_secs(3),
+        };
+        let retry = settle(throttled(), 1, 3);
+        assert_eq!(
+            (retry.state, retry.error.as_str()),
+            (State::Pending, "http 429: too many requests")
+        );
+        let last = settle(throttled(), 3, 3);
+        assert_eq!(
+            (last.state, last.error.as_str()),
+            (
+                State::Failed,
+                "gave up after 3 attempts: http 429: too many requests"
+            )
+        );
+    }
 }
