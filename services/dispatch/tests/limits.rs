@@ -23,6 +23,8 @@ use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::{Delivery, DeliveryState};
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
+use telenet_proto::ingress::v1::TelegramConfig;
+use telenet_proto::ingress::v1::channel_config::Provider as Case;
 use telenet_ratelimit::{MemoryStore, RateLimiter};
 use telenet_store::testing::Backend;
 use telenet_store::{Db, events, outbox};
@@ -149,13 +151,42 @@ impl FixedDirectory {
     /// A LINE channel `id` of workspace `ws1`, calling its API at
     /// `api_base_url` (empty: the provider's own).
     fn line(&self, id: &str, api_base_url: &str) {
+        self.add(id, ChannelKind::Line, ChannelProvider::Line, api_base_url, None);
+    }
+
+    /// A Telegram channel `id` of workspace `ws1` whose Bot API is at
+    /// `api_base_url`.
+    fn telegram(&self, id: &str, api_base_url: &str) {
+        let settings = TelegramConfig {
+            bot_token: format!("123456:{}", "A".repeat(35)),
+            secret_token: "secret".into(),
+            ..Default::default()
+        };
+        self.add(
+            id,
+            ChannelKind::Telegram,
+            ChannelProvider::Telegram,
+            api_base_url,
+            Some(Case::Telegram(settings)),
+        );
+    }
+
+    fn add(
+        &self,
+        id: &str,
+        kind: ChannelKind,
+        provider: ChannelProvider,
+        api_base_url: &str,
+        settings: Option<Case>,
+    ) {
         let mut creds = ChannelCredentials {
             channel_id: id.to_owned(),
-            kind: ChannelKind::Line,
-            provider: ChannelProvider::Line,
+            kind,
+            provider,
             ..Default::default()
         };
         creds.config.api_base_url = api_base_url.to_owned();
+        creds.config.provider = settings;
         self.0.lock().expect("lock").insert(id.to_owned(), creds);
     }
 }
@@ -238,17 +269,29 @@ impl Harness {
         }
     }
 
-    /// A running replica counting limits with the limiter `limiter` makes.
+    /// A running replica sending through the stub, counting limits with
+    /// the limiter `limiter` makes.
     async fn replica(&self, limiter: impl FnOnce(&Metrics) -> RateLimiter) -> Replica {
+        let stub = Registry::empty().with(Arc::new(self.stub.clone()));
+        self.replica_with(limiter, stub, config()).await
+    }
+
+    /// A running replica sending through `providers` with `config`.
+    async fn replica_with(
+        &self,
+        limiter: impl FnOnce(&Metrics) -> RateLimiter,
+        providers: Registry,
+        config: Config,
+    ) -> Replica {
         let bus: SharedBus = Arc::new(MemoryBus::new(RetryPolicy {
             delays: vec![Duration::from_millis(20); 10],
         }));
         let metrics = Metrics::new();
-        let svc = DispatchService::new(self.db.clone(), bus.clone(), self.directory.clone(), config())
+        let svc = DispatchService::new(self.db.clone(), bus.clone(), self.directory.clone(), config)
             .expect("service")
             .with_metrics(&metrics)
             .with_rate_limiter(limiter(&metrics))
-            .with_providers(Registry::empty().with(Arc::new(self.stub.clone())));
+            .with_providers(providers);
         let requests = svc.subscribe().await.expect("subscribe");
         tokio::spawn(outbox::Relay::new(self.db.clone(), bus.clone()).run(self.token.clone()));
         tokio::spawn(svc.clone().consume(requests, self.token.clone()));
@@ -324,6 +367,7 @@ fn sent_once(d: &Delivery) {
 telenet_store::on_both_backends!(
     a_per_recipient_limit_delays_the_second_message_without_failing_it,
     a_throttled_channel_pauses_then_the_message_is_sent,
+    telegrams_429_with_retry_after_pauses_the_channel_then_the_message_is_sent,
     an_over_long_text_on_a_refusing_provider_fails_without_a_call,
     a_media_type_or_size_not_accepted_fails_without_a_call,
     an_api_base_url_outside_the_egress_policy_fails_without_a_call,
@@ -543,5 +587,85 @@ async fn a_limiter_whose_store_is_away_lets_messages_through(backend: Backend) {
     r.request(message("m-2", "ch-1", "alice", "second")).await;
     sent_once(&r.settled("m-2").await);
     assert!(r.metric("telenet_rate_limit_store_errors_total") >= 2.0);
+    h.stop().await;
+}
+
+/// A local Bot API: answers `sendMessage` first with Telegram's flood
+/// control (HTTP 429, `retry_after` 1), then with the sent message; records
+/// when each call came.
+async fn bot_api(token: CancellationToken) -> (String, Arc<Mutex<Vec<Instant>>>) {
+    let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/{bot}/sendMessage",
+        axum::routing::post(move || {
+            let seen = seen.clone();
+            async move {
+                let n = {
+                    let mut calls = seen.lock().expect("lock");
+                    calls.push(Instant::now());
+                    calls.len()
+                };
+                if n == 1 {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                        r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#,
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        [("retry-after", "0")],
+                        r#"{"ok":true,"result":{"message_id":7,"chat":{"id":42}}}"#,
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .expect("serves");
+    });
+    (format!("http://{addr}"), calls)
+}
+
+async fn telegrams_429_with_retry_after_pauses_the_channel_then_the_message_is_sent(
+    backend: Backend,
+) {
+    let h = Harness::start(backend, Stub::new(Vec::new())).await;
+    let (base, calls) = bot_api(h.token.clone()).await;
+    h.directory.telegram("tg-1", &base);
+    let config = Config {
+        // The local Bot API is on loopback.
+        private_receivers: vec!["127.0.0.1".into()],
+        ..config()
+    };
+    let r = h
+        .replica_with(memory_limiter, Registry::builtin(), config)
+        .await;
+    r.request(message("m-1", "tg-1", "42", "hello")).await;
+    let sent = r.settled("m-1").await;
+    assert_eq!(
+        (sent.state(), sent.attempts, sent.external_id.as_str()),
+        (DeliveryState::Sent, 2, "42:7"),
+        "{sent:?}"
+    );
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 2, "throttled once, then sent");
+    assert!(
+        calls[1] - calls[0] >= ALMOST,
+        "the retry waited for Telegram's retry_after: {:?}",
+        calls[1] - calls[0]
+    );
+    assert_eq!(
+        r.metric(r#"telenet_dispatch_channel_pauses_total{channel_kind="telegram"}"#),
+        1.0
+    );
     h.stop().await;
 }
