@@ -11,10 +11,10 @@ use telenet_channels::{Provider, SendOutcome};
 use telenet_kit::metrics::UNKNOWN;
 use telenet_proto::common::v1::AttachmentKind;
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
+use telenet_ratelimit::{Cell, Decision, Limit, Verdict};
 use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
 use telenet_store::{events, now_micros};
 use tokio_util::sync::CancellationToken;
-use telenet_ratelimit::{Cell, Decision, Limit, Verdict};
 use tracing::Instrument as _;
 
 use crate::DispatchService;
@@ -400,10 +400,19 @@ impl DispatchService {
             return;
         };
         let key = format!("{}:{channel_id}", domain::PAUSE_SCOPE);
-        match self.limiter.store().check(&[Cell { key: &key, quota }]).await {
+        match self
+            .limiter
+            .store()
+            .check(&[Cell { key: &key, quota }])
+            .await
+        {
             Ok(Decision::Allowed { .. }) => {
                 self.metrics.count_pause(kind);
-                tracing::info!(channel_id, ?retry_after, "provider throttled the channel; sends paused");
+                tracing::info!(
+                    channel_id,
+                    ?retry_after,
+                    "provider throttled the channel; sends paused"
+                );
             }
             Ok(Decision::Limited { .. }) => {}
             Err(error) => tracing::warn!(

@@ -43,7 +43,9 @@
 use std::time::Duration;
 
 use telenet_channels::http::sanitize;
-use telenet_channels::{MediaRule, Overflow, RateLimit, RateScope, SendOutcome, TextLimit, TextUnit};
+use telenet_channels::{
+    MediaRule, Overflow, RateLimit, RateScope, SendOutcome, TextLimit, TextUnit,
+};
 use telenet_kit::mime::essence;
 use telenet_proto::common::v1::{Attachment, AttachmentKind, ChannelProvider};
 use telenet_proto::dispatch::v1 as pb;
@@ -479,7 +481,12 @@ pub fn pause_quota(retry_after: Duration) -> Option<Quota> {
 /// (µs), before its next try when a limit asks it to wait `retry_after`:
 /// that long, but not past its `deadline` (when it then fails), and at
 /// least 1 ms.
-pub fn hold_for(retry_after: Duration, requested_at: i64, now: i64, deadline: Duration) -> Duration {
+pub fn hold_for(
+    retry_after: Duration,
+    requested_at: i64,
+    now: i64,
+    deadline: Duration,
+) -> Duration {
     let left = deadline_micros(deadline)
         .saturating_sub(now.saturating_sub(requested_at))
         .max(0);
@@ -659,7 +666,10 @@ mod tests {
             overflow: Overflow::Split,
             ..refuse
         };
-        assert_eq!(text_refusal(&long, Some(&split), ChannelProvider::Line), None);
+        assert_eq!(
+            text_refusal(&long, Some(&split), ChannelProvider::Line),
+            None
+        );
         assert_eq!(text_refusal(&long, None, ChannelProvider::Line), None);
     }
 
@@ -679,11 +689,16 @@ mod tests {
         ];
         let line = ChannelProvider::Line;
         let png = attachment(AttachmentKind::Image, "Image/PNG", 2048);
-        assert_eq!(media_refusal(&[png.clone()], &rules, line), None);
+        assert_eq!(
+            media_refusal(std::slice::from_ref(&png), &rules, line),
+            None
+        );
         let bmp = attachment(AttachmentKind::Image, "image/bmp", 2048);
         assert_eq!(
             media_refusal(&[png.clone(), bmp], &rules, line).as_deref(),
-            Some("image of type image/bmp is not accepted by LINE (it takes image/jpeg, image/png)")
+            Some(
+                "image of type image/bmp is not accepted by LINE (it takes image/jpeg, image/png)"
+            )
         );
         let big = attachment(AttachmentKind::Image, "image/jpeg", 11 * 1024 * 1024 + 512);
         assert_eq!(
@@ -691,7 +706,11 @@ mod tests {
             Some("image is 11.0 MiB (11534848 bytes); LINE takes at most 10 MiB per image")
         );
         // Files of any type, up to their size; unspecified kinds are files.
-        let pdf = attachment(AttachmentKind::Unspecified, "application/pdf", 60 * 1024 * 1024);
+        let pdf = attachment(
+            AttachmentKind::Unspecified,
+            "application/pdf",
+            60 * 1024 * 1024,
+        );
         assert_eq!(
             media_refusal(&[pdf], &rules, line).as_deref(),
             Some("file is 60 MiB (62914560 bytes); LINE takes at most 50 MiB per file")
@@ -704,7 +723,11 @@ mod tests {
             attachment(AttachmentKind::Image, "", 2048),
             attachment(AttachmentKind::Image, "image/png", 0),
         ] {
-            assert_eq!(media_refusal(&[ok.clone()], &rules, line), None, "{ok:?}");
+            assert_eq!(
+                media_refusal(std::slice::from_ref(&ok), &rules, line),
+                None,
+                "{ok:?}"
+            );
             assert_eq!(media_refusal(&[ok], &[], line), None);
         }
         // Several rules of a kind: any of them takes it.
@@ -764,8 +787,15 @@ mod tests {
         assert_eq!(limits[3].0.quota.interval(), Duration::from_millis(60));
         // Nothing the store could keep: a limit of nothing, a day and more.
         assert_eq!(quota_of(&rate(1, Duration::ZERO, RateScope::Channel)), None);
-        let rare = quota_of(&rate(1, Duration::from_secs(3 * 86_400), RateScope::Channel));
-        assert_eq!(rare.map(|q| q.interval()), Some(Duration::from_secs(86_400)));
+        let rare = quota_of(&rate(
+            1,
+            Duration::from_secs(3 * 86_400),
+            RateScope::Channel,
+        ));
+        assert_eq!(
+            rare.map(|q| q.interval()),
+            Some(Duration::from_secs(86_400))
+        );
         // A provider without limits: only the pause.
         assert_eq!(limits_for("ch-1", "x", &[]).len(), 1);
     }

@@ -10,8 +10,8 @@ use telenet_channels::net::Egress;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::dispatch::v1::dispatch_server::DispatchServer;
-use telenet_store::consumer::GroupSubscription;
 use telenet_ratelimit::{MemoryStore, RateLimiter};
+use telenet_store::consumer::GroupSubscription;
 use telenet_store::{Db, now_micros};
 use tokio_util::sync::CancellationToken;
 

@@ -151,7 +151,13 @@ impl FixedDirectory {
     /// A LINE channel `id` of workspace `ws1`, calling its API at
     /// `api_base_url` (empty: the provider's own).
     fn line(&self, id: &str, api_base_url: &str) {
-        self.add(id, ChannelKind::Line, ChannelProvider::Line, api_base_url, None);
+        self.add(
+            id,
+            ChannelKind::Line,
+            ChannelProvider::Line,
+            api_base_url,
+            None,
+        );
     }
 
     /// A Telegram channel `id` of workspace `ws1` whose Bot API is at
@@ -287,11 +293,12 @@ impl Harness {
             delays: vec![Duration::from_millis(20); 10],
         }));
         let metrics = Metrics::new();
-        let svc = DispatchService::new(self.db.clone(), bus.clone(), self.directory.clone(), config)
-            .expect("service")
-            .with_metrics(&metrics)
-            .with_rate_limiter(limiter(&metrics))
-            .with_providers(providers);
+        let svc =
+            DispatchService::new(self.db.clone(), bus.clone(), self.directory.clone(), config)
+                .expect("service")
+                .with_metrics(&metrics)
+                .with_rate_limiter(limiter(&metrics))
+                .with_providers(providers);
         let requests = svc.subscribe().await.expect("subscribe");
         tokio::spawn(outbox::Relay::new(self.db.clone(), bus.clone()).run(self.token.clone()));
         tokio::spawn(svc.clone().consume(requests, self.token.clone()));
@@ -384,7 +391,8 @@ async fn a_per_recipient_limit_delays_the_second_message_without_failing_it(back
     r.request(message("m-1", "ch-1", "alice", "first")).await;
     sent_once(&r.settled("m-1").await);
     r.request(message("m-2", "ch-1", "alice", "second")).await;
-    r.request(message("m-3", "ch-1", "bob", "another contact")).await;
+    r.request(message("m-3", "ch-1", "bob", "another contact"))
+        .await;
     let (m2, m3) = (r.settled("m-2").await, r.settled("m-3").await);
     // Held, not failed, and the hold is no attempt.
     sent_once(&m2);
@@ -475,7 +483,10 @@ async fn an_over_long_text_on_a_refusing_provider_fails_without_a_call(backend: 
     r.request(message("m-fits", "ch-1", "bob", &"ü".repeat(20)))
         .await;
     sent_once(&r.settled("m-fits").await);
-    assert!(h.stub.call_of("m-long").is_empty(), "no call for the refused text");
+    assert!(
+        h.stub.call_of("m-long").is_empty(),
+        "no call for the refused text"
+    );
     h.stop().await;
 }
 
@@ -495,7 +506,8 @@ async fn a_media_type_or_size_not_accepted_fails_without_a_call(backend: Backend
         m
     };
     r.request(with("m-bmp", "image/bmp", 2048)).await;
-    r.request(with("m-big", "image/png", 11 * 1024 * 1024)).await;
+    r.request(with("m-big", "image/png", 11 * 1024 * 1024))
+        .await;
     r.request(with("m-png", "image/png", 2048)).await;
     let bmp = r.settled("m-bmp").await;
     assert_eq!(
