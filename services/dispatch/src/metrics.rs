@@ -93,7 +93,7 @@ impl DispatchMetrics {
             ),
             held: metrics.register(
                 "dispatch_held",
-                "Outbound messages held before an attempt, without calling the provider, by channel kind and cause (rate_limit, paused)",
+                "Holds of outbound messages before an attempt (a message waits once per refusal), without calling the provider, by channel kind and cause (rate_limit, paused)",
                 Family::default,
             ),
             pauses: metrics.register(
