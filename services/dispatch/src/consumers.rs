@@ -3,12 +3,15 @@
 //! the result with its `outbound.status` event; passing trouble sends the
 //! event back to the bus for the next attempt.
 
+use std::time::Duration;
+
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
 use telenet_channels::directory::{ChannelCredentials, ChannelDirectory, DirectoryError};
 use telenet_channels::{Provider, SendOutcome};
 use telenet_kit::metrics::UNKNOWN;
 use telenet_proto::common::v1::AttachmentKind;
 use telenet_proto::events::v1::{OutboundRequested, event_envelope::Payload};
+use telenet_ratelimit::{Cell, Decision, Limit, Verdict};
 use telenet_store::consumer::{self, GroupSubscription, HandleError, Incoming};
 use telenet_store::{events, now_micros};
 use tokio_util::sync::CancellationToken;
@@ -17,8 +20,28 @@ use tracing::Instrument as _;
 use crate::DispatchService;
 use crate::domain::{self, Plan, State};
 use crate::media::{VariantAnswer, VariantError};
-use crate::metrics::DispatchOutcome;
+use crate::metrics::{DispatchOutcome, HoldCause};
 use crate::store::{self, Attempted, Claim};
+
+/// What one try of a delivery came to.
+enum Step {
+    /// Recorded (sent, failed, or already settled); nothing more to do.
+    Done,
+    /// Held by a sending limit: try again after this long.
+    Hold(Duration),
+}
+
+/// What an attempt came to.
+enum Attempt {
+    /// The provider was called (or the message can never go): its outcome.
+    Made(SendOutcome),
+    /// A sending limit, or the channel's pause, holds the message for
+    /// `retry_after`; the provider was not called.
+    Held {
+        retry_after: Duration,
+        cause: HoldCause,
+    },
+}
 
 /// Consumer group of dispatch on the bus.
 pub const GROUP: &str = "dispatch";
@@ -43,9 +66,11 @@ pub(crate) async fn run(
     token: CancellationToken,
 ) {
     let concurrency = service.inner.config.concurrency;
+    let stopping = token.clone();
     consumer::run_on(requests, concurrency, token, move |incoming| {
         let service = service.clone();
-        async move { service.deliver(incoming).await }
+        let stopping = stopping.clone();
+        async move { service.deliver(incoming, &stopping).await }
     })
     .await;
 }
@@ -53,8 +78,15 @@ pub(crate) async fn run(
 impl DispatchService {
     /// Handle one `outbound.requested` delivery: claim the message, make one
     /// attempt, record it. Returns `Transient` to have the bus bring the
-    /// event back later for the next attempt.
-    async fn deliver(&self, incoming: Incoming) -> Result<(), HandleError> {
+    /// event back later for the next attempt. A message a sending limit
+    /// holds (or whose channel is paused) waits here, uncounted, and is
+    /// tried again after the wait; when `stopping` is cancelled meanwhile it
+    /// goes back to the queue (`Unavailable`: never dead-lettered).
+    async fn deliver(
+        &self,
+        incoming: Incoming,
+        stopping: &CancellationToken,
+    ) -> Result<(), HandleError> {
         let env = events::from_bus(&incoming.event)?;
         let Some(Payload::OutboundRequested(request)) = env.payload else {
             return Err(HandleError::Permanent(format!(
@@ -92,10 +124,42 @@ impl DispatchService {
                 t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1_000)
             })
             .min(now);
+        loop {
+            let wait = match self
+                .try_deliver(workspace_id, event_id, &request, lease_micros, requested_at)
+                .await?
+            {
+                Step::Done => return Ok(()),
+                Step::Hold(wait) => wait,
+            };
+            tokio::select! {
+                _ = stopping.cancelled() => {
+                    return Err(HandleError::Unavailable(format!(
+                        "stopping while message {} waits for its channel's sending limit",
+                        request.message_id
+                    )));
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One try of [`deliver`](Self::deliver): claim, attempt and record, or
+    /// give the claim back uncounted and say how long to wait when a
+    /// sending limit holds the message.
+    async fn try_deliver(
+        &self,
+        workspace_id: &str,
+        event_id: &str,
+        request: &OutboundRequested,
+        lease_micros: i64,
+        requested_at: i64,
+    ) -> Result<Step, HandleError> {
+        let config = &self.inner.config;
         let claim = store::claim(
             &self.inner.db,
             workspace_id,
-            &request,
+            request,
             event_id,
             lease_micros,
             requested_at,
@@ -109,7 +173,7 @@ impl DispatchService {
             } => (attempt, lease, requested_at),
             Claim::Settled => {
                 tracing::debug!(message_id = %request.message_id, "delivery already settled; not sending again");
-                return Ok(());
+                return Ok(Step::Done);
             }
             Claim::Busy => {
                 return Err(HandleError::Transient(format!(
@@ -136,7 +200,40 @@ impl DispatchService {
                 // one too many.
                 (domain::unreported(made), made)
             } else {
-                let (outcome, kind) = self.attempt(workspace_id, &request).await;
+                let (tried, kind) = self.attempt(workspace_id, request).await;
+                let outcome = match tried {
+                    Attempt::Made(outcome) => outcome,
+                    Attempt::Held { retry_after, cause } => {
+                        self.metrics.count_held(&kind, cause);
+                        let released = store::release(
+                            &self.inner.db,
+                            workspace_id,
+                            &request.message_id,
+                            &lease,
+                        )
+                        .await?;
+                        if !released {
+                            return Err(HandleError::Transient(format!(
+                                "lost the lease on message {}",
+                                request.message_id
+                            )));
+                        }
+                        let wait = domain::hold_for(
+                            retry_after,
+                            requested_at,
+                            now_micros(),
+                            config.pending_deadline,
+                        );
+                        tracing::debug!(
+                            message_id = %request.message_id,
+                            channel_id = %request.channel_id,
+                            ?cause,
+                            ?wait,
+                            "outbound message held by its channel's sending limit"
+                        );
+                        return Ok(Step::Hold(wait));
+                    }
+                };
                 let settled = domain::settle(outcome, attempt, config.max_attempts);
                 self.metrics.count_dispatch(
                     &kind,
@@ -148,7 +245,7 @@ impl DispatchService {
                 );
                 (settled, attempt)
             };
-        log_attempt(&request, attempts, settled.state, &settled.error);
+        log_attempt(request, attempts, settled.state, &settled.error);
         let state = settled.state;
         // The fault suite's crash point: the channel took the message (2xx)
         // and nothing of it is recorded yet.
@@ -161,7 +258,7 @@ impl DispatchService {
             &self.inner.db,
             Attempted {
                 workspace_id,
-                request: &request,
+                request,
                 lease: &lease,
                 attempts,
                 state,
@@ -181,21 +278,17 @@ impl DispatchService {
         }
         match state {
             State::Pending => Err(HandleError::Transient(retry_reason)),
-            State::Sent | State::Failed => Ok(()),
+            State::Sent | State::Failed => Ok(Step::Done),
         }
     }
 
     /// One attempt: find the channel and its provider, fit the message to
     /// it, send. Also returns the channel's kind as metrics name it
     /// (`unknown` when the lookup failed).
-    async fn attempt(
-        &self,
-        workspace_id: &str,
-        request: &OutboundRequested,
-    ) -> (SendOutcome, String) {
+    async fn attempt(&self, workspace_id: &str, request: &OutboundRequested) -> (Attempt, String) {
         let mut kind = UNKNOWN.to_owned();
-        let outcome = self.attempt_as(workspace_id, request, &mut kind).await;
-        (outcome, kind)
+        let tried = self.attempt_as(workspace_id, request, &mut kind).await;
+        (tried, kind)
     }
 
     async fn attempt_as(
@@ -203,34 +296,77 @@ impl DispatchService {
         workspace_id: &str,
         request: &OutboundRequested,
         kind: &mut String,
-    ) -> SendOutcome {
+    ) -> Attempt {
         let channel = match self.channel(workspace_id, &request.channel_id).await {
             Ok(channel) => channel,
-            Err(outcome) => return outcome,
+            Err(outcome) => return Attempt::Made(outcome),
         };
         *kind = telenet_channels::kind_name(channel.kind);
-        let Some(provider) = self.inner.providers.for_channel(&channel) else {
-            return SendOutcome::Reject(format!(
+        let Some(provider) = self.providers.for_channel(&channel) else {
+            return Attempt::Made(SendOutcome::Reject(format!(
                 "sending on {} channels is not supported",
                 channel.kind.as_str_name()
-            ));
+            )));
         };
-        // The one destination a channel's settings choose: refused before
-        // anything is prepared when its policy does not permit it (names
+        // The destinations a channel's settings choose: refused before
+        // anything is prepared when the policy does not permit them (names
         // are checked again when the client resolves them).
-        if !channel.outbound_url.is_empty()
-            && let Err(why) = self.inner.egress.check(&channel.outbound_url)
-        {
-            return SendOutcome::Reject(format!("outbound_url: {why}"));
+        for (field, url) in [
+            ("outbound_url", channel.outbound_url.trim()),
+            ("api_base_url", channel.config.api_base_url.trim()),
+        ] {
+            if !url.is_empty()
+                && let Err(why) = self.inner.egress.check(url)
+            {
+                return Attempt::Made(SendOutcome::Reject(format!("{field}: {why}")));
+            }
         }
-        let accepted = provider.capabilities(&channel).voice.accepted_types;
+        let capabilities = provider.capabilities(&channel);
+        // What the provider never takes fails at once, before anything is
+        // prepared or counted.
+        let refusal = domain::text_refusal(
+            &request.text,
+            capabilities.text.as_ref(),
+            provider.provider(),
+        )
+        .or_else(|| {
+            domain::media_refusal(
+                &request.attachments,
+                &capabilities.media,
+                provider.provider(),
+            )
+        });
+        if let Some(reason) = refusal {
+            return Attempt::Made(SendOutcome::Reject(reason));
+        }
         let message = match self
-            .prepare_attachments(workspace_id, request, &accepted)
+            .prepare_attachments(workspace_id, request, &capabilities.voice.accepted_types)
             .await
         {
             Ok(message) => message,
-            Err(outcome) => return outcome,
+            Err(outcome) => return Attempt::Made(outcome),
         };
+        // Counted last, right before the send, so what is counted is sent.
+        let limits = domain::limits_for(
+            &request.channel_id,
+            &request.recipient_external_id,
+            &capabilities.rate_limits,
+        );
+        let cells: Vec<(Limit, &str)> = limits
+            .iter()
+            .map(|(limit, id)| (*limit, id.as_str()))
+            .collect();
+        if let Verdict::Limited {
+            scope, retry_after, ..
+        } = self.limiter.check(&cells).await
+        {
+            let cause = if scope == domain::PAUSE_SCOPE {
+                HoldCause::Paused
+            } else {
+                HoldCause::RateLimit
+            };
+            return Attempt::Held { retry_after, cause };
+        }
         let started = std::time::Instant::now();
         let outcome = self
             .send(provider, &channel, &message)
@@ -243,12 +379,48 @@ impl DispatchService {
             ))
             .await;
         self.metrics.observe_dispatch_send(kind, started.elapsed());
+        if let SendOutcome::Throttled { retry_after, .. } = &outcome {
+            self.pause(&request.channel_id, *retry_after, kind).await;
+        }
         if !matches!(outcome, SendOutcome::Sent { .. }) {
             self.inner
                 .directory
                 .forget(workspace_id, &request.channel_id);
         }
-        outcome
+        Attempt::Made(outcome)
+    }
+
+    /// Pause `channel_id` for `retry_after`, for every replica sharing the
+    /// rate-limit store: attempts on it are held until then (see
+    /// `domain::limits_for`). A pause already running is kept as it is;
+    /// a store that does not answer leaves the channel unpaused (its next
+    /// attempts may be throttled again, and retried).
+    async fn pause(&self, channel_id: &str, retry_after: Duration, kind: &str) {
+        let Some(quota) = domain::pause_quota(retry_after) else {
+            return;
+        };
+        let key = format!("{}:{channel_id}", domain::PAUSE_SCOPE);
+        match self
+            .limiter
+            .store()
+            .check(&[Cell { key: &key, quota }])
+            .await
+        {
+            Ok(Decision::Allowed { .. }) => {
+                self.metrics.count_pause(kind);
+                tracing::info!(
+                    channel_id,
+                    ?retry_after,
+                    "provider throttled the channel; sends paused"
+                );
+            }
+            Ok(Decision::Limited { .. }) => {}
+            Err(error) => tracing::warn!(
+                channel_id,
+                %error,
+                "provider throttled the channel but the pause could not be stored"
+            ),
+        }
     }
 
     /// The channel's credentials; `Err` is the attempt's outcome when they

@@ -12,6 +12,16 @@
 //! deliveries are listed for operators as dead letters. Dispatch itself
 //! knows no channel kind.
 //!
+//! It honours what each provider declares (`Provider::capabilities`): a
+//! text longer than a provider that refuses long texts takes, or an
+//! attachment of a type or size it does not accept, fails at once without
+//! a call; its sending limits (per channel, per recipient) are counted in
+//! the process's rate-limit store (Redis, shared by every replica, or
+//! memory), and a message over one waits, uncounted, until it is allowed;
+//! a provider that throttles (`SendOutcome::Throttled`) pauses the channel
+//! for its `retry_after` for every replica. A channel's `api_base_url`
+//! passes the same egress policy as a custom channel's `outbound_url`.
+//!
 //! The crate has the rooms of every service: [`domain`] (the rules, no
 //! I/O), `store` (its SQL, the only place that speaks SQL), `grpc` (the
 //! `telenet.dispatch.v1.Dispatch` adapter), `consumers` (the

@@ -19,6 +19,30 @@ struct ChannelKindLabels {
     channel_kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeldLabels {
+    channel_kind: String,
+    cause: String,
+}
+
+/// Why a message was held before its attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCause {
+    /// A sending limit of the provider (per channel or per recipient).
+    RateLimit,
+    /// The channel is paused: its provider throttled it.
+    Paused,
+}
+
+impl HoldCause {
+    fn as_str(self) -> &'static str {
+        match self {
+            HoldCause::RateLimit => "rate_limit",
+            HoldCause::Paused => "paused",
+        }
+    }
+}
+
 /// How one outbound delivery attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchOutcome {
@@ -45,6 +69,8 @@ impl DispatchOutcome {
 pub struct DispatchMetrics {
     attempts: Family<DispatchLabels, Counter>,
     overdue: Counter,
+    held: Family<HeldLabels, Counter>,
+    pauses: Family<ChannelKindLabels, Counter>,
     /// The shared latency buckets (up to half a minute, past the longest
     /// send timeout).
     send_duration: Histograms<ChannelKindLabels>,
@@ -64,6 +90,16 @@ impl DispatchMetrics {
                 "dispatch_overdue",
                 "Outbound messages failed because they were not sent within dispatch.pending_deadline",
                 Counter::default,
+            ),
+            held: metrics.register(
+                "dispatch_held",
+                "Holds of outbound messages before an attempt (a message waits once per refusal), without calling the provider, by channel kind and cause (rate_limit, paused)",
+                Family::default,
+            ),
+            pauses: metrics.register(
+                "dispatch_channel_pauses",
+                "Channels paused for every replica because their provider throttled a send, by channel kind",
+                Family::default,
             ),
             send_duration: metrics.register(
                 "dispatch_send_duration_seconds",
@@ -95,6 +131,25 @@ impl DispatchMetrics {
         self.overdue.inc_by(n as u64);
     }
 
+    /// One message held before its attempt on a channel of `channel_kind`.
+    pub fn count_held(&self, channel_kind: &str, cause: HoldCause) {
+        self.held
+            .get_or_create(&HeldLabels {
+                channel_kind: channel_kind.to_owned(),
+                cause: cause.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// One channel of `channel_kind` paused after its provider throttled.
+    pub fn count_pause(&self, channel_kind: &str) {
+        self.pauses
+            .get_or_create(&ChannelKindLabels {
+                channel_kind: channel_kind.to_owned(),
+            })
+            .inc();
+    }
+
     /// How long a channel's API took to answer one send.
     pub fn observe_dispatch_send(&self, channel_kind: &str, elapsed: Duration) {
         self.send_duration
@@ -122,11 +177,17 @@ mod tests {
         DispatchMetrics::register(&metrics).count_dispatch("unknown", DispatchOutcome::Failed);
         dispatch.count_overdue();
         dispatch.count_overdue_by(2);
+        dispatch.count_held("telegram", HoldCause::RateLimit);
+        dispatch.count_held("telegram", HoldCause::RateLimit);
+        dispatch.count_held("telegram", HoldCause::Paused);
+        dispatch.count_pause("telegram");
         let text = metrics.encode().expect("encodes");
         for name in [
             "telenet_dispatch_attempts_total",
             "telenet_dispatch_overdue_total",
             "telenet_dispatch_send_duration_seconds",
+            "telenet_dispatch_held_total",
+            "telenet_dispatch_channel_pauses_total",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
@@ -145,6 +206,18 @@ mod tests {
                 1.0,
             ),
             ("telenet_dispatch_overdue_total", 3.0),
+            (
+                r#"telenet_dispatch_held_total{channel_kind="telegram",cause="rate_limit"}"#,
+                2.0,
+            ),
+            (
+                r#"telenet_dispatch_held_total{channel_kind="telegram",cause="paused"}"#,
+                1.0,
+            ),
+            (
+                r#"telenet_dispatch_channel_pauses_total{channel_kind="telegram"}"#,
+                1.0,
+            ),
             (
                 r#"telenet_dispatch_send_duration_seconds_bucket{channel_kind="custom",le="0.025"}"#,
                 1.0,

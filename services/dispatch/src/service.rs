@@ -10,6 +10,7 @@ use telenet_channels::net::Egress;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::dispatch::v1 as pb;
 use telenet_proto::dispatch::v1::dispatch_server::DispatchServer;
+use telenet_ratelimit::{MemoryStore, RateLimiter};
 use telenet_store::consumer::GroupSubscription;
 use telenet_store::{Db, now_micros};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,11 @@ pub struct DispatchService {
     /// The media service, for voice notes in the channel's form and
     /// download links; `None` sends attachments as they are, unlinked.
     pub(crate) media: Option<Arc<dyn MediaFiles>>,
+    /// Who sends on each kind of channel.
+    pub(crate) providers: Registry,
+    /// Where the providers' sending limits and channels' pauses are
+    /// counted: shared by every replica when it is Redis.
+    pub(crate) limiter: RateLimiter,
 }
 
 pub(crate) struct Inner {
@@ -37,8 +43,6 @@ pub(crate) struct Inner {
     pub(crate) bus: SharedBus,
     /// Where channels are and how they are reached, asked of ingress.
     pub(crate) directory: CachedDirectory,
-    /// Who sends on each kind of channel.
-    pub(crate) providers: Registry,
     /// The client every send goes through: one attempt's time limits, no
     /// redirects, names resolved to addresses `egress` permits.
     pub(crate) http: reqwest::Client,
@@ -64,13 +68,14 @@ impl DispatchService {
                 db,
                 bus,
                 directory: CachedDirectory::new(directory, config.directory_cache_ttl),
-                providers: Registry::builtin(),
                 http,
                 egress,
                 config,
             }),
             metrics: DispatchMetrics::register(&Metrics::default()),
             media: None,
+            providers: Registry::builtin(),
+            limiter: RateLimiter::new(Arc::new(MemoryStore::default()), &Metrics::default()),
         })
     }
 
@@ -78,6 +83,20 @@ impl DispatchService {
     /// attachments, through the media service behind `media`.
     pub fn with_media(mut self, media: Arc<dyn MediaFiles>) -> Self {
         self.media = Some(media);
+        self
+    }
+
+    /// Counts the providers' sending limits and the channels' pauses with
+    /// `limiter` (the process's: Redis, shared by every replica, or
+    /// memory); by default a store of this dispatch's own, in memory.
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// Sends through `providers` instead of every provider of this build.
+    pub fn with_providers(mut self, providers: Registry) -> Self {
+        self.providers = providers;
         self
     }
 

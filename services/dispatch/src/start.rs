@@ -24,9 +24,13 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Started> {
         ctx.client_with_timeout("ingress", ctx.config.directory_timeout)?,
     );
     let media = GrpcMediaFiles::new(ctx.client("media")?);
+    // The process's rate-limit store (Redis when configured, shared by
+    // every replica; memory otherwise).
+    let limiter = ctx.rate_limiter();
     let service =
         DispatchService::new(ctx.db()?, ctx.bus.clone(), Arc::new(directory), ctx.config)?
             .with_metrics(&ctx.metrics)
+            .with_rate_limiter(limiter)
             .with_media(Arc::new(media));
     // Subscribe now: requests published before the consumer runs wait in
     // the group's queue.

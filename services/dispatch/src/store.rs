@@ -193,6 +193,29 @@ pub(crate) async fn record(db: &Db, attempted: Attempted<'_>) -> Result<bool, St
     Ok(true)
 }
 
+/// Give back the lease of a claimed delivery without an attempt (a
+/// sending limit asked it to wait): the attempt counted by [`claim`] is
+/// uncounted and nothing else changes, so no event is emitted. Returns
+/// `false` when the lease was lost meanwhile.
+pub(crate) async fn release(
+    db: &Db,
+    workspace_id: &str,
+    message_id: &str,
+    lease: &str,
+) -> Result<bool, StoreError> {
+    let released = sqlx::query(
+        "UPDATE deliveries SET attempts = attempts - 1, lease_owner = '', lease_until = 0 \
+         WHERE workspace_id = $1 AND message_id = $2 AND lease_owner = $3 AND attempts > 0",
+    )
+    .bind(workspace_id)
+    .bind(message_id)
+    .bind(lease)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(released == 1)
+}
+
 /// Fail, with `reason`, up to `limit` deliveries still pending that were
 /// requested before `requested_before` (µs) and that no consumer is
 /// attempting right now (a live lease finishes first; its result stands or
@@ -336,6 +359,7 @@ mod tests {
         deliveries_are_scoped_by_workspace,
         overdue_deliveries_fail_once_with_their_status_event,
         sweepers_racing_fail_each_delivery_once,
+        a_released_claim_uncounts_its_attempt_and_announces_nothing,
     );
 
     /// Long enough never to expire within a test.
@@ -668,6 +692,31 @@ mod tests {
         let total = a.expect("sweep") + b.expect("sweep") + c.expect("sweep");
         assert_eq!(total, 20, "each delivery failed once");
         assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), backlog + 20);
+        f.db.close().await;
+    }
+
+    async fn a_released_claim_uncounts_its_attempt_and_announces_nothing(backend: Backend) {
+        let f = fixture(backend).await;
+        let m = request("m-1");
+        let (attempt, lease) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempt, 1);
+        // Only the holder of the lease releases it.
+        assert!(
+            !release(&f.db, "ws1", "m-1", "someone else's")
+                .await
+                .expect("release")
+        );
+        assert!(release(&f.db, "ws1", "m-1", &lease).await.expect("release"));
+        assert!(
+            !release(&f.db, "ws1", "m-1", &lease).await.expect("release"),
+            "released once"
+        );
+        assert_eq!(outbox::backlog(&f.db).await.expect("backlog"), 0);
+        let d = get(&f.db, "ws1", "m-1").await.expect("get").expect("found");
+        assert_eq!((d.state(), d.attempts), (pb::DeliveryState::Pending, 0));
+        // Free at once for the next claim, which is attempt 1 again.
+        let (attempt, _) = mine(&f.db, "ws1", &m, "ev-1").await;
+        assert_eq!(attempt, 1);
         f.db.close().await;
     }
 }
