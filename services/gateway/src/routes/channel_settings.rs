@@ -309,7 +309,7 @@ impl ProviderSettings {
         if let Some(field) = self
             .set_fields()
             .into_iter()
-            .find(|f| !used.contains(f) && !(kind == ConnectKind::Custom && *f == "api_base_url"))
+            .find(|f| !(used.contains(f) || kind == ConnectKind::Custom && *f == "api_base_url"))
         {
             return Err(ApiError::invalid(
                 field,
