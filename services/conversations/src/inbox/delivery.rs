@@ -10,6 +10,7 @@ use super::Inbox;
 use super::events::Outbox;
 use crate::consumers::{MEDIA, STATUS};
 use crate::domain::StatusTarget;
+use crate::domain::message::Watermark;
 use crate::domain::message::{apply_attachment_outcome, delivery_update, status_reported};
 use crate::error::Error;
 use crate::store::messages;
@@ -48,6 +49,45 @@ impl Inbox {
         messages::set_delivery(&mut tx, &message, &update, now_micros()).await?;
         let mut outbox = Outbox::new(workspace_id);
         outbox.message_status_changed(&message, &update);
+        outbox.write(&mut tx).await?;
+        self.db.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Apply bus event `event_id`: a watermark status. Every reply on the
+    /// channel to the contact created at or before the watermark reaches
+    /// `state`, never moving backwards, each announced as a single status
+    /// is. Replies of other workspaces, channels or contacts are untouched.
+    pub async fn apply_watermark(
+        &self,
+        event_id: &str,
+        workspace_id: &str,
+        watermark: &Watermark<'_>,
+        state: DeliveryState,
+        error: &str,
+    ) -> Result<(), Error> {
+        let Some(reported) = status_reported(state) else {
+            return Ok(());
+        };
+        let Some(mut tx) = idempotency::begin_once(&self.db, STATUS, event_id).await? else {
+            return Ok(());
+        };
+        let covered = messages::sent_up_to(
+            &mut tx,
+            workspace_id,
+            watermark.channel_id,
+            watermark.contact_external_id,
+            watermark.up_to,
+        )
+        .await?;
+        let now = now_micros();
+        let mut outbox = Outbox::new(workspace_id);
+        for message in &covered {
+            if let Some(update) = delivery_update(message, reported, "", error) {
+                messages::set_delivery(&mut tx, message, &update, now).await?;
+                outbox.message_status_changed(message, &update);
+            }
+        }
         outbox.write(&mut tx).await?;
         self.db.commit(tx).await?;
         Ok(())

@@ -13,22 +13,28 @@
 //! closes close once, concurrent assignments chain, a reply or a message
 //! racing a close comes before it or after it, never into it (ADR 12).
 
+use std::sync::Arc;
+
+use telenet_channels::directory::ChannelDirectory;
 use telenet_kit::grpc::GrpcChannel;
 use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::{Db, Tx};
 
 use crate::Config;
+use crate::domain::conversation::with_reply_window;
 use crate::domain::{Conversation, ConversationQuery, Message, MessagesQuery, Page};
 use crate::error::{Error, require};
 use crate::store::{conversations, messages};
 
 mod assignment;
+mod changes;
 mod closing;
 mod contacts;
 mod delivery;
 mod events;
 mod receiving;
 mod replying;
+mod windows;
 
 pub use replying::Sent;
 
@@ -38,6 +44,9 @@ pub struct Inbox {
     db: Db,
     contacts: contacts::Contacts,
     config: Config,
+    /// Where channels' reply windows come from; `None`: not known (no
+    /// reply is refused for one).
+    windows: Option<Arc<windows::ReplyWindows>>,
 }
 
 impl Inbox {
@@ -48,7 +57,16 @@ impl Inbox {
             db,
             contacts: contacts::Contacts::new(contacts),
             config,
+            windows: None,
         }
+    }
+
+    /// Know channels' reply windows from `directory` (ingress's, cached, in
+    /// the process; a fixed one in tests): conversations show when theirs
+    /// closes, and replies after it are refused.
+    pub fn with_directory(mut self, directory: Arc<dyn ChannelDirectory>) -> Self {
+        self.windows = Some(Arc::new(windows::ReplyWindows::new(directory)));
+        self
     }
 
     /// One conversation of the workspace.
@@ -59,9 +77,13 @@ impl Inbox {
     ) -> Result<Conversation, Error> {
         require("workspace_id", workspace_id)?;
         require("conversation_id", conversation_id)?;
-        conversations::find(self.db.pool(), workspace_id, conversation_id)
+        let conversation = conversations::find(self.db.pool(), workspace_id, conversation_id)
             .await?
-            .ok_or(Error::ConversationNotFound)
+            .ok_or(Error::ConversationNotFound)?;
+        let window = self
+            .reply_window(workspace_id, &conversation.channel_id)
+            .await;
+        Ok(with_reply_window(conversation, window.as_ref()))
     }
 
     /// A queue of the inbox: conversations by latest activity, newest
@@ -86,6 +108,7 @@ impl Inbox {
             key: last.last_message_at,
             id: last.id.clone(),
         });
+        let items = self.with_reply_windows(items).await;
         Ok(Page { items, next })
     }
 

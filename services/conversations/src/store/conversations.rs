@@ -13,7 +13,7 @@ use crate::domain::conversation::{
 
 const COLUMNS: &str = "id, workspace_id, contact_id, channel_id, contact_external_id, status, \
      assignee_user_id, opened_at, closed_at, closing_category, closing_summary, closed_by, \
-     last_message_at, message_count";
+     last_message_at, message_count, last_inbound_at";
 
 fn decode(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
     let closed_at: Option<i64> = row.try_get("closed_at")?;
@@ -47,6 +47,8 @@ fn decode(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
         closed,
         last_message_at: row.try_get("last_message_at")?,
         message_count: u32::try_from(count).unwrap_or(u32::MAX),
+        last_inbound_at: row.try_get("last_inbound_at")?,
+        reply_window_closes_at: None,
     })
 }
 
@@ -180,6 +182,25 @@ pub(crate) async fn record_message(
     sqlx::query(
         "UPDATE conversations SET last_message_at = $1, message_count = message_count + 1 \
          WHERE workspace_id = $2 AND id = $3",
+    )
+    .bind(at)
+    .bind(&c.workspace_id)
+    .bind(&c.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The contact wrote at `at`: the latest such time is kept (a retried
+/// message applied late never moves it back).
+pub(crate) async fn record_inbound(
+    tx: &mut Tx<'_>,
+    c: &Conversation,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET last_inbound_at = $1 \
+         WHERE workspace_id = $2 AND id = $3 AND (last_inbound_at IS NULL OR last_inbound_at < $1)",
     )
     .bind(at)
     .bind(&c.workspace_id)
