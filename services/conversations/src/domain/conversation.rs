@@ -624,4 +624,45 @@ mod tests {
         let everything = query(AssigneeFilter::Any, "", "").filter().expect("all");
         assert_eq!(everything, ConversationFilter::default());
     }
+
+    fn whatsapp() -> ReplyWindow {
+        ReplyWindow {
+            name: "WhatsApp".into(),
+            length: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    #[test]
+    fn a_reply_window_closes_its_length_after_the_contacts_last_message() {
+        const HOUR: i64 = 3_600_000_000;
+        let mut c = open();
+        c.last_inbound_at = Some(HOUR);
+        let shown = with_reply_window(c.clone(), Some(&whatsapp()));
+        assert_eq!(shown.reply_window_closes_at, Some(25 * HOUR));
+        assert!(check_reply_window(&c, Some(&whatsapp()), 25 * HOUR).is_ok());
+        let refused = check_reply_window(&c, Some(&whatsapp()), 25 * HOUR + 1).expect_err("closed");
+        assert_eq!(
+            refused.to_string(),
+            "the reply window closed at 1970-01-02T01:00:00Z: WhatsApp only accepts replies \
+             within 24 hours of the contact's last message"
+        );
+        // No window, or a contact who never wrote: nothing to refuse.
+        assert!(check_reply_window(&c, None, i64::MAX).is_ok());
+        assert_eq!(with_reply_window(c.clone(), None).reply_window_closes_at, None);
+        c.last_inbound_at = None;
+        assert!(check_reply_window(&c, Some(&whatsapp()), i64::MAX).is_ok());
+        assert_eq!(with_reply_window(c, Some(&whatsapp())).reply_window_closes_at, None);
+    }
+
+    #[test]
+    fn reply_windows_are_named_in_words() {
+        let window = |secs| ReplyWindow {
+            name: "x".into(),
+            length: Duration::from_secs(secs),
+        };
+        assert_eq!(window(24 * 3600).length_in_words(), "24 hours");
+        assert_eq!(window(7 * 86_400).length_in_words(), "7 days");
+        assert_eq!(window(3600).length_in_words(), "1 hour");
+        assert_eq!(window(90).length_in_words(), "90 seconds");
+    }
 }

@@ -602,4 +602,65 @@ mod tests {
             .expect_err("no attachment 7");
         assert_eq!(err.to_string(), "message m1 has no attachment 7");
     }
+
+    #[test]
+    fn each_contact_keeps_their_latest_reaction_and_an_empty_one_removes_it() {
+        let mut reactions = Vec::new();
+        assert!(apply_reaction(&mut reactions, "+34", "👍"));
+        assert!(!apply_reaction(&mut reactions, "+34", "👍"), "the same again");
+        assert!(apply_reaction(&mut reactions, "+35", "❤️"));
+        assert!(apply_reaction(&mut reactions, "+34", "🙏"));
+        let emojis: Vec<_> = reactions.iter().map(|r| r.emoji.as_str()).collect();
+        assert_eq!(emojis, ["🙏", "❤️"]);
+        assert!(apply_reaction(&mut reactions, "+34", ""));
+        assert!(!apply_reaction(&mut reactions, "+34", ""), "nothing to remove");
+        assert_eq!(reactions.len(), 1);
+        assert_eq!(reactions[0].reactor_external_id, "+35");
+    }
+
+    #[test]
+    fn an_edit_replaces_the_text_and_an_unsend_keeps_it() {
+        let mut m = sent_reply();
+        assert!(apply_change(&mut m, Change::Edited, "hola de nuevo", 10));
+        assert_eq!((m.text.as_str(), m.edited_at), ("hola de nuevo", Some(10)));
+        assert!(!apply_change(&mut m, Change::Edited, "hola de nuevo", 11));
+        assert!(apply_change(&mut m, Change::Unsent, "", 12));
+        assert_eq!((m.text.as_str(), m.unsent_at), ("hola de nuevo", Some(12)));
+        assert!(!apply_change(&mut m, Change::Unsent, "", 13), "unsent once");
+        assert_eq!(m.unsent_at, Some(12));
+    }
+
+    #[test]
+    fn a_providers_error_code_is_kept_with_its_error() {
+        assert_eq!(
+            error_with_code("131047", "Re-engagement message"),
+            "131047: Re-engagement message"
+        );
+        assert_eq!(error_with_code("", "rejected"), "rejected");
+        assert_eq!(error_with_code("131047", ""), "131047");
+        assert_eq!(error_with_code("131047", "131047: said already"), "131047: said already");
+    }
+
+    #[test]
+    fn played_follows_read_and_echoes_are_sent_replies_by_nobody() {
+        use MessageStatus::*;
+        assert!(status_moves_forward(Read, Played));
+        assert!(!status_moves_forward(Played, Read));
+        assert!(!status_moves_forward(Played, Delivered));
+        let conversation = open_conversation("c".into(), "ws", "contact", "ch", "+34", 1);
+        let echoed = InboundMessage {
+            channel_id: "ch".into(),
+            external_id: "mid.1".into(),
+            text: "from the phone".into(),
+            location: Some(Location::default()),
+            ..Default::default()
+        };
+        let echo = Message::echo("m".into(), &conversation, &echoed, 5);
+        assert_eq!(
+            (echo.direction, echo.status, echo.external_id.as_str()),
+            (MessageDirection::Outbound, MessageStatus::Sent, "mid.1")
+        );
+        assert!(echo.author_user_id.is_empty());
+        assert_eq!(echo.location, Some(Location::default()));
+    }
 }

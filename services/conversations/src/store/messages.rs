@@ -457,6 +457,9 @@ mod tests {
         attachments_are_read_locked_and_rewritten,
         history_pages_oldest_first,
         workspaces_never_see_each_others_messages,
+        what_channels_bring_is_stored_and_read_back,
+        changes_and_reactions_are_rewritten,
+        a_watermark_finds_the_contacts_replies_up_to_it,
     );
 
     async fn with_conversation(backend: Backend) -> (testing::TestDb, Conversation) {
@@ -694,5 +697,103 @@ mod tests {
             .expect("no-op");
         t.db.commit(tx).await.expect("commit");
         assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+    }
+
+    async fn what_channels_bring_is_stored_and_read_back(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let mut m = received(&c, "m1", "wamid.1", 5);
+        // At 0°, 0° with no name: still a location.
+        m.location = Some(Location::default());
+        m.reply_to_message_id = "m0".into();
+        m.unsupported_type = "poll".into();
+        m.reactions = vec![ReactionOf {
+            reactor_external_id: "+34".into(),
+            emoji: "👍".into(),
+        }];
+        m.edited_at = Some(7);
+        m.unsent_at = Some(8);
+        let plain = received(&c, "m2", "wamid.2", 6);
+        stored(&t.db, &[(m.clone(), ""), (plain.clone(), "")]).await;
+        assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+        let read = find(t.db.pool(), "ws", "m2")
+            .await
+            .expect("find")
+            .expect("stored");
+        assert_eq!(read, plain);
+        assert_eq!((read.location, read.edited_at, read.unsent_at), (None, None, None));
+    }
+
+    async fn changes_and_reactions_are_rewritten(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let out = Message {
+            external_id: "prov-1".into(),
+            ..reply(&c, "m2", 6)
+        };
+        stored(&t.db, &[(received(&c, "m1", "prov-1", 5), ""), (out, "")]).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        // Both directions carry the id: the contact's message first.
+        let mut m = find_by_external(&mut tx, "ws", "ch", "prov-1")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(m.id, "m1");
+        assert_eq!(
+            find_by_external(&mut tx, "other", "ch", "prov-1")
+                .await
+                .expect("other workspace"),
+            None
+        );
+        assert_eq!(
+            find_by_external(&mut tx, "ws", "ch", "").await.expect("no id"),
+            None
+        );
+        assert_eq!(
+            find_for_update(&mut tx, "other", "m1").await.expect("lock"),
+            None
+        );
+        m.text = "edited".into();
+        m.edited_at = Some(9);
+        m.reactions = vec![ReactionOf {
+            reactor_external_id: "+34".into(),
+            emoji: "❤️".into(),
+        }];
+        set_changed(&mut tx, &m).await.expect("rewrite");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+    }
+
+    async fn a_watermark_finds_the_contacts_replies_up_to_it(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let other_contact = open_conversation("c2".into(), "ws", "eva", "ch", "+35", 1);
+        let foreign = Conversation {
+            workspace_id: "other".into(),
+            ..open_conversation("c3".into(), "ws", "ana", "ch", "+34", 1)
+        };
+        let mut tx = t.db.begin().await.expect("begin");
+        conversations::insert(&mut tx, &other_contact).await.expect("insert");
+        conversations::insert(&mut tx, &foreign).await.expect("insert");
+        t.db.commit(tx).await.expect("commit");
+        stored(
+            &t.db,
+            &[
+                (reply(&c, "m1", 5), ""),
+                (received(&c, "m2", "in", 6), ""),
+                (reply(&c, "m3", 7), ""),
+                (reply(&c, "m4", 8), ""),
+                (reply(&other_contact, "m5", 5), ""),
+                (reply(&foreign, "m6", 5), ""),
+            ],
+        )
+        .await;
+        let mut tx = t.db.begin().await.expect("begin");
+        let found = sent_up_to(&mut tx, "ws", "ch", "+34", 7).await.expect("find");
+        let ids: Vec<_> = found.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m3"]);
+        assert!(
+            sent_up_to(&mut tx, "ws", "other-channel", "+34", 100)
+                .await
+                .expect("find")
+                .is_empty()
+        );
     }
 }
