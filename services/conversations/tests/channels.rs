@@ -23,7 +23,9 @@ use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{ChannelKind, ChannelProvider, Location, Reaction};
 use telenet_proto::conversations::v1 as pb;
 use telenet_proto::conversations::v1::members_client::MembersClient;
+use telenet_proto::conversations::v1::conversations_client::ConversationsClient;
 use telenet_proto::dispatch::v1::DeliveryState;
+use telenet_proto::ingress::v1 as ingress_pb;
 use telenet_proto::events::v1::{self as ev, EventEnvelope, event_envelope::Payload};
 use telenet_runtime::testing::{TestService, TestSetup};
 use telenet_runtime::{ServiceContext, Started};
@@ -56,6 +58,37 @@ impl ChannelDirectory for FixedDirectory {
     }
 }
 
+/// Ingress's channel directory over gRPC, as the started service asks it:
+/// the same channels as [`FixedDirectory`].
+struct FakeIngress;
+
+#[tonic::async_trait]
+impl ingress_pb::channels_server::Channels for FakeIngress {
+    async fn get_channel_credentials(
+        &self,
+        request: tonic::Request<ingress_pb::GetChannelRequest>,
+    ) -> Result<tonic::Response<ingress_pb::ChannelCredentials>, tonic::Status> {
+        let r = request.into_inner();
+        let creds = FixedDirectory
+            .credentials(&r.workspace_id, &r.channel_id)
+            .await
+            .map_err(|e| match e {
+                DirectoryError::NotFound => tonic::Status::not_found("channel not found"),
+                e => tonic::Status::unavailable(e.to_string()),
+            })?;
+        Ok(tonic::Response::new(ingress_pb::ChannelCredentials {
+            channel: Some(ingress_pb::Channel {
+                id: creds.channel_id,
+                workspace_id: r.workspace_id,
+                kind: creds.kind as i32,
+                ..Default::default()
+            }),
+            provider: creds.provider as i32,
+            ..Default::default()
+        }))
+    }
+}
+
 struct World {
     svc: TestService,
     inbox: Inbox,
@@ -81,6 +114,12 @@ async fn world(backend: Backend) -> World {
         let contacts = contacts(backend, &ctx).await?;
         let mut started = telenet_conversations::start(ctx).await?;
         started.grpc.extend(contacts.grpc);
+        // Ingress, on the same port too: the service's own directory.
+        started.grpc.extend(
+            Started::new()
+                .grpc(ingress_pb::channels_server::ChannelsServer::new(FakeIngress))
+                .grpc,
+        );
         Ok(started)
     })
     .await;
@@ -642,6 +681,141 @@ async fn closed_windows(w: World) {
     let unknown = w.only_conversation(&down).await;
     assert_eq!(unknown.reply_window_closes_at, None);
     w.reply(&down, &down_owner, &unknown.id, "hello").await.expect("directory down");
+    w.svc.stop().await;
+}
+
+/// The started service asks ingress for the channel: SendMessage refuses
+/// a reply after WhatsApp's window with FAILED_PRECONDITION, and the
+/// conversation says when its window closes.
+#[tokio::test]
+async fn send_message_refuses_a_reply_after_the_window_over_grpc() {
+    let w = world(Backend::Sqlite).await;
+    let (ws, owner) = w.workspace("acme").await;
+    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 30).await;
+    let mut client = ConversationsClient::new(w.svc.channel());
+    let id = w.only_conversation(&ws).await.id;
+    let conversation = client
+        .get_conversation(pb::GetConversationRequest {
+            workspace_id: ws.clone(),
+            conversation_id: id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let closes_at = conversation.reply_window_closes_at.expect("window");
+    let listed = client
+        .list_conversations(pb::ListConversationsRequest {
+            workspace_id: ws.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .conversations;
+    assert_eq!(listed[0].reply_window_closes_at, Some(closes_at));
+    let refused = client
+        .send_message(pb::SendMessageRequest {
+            workspace_id: ws.clone(),
+            conversation_id: id.clone(),
+            author_user_id: owner,
+            text: "¿Sigues ahí?".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("closed");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        refused.message(),
+        format!(
+            "the reply window closed at {closes_at}: WhatsApp only accepts replies within 24 hours of the contact's last message"
+        )
+    );
+    assert_eq!(w.messages(&ws, &id).await.len(), 1, "nothing stored");
+    w.svc.stop().await;
+}
+
+/// What the bus brings reaches the right operation: an echo, a reaction,
+/// an edit, a status with the provider's error code and a watermark, each
+/// published twice (a redelivery).
+#[tokio::test]
+async fn consumers_route_each_kind_of_channel_event() {
+    let w = world(Backend::Sqlite).await;
+    let (ws, owner) = w.workspace("acme").await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola")).await;
+    let id = w.only_conversation(&ws).await.id;
+    let first = w.reply(&ws, &owner, &id, "uno").await.expect("reply");
+    let second = w.reply(&ws, &owner, &id, "dos").await.expect("reply");
+    w.sent(&ws, &first.id, "out-1").await;
+    w.sent(&ws, &second.id, "out-2").await;
+    let publish = |payload: Payload| {
+        let env = telenet_store::events::envelope(&ws, payload, None);
+        let bus = w.svc.bus.clone();
+        async move {
+            bus.publish(&[
+                telenet_store::events::to_bus(&env),
+                telenet_store::events::to_bus(&env),
+            ])
+            .await
+            .expect("publish");
+        }
+    };
+    publish(Payload::InboundMessageReceived(ev::InboundMessageReceived {
+        echo: true,
+        ..inbound("wa", "out-9", "+34", "from the phone")
+    }))
+    .await;
+    publish(Payload::InboundMessageReceived(ev::InboundMessageReceived {
+        reaction: Some(Reaction {
+            message_external_id: "out-1".into(),
+            emoji: "👍".into(),
+        }),
+        ..inbound("wa", "", "+34", "")
+    }))
+    .await;
+    publish(Payload::InboundMessageReceived(ev::InboundMessageReceived {
+        change: telenet_proto::common::v1::MessageChange::Edited as i32,
+        ..inbound("wa", "in-1", "+34", "hola, buenas")
+    }))
+    .await;
+    publish(Payload::InboundStatusReceived(ev::InboundStatusReceived {
+        channel_id: "wa".into(),
+        message_external_id: "out-2".into(),
+        state: DeliveryState::Failed as i32,
+        error: "Re-engagement message".into(),
+        error_code: "131047".into(),
+        ..Default::default()
+    }))
+    .await;
+    publish(Payload::InboundStatusReceived(ev::InboundStatusReceived {
+        channel_id: "wa".into(),
+        state: DeliveryState::Read as i32,
+        watermark: Some(telenet_store::timestamp(now_micros())),
+        contact_external_id: "+34".into(),
+        ..Default::default()
+    }))
+    .await;
+    let applied = |m: &[pb::Message]| {
+        m.len() == 4
+            && m[0].text == "hola, buenas"
+            && m[1].reactions.len() == 1
+            && m[1].status == pb::MessageStatus::Read as i32
+            && m[2].status == pb::MessageStatus::Failed as i32
+            && m[3].external_id == "out-9"
+    };
+    let mut messages = Vec::new();
+    for _ in 0..100 {
+        messages = w.messages(&ws, &id).await;
+        if applied(&messages) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied(&messages), "{messages:#?}");
+    assert_eq!(messages[2].error, "131047: Re-engagement message");
+    assert_eq!(messages[3].direction, pb::MessageDirection::Outbound as i32);
+    // The redeliveries changed nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.messages(&ws, &id).await, messages);
     w.svc.stop().await;
 }
 
