@@ -132,9 +132,7 @@ impl ServiceError for Error {
             Error::ReplyToClosed
             | Error::ReplyWindowClosed { .. }
             | Error::AssignClosed
-            | Error::AlreadyClosed => {
-                ErrorCode::FailedPrecondition
-            }
+            | Error::AlreadyClosed => ErrorCode::FailedPrecondition,
             // Contacts refusing the sender will refuse it again.
             Error::Contacts(status) if status.code() == tonic::Code::InvalidArgument => {
                 ErrorCode::InvalidArgument

@@ -55,9 +55,8 @@ pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
     consumers::subscriptions()
 }
 
-pub const MIGRATIONS: telenet_store::Migrations =
-    telenet_store::migrations!(
-        "0100_conversations",
-        "0101_token_lifecycle",
-        "0102_channel_messages"
-    );
+pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!(
+    "0100_conversations",
+    "0101_token_lifecycle",
+    "0102_channel_messages"
+);

@@ -29,7 +29,6 @@ impl From<&Conversation> for pb::Conversation {
             // Teams are not modelled yet.
             assignee_team_id: String::new(),
             reply_window_closes_at: c.reply_window_closes_at.map(timestamp),
-            ..Default::default()
         }
     }
 }
@@ -62,7 +61,6 @@ impl From<&Message> for pb::Message {
             unsupported_type: m.unsupported_type.clone(),
             edited_at: m.edited_at.map(timestamp),
             unsent_at: m.unsent_at.map(timestamp),
-            ..Default::default()
         }
     }
 }

@@ -22,11 +22,11 @@ use telenet_kit::error::ServiceError;
 use telenet_kit::metrics::Metrics;
 use telenet_proto::common::v1::{ChannelKind, ChannelProvider, Location, Reaction};
 use telenet_proto::conversations::v1 as pb;
-use telenet_proto::conversations::v1::members_client::MembersClient;
 use telenet_proto::conversations::v1::conversations_client::ConversationsClient;
+use telenet_proto::conversations::v1::members_client::MembersClient;
 use telenet_proto::dispatch::v1::DeliveryState;
-use telenet_proto::ingress::v1 as ingress_pb;
 use telenet_proto::events::v1::{self as ev, EventEnvelope, event_envelope::Payload};
+use telenet_proto::ingress::v1 as ingress_pb;
 use telenet_runtime::testing::{TestService, TestSetup};
 use telenet_runtime::{ServiceContext, Started};
 use telenet_store::testing::Backend;
@@ -117,7 +117,9 @@ async fn world(backend: Backend) -> World {
         // Ingress, on the same port too: the service's own directory.
         started.grpc.extend(
             Started::new()
-                .grpc(ingress_pb::channels_server::ChannelsServer::new(FakeIngress))
+                .grpc(ingress_pb::channels_server::ChannelsServer::new(
+                    FakeIngress,
+                ))
                 .grpc,
         );
         Ok(started)
@@ -239,7 +241,13 @@ impl World {
             .collect()
     }
 
-    async fn reply(&self, ws: &str, author: &str, conversation_id: &str, text: &str) -> Result<pb::Message, Error> {
+    async fn reply(
+        &self,
+        ws: &str,
+        author: &str,
+        conversation_id: &str,
+        text: &str,
+    ) -> Result<pb::Message, Error> {
         self.inbox
             .reply(&Reply {
                 workspace_id: ws.into(),
@@ -305,7 +313,8 @@ fn keys(events: &[EventEnvelope]) -> Vec<&'static str> {
 
 async fn echoes(mut w: World) {
     let (ws, _) = w.workspace("acme").await;
-    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola")).await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola"))
+        .await;
     let echo = ev::InboundMessageReceived {
         echo: true,
         ..inbound("wa", "out-1", "+34", "sent from the phone app")
@@ -337,11 +346,16 @@ async fn echoes(mut w: World) {
 async fn reactions(mut w: World) {
     let (ws, owner) = w.workspace("acme").await;
     let (other, _) = w.workspace("other").await;
-    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola")).await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola"))
+        .await;
     // The same provider id in another workspace's conversation.
-    w.receive("o1", &other, inbound("wa2", "in-1", "+34", "hola")).await;
+    w.receive("o1", &other, inbound("wa2", "in-1", "+34", "hola"))
+        .await;
     let conversation = w.only_conversation(&ws).await;
-    let reply = w.reply(&ws, &owner, &conversation.id, "¿En qué te ayudo?").await.expect("reply");
+    let reply = w
+        .reply(&ws, &owner, &conversation.id, "¿En qué te ayudo?")
+        .await
+        .expect("reply");
     w.sent(&ws, &reply.id, "out-1").await;
     let before = w.only_conversation(&ws).await;
     let react = |id: &str, emoji: &str| ev::InboundMessageReceived {
@@ -372,7 +386,12 @@ async fn reactions(mut w: World) {
     apply("r4", react("never-seen", "😀")).await;
     let messages = w.messages(&ws, &conversation.id).await;
     assert_eq!(messages.len(), 2, "a reaction is not a message");
-    let emojis = |m: &pb::Message| m.reactions.iter().map(|r| r.emoji.clone()).collect::<Vec<_>>();
+    let emojis = |m: &pb::Message| {
+        m.reactions
+            .iter()
+            .map(|r| r.emoji.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(emojis(&messages[0]), ["❤️"]);
     assert_eq!(emojis(&messages[1]), ["🙏"]);
     assert_eq!(messages[1].reactions[0].message_external_id, "out-1");
@@ -391,7 +410,10 @@ async fn reactions(mut w: World) {
     assert_eq!(after.last_message_at, before.last_message_at);
     let events = w.published("message.updated", 4).await;
     assert_eq!(
-        keys(&events).iter().filter(|k| **k == "message.updated").count(),
+        keys(&events)
+            .iter()
+            .filter(|k| **k == "message.updated")
+            .count(),
         4,
         "👍, ❤️, 🙏 and the removal: {:?}",
         keys(&events)
@@ -401,7 +423,8 @@ async fn reactions(mut w: World) {
 
 async fn contents(w: World) {
     let (ws, _) = w.workspace("acme").await;
-    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "¿dónde estáis?")).await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "¿dónde estáis?"))
+        .await;
     let here = Location {
         latitude: 40.4168,
         longitude: -3.7038,
@@ -443,8 +466,14 @@ async fn contents(w: World) {
 
 async fn changes(mut w: World) {
     let (ws, owner) = w.workspace("acme").await;
-    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola")).await;
-    w.receive("e2", &ws, inbound("wa", "in-2", "+34", "mensaje equivocado")).await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola"))
+        .await;
+    w.receive(
+        "e2",
+        &ws,
+        inbound("wa", "in-2", "+34", "mensaje equivocado"),
+    )
+    .await;
     let conversation = w.only_conversation(&ws).await;
     // Closed: a change never reopens it.
     w.inbox
@@ -484,7 +513,10 @@ async fn changes(mut w: World) {
     assert_eq!(messages[0].text, "hola, buenas");
     assert!(messages[0].edited_at.is_some());
     assert!(messages[0].unsent_at.is_none());
-    assert_eq!(messages[1].text, "mensaje equivocado", "an unsent text is kept");
+    assert_eq!(
+        messages[1].text, "mensaje equivocado",
+        "an unsent text is kept"
+    );
     assert!(messages[1].unsent_at.is_some());
     assert!(messages[1].edited_at.is_none());
     let after = w.only_conversation(&ws).await;
@@ -501,7 +533,12 @@ async fn changes(mut w: World) {
             _ => None,
         })
         .collect();
-    assert_eq!(updated.len(), 2, "one edit and one unsend: {:?}", keys(&events));
+    assert_eq!(
+        updated.len(),
+        2,
+        "one edit and one unsend: {:?}",
+        keys(&events)
+    );
     assert_eq!(
         updated[0].message.as_ref().map(|m| m.text.as_str()),
         Some("hola, buenas")
@@ -513,13 +550,24 @@ async fn changes(mut w: World) {
 async fn watermarks(mut w: World) {
     let (ws, owner) = w.workspace("acme").await;
     let (other, other_owner) = w.workspace("other").await;
-    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola")).await;
-    w.receive("o1", &other, inbound("wa", "in-1b", "+34", "hola")).await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola"))
+        .await;
+    w.receive("o1", &other, inbound("wa", "in-1b", "+34", "hola"))
+        .await;
     let conversation = w.only_conversation(&ws).await;
     let theirs = w.only_conversation(&other).await;
-    let first = w.reply(&ws, &owner, &conversation.id, "uno").await.expect("reply");
-    let second = w.reply(&ws, &owner, &conversation.id, "dos").await.expect("reply");
-    let foreign = w.reply(&other, &other_owner, &theirs.id, "ajeno").await.expect("reply");
+    let first = w
+        .reply(&ws, &owner, &conversation.id, "uno")
+        .await
+        .expect("reply");
+    let second = w
+        .reply(&ws, &owner, &conversation.id, "dos")
+        .await
+        .expect("reply");
+    let foreign = w
+        .reply(&other, &other_owner, &theirs.id, "ajeno")
+        .await
+        .expect("reply");
     w.sent(&ws, &first.id, "out-1").await;
     w.sent(&ws, &second.id, "out-2").await;
     w.sent(&other, &foreign.id, "out-3").await;
@@ -539,7 +587,10 @@ async fn watermarks(mut w: World) {
         .await
         .expect("read");
     let up_to = now_micros();
-    let late = w.reply(&ws, &owner, &conversation.id, "tres").await.expect("reply");
+    let late = w
+        .reply(&ws, &owner, &conversation.id, "tres")
+        .await
+        .expect("reply");
     w.sent(&ws, &late.id, "out-4").await;
     let watermark = Watermark {
         channel_id: "wa",
@@ -618,7 +669,10 @@ async fn watermarks(mut w: World) {
     // Each reply a watermark moved is announced, once (the redelivery none).
     let delivered = pb::MessageStatus::Delivered as i32;
     assert_eq!(
-        changed.iter().filter(|(id, s)| id == &first.id && *s == delivered).count(),
+        changed
+            .iter()
+            .filter(|(id, s)| id == &first.id && *s == delivered)
+            .count(),
         1
     );
     w.svc.stop().await;
@@ -627,12 +681,16 @@ async fn watermarks(mut w: World) {
 async fn reply_windows(mut w: World) {
     let (ws, owner) = w.workspace("acme").await;
     // WhatsApp, last written 23 hours ago: open until an hour from now.
-    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 23).await;
+    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 23)
+        .await;
     let open = w.only_conversation(&ws).await;
     let closes_at = open.reply_window_closes_at.expect("a WhatsApp window");
     let in_an_hour = telenet_store::micros_of(&closes_at) - now_micros();
     assert!((0..=HOUR).contains(&in_an_hour), "{in_an_hour}");
-    let sent = w.reply(&ws, &owner, &open.id, "¡Aquí estamos!").await.expect("open window");
+    let sent = w
+        .reply(&ws, &owner, &open.id, "¡Aquí estamos!")
+        .await
+        .expect("open window");
     let events = w.published("outbound.requested", 1).await;
     let requested = events
         .iter()
@@ -642,7 +700,9 @@ async fn reply_windows(mut w: World) {
         })
         .expect("requested");
     assert_eq!(
-        requested.contact_last_message_at.map(|t| telenet_store::micros_of(&t)),
+        requested
+            .contact_last_message_at
+            .map(|t| telenet_store::micros_of(&t)),
         Some(telenet_store::micros_of(&closes_at) - 24 * HOUR)
     );
     w.svc.stop().await;
@@ -650,37 +710,54 @@ async fn reply_windows(mut w: World) {
 
 async fn closed_windows(w: World) {
     let (ws, owner) = w.workspace("acme").await;
-    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 25).await;
+    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 25)
+        .await;
     let conversation = w.only_conversation(&ws).await;
     let closes_at = conversation.reply_window_closes_at.expect("window");
     let refused = w
         .reply(&ws, &owner, &conversation.id, "¿Sigues ahí?")
         .await
         .expect_err("closed window");
-    assert_eq!(refused.code(), telenet_kit::error::ErrorCode::FailedPrecondition);
+    assert_eq!(
+        refused.code(),
+        telenet_kit::error::ErrorCode::FailedPrecondition
+    );
     assert_eq!(
         refused.to_string(),
         format!(
             "the reply window closed at {closes_at}: WhatsApp only accepts replies within 24 hours of the contact's last message"
         )
     );
-    assert_eq!(w.messages(&ws, &conversation.id).await.len(), 1, "nothing stored");
+    assert_eq!(
+        w.messages(&ws, &conversation.id).await.len(),
+        1,
+        "nothing stored"
+    );
     // The contact writes again: the window reopens.
-    w.receive("e2", &ws, inbound("wa", "in-2", "+34", "¿hola?")).await;
-    w.reply(&ws, &owner, &conversation.id, "¡Perdona!").await.expect("reopened");
+    w.receive("e2", &ws, inbound("wa", "in-2", "+34", "¿hola?"))
+        .await;
+    w.reply(&ws, &owner, &conversation.id, "¡Perdona!")
+        .await
+        .expect("reopened");
 
     // Telegram has no window; a channel the directory cannot look up now
     // blocks nothing either.
     let (tg, tg_owner) = w.workspace("tg").await;
-    w.receive_at("t1", &tg, inbound("tg", "t-1", "42", "hi"), 24 * 30).await;
+    w.receive_at("t1", &tg, inbound("tg", "t-1", "42", "hi"), 24 * 30)
+        .await;
     let telegram = w.only_conversation(&tg).await;
     assert_eq!(telegram.reply_window_closes_at, None);
-    w.reply(&tg, &tg_owner, &telegram.id, "hello").await.expect("no window");
+    w.reply(&tg, &tg_owner, &telegram.id, "hello")
+        .await
+        .expect("no window");
     let (down, down_owner) = w.workspace("down").await;
-    w.receive_at("d1", &down, inbound("down", "d-1", "+1", "hi"), 48).await;
+    w.receive_at("d1", &down, inbound("down", "d-1", "+1", "hi"), 48)
+        .await;
     let unknown = w.only_conversation(&down).await;
     assert_eq!(unknown.reply_window_closes_at, None);
-    w.reply(&down, &down_owner, &unknown.id, "hello").await.expect("directory down");
+    w.reply(&down, &down_owner, &unknown.id, "hello")
+        .await
+        .expect("directory down");
     w.svc.stop().await;
 }
 
@@ -691,7 +768,8 @@ async fn closed_windows(w: World) {
 async fn send_message_refuses_a_reply_after_the_window_over_grpc() {
     let w = world(Backend::Sqlite).await;
     let (ws, owner) = w.workspace("acme").await;
-    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 30).await;
+    w.receive_at("e1", &ws, inbound("wa", "in-1", "+34", "hola"), 30)
+        .await;
     let mut client = ConversationsClient::new(w.svc.channel());
     let id = w.only_conversation(&ws).await.id;
     let conversation = client
@@ -741,7 +819,8 @@ async fn send_message_refuses_a_reply_after_the_window_over_grpc() {
 async fn consumers_route_each_kind_of_channel_event() {
     let w = world(Backend::Sqlite).await;
     let (ws, owner) = w.workspace("acme").await;
-    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola")).await;
+    w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola"))
+        .await;
     let id = w.only_conversation(&ws).await.id;
     let first = w.reply(&ws, &owner, &id, "uno").await.expect("reply");
     let second = w.reply(&ws, &owner, &id, "dos").await.expect("reply");
@@ -759,23 +838,29 @@ async fn consumers_route_each_kind_of_channel_event() {
             .expect("publish");
         }
     };
-    publish(Payload::InboundMessageReceived(ev::InboundMessageReceived {
-        echo: true,
-        ..inbound("wa", "out-9", "+34", "from the phone")
-    }))
+    publish(Payload::InboundMessageReceived(
+        ev::InboundMessageReceived {
+            echo: true,
+            ..inbound("wa", "out-9", "+34", "from the phone")
+        },
+    ))
     .await;
-    publish(Payload::InboundMessageReceived(ev::InboundMessageReceived {
-        reaction: Some(Reaction {
-            message_external_id: "out-1".into(),
-            emoji: "👍".into(),
-        }),
-        ..inbound("wa", "", "+34", "")
-    }))
+    publish(Payload::InboundMessageReceived(
+        ev::InboundMessageReceived {
+            reaction: Some(Reaction {
+                message_external_id: "out-1".into(),
+                emoji: "👍".into(),
+            }),
+            ..inbound("wa", "", "+34", "")
+        },
+    ))
     .await;
-    publish(Payload::InboundMessageReceived(ev::InboundMessageReceived {
-        change: telenet_proto::common::v1::MessageChange::Edited as i32,
-        ..inbound("wa", "in-1", "+34", "hola, buenas")
-    }))
+    publish(Payload::InboundMessageReceived(
+        ev::InboundMessageReceived {
+            change: telenet_proto::common::v1::MessageChange::Edited as i32,
+            ..inbound("wa", "in-1", "+34", "hola, buenas")
+        },
+    ))
     .await;
     publish(Payload::InboundStatusReceived(ev::InboundStatusReceived {
         channel_id: "wa".into(),

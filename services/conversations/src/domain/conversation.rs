@@ -108,11 +108,11 @@ impl ReplyWindow {
     /// The window's length as people say it: "24 hours", "7 days".
     pub fn length_in_words(&self) -> String {
         let secs = self.length.as_secs();
-        let (n, unit) = if secs >= 2 * 86_400 && secs % 86_400 == 0 {
+        let (n, unit) = if secs >= 2 * 86_400 && secs.is_multiple_of(86_400) {
             (secs / 86_400, "day")
-        } else if secs >= 3_600 && secs % 3_600 == 0 {
+        } else if secs >= 3_600 && secs.is_multiple_of(3_600) {
             (secs / 3_600, "hour")
-        } else if secs >= 60 && secs % 60 == 0 {
+        } else if secs >= 60 && secs.is_multiple_of(60) {
             (secs / 60, "minute")
         } else {
             (secs, "second")
@@ -127,7 +127,10 @@ impl ReplyWindow {
 
 /// The conversation as shown: with when its channel's reply window closes
 /// (`window` is the channel's; `None`: it has none, or it is not known).
-pub fn with_reply_window(mut conversation: Conversation, window: Option<&ReplyWindow>) -> Conversation {
+pub fn with_reply_window(
+    mut conversation: Conversation,
+    window: Option<&ReplyWindow>,
+) -> Conversation {
     conversation.reply_window_closes_at = window
         .zip(conversation.last_inbound_at)
         .map(|(w, at)| w.closes_at(at));
@@ -648,10 +651,16 @@ mod tests {
         );
         // No window, or a contact who never wrote: nothing to refuse.
         assert!(check_reply_window(&c, None, i64::MAX).is_ok());
-        assert_eq!(with_reply_window(c.clone(), None).reply_window_closes_at, None);
+        assert_eq!(
+            with_reply_window(c.clone(), None).reply_window_closes_at,
+            None
+        );
         c.last_inbound_at = None;
         assert!(check_reply_window(&c, Some(&whatsapp()), i64::MAX).is_ok());
-        assert_eq!(with_reply_window(c, Some(&whatsapp())).reply_window_closes_at, None);
+        assert_eq!(
+            with_reply_window(c, Some(&whatsapp())).reply_window_closes_at,
+            None
+        );
     }
 
     #[test]

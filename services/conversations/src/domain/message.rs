@@ -607,13 +607,19 @@ mod tests {
     fn each_contact_keeps_their_latest_reaction_and_an_empty_one_removes_it() {
         let mut reactions = Vec::new();
         assert!(apply_reaction(&mut reactions, "+34", "👍"));
-        assert!(!apply_reaction(&mut reactions, "+34", "👍"), "the same again");
+        assert!(
+            !apply_reaction(&mut reactions, "+34", "👍"),
+            "the same again"
+        );
         assert!(apply_reaction(&mut reactions, "+35", "❤️"));
         assert!(apply_reaction(&mut reactions, "+34", "🙏"));
         let emojis: Vec<_> = reactions.iter().map(|r| r.emoji.as_str()).collect();
         assert_eq!(emojis, ["🙏", "❤️"]);
         assert!(apply_reaction(&mut reactions, "+34", ""));
-        assert!(!apply_reaction(&mut reactions, "+34", ""), "nothing to remove");
+        assert!(
+            !apply_reaction(&mut reactions, "+34", ""),
+            "nothing to remove"
+        );
         assert_eq!(reactions.len(), 1);
         assert_eq!(reactions[0].reactor_external_id, "+35");
     }
@@ -638,7 +644,10 @@ mod tests {
         );
         assert_eq!(error_with_code("", "rejected"), "rejected");
         assert_eq!(error_with_code("131047", ""), "131047");
-        assert_eq!(error_with_code("131047", "131047: said already"), "131047: said already");
+        assert_eq!(
+            error_with_code("131047", "131047: said already"),
+            "131047: said already"
+        );
     }
 
     #[test]

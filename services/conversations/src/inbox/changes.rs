@@ -94,7 +94,8 @@ impl Inbox {
     /// Store the changed message and announce it.
     async fn updated(&self, tx: &mut Tx<'_>, message: &Message) -> Result<(), Error> {
         messages::set_changed(tx, message).await?;
-        let conversation = conversation_in(tx, &message.workspace_id, &message.conversation_id).await?;
+        let conversation =
+            conversation_in(tx, &message.workspace_id, &message.conversation_id).await?;
         let mut outbox = Outbox::new(&message.workspace_id);
         outbox.message_updated(message, &conversation.contact_id);
         outbox.write(tx).await?;

@@ -114,9 +114,13 @@ impl Inbox {
 
     /// A conversation's history, oldest first.
     pub async fn list_messages(&self, query: &MessagesQuery) -> Result<Page<Message>, Error> {
-        let conversation = self
-            .get_conversation(&query.workspace_id, &query.conversation_id)
-            .await?;
+        require("workspace_id", &query.workspace_id)?;
+        require("conversation_id", &query.conversation_id)?;
+        // Its reply window is not shown here: no need to ask for it.
+        let conversation =
+            conversations::find(self.db.pool(), &query.workspace_id, &query.conversation_id)
+                .await?
+                .ok_or(Error::ConversationNotFound)?;
         let size = page_size(query.page.size);
         let after = Cursor::decode(&query.page.token).map_err(Error::InvalidArgument)?;
         let mut items = messages::history(

@@ -720,7 +720,10 @@ mod tests {
             .expect("find")
             .expect("stored");
         assert_eq!(read, plain);
-        assert_eq!((read.location, read.edited_at, read.unsent_at), (None, None, None));
+        assert_eq!(
+            (read.location, read.edited_at, read.unsent_at),
+            (None, None, None)
+        );
     }
 
     async fn changes_and_reactions_are_rewritten(backend: Backend) {
@@ -744,7 +747,9 @@ mod tests {
             None
         );
         assert_eq!(
-            find_by_external(&mut tx, "ws", "ch", "").await.expect("no id"),
+            find_by_external(&mut tx, "ws", "ch", "")
+                .await
+                .expect("no id"),
             None
         );
         assert_eq!(
@@ -770,8 +775,12 @@ mod tests {
             ..open_conversation("c3".into(), "ws", "ana", "ch", "+34", 1)
         };
         let mut tx = t.db.begin().await.expect("begin");
-        conversations::insert(&mut tx, &other_contact).await.expect("insert");
-        conversations::insert(&mut tx, &foreign).await.expect("insert");
+        conversations::insert(&mut tx, &other_contact)
+            .await
+            .expect("insert");
+        conversations::insert(&mut tx, &foreign)
+            .await
+            .expect("insert");
         t.db.commit(tx).await.expect("commit");
         stored(
             &t.db,
@@ -786,7 +795,9 @@ mod tests {
         )
         .await;
         let mut tx = t.db.begin().await.expect("begin");
-        let found = sent_up_to(&mut tx, "ws", "ch", "+34", 7).await.expect("find");
+        let found = sent_up_to(&mut tx, "ws", "ch", "+34", 7)
+            .await
+            .expect("find");
         let ids: Vec<_> = found.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["m1", "m3"]);
         assert!(
