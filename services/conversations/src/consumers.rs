@@ -1,5 +1,6 @@
-//! The bus handlers: inbound messages (from ingress), delivery statuses
-//! (from dispatch and from the channels) and media's outcome for received
+//! The bus handlers: inbound messages (from ingress: new messages, echoes,
+//! reactions, edits and unsends), delivery statuses (from dispatch and from
+//! the channels, single or watermarks) and media's outcome for received
 //! attachments. Each event becomes a domain input for an [`Inbox`]
 //! operation, which records the event in its transaction (redeliveries
 //! change nothing); the delivery is acknowledged only after commit.

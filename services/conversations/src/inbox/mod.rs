@@ -1,7 +1,10 @@
 //! The inbox's operations, one file per part of PRODUCT.md's messages
-//! module: `receiving` (1), `replying` (2, 3, 5, and assignment on
-//! reply), `assignment` (7), `closing` (8, 9), `delivery` (how far a
-//! reply got, and media's outcome for received files). Each one checks its
+//! module: `receiving` (1, and echoes of what the channel's own account
+//! sent elsewhere), `replying` (2, 3, 5, and assignment on reply, within
+//! the channel's reply window), `assignment` (7), `closing` (8, 9),
+//! `delivery` (how far a reply got, watermarks included, and media's
+//! outcome for received files), `changes` (reactions, edits, unsends),
+//! `windows` (channels' reply windows, from ingress). Each one checks its
 //! input, loads what it needs through the store, lets the domain decide,
 //! and writes the change with its events (`events`) in one transaction.
 //! Operations fed by the bus record the event they apply in the same
