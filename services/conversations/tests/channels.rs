@@ -312,7 +312,7 @@ fn keys(events: &[EventEnvelope]) -> Vec<&'static str> {
 }
 
 async fn echoes(mut w: World) {
-    let (ws, _) = w.workspace("acme").await;
+    let (ws, owner) = w.workspace("acme").await;
     w.receive("e1", &ws, inbound("wa", "in-1", "+34", "hola"))
         .await;
     let echo = ev::InboundMessageReceived {
@@ -334,10 +334,36 @@ async fn echoes(mut w: World) {
     assert_eq!(stored.external_id, "out-1");
     assert_eq!(stored.text, "sent from the phone app");
     assert!(stored.author_user_id.is_empty());
-    let events = w.published("message.created", 2).await;
-    assert!(
-        !keys(&events).contains(&"outbound.requested"),
-        "an echo is never dispatched: {:?}",
+    // A reply whose echo the channel delivered before dispatch reported
+    // its provider id: the report still applies, without the taken id.
+    let reply = w
+        .reply(&ws, &owner, &conversation.id, "¡Hola!")
+        .await
+        .expect("reply");
+    let early = ev::InboundMessageReceived {
+        echo: true,
+        ..inbound("wa", "out-2", "+34", "¡Hola!")
+    };
+    w.inbox
+        .receive_echo("echo-2", &ws, &early.into())
+        .await
+        .expect("echo");
+    w.sent(&ws, &reply.id, "out-2").await;
+    let messages = w.messages(&ws, &conversation.id).await;
+    let after = messages
+        .iter()
+        .find(|m| m.id == reply.id)
+        .expect("the reply");
+    assert_eq!(after.status, pb::MessageStatus::Sent as i32);
+    assert!(after.external_id.is_empty());
+    let events = w.published("message.created", 4).await;
+    assert_eq!(
+        keys(&events)
+            .iter()
+            .filter(|k| **k == "outbound.requested")
+            .count(),
+        1,
+        "only the reply is dispatched, never an echo: {:?}",
         keys(&events)
     );
     w.svc.stop().await;

@@ -3,6 +3,7 @@
 //! a received message (a ready one is never undone).
 
 use telenet_proto::common::v1::Attachment;
+use telenet_proto::conversations::v1::MessageDirection;
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_store::{idempotency, now_micros};
 
@@ -42,10 +43,29 @@ impl Inbox {
         };
         // Rolled back with the event's record, so the retry applies it.
         let message = message.ok_or(Error::StatusBeforeMessage)?;
-        let Some(update) = delivery_update(&message, reported, external_id, error) else {
+        let Some(mut update) = delivery_update(&message, reported, external_id, error) else {
             self.db.commit(tx).await?;
             return Ok(());
         };
+        // The channel's echo of this very reply can arrive before dispatch
+        // reports the provider's id, and is then stored under it: the reply
+        // keeps the id it had rather than fail on it forever (logged).
+        if update.external_id != message.external_id
+            && messages::stored_on_channel(
+                &mut tx,
+                &message.channel_id,
+                MessageDirection::Outbound,
+                &update.external_id,
+            )
+            .await?
+        {
+            tracing::warn!(
+                message_id = message.id,
+                external_id = update.external_id,
+                "an echo was stored under the reply's provider id first; the reply keeps its own"
+            );
+            update.external_id = message.external_id.clone();
+        }
         messages::set_delivery(&mut tx, &message, &update, now_micros()).await?;
         let mut outbox = Outbox::new(workspace_id);
         outbox.message_status_changed(&message, &update);
