@@ -81,21 +81,38 @@ impl Inbox {
     }
 
     /// The conversations as shown, with when their reply windows close
-    /// (one lookup per channel).
+    /// (one lookup per channel, all at once: a directory that is slow to
+    /// answer delays a page once, not once per channel).
     pub(super) async fn with_reply_windows(
         &self,
         conversations: Vec<Conversation>,
     ) -> Vec<Conversation> {
-        let mut windows: HashMap<String, Option<ReplyWindow>> = HashMap::new();
-        let mut shown = Vec::with_capacity(conversations.len());
-        for c in conversations {
-            if !windows.contains_key(&c.channel_id) {
-                let window = self.reply_window(&c.workspace_id, &c.channel_id).await;
-                windows.insert(c.channel_id.clone(), window);
-            }
-            let window = windows.get(&c.channel_id).and_then(Option::as_ref);
-            shown.push(with_reply_window(c, window));
-        }
-        shown
+        let mut channels: Vec<(&str, &str)> = conversations
+            .iter()
+            .map(|c| (c.workspace_id.as_str(), c.channel_id.as_str()))
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        let looked_up = futures::future::join_all(
+            channels
+                .iter()
+                .map(|(workspace_id, channel_id)| self.reply_window(workspace_id, channel_id)),
+        )
+        .await;
+        let windows: HashMap<(String, String), Option<ReplyWindow>> = channels
+            .iter()
+            .map(|(w, c)| ((*w).to_owned(), (*c).to_owned()))
+            .zip(looked_up)
+            .collect();
+        conversations
+            .into_iter()
+            .map(|c| {
+                let window = windows
+                    .get(&(c.workspace_id.clone(), c.channel_id.clone()))
+                    .and_then(Option::as_ref)
+                    .cloned();
+                with_reply_window(c, window.as_ref())
+            })
+            .collect()
     }
 }
