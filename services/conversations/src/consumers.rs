@@ -6,14 +6,13 @@
 //! change nothing); the delivery is acknowledged only after commit.
 
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
+use telenet_proto::common::v1::MessageChange;
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_store::consumer::{self, HandleError, Incoming};
 use telenet_store::events;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
-
-use telenet_proto::common::v1::MessageChange;
 
 use crate::domain::message::{Change, Watermark, error_with_code};
 use crate::domain::{InboundMessage, StatusTarget};
