@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// Conversations service settings.
@@ -8,6 +10,13 @@ pub struct Config {
     pub consumer_concurrency: usize,
     /// Longest reply text, in characters.
     pub max_text_chars: usize,
+    /// How long a channel's credentials (for its reply window) are kept
+    /// before ingress is asked again (`0s`: ask every time).
+    #[serde(with = "telenet_kit::config::duration")]
+    pub directory_cache_ttl: Duration,
+    /// Time allowed for a lookup in the channel directory.
+    #[serde(with = "telenet_kit::config::duration")]
+    pub directory_timeout: Duration,
 }
 
 impl Default for Config {
@@ -15,6 +24,8 @@ impl Default for Config {
         Self {
             consumer_concurrency: 16,
             max_text_chars: 4096 * 4,
+            directory_cache_ttl: Duration::from_secs(30),
+            directory_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! The bus handlers: inbound messages (from ingress), delivery statuses
-//! (from dispatch and from the channels) and media's outcome for received
+//! The bus handlers: inbound messages (from ingress: new messages, echoes,
+//! reactions, edits and unsends), delivery statuses (from dispatch and from
+//! the channels, single or watermarks) and media's outcome for received
 //! attachments. Each event becomes a domain input for an [`Inbox`]
 //! operation, which records the event in its transaction (redeliveries
 //! change nothing); the delivery is acknowledged only after commit.
 
 use telenet_bus::{BusError, SharedBus, SubscribeSpec};
+use telenet_proto::common::v1::MessageChange;
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::{self as ev, event_envelope::Payload};
 use telenet_store::consumer::{self, HandleError, Incoming};
@@ -12,6 +14,7 @@ use telenet_store::events;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::domain::message::{Change, Watermark, error_with_code};
 use crate::domain::{InboundMessage, StatusTarget};
 use crate::error::Error;
 use crate::inbox::Inbox;
@@ -138,10 +141,32 @@ async fn apply(
 ) -> Result<(), Error> {
     match payload {
         Some(Payload::InboundMessageReceived(m)) => {
+            let echo = m.echo;
+            let change = change_of(m.change());
+            let reaction = m.reaction.clone();
             let received = InboundMessage {
                 received_at: occurred_at,
                 ..m.into()
             };
+            if let Some(reaction) = reaction {
+                return inbox
+                    .apply_reaction(
+                        event_id,
+                        workspace_id,
+                        &received.channel_id,
+                        &received.sender_external_id,
+                        &reaction,
+                    )
+                    .await;
+            }
+            if let Some(change) = change {
+                return inbox
+                    .apply_change(event_id, workspace_id, &received, change)
+                    .await;
+            }
+            if echo {
+                return inbox.receive_echo(event_id, workspace_id, &received).await;
+            }
             inbox
                 .receive_message(event_id, workspace_id, &received)
                 .await
@@ -159,6 +184,23 @@ async fn apply(
                 .await
         }
         Some(Payload::InboundStatusReceived(s)) => {
+            let error = error_with_code(&s.error_code, &s.error);
+            // A watermark covers every reply to the contact up to it.
+            if let (Some(watermark), true) = (&s.watermark, s.message_external_id.is_empty()) {
+                return inbox
+                    .apply_watermark(
+                        event_id,
+                        workspace_id,
+                        &Watermark {
+                            channel_id: &s.channel_id,
+                            contact_external_id: &s.contact_external_id,
+                            up_to: telenet_store::micros_of(watermark),
+                        },
+                        delivery_state(s.state),
+                        &error,
+                    )
+                    .await;
+            }
             let target = StatusTarget::External {
                 channel_id: &s.channel_id,
                 external_id: &s.message_external_id,
@@ -170,7 +212,7 @@ async fn apply(
                     target,
                     delivery_state(s.state),
                     "",
-                    &s.error,
+                    &error,
                 )
                 .await
         }
@@ -191,6 +233,15 @@ async fn apply(
     }
 }
 
+/// What a message change is, if it is one.
+fn change_of(change: MessageChange) -> Option<Change> {
+    match change {
+        MessageChange::Edited => Some(Change::Edited),
+        MessageChange::Unsent => Some(Change::Unsent),
+        MessageChange::Unspecified => None,
+    }
+}
+
 /// A state this build does not know tells nothing new.
 fn delivery_state(state: i32) -> DeliveryState {
     DeliveryState::try_from(state).unwrap_or(DeliveryState::Unspecified)
@@ -208,6 +259,9 @@ impl From<ev::InboundMessageReceived> for InboundMessage {
             text: m.text,
             attachments: m.attachments,
             received_at: 0,
+            location: m.location,
+            reply_to_external_id: m.reply_to_external_id,
+            unsupported_type: m.unsupported_type,
         }
     }
 }

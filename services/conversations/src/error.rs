@@ -64,6 +64,16 @@ pub enum Error {
 
     #[error("conversation is closed; the contact's next message opens a new one")]
     ReplyToClosed,
+    /// The channel's reply window closed (`closed_at` in microseconds).
+    #[error(
+        "the reply window closed at {}: {name} only accepts replies within {length} of the contact's last message",
+        telenet_store::timestamp(*closed_at)
+    )]
+    ReplyWindowClosed {
+        closed_at: i64,
+        name: String,
+        length: String,
+    },
     #[error("a closed conversation cannot be assigned")]
     AssignClosed,
     #[error("conversation is already closed")]
@@ -119,9 +129,10 @@ impl ServiceError for Error {
             Error::EmailTaken(_) => ErrorCode::AlreadyExists,
             Error::Unauthenticated | Error::TokenExpired => ErrorCode::Unauthenticated,
             Error::NotAllowed(_) => ErrorCode::PermissionDenied,
-            Error::ReplyToClosed | Error::AssignClosed | Error::AlreadyClosed => {
-                ErrorCode::FailedPrecondition
-            }
+            Error::ReplyToClosed
+            | Error::ReplyWindowClosed { .. }
+            | Error::AssignClosed
+            | Error::AlreadyClosed => ErrorCode::FailedPrecondition,
             // Contacts refusing the sender will refuse it again.
             Error::Contacts(status) if status.code() == tonic::Code::InvalidArgument => {
                 ErrorCode::InvalidArgument

@@ -43,9 +43,10 @@ use telenet_runtime::Call;
 pub const NAME: &str = "conversations";
 
 /// The services it calls (see `telenet_runtime::Call`): contacts, for the
-/// contact behind each inbound message. Its context refuses any other, and
-/// the chart's NetworkPolicies allow these (`deploy/tools/callgraph.py`).
-pub const CALLS: &[Call] = &[Call::grpc("contacts")];
+/// contact behind each inbound message, and ingress, for a channel's
+/// provider (its reply window). Its context refuses any other, and the
+/// chart's NetworkPolicies allow these (`deploy/tools/callgraph.py`).
+pub const CALLS: &[Call] = &[Call::grpc("contacts"), Call::grpc("ingress")];
 
 /// The consumer groups it subscribes with, exactly the specs its consumers
 /// use: `telenet migrate` and every process at start declare the groups of
@@ -54,5 +55,8 @@ pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
     consumers::subscriptions()
 }
 
-pub const MIGRATIONS: telenet_store::Migrations =
-    telenet_store::migrations!("0100_conversations", "0101_token_lifecycle");
+pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!(
+    "0100_conversations",
+    "0101_token_lifecycle",
+    "0102_channel_messages"
+);

@@ -1,6 +1,7 @@
 //! Domain values as the protobuf messages of the API: what the gRPC
 //! services answer and what the events carry are the same messages.
 
+use telenet_proto::common::v1::Reaction;
 use telenet_proto::conversations::v1 as pb;
 use telenet_store::timestamp;
 
@@ -27,7 +28,7 @@ impl From<&Conversation> for pb::Conversation {
             message_count: c.message_count,
             // Teams are not modelled yet.
             assignee_team_id: String::new(),
-            ..Default::default()
+            reply_window_closes_at: c.reply_window_closes_at.map(timestamp),
         }
     }
 }
@@ -47,7 +48,19 @@ impl From<&Message> for pb::Message {
             error: m.error.clone(),
             created_at: Some(timestamp(m.created_at)),
             status_changed_at: Some(timestamp(m.status_changed_at)),
-            ..Default::default()
+            location: m.location.clone(),
+            reply_to_message_id: m.reply_to_message_id.clone(),
+            reactions: m
+                .reactions
+                .iter()
+                .map(|r| Reaction {
+                    message_external_id: m.external_id.clone(),
+                    emoji: r.emoji.clone(),
+                })
+                .collect(),
+            unsupported_type: m.unsupported_type.clone(),
+            edited_at: m.edited_at.map(timestamp),
+            unsent_at: m.unsent_at.map(timestamp),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! hand; closing takes it out of the queue, unassigned from everyone, with
 //! an optional closing note.
 
+use std::time::Duration;
+
 use telenet_proto::conversations::v1::ConversationStatus;
 
 use super::PageRequest;
@@ -31,6 +33,11 @@ pub struct Conversation {
     pub closed: Option<Closed>,
     pub last_message_at: i64,
     pub message_count: u32,
+    /// When the contact last wrote in it; `None` before they did.
+    pub last_inbound_at: Option<i64>,
+    /// When its channel's reply window closes (not stored: it follows the
+    /// channel); `None` when the channel has none or it is not known.
+    pub reply_window_closes_at: Option<i64>,
 }
 
 /// How a conversation was closed.
@@ -76,7 +83,80 @@ pub fn open_conversation(
         closed: None,
         last_message_at: now,
         message_count: 0,
+        last_inbound_at: None,
+        reply_window_closes_at: None,
     }
+}
+
+/// How long after a contact's last message a channel accepts free-form
+/// replies, and whose rule that is (named in refusals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyWindow {
+    /// Who sets it, as people know it: "WhatsApp", "Messenger".
+    pub name: String,
+    pub length: Duration,
+}
+
+impl ReplyWindow {
+    /// When the window opened by a contact's message at `last_inbound_at`
+    /// (microseconds) closes.
+    pub fn closes_at(&self, last_inbound_at: i64) -> i64 {
+        let length = i64::try_from(self.length.as_micros()).unwrap_or(i64::MAX);
+        last_inbound_at.saturating_add(length)
+    }
+
+    /// The window's length as people say it: "24 hours", "7 days".
+    pub fn length_in_words(&self) -> String {
+        let secs = self.length.as_secs();
+        let (n, unit) = if secs >= 2 * 86_400 && secs.is_multiple_of(86_400) {
+            (secs / 86_400, "day")
+        } else if secs >= 3_600 && secs.is_multiple_of(3_600) {
+            (secs / 3_600, "hour")
+        } else if secs >= 60 && secs.is_multiple_of(60) {
+            (secs / 60, "minute")
+        } else {
+            (secs, "second")
+        };
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    }
+}
+
+/// The conversation as shown: with when its channel's reply window closes
+/// (`window` is the channel's; `None`: it has none, or it is not known).
+pub fn with_reply_window(
+    mut conversation: Conversation,
+    window: Option<&ReplyWindow>,
+) -> Conversation {
+    conversation.reply_window_closes_at = window
+        .zip(conversation.last_inbound_at)
+        .map(|(w, at)| w.closes_at(at));
+    conversation
+}
+
+/// A reply goes out only while the channel's reply window is open at
+/// `now`. A contact who never wrote opened no window; the channel then
+/// judges (it may accept templates), so only a closed window refuses.
+pub fn check_reply_window(
+    conversation: &Conversation,
+    window: Option<&ReplyWindow>,
+    now: i64,
+) -> Result<(), Error> {
+    let (Some(window), Some(last)) = (window, conversation.last_inbound_at) else {
+        return Ok(());
+    };
+    let closes_at = window.closes_at(last);
+    if now > closes_at {
+        return Err(Error::ReplyWindowClosed {
+            closed_at: closes_at,
+            name: window.name.clone(),
+            length: window.length_in_words(),
+        });
+    }
+    Ok(())
 }
 
 /// Why a conversation was assigned (the `reason` of its event).
@@ -546,5 +626,52 @@ mod tests {
         );
         let everything = query(AssigneeFilter::Any, "", "").filter().expect("all");
         assert_eq!(everything, ConversationFilter::default());
+    }
+
+    fn whatsapp() -> ReplyWindow {
+        ReplyWindow {
+            name: "WhatsApp".into(),
+            length: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    #[test]
+    fn a_reply_window_closes_its_length_after_the_contacts_last_message() {
+        const HOUR: i64 = 3_600_000_000;
+        let mut c = open();
+        c.last_inbound_at = Some(HOUR);
+        let shown = with_reply_window(c.clone(), Some(&whatsapp()));
+        assert_eq!(shown.reply_window_closes_at, Some(25 * HOUR));
+        assert!(check_reply_window(&c, Some(&whatsapp()), 25 * HOUR).is_ok());
+        let refused = check_reply_window(&c, Some(&whatsapp()), 25 * HOUR + 1).expect_err("closed");
+        assert_eq!(
+            refused.to_string(),
+            "the reply window closed at 1970-01-02T01:00:00Z: WhatsApp only accepts replies \
+             within 24 hours of the contact's last message"
+        );
+        // No window, or a contact who never wrote: nothing to refuse.
+        assert!(check_reply_window(&c, None, i64::MAX).is_ok());
+        assert_eq!(
+            with_reply_window(c.clone(), None).reply_window_closes_at,
+            None
+        );
+        c.last_inbound_at = None;
+        assert!(check_reply_window(&c, Some(&whatsapp()), i64::MAX).is_ok());
+        assert_eq!(
+            with_reply_window(c, Some(&whatsapp())).reply_window_closes_at,
+            None
+        );
+    }
+
+    #[test]
+    fn reply_windows_are_named_in_words() {
+        let window = |secs| ReplyWindow {
+            name: "x".into(),
+            length: Duration::from_secs(secs),
+        };
+        assert_eq!(window(24 * 3600).length_in_words(), "24 hours");
+        assert_eq!(window(7 * 86_400).length_in_words(), "7 days");
+        assert_eq!(window(3600).length_in_words(), "1 hour");
+        assert_eq!(window(90).length_in_words(), "90 seconds");
     }
 }

@@ -3,7 +3,7 @@
 //! delivery statuses only move forward, and media's outcome for an inbound
 //! attachment never undoes a stored one.
 
-use telenet_proto::common::v1::{Attachment, AttachmentState};
+use telenet_proto::common::v1::{Attachment, AttachmentState, Location};
 use telenet_proto::conversations::v1::{MessageDirection, MessageStatus};
 use telenet_proto::dispatch::v1::DeliveryState;
 
@@ -33,6 +33,86 @@ pub struct Message {
     pub error: String,
     pub created_at: i64,
     pub status_changed_at: i64,
+    /// A location the contact shared, when the message is one.
+    pub location: Option<Location>,
+    /// Our id of the message this one quotes, when it is known.
+    pub reply_to_message_id: String,
+    /// The provider's kind of a message TELENET does not show; empty for
+    /// the others.
+    pub unsupported_type: String,
+    /// The latest reaction of each contact on it.
+    pub reactions: Vec<ReactionOf>,
+    /// When its sender last edited it; `None` if never.
+    pub edited_at: Option<i64>,
+    /// When its sender unsent it (its text is kept); `None` if never.
+    pub unsent_at: Option<i64>,
+}
+
+/// A contact's reaction on a message: who (their address on the channel)
+/// and the emoji.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionOf {
+    pub reactor_external_id: String,
+    pub emoji: String,
+}
+
+/// Record `reactor`'s reaction: the latest emoji replaces theirs, an empty
+/// one removes it. Returns whether anything changed.
+pub fn apply_reaction(reactions: &mut Vec<ReactionOf>, reactor: &str, emoji: &str) -> bool {
+    let existing = reactions
+        .iter()
+        .position(|r| r.reactor_external_id == reactor);
+    match (existing, emoji.is_empty()) {
+        (None, true) => false,
+        (Some(i), true) => {
+            reactions.remove(i);
+            true
+        }
+        (Some(i), false) if reactions[i].emoji == emoji => false,
+        (Some(i), false) => {
+            reactions[i].emoji = emoji.to_owned();
+            true
+        }
+        (None, false) => {
+            reactions.push(ReactionOf {
+                reactor_external_id: reactor.to_owned(),
+                emoji: emoji.to_owned(),
+            });
+            true
+        }
+    }
+}
+
+/// How the sender changed an earlier message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Its text is now the new one.
+    Edited,
+    /// Unsent: shown as such, its text kept.
+    Unsent,
+}
+
+/// What a change does to `message` at `at`: an edit replaces the text and
+/// dates the edit, an unsend dates the unsend (once). Returns whether
+/// anything changed.
+pub fn apply_change(message: &mut Message, change: Change, text: &str, at: i64) -> bool {
+    match change {
+        Change::Edited => {
+            if message.text == text && message.edited_at.is_some() {
+                return false;
+            }
+            message.text = text.to_owned();
+            message.edited_at = Some(at);
+            true
+        }
+        Change::Unsent => {
+            if message.unsent_at.is_some() {
+                return false;
+            }
+            message.unsent_at = Some(at);
+            true
+        }
+    }
 }
 
 /// A message from a contact, as ingress received it.
@@ -49,6 +129,12 @@ pub struct InboundMessage {
     /// When ingress accepted it (microseconds; the time of its event), 0
     /// when unknown.
     pub received_at: i64,
+    /// A shared location, when the message is one.
+    pub location: Option<Location>,
+    /// The provider's id of the message it quotes, if any.
+    pub reply_to_external_id: String,
+    /// Set when TELENET does not show its kind (stored, never dropped).
+    pub unsupported_type: String,
 }
 
 /// When a contact's message counts as arrived, at `now`: when ingress
@@ -87,6 +173,27 @@ impl Message {
             error: String::new(),
             created_at: arrival_time(received.received_at, now),
             status_changed_at: now,
+            location: received.location.clone(),
+            reply_to_message_id: String::new(),
+            unsupported_type: received.unsupported_type.clone(),
+            reactions: Vec::new(),
+            edited_at: None,
+            unsent_at: None,
+        }
+    }
+
+    /// What the channel's own account sent from elsewhere (an echo): stored
+    /// as an outbound message already sent, by no member, never dispatched.
+    pub fn echo(
+        id: String,
+        conversation: &Conversation,
+        received: &InboundMessage,
+        now: i64,
+    ) -> Self {
+        Self {
+            direction: MessageDirection::Outbound,
+            status: MessageStatus::Sent,
+            ..Self::inbound(id, conversation, received, now)
         }
     }
 
@@ -106,6 +213,12 @@ impl Message {
             error: String::new(),
             created_at: now,
             status_changed_at: now,
+            location: None,
+            reply_to_message_id: String::new(),
+            unsupported_type: String::new(),
+            reactions: Vec::new(),
+            edited_at: None,
+            unsent_at: None,
         }
     }
 }
@@ -151,6 +264,15 @@ pub enum StatusTarget<'a> {
         channel_id: &'a str,
         external_id: &'a str,
     },
+}
+
+/// A watermark status: every reply on the channel to the contact created
+/// at or before `up_to` (microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark<'a> {
+    pub channel_id: &'a str,
+    pub contact_external_id: &'a str,
+    pub up_to: i64,
 }
 
 /// The message status a delivery state reports; `None` for a state that
@@ -216,6 +338,17 @@ pub fn delivery_update(
         external_id,
         error: error.to_owned(),
     })
+}
+
+/// A provider's error code kept with the error it describes
+/// (`131047: Re-engagement message`); either alone when the other is empty.
+pub fn error_with_code(code: &str, error: &str) -> String {
+    match (code.trim(), error.trim()) {
+        ("", error) => error.to_owned(),
+        (code, "") => code.to_owned(),
+        (code, error) if error.starts_with(code) => error.to_owned(),
+        (code, error) => format!("{code}: {error}"),
+    }
 }
 
 /// Media's outcome for attachment `index` of a message replaces what was
@@ -468,5 +601,75 @@ mod tests {
         let err = apply_attachment_outcome(&mut attachments, "m1", 7, &Attachment::default())
             .expect_err("no attachment 7");
         assert_eq!(err.to_string(), "message m1 has no attachment 7");
+    }
+
+    #[test]
+    fn each_contact_keeps_their_latest_reaction_and_an_empty_one_removes_it() {
+        let mut reactions = Vec::new();
+        assert!(apply_reaction(&mut reactions, "+34", "👍"));
+        assert!(
+            !apply_reaction(&mut reactions, "+34", "👍"),
+            "the same again"
+        );
+        assert!(apply_reaction(&mut reactions, "+35", "❤️"));
+        assert!(apply_reaction(&mut reactions, "+34", "🙏"));
+        let emojis: Vec<_> = reactions.iter().map(|r| r.emoji.as_str()).collect();
+        assert_eq!(emojis, ["🙏", "❤️"]);
+        assert!(apply_reaction(&mut reactions, "+34", ""));
+        assert!(
+            !apply_reaction(&mut reactions, "+34", ""),
+            "nothing to remove"
+        );
+        assert_eq!(reactions.len(), 1);
+        assert_eq!(reactions[0].reactor_external_id, "+35");
+    }
+
+    #[test]
+    fn an_edit_replaces_the_text_and_an_unsend_keeps_it() {
+        let mut m = sent_reply();
+        assert!(apply_change(&mut m, Change::Edited, "hola de nuevo", 10));
+        assert_eq!((m.text.as_str(), m.edited_at), ("hola de nuevo", Some(10)));
+        assert!(!apply_change(&mut m, Change::Edited, "hola de nuevo", 11));
+        assert!(apply_change(&mut m, Change::Unsent, "", 12));
+        assert_eq!((m.text.as_str(), m.unsent_at), ("hola de nuevo", Some(12)));
+        assert!(!apply_change(&mut m, Change::Unsent, "", 13), "unsent once");
+        assert_eq!(m.unsent_at, Some(12));
+    }
+
+    #[test]
+    fn a_providers_error_code_is_kept_with_its_error() {
+        assert_eq!(
+            error_with_code("131047", "Re-engagement message"),
+            "131047: Re-engagement message"
+        );
+        assert_eq!(error_with_code("", "rejected"), "rejected");
+        assert_eq!(error_with_code("131047", ""), "131047");
+        assert_eq!(
+            error_with_code("131047", "131047: said already"),
+            "131047: said already"
+        );
+    }
+
+    #[test]
+    fn played_follows_read_and_echoes_are_sent_replies_by_nobody() {
+        use MessageStatus::*;
+        assert!(status_moves_forward(Read, Played));
+        assert!(!status_moves_forward(Played, Read));
+        assert!(!status_moves_forward(Played, Delivered));
+        let conversation = open_conversation("c".into(), "ws", "contact", "ch", "+34", 1);
+        let echoed = InboundMessage {
+            channel_id: "ch".into(),
+            external_id: "mid.1".into(),
+            text: "from the phone".into(),
+            location: Some(Location::default()),
+            ..Default::default()
+        };
+        let echo = Message::echo("m".into(), &conversation, &echoed, 5);
+        assert_eq!(
+            (echo.direction, echo.status, echo.external_id.as_str()),
+            (MessageDirection::Outbound, MessageStatus::Sent, "mid.1")
+        );
+        assert!(echo.author_user_id.is_empty());
+        assert_eq!(echo.location, Some(Location::default()));
     }
 }

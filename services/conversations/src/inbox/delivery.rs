@@ -3,6 +3,7 @@
 //! a received message (a ready one is never undone).
 
 use telenet_proto::common::v1::Attachment;
+use telenet_proto::conversations::v1::MessageDirection;
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_store::{idempotency, now_micros};
 
@@ -10,6 +11,7 @@ use super::Inbox;
 use super::events::Outbox;
 use crate::consumers::{MEDIA, STATUS};
 use crate::domain::StatusTarget;
+use crate::domain::message::Watermark;
 use crate::domain::message::{apply_attachment_outcome, delivery_update, status_reported};
 use crate::error::Error;
 use crate::store::messages;
@@ -41,13 +43,71 @@ impl Inbox {
         };
         // Rolled back with the event's record, so the retry applies it.
         let message = message.ok_or(Error::StatusBeforeMessage)?;
-        let Some(update) = delivery_update(&message, reported, external_id, error) else {
+        let Some(mut update) = delivery_update(&message, reported, external_id, error) else {
             self.db.commit(tx).await?;
             return Ok(());
         };
+        // The channel's echo of this very reply can arrive before dispatch
+        // reports the provider's id, and is then stored under it: the reply
+        // keeps the id it had rather than fail on it forever (logged).
+        if update.external_id != message.external_id
+            && messages::stored_on_channel(
+                &mut tx,
+                &message.channel_id,
+                MessageDirection::Outbound,
+                &update.external_id,
+            )
+            .await?
+        {
+            tracing::warn!(
+                message_id = message.id,
+                external_id = update.external_id,
+                "an echo was stored under the reply's provider id first; the reply keeps its own"
+            );
+            update.external_id = message.external_id.clone();
+        }
         messages::set_delivery(&mut tx, &message, &update, now_micros()).await?;
         let mut outbox = Outbox::new(workspace_id);
         outbox.message_status_changed(&message, &update);
+        outbox.write(&mut tx).await?;
+        self.db.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Apply bus event `event_id`: a watermark status. Every reply on the
+    /// channel to the contact created at or before the watermark reaches
+    /// `state`, never moving backwards, each announced as a single status
+    /// is. Replies of other workspaces, channels or contacts are untouched.
+    pub async fn apply_watermark(
+        &self,
+        event_id: &str,
+        workspace_id: &str,
+        watermark: &Watermark<'_>,
+        state: DeliveryState,
+        error: &str,
+    ) -> Result<(), Error> {
+        let Some(reported) = status_reported(state) else {
+            return Ok(());
+        };
+        let Some(mut tx) = idempotency::begin_once(&self.db, STATUS, event_id).await? else {
+            return Ok(());
+        };
+        let covered = messages::sent_up_to(
+            &mut tx,
+            workspace_id,
+            watermark.channel_id,
+            watermark.contact_external_id,
+            watermark.up_to,
+        )
+        .await?;
+        let now = now_micros();
+        let mut outbox = Outbox::new(workspace_id);
+        for message in &covered {
+            if let Some(update) = delivery_update(message, reported, "", error) {
+                messages::set_delivery(&mut tx, message, &update, now).await?;
+                outbox.message_status_changed(message, &update);
+            }
+        }
         outbox.write(&mut tx).await?;
         self.db.commit(tx).await?;
         Ok(())

@@ -40,6 +40,16 @@ impl Outbox {
             }));
     }
 
+    /// `message.updated`: edited, unsent, or its reactions changed.
+    pub(super) fn message_updated(&mut self, message: &Message, contact_id: &str) {
+        self.payloads
+            .push(Payload::MessageUpdated(ev::MessageUpdated {
+                message: Some(message.into()),
+                channel_id: message.channel_id.clone(),
+                contact_id: contact_id.to_owned(),
+            }));
+    }
+
     /// `conversation.assigned`
     pub(super) fn conversation_assigned(&mut self, a: &Assignment) {
         self.payloads
@@ -88,6 +98,7 @@ impl Outbox {
                 recipient_external_id: conversation.contact_external_id.clone(),
                 text: reply.text.clone(),
                 attachments: reply.attachments.clone(),
+                contact_last_message_at: conversation.last_inbound_at.map(telenet_store::timestamp),
                 ..Default::default()
             }));
     }

@@ -1,7 +1,10 @@
 //! The inbox's operations, one file per part of PRODUCT.md's messages
-//! module: `receiving` (1), `replying` (2, 3, 5, and assignment on
-//! reply), `assignment` (7), `closing` (8, 9), `delivery` (how far a
-//! reply got, and media's outcome for received files). Each one checks its
+//! module: `receiving` (1, and echoes of what the channel's own account
+//! sent elsewhere), `replying` (2, 3, 5, and assignment on reply, within
+//! the channel's reply window), `assignment` (7), `closing` (8, 9),
+//! `delivery` (how far a reply got, watermarks included, and media's
+//! outcome for received files), `changes` (reactions, edits, unsends),
+//! `windows` (channels' reply windows, from ingress). Each one checks its
 //! input, loads what it needs through the store, lets the domain decide,
 //! and writes the change with its events (`events`) in one transaction.
 //! Operations fed by the bus record the event they apply in the same
@@ -13,22 +16,28 @@
 //! closes close once, concurrent assignments chain, a reply or a message
 //! racing a close comes before it or after it, never into it (ADR 12).
 
+use std::sync::Arc;
+
+use telenet_channels::directory::ChannelDirectory;
 use telenet_kit::grpc::GrpcChannel;
 use telenet_store::cursor::{Cursor, finish_page, page_size};
 use telenet_store::{Db, Tx};
 
 use crate::Config;
+use crate::domain::conversation::with_reply_window;
 use crate::domain::{Conversation, ConversationQuery, Message, MessagesQuery, Page};
 use crate::error::{Error, require};
 use crate::store::{conversations, messages};
 
 mod assignment;
+mod changes;
 mod closing;
 mod contacts;
 mod delivery;
 mod events;
 mod receiving;
 mod replying;
+mod windows;
 
 pub use replying::Sent;
 
@@ -38,6 +47,9 @@ pub struct Inbox {
     db: Db,
     contacts: contacts::Contacts,
     config: Config,
+    /// Where channels' reply windows come from; `None`: not known (no
+    /// reply is refused for one).
+    windows: Option<Arc<windows::ReplyWindows>>,
 }
 
 impl Inbox {
@@ -48,7 +60,16 @@ impl Inbox {
             db,
             contacts: contacts::Contacts::new(contacts),
             config,
+            windows: None,
         }
+    }
+
+    /// Know channels' reply windows from `directory` (ingress's, cached, in
+    /// the process; a fixed one in tests): conversations show when theirs
+    /// closes, and replies after it are refused.
+    pub fn with_directory(mut self, directory: Arc<dyn ChannelDirectory>) -> Self {
+        self.windows = Some(Arc::new(windows::ReplyWindows::new(directory)));
+        self
     }
 
     /// One conversation of the workspace.
@@ -59,9 +80,13 @@ impl Inbox {
     ) -> Result<Conversation, Error> {
         require("workspace_id", workspace_id)?;
         require("conversation_id", conversation_id)?;
-        conversations::find(self.db.pool(), workspace_id, conversation_id)
+        let conversation = conversations::find(self.db.pool(), workspace_id, conversation_id)
             .await?
-            .ok_or(Error::ConversationNotFound)
+            .ok_or(Error::ConversationNotFound)?;
+        let window = self
+            .reply_window(workspace_id, &conversation.channel_id)
+            .await;
+        Ok(with_reply_window(conversation, window.as_ref()))
     }
 
     /// A queue of the inbox: conversations by latest activity, newest
@@ -86,14 +111,19 @@ impl Inbox {
             key: last.last_message_at,
             id: last.id.clone(),
         });
+        let items = self.with_reply_windows(items).await;
         Ok(Page { items, next })
     }
 
     /// A conversation's history, oldest first.
     pub async fn list_messages(&self, query: &MessagesQuery) -> Result<Page<Message>, Error> {
-        let conversation = self
-            .get_conversation(&query.workspace_id, &query.conversation_id)
-            .await?;
+        require("workspace_id", &query.workspace_id)?;
+        require("conversation_id", &query.conversation_id)?;
+        // Its reply window is not shown here: no need to ask for it.
+        let conversation =
+            conversations::find(self.db.pool(), &query.workspace_id, &query.conversation_id)
+                .await?
+                .ok_or(Error::ConversationNotFound)?;
         let size = page_size(query.page.size);
         let after = Cursor::decode(&query.page.token).map_err(Error::InvalidArgument)?;
         let mut items = messages::history(

@@ -2,6 +2,7 @@
 //! conversation on that channel, or opens a new, unassigned one (a contact
 //! never seen before is created by the contacts service).
 
+use telenet_proto::conversations::v1::MessageDirection;
 use telenet_store::{idempotency, now_micros};
 
 use super::events::Outbox;
@@ -20,12 +21,50 @@ impl Inbox {
         workspace_id: &str,
         received: &InboundMessage,
     ) -> Result<(), Error> {
+        self.store_received(event_id, workspace_id, received, false)
+            .await
+    }
+
+    /// Apply bus event `event_id`: the channel's own account sent `echoed`
+    /// from elsewhere to the contact it names as sender. It is stored in
+    /// the contact's conversation as a reply already sent, by no member,
+    /// and never dispatched; once per channel and provider id.
+    pub async fn receive_echo(
+        &self,
+        event_id: &str,
+        workspace_id: &str,
+        echoed: &InboundMessage,
+    ) -> Result<(), Error> {
+        self.store_received(event_id, workspace_id, echoed, true)
+            .await
+    }
+
+    async fn store_received(
+        &self,
+        event_id: &str,
+        workspace_id: &str,
+        received: &InboundMessage,
+        echo: bool,
+    ) -> Result<(), Error> {
+        let direction = if echo {
+            MessageDirection::Outbound
+        } else {
+            MessageDirection::Inbound
+        };
         let contact_id = self.contacts.resolve_sender(workspace_id, received).await?;
         let Some(mut tx) = idempotency::begin_once(&self.db, INBOUND, event_id).await? else {
             return Ok(());
         };
         // The same provider message, delivered under another event id.
-        if messages::inbound_exists(&mut tx, &received.channel_id, &received.external_id).await? {
+        if !received.external_id.is_empty()
+            && messages::stored_on_channel(
+                &mut tx,
+                &received.channel_id,
+                direction,
+                &received.external_id,
+            )
+            .await?
+        {
             self.db.commit(tx).await?;
             return Ok(());
         }
@@ -63,7 +102,22 @@ impl Inbox {
                 opened
             }
         };
-        let message = Message::inbound(new_id(), &conversation, received, now);
+        let mut message = if echo {
+            Message::echo(new_id(), &conversation, received, now)
+        } else {
+            Message::inbound(new_id(), &conversation, received, now)
+        };
+        // The quoted message, when we have it.
+        if let Some(quoted) = messages::find_by_external(
+            &mut tx,
+            workspace_id,
+            &received.channel_id,
+            &received.reply_to_external_id,
+        )
+        .await?
+        {
+            message.reply_to_message_id = quoted.id;
+        }
         messages::insert(&mut tx, &message, "").await.map_err(|e| {
             if e.is_unique_violation() {
                 Error::StoredConcurrently
@@ -72,6 +126,10 @@ impl Inbox {
             }
         })?;
         conversations::record_message(&mut tx, &conversation, now).await?;
+        if !echo {
+            // The contact wrote: their reply window (re)opens.
+            conversations::record_inbound(&mut tx, &conversation, message.created_at).await?;
+        }
         let message = message_in(&mut tx, workspace_id, &message.id).await?;
         outbox.message_created(&message, &contact_id);
         outbox.write(&mut tx).await?;

@@ -6,7 +6,9 @@ use telenet_store::{Tx, now_micros};
 
 use super::events::Outbox;
 use super::{Inbox, conversation_for_update, conversation_in, message_in, new_id};
-use crate::domain::conversation::{assign_on_reply, check_reply_allowed};
+use crate::domain::conversation::{
+    assign_on_reply, check_reply_allowed, check_reply_window, with_reply_window,
+};
 use crate::domain::{Conversation, Message, Reply};
 use crate::error::Error;
 use crate::store::{conversations, members, messages};
@@ -29,15 +31,26 @@ impl Inbox {
             return Err(Error::AuthorNotMember);
         }
         let workspace_id = reply.workspace_id.as_str();
+        // The channel's window, asked before the transaction (a call to
+        // ingress); judged under the lock, on when the contact last wrote.
+        let channel_id = conversations::find(self.db.pool(), workspace_id, &reply.conversation_id)
+            .await?
+            .ok_or(Error::ConversationNotFound)?
+            .channel_id;
+        let window = self.reply_window(workspace_id, &channel_id).await;
         let mut tx = self.db.begin().await?;
         let conversation =
             conversation_for_update(&mut tx, workspace_id, &reply.conversation_id).await?;
         // Under the lock, so a retry racing its first attempt finds it.
         if let Some(sent) = sent_before(&mut tx, reply).await? {
-            return Ok(sent);
+            return Ok(Sent {
+                conversation: with_reply_window(sent.conversation, window.as_ref()),
+                ..sent
+            });
         }
         check_reply_allowed(&conversation)?;
         let now = now_micros();
+        check_reply_window(&conversation, window.as_ref(), now)?;
         let mut outbox = Outbox::new(workspace_id);
         if let Some(assignment) = assign_on_reply(&conversation, &reply.author_user_id) {
             conversations::set_assignee(&mut tx, &conversation, Some(&assignment.assignee)).await?;
@@ -54,7 +67,7 @@ impl Inbox {
         self.db.commit(tx).await?;
         Ok(Sent {
             message,
-            conversation,
+            conversation: with_reply_window(conversation, window.as_ref()),
         })
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::conversation::{
 
 const COLUMNS: &str = "id, workspace_id, contact_id, channel_id, contact_external_id, status, \
      assignee_user_id, opened_at, closed_at, closing_category, closing_summary, closed_by, \
-     last_message_at, message_count";
+     last_message_at, message_count, last_inbound_at";
 
 fn decode(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
     let closed_at: Option<i64> = row.try_get("closed_at")?;
@@ -47,6 +47,8 @@ fn decode(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
         closed,
         last_message_at: row.try_get("last_message_at")?,
         message_count: u32::try_from(count).unwrap_or(u32::MAX),
+        last_inbound_at: row.try_get("last_inbound_at")?,
+        reply_window_closes_at: None,
     })
 }
 
@@ -189,6 +191,25 @@ pub(crate) async fn record_message(
     Ok(())
 }
 
+/// The contact wrote at `at`: the latest such time is kept (a retried
+/// message applied late never moves it back).
+pub(crate) async fn record_inbound(
+    tx: &mut Tx<'_>,
+    c: &Conversation,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET last_inbound_at = $1 \
+         WHERE workspace_id = $2 AND id = $3 AND (last_inbound_at IS NULL OR last_inbound_at < $1)",
+    )
+    .bind(at)
+    .bind(&c.workspace_id)
+    .bind(&c.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Close with the note: out of the open queue, assigned to nobody.
 pub(crate) async fn close(
     tx: &mut Tx<'_>,
@@ -287,6 +308,8 @@ mod tests {
         queues_list_by_latest_activity_with_filters_and_pages,
         workspaces_never_see_each_others_conversations,
         a_change_waits_for_the_one_holding_the_conversation,
+        the_contacts_last_message_is_kept_and_never_moves_back,
+        conversations_from_before_learn_when_their_contact_last_wrote,
     );
 
     fn opened(id: &str, contact: &str, at: i64) -> Conversation {
@@ -580,5 +603,87 @@ mod tests {
             .expect("no-op");
         t.db.commit(tx).await.expect("commit");
         assert_eq!(find(t.db.pool(), "ws", "c1").await.expect("find"), Some(c));
+    }
+
+    async fn the_contacts_last_message_is_kept_and_never_moves_back(backend: Backend) {
+        let t = testing::db(backend).await;
+        let c = opened("c1", "ana", 10);
+        stored(&t.db, std::slice::from_ref(&c)).await;
+        let last = |db: telenet_store::Db| async move {
+            find(db.pool(), "ws", "c1")
+                .await
+                .expect("find")
+                .expect("found")
+                .last_inbound_at
+        };
+        assert_eq!(last(t.db.clone()).await, None);
+        let mut tx = t.db.begin().await.expect("begin");
+        record_inbound(&mut tx, &c, 30).await.expect("first");
+        // A message applied late (a retry) never moves it back.
+        record_inbound(&mut tx, &c, 20).await.expect("late");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(last(t.db.clone()).await, Some(30));
+        let foreign = Conversation {
+            workspace_id: "other".into(),
+            ..c.clone()
+        };
+        let mut tx = t.db.begin().await.expect("begin");
+        record_inbound(&mut tx, &foreign, 90).await.expect("no-op");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(last(t.db.clone()).await, Some(30));
+    }
+
+    /// Migration 0102 dates the contact's last message of conversations
+    /// stored before it, from their messages.
+    async fn conversations_from_before_learn_when_their_contact_last_wrote(backend: Backend) {
+        const BEFORE: telenet_store::Migrations =
+            telenet_store::migrations!("0100_conversations", "0101_token_lifecycle");
+        let t = backend.database(crate::NAME, &BEFORE).await;
+        for (id, contact) in [("c1", "ana"), ("c2", "eva")] {
+            sqlx::query(
+                "INSERT INTO conversations (id, workspace_id, contact_id, channel_id, \
+                 contact_external_id, status, opened_at, last_message_at, message_count) \
+                 VALUES ($1, 'ws', $2, 'ch', '+34', 1, 1, 1, 0)",
+            )
+            .bind(id)
+            .bind(contact)
+            .execute(t.db.pool())
+            .await
+            .expect("conversation");
+        }
+        // c1: the contact wrote at 5 and 7, a member replied at 9; c2: only a reply.
+        for (id, conversation, direction, at) in [
+            ("m1", "c1", 1_i64, 5_i64),
+            ("m2", "c1", 1, 7),
+            ("m3", "c1", 2, 9),
+            ("m4", "c2", 2, 9),
+        ] {
+            sqlx::query(
+                "INSERT INTO messages (id, workspace_id, conversation_id, channel_id, direction, \
+                 text, attachments, status, created_at, status_changed_at) \
+                 VALUES ($1, 'ws', $2, 'ch', $3, 'x', $4, 1, $5, $5)",
+            )
+            .bind(id)
+            .bind(conversation)
+            .bind(direction)
+            .bind(Vec::<u8>::new())
+            .bind(at)
+            .execute(t.db.pool())
+            .await
+            .expect("message");
+        }
+        t.db.migrate(&crate::MIGRATIONS).await.expect("migrate");
+        let last = |id: &'static str| {
+            let db = t.db.clone();
+            async move {
+                find(db.pool(), "ws", id)
+                    .await
+                    .expect("find")
+                    .expect("found")
+                    .last_inbound_at
+            }
+        };
+        assert_eq!(last("c1").await, Some(7));
+        assert_eq!(last("c2").await, None);
     }
 }

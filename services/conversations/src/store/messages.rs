@@ -4,16 +4,86 @@
 use prost::Message as _;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
-use telenet_proto::common::v1::Attachment;
+use telenet_proto::common::v1::{Attachment, Location};
 use telenet_proto::conversations::v1::{MessageDirection, MessageStatus};
 use telenet_store::cursor::Cursor;
 use telenet_store::{StoreError, Tx, sqlx};
 
 use super::enum_or;
-use crate::domain::message::{DeliveryUpdate, Message};
+use crate::domain::message::{DeliveryUpdate, Message, ReactionOf};
 
 const COLUMNS: &str = "id, workspace_id, conversation_id, channel_id, direction, author_user_id, \
-     text, attachments, status, external_id, error, created_at, status_changed_at";
+     text, attachments, status, external_id, error, created_at, status_changed_at, location, \
+     reply_to_message_id, unsupported_type, reactions, edited_at, unsent_at";
+
+/// A message's location, as stored: wrapped, so that any location (even
+/// one at 0°, 0° with no name) encodes to something, and nothing is none.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredLocation {
+    #[prost(message, optional, tag = "1")]
+    location: Option<Location>,
+}
+
+/// A message's reactions, as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredReactions {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<StoredReaction>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredReaction {
+    #[prost(string, tag = "1")]
+    reactor_external_id: String,
+    #[prost(string, tag = "2")]
+    emoji: String,
+}
+
+fn encode_location(location: Option<&Location>) -> Vec<u8> {
+    location.map_or_else(Vec::new, |l| {
+        StoredLocation {
+            location: Some(l.clone()),
+        }
+        .encode_to_vec()
+    })
+}
+
+/// An empty or undecodable blob reads as no location.
+fn decode_location(raw: &[u8]) -> Option<Location> {
+    if raw.is_empty() {
+        return None;
+    }
+    StoredLocation::decode(raw).ok().and_then(|l| l.location)
+}
+
+fn encode_reactions(items: &[ReactionOf]) -> Vec<u8> {
+    StoredReactions {
+        items: items
+            .iter()
+            .map(|r| StoredReaction {
+                reactor_external_id: r.reactor_external_id.clone(),
+                emoji: r.emoji.clone(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+/// An undecodable blob reads as no reactions rather than hiding the
+/// message.
+fn decode_reactions(raw: &[u8]) -> Vec<ReactionOf> {
+    StoredReactions::decode(raw)
+        .map(|r| {
+            r.items
+                .into_iter()
+                .map(|i| ReactionOf {
+                    reactor_external_id: i.reactor_external_id,
+                    emoji: i.emoji,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// A message's attachments, as stored.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -39,6 +109,8 @@ fn decode_attachments(raw: &[u8]) -> Vec<Attachment> {
 
 fn decode(row: &AnyRow) -> Result<Message, sqlx::Error> {
     let raw: Vec<u8> = row.try_get("attachments")?;
+    let location: Vec<u8> = row.try_get("location")?;
+    let reactions: Vec<u8> = row.try_get("reactions")?;
     Ok(Message {
         id: row.try_get("id")?,
         workspace_id: row.try_get("workspace_id")?,
@@ -53,6 +125,12 @@ fn decode(row: &AnyRow) -> Result<Message, sqlx::Error> {
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
         status_changed_at: row.try_get("status_changed_at")?,
+        location: decode_location(&location),
+        reply_to_message_id: row.try_get("reply_to_message_id")?,
+        unsupported_type: row.try_get("unsupported_type")?,
+        reactions: decode_reactions(&reactions),
+        edited_at: row.try_get("edited_at")?,
+        unsent_at: row.try_get("unsent_at")?,
     })
 }
 
@@ -72,23 +150,119 @@ pub(crate) async fn find<'c>(
     Ok(row.as_ref().map(decode).transpose()?)
 }
 
-/// Whether the provider's message was received on the channel already.
-/// Provider ids are unique per channel and direction (index
-/// `messages_external`), so the channel alone identifies it.
-pub(crate) async fn inbound_exists(
+/// Whether the provider's message was stored on the channel already in
+/// that direction (an echo is an outbound one). Provider ids are unique
+/// per channel and direction (index `messages_external`), so the channel
+/// alone identifies it.
+pub(crate) async fn stored_on_channel(
     tx: &mut Tx<'_>,
     channel_id: &str,
+    direction: MessageDirection,
     external_id: &str,
 ) -> Result<bool, StoreError> {
     let row = sqlx::query(
         "SELECT id FROM messages WHERE channel_id = $1 AND direction = $2 AND external_id = $3",
     )
     .bind(channel_id)
-    .bind(MessageDirection::Inbound as i64)
+    .bind(direction as i64)
     .bind(external_id)
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.is_some())
+}
+
+/// A message of the workspace's channel, either way, by the provider's id
+/// (the contact's first when both directions carry it).
+pub(crate) async fn find_by_external(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    channel_id: &str,
+    external_id: &str,
+) -> Result<Option<Message>, StoreError> {
+    if external_id.is_empty() {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages \
+         WHERE workspace_id = $1 AND channel_id = $2 AND external_id = $3 \
+         ORDER BY direction LIMIT 1"
+    ))
+    .bind(workspace_id)
+    .bind(channel_id)
+    .bind(external_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
+}
+
+/// A message about to change, locked until the transaction ends (a no-op
+/// write first, as [`attachments_for_update`]); `None` for one the
+/// workspace does not have.
+pub(crate) async fn find_for_update(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Option<Message>, StoreError> {
+    let locked =
+        sqlx::query("UPDATE messages SET status = status WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    if locked.rows_affected() == 0 {
+        return Ok(None);
+    }
+    find(&mut **tx, workspace_id, id).await
+}
+
+/// Store what a sender's change or a reaction left of a message: its text,
+/// when it was edited or unsent, its reactions.
+pub(crate) async fn set_changed(tx: &mut Tx<'_>, m: &Message) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE messages SET text = $1, edited_at = $2, unsent_at = $3, reactions = $4 \
+         WHERE workspace_id = $5 AND id = $6",
+    )
+    .bind(&m.text)
+    .bind(m.edited_at)
+    .bind(m.unsent_at)
+    .bind(encode_reactions(&m.reactions))
+    .bind(&m.workspace_id)
+    .bind(&m.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The replies sent on the workspace's channel to the contact at
+/// `contact_external_id` and created at or before `up_to`, oldest first
+/// (a watermark status covers them all).
+pub(crate) async fn sent_up_to(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    channel_id: &str,
+    contact_external_id: &str,
+    up_to: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT {columns} FROM messages m \
+         JOIN conversations c ON c.id = m.conversation_id AND c.workspace_id = m.workspace_id \
+         WHERE m.workspace_id = $1 AND m.channel_id = $2 AND m.direction = $3 \
+         AND c.contact_external_id = $4 AND m.created_at <= $5 \
+         ORDER BY m.created_at, m.id"
+    ))
+    .bind(workspace_id)
+    .bind(channel_id)
+    .bind(MessageDirection::Outbound as i64)
+    .bind(contact_external_id)
+    .bind(up_to)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
 }
 
 /// A reply, found by the provider's id the channel reports it under.
@@ -140,8 +314,9 @@ pub(crate) async fn insert(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO messages (id, workspace_id, conversation_id, channel_id, direction, author_user_id, \
-         text, attachments, status, external_id, error, client_message_id, created_at, status_changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         text, attachments, status, external_id, error, client_message_id, created_at, status_changed_at, \
+         location, reply_to_message_id, unsupported_type, reactions, edited_at, unsent_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(&m.id)
     .bind(&m.workspace_id)
@@ -157,6 +332,12 @@ pub(crate) async fn insert(
     .bind(client_message_id)
     .bind(m.created_at)
     .bind(m.status_changed_at)
+    .bind(encode_location(m.location.as_ref()))
+    .bind(&m.reply_to_message_id)
+    .bind(&m.unsupported_type)
+    .bind(encode_reactions(&m.reactions))
+    .bind(m.edited_at)
+    .bind(m.unsent_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -276,6 +457,9 @@ mod tests {
         attachments_are_read_locked_and_rewritten,
         history_pages_oldest_first,
         workspaces_never_see_each_others_messages,
+        what_channels_bring_is_stored_and_read_back,
+        changes_and_reactions_are_rewritten,
+        a_watermark_finds_the_contacts_replies_up_to_it,
     );
 
     async fn with_conversation(backend: Backend) -> (testing::TestDb, Conversation) {
@@ -332,12 +516,12 @@ mod tests {
         stored(&t.db, &[(received(&c, "m1", "wamid.1", 5), "")]).await;
         let mut tx = t.db.begin().await.expect("begin");
         assert!(
-            inbound_exists(&mut tx, "ch", "wamid.1")
+            stored_on_channel(&mut tx, "ch", MessageDirection::Inbound, "wamid.1")
                 .await
                 .expect("exists")
         );
         assert!(
-            !inbound_exists(&mut tx, "other", "wamid.1")
+            !stored_on_channel(&mut tx, "other", MessageDirection::Inbound, "wamid.1")
                 .await
                 .expect("other channel")
         );
@@ -513,5 +697,114 @@ mod tests {
             .expect("no-op");
         t.db.commit(tx).await.expect("commit");
         assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+    }
+
+    async fn what_channels_bring_is_stored_and_read_back(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let mut m = received(&c, "m1", "wamid.1", 5);
+        // At 0°, 0° with no name: still a location.
+        m.location = Some(Location::default());
+        m.reply_to_message_id = "m0".into();
+        m.unsupported_type = "poll".into();
+        m.reactions = vec![ReactionOf {
+            reactor_external_id: "+34".into(),
+            emoji: "👍".into(),
+        }];
+        m.edited_at = Some(7);
+        m.unsent_at = Some(8);
+        let plain = received(&c, "m2", "wamid.2", 6);
+        stored(&t.db, &[(m.clone(), ""), (plain.clone(), "")]).await;
+        assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+        let read = find(t.db.pool(), "ws", "m2")
+            .await
+            .expect("find")
+            .expect("stored");
+        assert_eq!(read, plain);
+        assert_eq!(
+            (read.location, read.edited_at, read.unsent_at),
+            (None, None, None)
+        );
+    }
+
+    async fn changes_and_reactions_are_rewritten(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let out = Message {
+            external_id: "prov-1".into(),
+            ..reply(&c, "m2", 6)
+        };
+        stored(&t.db, &[(received(&c, "m1", "prov-1", 5), ""), (out, "")]).await;
+        let mut tx = t.db.begin().await.expect("begin");
+        // Both directions carry the id: the contact's message first.
+        let mut m = find_by_external(&mut tx, "ws", "ch", "prov-1")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(m.id, "m1");
+        assert_eq!(
+            find_by_external(&mut tx, "other", "ch", "prov-1")
+                .await
+                .expect("other workspace"),
+            None
+        );
+        assert_eq!(
+            find_by_external(&mut tx, "ws", "ch", "")
+                .await
+                .expect("no id"),
+            None
+        );
+        assert_eq!(
+            find_for_update(&mut tx, "other", "m1").await.expect("lock"),
+            None
+        );
+        m.text = "edited".into();
+        m.edited_at = Some(9);
+        m.reactions = vec![ReactionOf {
+            reactor_external_id: "+34".into(),
+            emoji: "❤️".into(),
+        }];
+        set_changed(&mut tx, &m).await.expect("rewrite");
+        t.db.commit(tx).await.expect("commit");
+        assert_eq!(find(t.db.pool(), "ws", "m1").await.expect("find"), Some(m));
+    }
+
+    async fn a_watermark_finds_the_contacts_replies_up_to_it(backend: Backend) {
+        let (t, c) = with_conversation(backend).await;
+        let other_contact = open_conversation("c2".into(), "ws", "eva", "ch", "+35", 1);
+        let foreign = Conversation {
+            workspace_id: "other".into(),
+            ..open_conversation("c3".into(), "ws", "ana", "ch", "+34", 1)
+        };
+        let mut tx = t.db.begin().await.expect("begin");
+        conversations::insert(&mut tx, &other_contact)
+            .await
+            .expect("insert");
+        conversations::insert(&mut tx, &foreign)
+            .await
+            .expect("insert");
+        t.db.commit(tx).await.expect("commit");
+        stored(
+            &t.db,
+            &[
+                (reply(&c, "m1", 5), ""),
+                (received(&c, "m2", "in", 6), ""),
+                (reply(&c, "m3", 7), ""),
+                (reply(&c, "m4", 8), ""),
+                (reply(&other_contact, "m5", 5), ""),
+                (reply(&foreign, "m6", 5), ""),
+            ],
+        )
+        .await;
+        let mut tx = t.db.begin().await.expect("begin");
+        let found = sent_up_to(&mut tx, "ws", "ch", "+34", 7)
+            .await
+            .expect("find");
+        let ids: Vec<_> = found.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m3"]);
+        assert!(
+            sent_up_to(&mut tx, "ws", "other-channel", "+34", 100)
+                .await
+                .expect("find")
+                .is_empty()
+        );
     }
 }
