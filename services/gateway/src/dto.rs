@@ -655,6 +655,11 @@ pub struct ConversationView {
     pub closed_at: Option<DateTime<Utc>>,
     /// The closing note (closed conversations only, when one was left).
     pub closing_note: Option<ClosingNoteView>,
+    /// On channels with a reply window (WhatsApp, Messenger, Instagram):
+    /// until when free-form replies are accepted (the contact's last message
+    /// plus the window); `null` when the channel has none. In the past, a
+    /// reply is refused (409) until the contact writes again.
+    pub reply_window_closes_at: Option<DateTime<Utc>>,
 }
 
 impl From<conv::Conversation> for ConversationView {
@@ -691,6 +696,7 @@ impl From<conv::Conversation> for ConversationView {
             assignee_user_id: non_empty(c.assignee_user_id),
             assignee_team_id: non_empty(c.assignee_team_id),
             message_count: c.message_count,
+            reply_window_closes_at: time(c.reply_window_closes_at.as_ref()),
         }
     }
 }
@@ -762,6 +768,8 @@ pub enum MessageStatus {
     Read,
     /// Outbound: could not be delivered; see `error`.
     Failed,
+    /// Outbound: the contact played the voice note (after `read`).
+    Played,
 }
 
 /// What an attachment is.
@@ -862,8 +870,28 @@ impl From<common::Attachment> for AttachmentView {
     }
 }
 
-/// One message of a conversation.
+/// A place a contact shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LocationView {
+    /// Degrees (WGS 84).
+    pub latitude: f64,
+    /// Degrees (WGS 84).
+    pub longitude: f64,
+    /// The place's name, if given.
+    pub name: Option<String>,
+    /// Its address, if given.
+    pub address: Option<String>,
+}
+
+/// A reaction the contact left on a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReactionView {
+    /// The emoji.
+    pub emoji: String,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MessageView {
     /// Message id.
     pub id: String,
@@ -887,6 +915,19 @@ pub struct MessageView {
     pub created_at: Option<DateTime<Utc>>,
     /// When the status last changed.
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// A location the contact shared, when the message is one.
+    pub location: Option<LocationView>,
+    /// The message it quotes, when known.
+    pub reply_to_message_id: Option<String>,
+    /// Reactions the contact left on it.
+    pub reactions: Vec<ReactionView>,
+    /// Set for a kind of message TELENET does not show: the platform's
+    /// name for it (shown as "unsupported message").
+    pub unsupported_type: Option<String>,
+    /// When its sender last edited it (the text is the edited one).
+    pub edited_at: Option<DateTime<Utc>>,
+    /// When its sender took it back (its text is kept for the record).
+    pub unsent_at: Option<DateTime<Utc>>,
 }
 
 impl From<conv::Message> for MessageView {
@@ -905,6 +946,7 @@ impl From<conv::Message> for MessageView {
             Ok(conv::MessageStatus::Delivered) => MessageStatus::Delivered,
             Ok(conv::MessageStatus::Read) => MessageStatus::Read,
             Ok(conv::MessageStatus::Failed) => MessageStatus::Failed,
+            Ok(conv::MessageStatus::Played) => MessageStatus::Played,
             _ if direction == MessageDirection::Inbound => MessageStatus::Received,
             _ => MessageStatus::Pending,
         };
@@ -920,6 +962,21 @@ impl From<conv::Message> for MessageView {
             text: m.text,
             external_id: non_empty(m.external_id),
             error: non_empty(m.error),
+            location: m.location.map(|l| LocationView {
+                latitude: l.latitude,
+                longitude: l.longitude,
+                name: non_empty(l.name),
+                address: non_empty(l.address),
+            }),
+            reply_to_message_id: non_empty(m.reply_to_message_id),
+            reactions: m
+                .reactions
+                .into_iter()
+                .map(|r| ReactionView { emoji: r.emoji })
+                .collect(),
+            unsupported_type: non_empty(m.unsupported_type),
+            edited_at: time(m.edited_at.as_ref()),
+            unsent_at: time(m.unsent_at.as_ref()),
         }
     }
 }

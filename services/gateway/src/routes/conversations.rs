@@ -240,7 +240,7 @@ pub(crate) async fn list_messages(
         (status = 201, description = "the stored message and the conversation after the reply", body = SentMessage),
         (status = 400, description = "invalid field"),
         (status = 404, description = "no such conversation in the workspace"),
-        (status = 409, description = "the conversation does not accept replies"),
+        (status = 409, description = "the conversation does not accept replies (e.g. the channel's reply window closed: see `reply_window_closes_at`)"),
     ),
 )]
 pub(crate) async fn send_message(
