@@ -215,7 +215,7 @@ def test_an_http_call_of_a_service_without_an_http_port_is_refused(tmp_path: Pat
     [
         (None, "files/calls.yaml is missing"),
         ("gateway:\n  grpc: [conversations]\n  http: []\n", "no entry for ingress"),
-        (callgraph.GRAPH.read_text().replace("grpc: [contacts]", "grpc: [contacs]"), "conversations calls contacs, which is no service"),
+        (callgraph.GRAPH.read_text().replace("grpc: [contacts, ingress]", "grpc: [contacs, ingress]"), "conversations calls contacs, which is no service"),
         ("gateway: [\n", "missing or unreadable"),
     ],
     ids=["missing", "a service left out", "a misspelt service", "not YAML"],

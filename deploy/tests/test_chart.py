@@ -270,6 +270,10 @@ def test_each_service_gets_only_the_credentials_it_needs(minimal_values: dict[st
         if service == "gateway":
             # No database; the broker for token revocations (ADR 16).
             assert has == {"TELENET_BUS_URL", "TELENET_PRESENCE_URL"}
+        elif service in ("ingress", "dispatch"):
+            # Redis for rate limits every replica shares (webhooks per
+            # channel; each provider's sending limits).
+            assert has == {"TELENET_DATABASE_URL", "TELENET_BUS_URL", "TELENET_PRESENCE_URL"}
         else:
             assert has == {"TELENET_DATABASE_URL", "TELENET_BUS_URL"}
     ref = env_of(deployments["telenet-contacts"])["TELENET_DATABASE_URL"]
@@ -332,6 +336,15 @@ def test_datastore_tls_files_come_from_their_secrets(ci_renders: dict[str, list[
             assert volumes["presence-tls"]["secret"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
             assert volumes["bus-tls"]["secret"]["secretName"] == "telenet-rabbitmq-ca"
             assert "database-tls" not in volumes
+        elif service in ("ingress", "dispatch"):
+            # Their rate limits are counted in the presence store's Redis.
+            assert tls_env == {
+                **database_env,
+                "TELENET_BUS_TLS__CA_FILE": f"{base}/bus-tls/ca.crt",
+                "TELENET_PRESENCE_TLS__CA_FILE": f"{base}/presence-tls/ca.crt",
+            }
+            assert volumes["database-tls"]["secret"] == database_volume
+            assert volumes["presence-tls"]["secret"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
         else:
             assert tls_env == {**database_env, "TELENET_BUS_TLS__CA_FILE": f"{base}/bus-tls/ca.crt"}
             assert volumes["database-tls"]["secret"] == database_volume
@@ -498,7 +511,7 @@ def test_network_policies_allow_only_the_calls_services_make(minimal_values: dic
 
     # Every call, from the services' declarations: test_callgraph.py.
     assert grpc_from("contacts") == {"contacts", "conversations", "gateway"}
-    assert grpc_from("ingress") == {"ingress", "dispatch", "gateway", "media"}
+    assert grpc_from("ingress") == {"ingress", "conversations", "dispatch", "gateway", "media"}
     assert grpc_from("media") == {"media", "dispatch", "gateway"}
     assert grpc_from("reporting") == {"reporting", "gateway"}
     assert grpc_to("gateway") == {"gateway", "conversations", "ingress", "contacts", "reporting", "media"}

@@ -11,19 +11,21 @@ ingress contacts conversations media dispatch reporting gateway
 
 {{/*
 What each service needs: its own PostgreSQL schema, the event bus (outbox
-relay and consumers), the presence store and an HTTP listener. Only the
-gateway keeps presence and has no database; it publishes no events but
+relay and consumers), the Redis of the presence store and an HTTP listener.
+The gateway keeps presence and has no database; it publishes no events but
 listens for token revocations (`member.token_revoked`, a queue of its own
-per replica), so it gets the broker too. Which services it calls is in
-"telenet.calls".
+per replica), so it gets the broker too. Ingress (webhooks per channel) and
+dispatch (each provider's sending limits) count rate limits in that Redis,
+so every replica shares them (`rate_limit_url` defaults to `presence_url`).
+Which services it calls is in "telenet.calls".
 */}}
 {{- define "telenet.needs" -}}
 {{- $needs := dict
-  "ingress" (dict "database" true "bus" true "presence" false "httpPort" 8081 "httpPortName" "webhooks")
+  "ingress" (dict "database" true "bus" true "presence" true "httpPort" 8081 "httpPortName" "webhooks")
   "contacts" (dict "database" true "bus" true "presence" false)
   "conversations" (dict "database" true "bus" true "presence" false)
   "media" (dict "database" true "bus" true "presence" false)
-  "dispatch" (dict "database" true "bus" true "presence" false)
+  "dispatch" (dict "database" true "bus" true "presence" true)
   "reporting" (dict "database" true "bus" true "presence" false)
   "gateway" (dict "database" false "bus" true "presence" true "httpPort" 8080 "httpPortName" "http")
 -}}
