@@ -354,6 +354,19 @@ fn whatsapp_text() -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
+/// The id of the voice note in the sample.
+const VOICE_MEDIA_ID: &str = "1234567890987654321";
+
+/// The sample voice note of the fixtures, sent now as a message of its own.
+fn whatsapp_voice() -> Vec<u8> {
+    let mut body: Value =
+        serde_json::from_slice(&fixture("split_message_voice.json")).expect("json");
+    let message = &mut body["entry"][0]["changes"][0]["value"]["messages"][0];
+    message["id"] = json!("wamid.voice-1");
+    message["timestamp"] = json!(telenet_signing::unix_now().to_string());
+    body.to_string().into_bytes()
+}
+
 /// The sample status of the fixtures, about `wamid`.
 fn whatsapp_status(wamid: &str, status: &str) -> Vec<u8> {
     let mut body: Value =
@@ -368,7 +381,16 @@ fn whatsapp_status(wamid: &str, status: &str) -> Vec<u8> {
 async fn whatsapp(config: telenet::Config) {
     let dir = tempfile::tempdir().expect("tempdir");
     let note = browser_voice_note(dir.path());
-    let emulator = Emulator::start(Graph::new(ACCESS_TOKEN, PHONE_NUMBER_ID)).await;
+    let inbound_note = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/media/source_ogg_opus_ptb.ogg"),
+    )
+    .expect("the voice note fixture");
+    let emulator = Emulator::start(Graph::new(ACCESS_TOKEN, PHONE_NUMBER_ID).with_media(
+        VOICE_MEDIA_ID,
+        "audio/ogg; codecs=opus",
+        &inbound_note,
+    ))
+    .await;
     let (running, stop) = world::start(channels_config(config), &ServiceName::ALL).await;
     let gateway = Gateway::of(&running);
 
@@ -467,6 +489,30 @@ async fn whatsapp(config: telenet::Config) {
     let inbound = messages(&gateway, &conversation).await;
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     assert_eq!(inbound[0]["text"], "Body Text");
+
+    // A voice note the contact recorded: a media id, resolved with the
+    // token into a short-lived URL, fetched with the token into the store.
+    let voice_in = whatsapp_voice();
+    assert_eq!(post(voice_in.clone(), sign(&voice_in)).await, 200);
+    let note_in = eventually("the contact's voice note, stored", WAIT, || async {
+        messages(&gateway, &conversation)
+            .await
+            .into_iter()
+            .find(|m| m["external_id"] == "wamid.voice-1" && m["attachments"][0]["state"] == "ready")
+    })
+    .await;
+    let attachment = &note_in["attachments"][0];
+    assert_eq!(attachment["kind"], "voice", "{note_in}");
+    assert_eq!(attachment["size_bytes"].as_u64(), Some(inbound_note.len() as u64));
+    let lookups = emulator.received_at(&format!("/{VOICE_MEDIA_ID}"));
+    let bearer = format!("Bearer {ACCESS_TOKEN}");
+    assert!(
+        !lookups.is_empty()
+            && lookups
+                .iter()
+                .all(|r| r.header("authorization") == Some(bearer.as_str())),
+        "the media id is resolved with the token: {lookups:?}"
+    );
 
     // A text reply, then the statuses Meta reports for it.
     let reply_text = reply(&gateway, &conversation, json!({"text": "Thanks, on it."})).await;

@@ -71,6 +71,18 @@ impl NewChannel {
     ) -> Result<Self, Error> {
         require("workspace_id", workspace_id)?;
         if registry.for_channel(&requested).is_none() {
+            let of_kind: Vec<String> = registry
+                .providers()
+                .filter(|p| telenet_channels::config::kind_of(*p) == requested.kind)
+                .map(telenet_channels::config::provider_name)
+                .collect();
+            if requested.provider == ChannelProvider::Unspecified && of_kind.len() > 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "kind {:?} runs through one of several providers: choose {}",
+                    telenet_channels::kind_name(requested.kind),
+                    of_kind.join(" or ")
+                )));
+            }
             let asked = if requested.provider == ChannelProvider::Unspecified {
                 telenet_channels::kind_name(requested.kind)
             } else {
@@ -292,7 +304,16 @@ mod tests {
                 requested(ChannelKind::Whatsapp),
                 &registry
             )),
-            "kind \"whatsapp\" is not supported yet: custom channels can be connected"
+            "kind \"whatsapp\" runs through one of several providers: choose whatsapp_cloud or whatsapp_360dialog"
+        );
+        assert!(
+            refused(NewChannel::new(
+                "ws",
+                "Shop",
+                requested(ChannelKind::Wechat),
+                &registry
+            ))
+            .starts_with("kind \"wechat\" is not supported yet: custom, whatsapp_cloud,")
         );
         for name in ["", "   ", &"x".repeat(101)] {
             assert_eq!(

@@ -21,8 +21,15 @@ impl Channels for IngressService {
         request: Request<pb::CreateChannelRequest>,
     ) -> Result<Response<pb::CreateChannelResponse>, Status> {
         let req = request.into_inner();
+        let kind = ChannelKind::try_from(req.kind).unwrap_or(ChannelKind::Unspecified);
+        if !matches!(kind, ChannelKind::Custom | ChannelKind::Unspecified) {
+            return Err(Status::invalid_argument(format!(
+                "kind: CreateChannel connects custom channels only; connect a {} channel with ConnectChannel and its provider settings",
+                telenet_channels::kind_name(kind)
+            )));
+        }
         let requested = ChannelCredentials {
-            kind: ChannelKind::try_from(req.kind).unwrap_or(ChannelKind::Unspecified),
+            kind,
             outbound_url: req.outbound_url,
             secret: req.secret,
             accepted_voice_types: req.accepted_voice_types,

@@ -327,7 +327,7 @@ async fn the_registry_connects_lists_and_disconnects_channels(backend: Backend) 
                 kind: ChannelKind::Whatsapp as i32,
                 ..create("ws1", "Shop")
             },
-            "only custom channels can be created",
+            "CreateChannel connects custom channels only; connect a whatsapp channel with ConnectChannel",
         ),
         (
             CreateChannelRequest {
