@@ -641,12 +641,17 @@ async fn whatsapp(config: telenet::Config) {
         messages(&gateway, &conversation)
             .await
             .into_iter()
-            .find(|m| m["external_id"] == "wamid.voice-1" && m["attachments"][0]["state"] == "ready")
+            .find(|m| {
+                m["external_id"] == "wamid.voice-1" && m["attachments"][0]["state"] == "ready"
+            })
     })
     .await;
     let attachment = &note_in["attachments"][0];
     assert_eq!(attachment["kind"], "voice", "{note_in}");
-    assert_eq!(attachment["size_bytes"].as_u64(), Some(inbound_note.len() as u64));
+    assert_eq!(
+        attachment["size_bytes"].as_u64(),
+        Some(inbound_note.len() as u64)
+    );
     let lookups = emulator.received_at(&format!("/{VOICE_MEDIA_ID}"));
     let bearer = format!("Bearer {ACCESS_TOKEN}");
     assert!(
@@ -1062,14 +1067,12 @@ async fn meta_messaging(product: MetaProduct, config: telenet::Config) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "conversations drops watermark statuses: Messenger's read{watermark} never marks the reply read (services/conversations/src/consumers.rs, InboundStatusReceived)"]
 async fn a_messenger_page_connects_receives_replies_and_reports_statuses_on_embedded_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
     meta_messaging(messenger_product(), world::embedded(dir.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "conversations drops watermark statuses: Messenger's read{watermark} never marks the reply read (services/conversations/src/consumers.rs, InboundStatusReceived)"]
 async fn a_messenger_page_connects_receives_replies_and_reports_statuses_on_real_infrastructure() {
     let dir = tempfile::tempdir().expect("tempdir");
     meta_messaging(messenger_product(), world::real(dir.path()).await).await;
