@@ -143,135 +143,74 @@ pub const FUZZ_CHANNEL_ID: &str = "01900000-0000-7000-8000-00000000f022";
 /// provider without one, which the fuzz test refuses (a new provider must
 /// be fuzzed too).
 pub fn channel_for(provider: ChannelProvider) -> Option<ChannelCredentials> {
-    match provider {
-        ChannelProvider::Custom => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Custom,
-            provider,
-            outbound_url: "https://receiver.example/in".into(),
-            secret: FUZZ_SECRET.into(),
-            accepted_voice_types: vec!["audio/ogg".into()],
-            ..Default::default()
-        }),
-        ChannelProvider::Telegram => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Telegram,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(
-                    telenet_proto::ingress::v1::channel_config::Provider::Telegram(
-                        telenet_proto::ingress::v1::TelegramConfig {
-                            bot_token: FUZZ_TELEGRAM_BOT_TOKEN.into(),
-                            secret_token: FUZZ_TELEGRAM_SECRET_TOKEN.into(),
-                            ..Default::default()
-                        },
-                    ),
-                ),
+    use telenet_proto::ingress::v1::{
+        InstagramConfig, LineConfig, MessengerConfig, TelegramConfig, ViberConfig,
+        WhatsApp360DialogConfig, WhatsAppCloudConfig,
+    };
+    let settings = match provider {
+        ChannelProvider::Custom => {
+            return Some(ChannelCredentials {
+                kind: telenet_proto::common::v1::ChannelKind::Custom,
+                provider,
+                outbound_url: "https://receiver.example/in".into(),
+                secret: FUZZ_SECRET.into(),
+                accepted_voice_types: vec!["audio/ogg".into()],
                 ..Default::default()
-            },
+            });
+        }
+        ChannelProvider::Telegram => Case::Telegram(TelegramConfig {
+            bot_token: FUZZ_TELEGRAM_BOT_TOKEN.into(),
+            secret_token: FUZZ_TELEGRAM_SECRET_TOKEN.into(),
             ..Default::default()
         }),
-        ChannelProvider::Line => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Line,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(Case::Line(telenet_proto::ingress::v1::LineConfig {
-                    line_channel_id: "1650000000".into(),
-                    channel_secret: FUZZ_LINE_SECRET.into(),
-                    channel_access_token: "fuzz-line-access-token".into(),
-                })),
-                ..Default::default()
-            },
+        ChannelProvider::Line => Case::Line(LineConfig {
+            line_channel_id: "1650000000".into(),
+            channel_secret: FUZZ_LINE_SECRET.into(),
+            channel_access_token: "fuzz-line-access-token".into(),
+        }),
+        ChannelProvider::Viber => Case::Viber(ViberConfig {
+            auth_token: FUZZ_VIBER_TOKEN.into(),
+            sender_name: "Fuzz".into(),
+            sender_avatar_url: String::new(),
+        }),
+        ChannelProvider::Messenger => Case::Messenger(MessengerConfig {
+            page_id: "106000000000001".into(),
+            page_access_token: "EAAfuzz".into(),
+            app_secret: FUZZ_META_APP_SECRET.into(),
+            verify_token: "fuzz-verify-token".into(),
             ..Default::default()
         }),
-        ChannelProvider::Viber => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Viber,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(Case::Viber(telenet_proto::ingress::v1::ViberConfig {
-                    auth_token: FUZZ_VIBER_TOKEN.into(),
-                    sender_name: "Fuzz".into(),
-                    sender_avatar_url: String::new(),
-                })),
-                ..Default::default()
-            },
+        ChannelProvider::Instagram => Case::Instagram(InstagramConfig {
+            instagram_account_id: "17841400000000001".into(),
+            page_id: "106000000000001".into(),
+            access_token: "EAAfuzz".into(),
+            app_secret: FUZZ_META_APP_SECRET.into(),
+            verify_token: "fuzz-verify-token".into(),
             ..Default::default()
         }),
-        ChannelProvider::Messenger => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Messenger,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(
-                    telenet_proto::ingress::v1::channel_config::Provider::Messenger(
-                        telenet_proto::ingress::v1::MessengerConfig {
-                            page_id: "106000000000001".into(),
-                            page_access_token: "EAAfuzz".into(),
-                            app_secret: FUZZ_META_APP_SECRET.into(),
-                            verify_token: "fuzz-verify-token".into(),
-                            ..Default::default()
-                        },
-                    ),
-                ),
-                ..Default::default()
-            },
+        ChannelProvider::WhatsappCloud => Case::WhatsappCloud(WhatsAppCloudConfig {
+            phone_number_id: "1122334455667".into(),
+            access_token: "fuzz-access-token".into(),
+            app_secret: FUZZ_SECRET.into(),
+            verify_token: "fuzz-verify-token".into(),
             ..Default::default()
         }),
-        ChannelProvider::Instagram => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Instagram,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(
-                    telenet_proto::ingress::v1::channel_config::Provider::Instagram(
-                        telenet_proto::ingress::v1::InstagramConfig {
-                            instagram_account_id: "17841400000000001".into(),
-                            page_id: "106000000000001".into(),
-                            access_token: "EAAfuzz".into(),
-                            app_secret: FUZZ_META_APP_SECRET.into(),
-                            verify_token: "fuzz-verify-token".into(),
-                            ..Default::default()
-                        },
-                    ),
-                ),
-                ..Default::default()
-            },
+        ChannelProvider::Whatsapp360dialog => Case::Whatsapp360dialog(WhatsApp360DialogConfig {
+            api_key: "fuzz-api-key".into(),
+            webhook_header_secret: FUZZ_SECRET.into(),
             ..Default::default()
         }),
-        ChannelProvider::WhatsappCloud => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Whatsapp,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(
-                    telenet_proto::ingress::v1::channel_config::Provider::WhatsappCloud(
-                        telenet_proto::ingress::v1::WhatsAppCloudConfig {
-                            phone_number_id: "1122334455667".into(),
-                            access_token: "fuzz-access-token".into(),
-                            app_secret: FUZZ_SECRET.into(),
-                            verify_token: "fuzz-verify-token".into(),
-                            ..Default::default()
-                        },
-                    ),
-                ),
-                ..Default::default()
-            },
+        _ => return None,
+    };
+    Some(ChannelCredentials {
+        kind: crate::config::kind_of(provider),
+        provider,
+        config: telenet_proto::ingress::v1::ChannelConfig {
+            provider: Some(settings),
             ..Default::default()
-        }),
-        ChannelProvider::Whatsapp360dialog => Some(ChannelCredentials {
-            kind: telenet_proto::common::v1::ChannelKind::Whatsapp,
-            provider,
-            config: telenet_proto::ingress::v1::ChannelConfig {
-                provider: Some(
-                    telenet_proto::ingress::v1::channel_config::Provider::Whatsapp360dialog(
-                        telenet_proto::ingress::v1::WhatsApp360DialogConfig {
-                            api_key: "fuzz-api-key".into(),
-                            webhook_header_secret: FUZZ_SECRET.into(),
-                            ..Default::default()
-                        },
-                    ),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        }),
-        _ => None,
-    }
+        },
+        ..Default::default()
+    })
 }
 
 /// The bot token of the fuzzed Telegram channel.
@@ -332,23 +271,11 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
                 .encode(),
             )
         }
-        ChannelProvider::Telegram => {
-            let mut headers = HeaderMap::new();
-            headers.insert("content-type", HeaderValue::from_static("application/json"));
-            headers.insert(
-                "x-telegram-bot-api-secret-token",
-                HeaderValue::from_static(FUZZ_TELEGRAM_SECRET_TOKEN),
-            );
-            Some(
-                FuzzWebhook {
-                    method: Method::POST,
-                    query: String::new(),
-                    headers,
-                    body: body.to_vec(),
-                }
-                .encode(),
-            )
-        }
+        ChannelProvider::Telegram => seed_with(
+            "x-telegram-bot-api-secret-token",
+            FUZZ_TELEGRAM_SECRET_TOKEN,
+            body,
+        ),
         ChannelProvider::Line => seed_with(
             "x-line-signature",
             &crate::line::signature(FUZZ_LINE_SECRET, body),
@@ -359,57 +286,18 @@ pub fn signed_seed(provider: ChannelProvider, body: &[u8]) -> Option<Vec<u8>> {
             &crate::viber::signature(FUZZ_VIBER_TOKEN, body),
             body,
         ),
-        ChannelProvider::Messenger | ChannelProvider::Instagram => {
-            let mut headers = HeaderMap::new();
-            headers.insert("content-type", HeaderValue::from_static("application/json"));
-            headers.insert(
-                "x-hub-signature-256",
-                HeaderValue::from_str(&crate::meta::signature_header(FUZZ_META_APP_SECRET, body))
-                    .ok()?,
-            );
-            Some(
-                FuzzWebhook {
-                    method: Method::POST,
-                    query: String::new(),
-                    headers,
-                    body: body.to_vec(),
-                }
-                .encode(),
-            )
-        }
-        ChannelProvider::WhatsappCloud => {
-            let mut headers = HeaderMap::new();
-            headers.insert("content-type", HeaderValue::from_static("application/json"));
-            headers.insert(
-                "x-hub-signature-256",
-                HeaderValue::from_str(&crate::meta::signature_header(FUZZ_SECRET, body)).ok()?,
-            );
-            Some(
-                FuzzWebhook {
-                    method: Method::POST,
-                    query: String::new(),
-                    headers,
-                    body: body.to_vec(),
-                }
-                .encode(),
-            )
-        }
+        ChannelProvider::Messenger | ChannelProvider::Instagram => seed_with(
+            "x-hub-signature-256",
+            &crate::meta::signature_header(FUZZ_META_APP_SECRET, body),
+            body,
+        ),
+        ChannelProvider::WhatsappCloud => seed_with(
+            "x-hub-signature-256",
+            &crate::meta::signature_header(FUZZ_SECRET, body),
+            body,
+        ),
         ChannelProvider::Whatsapp360dialog => {
-            let mut headers = HeaderMap::new();
-            headers.insert("content-type", HeaderValue::from_static("application/json"));
-            headers.insert(
-                "x-telenet-webhook-secret",
-                HeaderValue::from_static(FUZZ_SECRET),
-            );
-            Some(
-                FuzzWebhook {
-                    method: Method::POST,
-                    query: String::new(),
-                    headers,
-                    body: body.to_vec(),
-                }
-                .encode(),
-            )
+            seed_with("x-telenet-webhook-secret", FUZZ_SECRET, body)
         }
         _ => None,
     }

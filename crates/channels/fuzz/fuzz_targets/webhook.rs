@@ -11,9 +11,9 @@ use telenet_channels::{Registry, fuzzing};
 
 fuzz_target!(|data: &[u8]| {
     let registry = Registry::builtin();
-    for kind in registry.kinds() {
-        if let (Some(provider), Some(channel)) = (registry.get(kind), fuzzing::channel_for(kind)) {
-            fuzzing::run(provider, &channel, data);
+    for provider in registry.providers() {
+        if let (Some(served), Some(channel)) = (registry.get(provider), fuzzing::channel_for(provider)) {
+            fuzzing::run(served, &channel, data);
         }
     }
 });
