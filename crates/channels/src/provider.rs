@@ -34,6 +34,12 @@ pub trait Provider: Send + Sync + 'static {
         WebhookSetup::default()
     }
 
+    /// Whether TELENET registers the webhook with the provider itself
+    /// ([`register_webhook`](Self::register_webhook) does something).
+    fn registers_webhook(&self) -> bool {
+        false
+    }
+
     /// Register `webhook_url` with the provider, where it lets TELENET do it
     /// (Telegram `setWebhook`, Viber `set_webhook`), through `http`.
     /// `Ok(true)`: registered; `Ok(false)`: the provider has no such call

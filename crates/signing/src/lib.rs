@@ -147,6 +147,21 @@ impl Secret {
     }
 }
 
+/// HMAC-SHA256 of `message` under `key` (providers' webhook signatures:
+/// Meta, LINE, Viber).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// Whether `a` and `b` are the same bytes, compared in constant time
+/// (signatures, tokens, secret headers).
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 /// Current unix time in seconds.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -165,6 +180,22 @@ mod tests {
     const SPEC_TS: i64 = 1614265330;
     const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
     const SPEC_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    #[test]
+    fn hmac_and_secret_comparison_follow_rfc_4231() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex_of(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
 
     #[test]
     fn matches_the_specification_example() {

@@ -4,7 +4,7 @@
 
 use telenet_channels::ChannelCredentials;
 use telenet_kit::error::to_status;
-use telenet_proto::common::v1::{ChannelKind, ChannelProvider, PageInfo};
+use telenet_proto::common::v1::{ChannelKind, PageInfo};
 use telenet_proto::ingress::v1 as pb;
 use telenet_proto::ingress::v1::ChannelStatus;
 use telenet_proto::ingress::v1::channels_server::Channels;
@@ -220,12 +220,10 @@ impl IngressService {
         };
         let registered = connected.is_some_and(|c| c.registered)
             || (channel.status == ChannelStatus::Active
-                && matches!(
-                    c.provider,
-                    ChannelProvider::Telegram
-                        | ChannelProvider::Viber
-                        | ChannelProvider::Whatsapp360dialog
-                ));
+                && self
+                    .registry()
+                    .for_channel(c)
+                    .is_some_and(|p| p.registers_webhook()));
         let micros = |at: Option<i64>| at.map(timestamp);
         pb::ChannelDetails {
             channel: Some(self.channel_message(channel)),

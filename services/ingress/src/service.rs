@@ -341,6 +341,33 @@ impl IngressService {
         }
     }
 
+    /// [`record_health`](Self::record_health) of a webhook of `channel`, as
+    /// it was read for the webhook: nothing is written when that row
+    /// already holds the same news from the last minute (a busy channel
+    /// costs no write per webhook).
+    pub(crate) async fn record_webhook_health(
+        &self,
+        channel: &Channel,
+        news: store::HealthNews<'_>,
+    ) {
+        let since = now_micros() - HEALTH_EVERY_MICROS;
+        let h = &channel.health;
+        let known = match news {
+            store::HealthNews::Webhook => {
+                channel.status != ChannelStatus::PendingVerification
+                    && h.last_webhook_at.is_some_and(|at| at >= since)
+            }
+            store::HealthNews::Rejected(reason) => {
+                h.last_rejection == reason
+                    && h.last_rejected_webhook_at.is_some_and(|at| at >= since)
+            }
+            store::HealthNews::Sent(_) => false,
+        };
+        if !known {
+            self.record_health(&channel.id, news).await;
+        }
+    }
+
     /// A channel's `outbound_url` (when it has one) must be http(s) and, when
     /// its host is written as an address, a public one or one
     /// `private_receivers` allows (names are checked by dispatch when it

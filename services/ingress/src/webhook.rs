@@ -149,11 +149,11 @@ async fn receive(
             // The provider reached us with the channel's token: the URL is
             // entered right.
             ingress
-                .record_health(&channel.id, HealthNews::Webhook)
+                .record_webhook_health(&channel, HealthNews::Webhook)
                 .await;
         } else {
             ingress
-                .record_health(&channel.id, HealthNews::Rejected("handshake refused"))
+                .record_webhook_health(&channel, HealthNews::Rejected("handshake refused"))
                 .await;
         }
         return handshake_answer(handshake);
@@ -169,7 +169,7 @@ async fn receive(
         Ok(inbound) => match ingress.accept(&channel, inbound).await {
             Ok(accepted) => {
                 ingress
-                    .record_health(&channel.id, HealthNews::Webhook)
+                    .record_webhook_health(&channel, HealthNews::Webhook)
                     .await;
                 acknowledge(accepted)
             }
@@ -178,7 +178,7 @@ async fn receive(
         Err(e) => {
             let reason = e.to_string();
             ingress
-                .record_health(&channel.id, HealthNews::Rejected(&reason))
+                .record_webhook_health(&channel, HealthNews::Rejected(&reason))
                 .await;
             refuse(&channel, &e)
         }

@@ -23,15 +23,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use telenet_proto::common::v1::{AttachmentKind, ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::OutboundRequested;
 use telenet_proto::ingress::v1::LineConfig;
 use telenet_proto::ingress::v1::channel_config::Provider as Case;
+use telenet_signing::{hmac_sha256, same_secret};
 
 use crate::config::{check_api_base_url, required};
 use crate::http::{exchange, sanitize};
@@ -111,18 +109,7 @@ pub fn content_url(channel: &ChannelCredentials, message_id: &str) -> String {
 
 /// base64 HMAC-SHA256(`secret`, `body`): the `X-Line-Signature` of `body`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret, body))
-}
-
-fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail here.
-    match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(body);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+    base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret.as_bytes(), body))
 }
 
 /// Check `X-Line-Signature` over the raw body, in constant time.
@@ -133,8 +120,7 @@ pub fn verify_signature(secret: &str, webhook: &Webhook<'_>) -> Result<(), Webho
     let given = base64::engine::general_purpose::STANDARD
         .decode(header.trim())
         .map_err(|_| WebhookError::BadSignature("X-Line-Signature is not base64".into()))?;
-    let expected = hmac_sha256(secret, webhook.body);
-    if !expected.is_empty() && given.len() == expected.len() && bool::from(given.ct_eq(&expected)) {
+    if same_secret(&given, &hmac_sha256(secret.as_bytes(), webhook.body)) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature(

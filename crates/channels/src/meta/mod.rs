@@ -16,11 +16,9 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use telenet_signing::{hmac_sha256, same_secret};
 
 use crate::http::{Answer, exchange, sanitize};
 use crate::{HandshakeAnswer, SendOutcome, Webhook, WebhookError};
@@ -53,8 +51,7 @@ pub fn verify_signature(app_secret: &str, webhook: &Webhook<'_>) -> Result<(), W
     let given = hex::decode(hex_sig.to_ascii_lowercase()).map_err(|_| {
         WebhookError::BadSignature("X-Hub-Signature-256 is not sha256=<hex>".into())
     })?;
-    let expected = sign(app_secret, webhook.body);
-    if given.len() == expected.len() && bool::from(given.ct_eq(&expected)) {
+    if same_secret(&given, &hmac_sha256(app_secret.as_bytes(), webhook.body)) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature(
@@ -63,17 +60,12 @@ pub fn verify_signature(app_secret: &str, webhook: &Webhook<'_>) -> Result<(), W
     }
 }
 
-/// HMAC-SHA256 of `body` under `app_secret` (the raw MAC).
-pub fn sign(app_secret: &str, body: &[u8]) -> Vec<u8> {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes keys of any size");
-    mac.update(body);
-    mac.finalize().into_bytes().to_vec()
-}
-
 /// The `X-Hub-Signature-256` value Meta sends with `body`.
 pub fn signature_header(app_secret: &str, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(sign(app_secret, body)))
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(app_secret.as_bytes(), body))
+    )
 }
 
 /// The answer to Meta's subscription handshake, when `webhook` is one (a
@@ -98,7 +90,7 @@ pub fn handshake(verify_token: &str, webhook: &Webhook<'_>) -> Option<HandshakeA
     let matches = !verify_token.is_empty()
         && token
             .as_deref()
-            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(verify_token.as_bytes())));
+            .is_some_and(|t| same_secret(t.as_bytes(), verify_token.as_bytes()));
     let answer = |status: StatusCode, body: &str| HandshakeAnswer {
         status,
         content_type: "text/plain; charset=utf-8",

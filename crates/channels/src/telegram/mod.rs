@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use telenet_proto::common::v1::{AttachmentKind, ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::OutboundRequested;
@@ -325,6 +324,10 @@ impl Provider for Telegram {
         }
     }
 
+    fn registers_webhook(&self) -> bool {
+        true
+    }
+
     async fn register_webhook(
         &self,
         http: &reqwest::Client,
@@ -523,7 +526,7 @@ impl Provider for Telegram {
                 "X-Telegram-Bot-Api-Secret-Token",
             ))?
             .as_bytes();
-        if given.len() == expected.len() && bool::from(given.ct_eq(expected.as_bytes())) {
+        if telenet_signing::same_secret(given, expected.as_bytes()) {
             Ok(())
         } else {
             Err(WebhookError::BadSignature(

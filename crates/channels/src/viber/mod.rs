@@ -22,14 +22,12 @@ pub mod outbound;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use telenet_proto::common::v1::{AttachmentKind, ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::OutboundRequested;
 use telenet_proto::ingress::v1::ViberConfig;
 use telenet_proto::ingress::v1::channel_config::Provider as Case;
+use telenet_signing::{hmac_sha256, same_secret};
 
 use crate::config::{check_api_base_url, required};
 use crate::{
@@ -92,18 +90,7 @@ pub fn api_base(channel: &ChannelCredentials) -> String {
 /// Hex HMAC-SHA256(`auth_token`, `body`): the `X-Viber-Content-Signature`
 /// of `body`.
 pub fn signature(auth_token: &str, body: &[u8]) -> String {
-    hex::encode(hmac_sha256(auth_token, body))
-}
-
-fn hmac_sha256(key: &str, body: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail here.
-    match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(body);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+    hex::encode(hmac_sha256(auth_token.as_bytes(), body))
 }
 
 /// Check `X-Viber-Content-Signature` over the raw body, in constant time.
@@ -113,8 +100,7 @@ pub fn verify_signature(auth_token: &str, webhook: &Webhook<'_>) -> Result<(), W
         .ok_or(WebhookError::MissingHeader("X-Viber-Content-Signature"))?;
     let given = hex::decode(header.trim().to_ascii_lowercase())
         .map_err(|_| WebhookError::BadSignature("X-Viber-Content-Signature is not hex".into()))?;
-    let expected = hmac_sha256(auth_token, webhook.body);
-    if !expected.is_empty() && given.len() == expected.len() && bool::from(given.ct_eq(&expected)) {
+    if same_secret(&given, &hmac_sha256(auth_token.as_bytes(), webhook.body)) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature(
@@ -173,6 +159,10 @@ impl Provider for Viber {
             subscribe_events: EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect(),
             ..WebhookSetup::default()
         }
+    }
+
+    fn registers_webhook(&self) -> bool {
+        true
     }
 
     async fn register_webhook(

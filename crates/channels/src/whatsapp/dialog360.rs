@@ -18,7 +18,6 @@
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue};
-use subtle::ConstantTimeEq;
 use telenet_proto::common::v1::{ChannelKind, ChannelProvider};
 use telenet_proto::dispatch::v1::DeliveryState;
 use telenet_proto::events::v1::OutboundRequested;
@@ -111,6 +110,10 @@ impl Provider for WhatsApp360Dialog {
                 .map(|c| (SECRET_HEADER.to_owned(), c.webhook_header_secret.clone())),
             subscribe_events: vec!["messages".into(), "statuses".into()],
         }
+    }
+
+    fn registers_webhook(&self) -> bool {
+        true
     }
 
     async fn register_webhook(
@@ -235,7 +238,7 @@ impl Provider for WhatsApp360Dialog {
         let given = webhook
             .header(SECRET_HEADER)
             .ok_or(WebhookError::MissingHeader("X-Telenet-Webhook-Secret"))?;
-        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        if telenet_signing::same_secret(given.as_bytes(), expected.as_bytes()) {
             Ok(())
         } else {
             Err(WebhookError::BadSignature(
