@@ -58,5 +58,6 @@ pub fn consumer_groups() -> Vec<telenet_bus::SubscribeSpec> {
 pub const MIGRATIONS: telenet_store::Migrations = telenet_store::migrations!(
     "0100_conversations",
     "0101_token_lifecycle",
-    "0102_channel_messages"
+    "0102_channel_messages",
+    "0103_workspace_settings"
 );

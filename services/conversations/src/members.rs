@@ -11,10 +11,12 @@ use crate::domain::member::{
     token_from, token_hash, token_label, token_prefix,
 };
 use crate::domain::{
-    ApiToken, Member, NewMember, NewToken, NewWorkspace, Page, PageRequest, Workspace,
+    ApiToken, Member, NewMember, NewToken, NewWorkspace, Page, PageRequest, SettingsChange,
+    Workspace, WorkspaceSettings,
 };
 use crate::error::{Error, require};
 use crate::store::members::{self as store, TokenFilter};
+use crate::store::settings;
 
 /// Workspaces, members and tokens.
 #[derive(Clone)]
@@ -231,6 +233,40 @@ impl Members {
             .await?
             .ok_or(Error::TokenNotFound)?;
         Ok(token)
+    }
+}
+
+impl Members {
+    /// The workspace's settings (the defaults until an owner changes them).
+    pub async fn get_settings(&self, workspace_id: &str) -> Result<WorkspaceSettings, Error> {
+        require("workspace_id", workspace_id)?;
+        if !store::workspace_exists(self.db.pool(), workspace_id).await? {
+            return Err(Error::WorkspaceNotFound);
+        }
+        Ok(settings::settings(self.db.pool(), workspace_id).await?)
+    }
+
+    /// Change some settings: owners only. Unset parts are kept; a bad time
+    /// zone or language changes nothing and is named in the error.
+    pub async fn update_settings(
+        &self,
+        workspace_id: &str,
+        caller_user_id: &str,
+        change: &SettingsChange,
+    ) -> Result<WorkspaceSettings, Error> {
+        require("caller_user_id", caller_user_id)?;
+        let current = self.get_settings(workspace_id).await?;
+        let caller = self.get_member(workspace_id, caller_user_id).await?;
+        if caller.access_level != AccessLevel::Owner {
+            return Err(Error::NotAllowed(
+                "only owners may change the workspace's settings",
+            ));
+        }
+        let next = current.changed(change, caller_user_id, now_micros())?;
+        let mut tx = self.db.begin().await?;
+        settings::put_settings(&mut tx, &next).await?;
+        self.db.commit(tx).await?;
+        Ok(next)
     }
 }
 

@@ -5,7 +5,7 @@ use telenet_proto::common::v1::Reaction;
 use telenet_proto::conversations::v1 as pb;
 use telenet_store::timestamp;
 
-use crate::domain::{Conversation, Member, Message, Workspace};
+use crate::domain::{Conversation, Member, Message, Workspace, WorkspaceSettings};
 
 impl From<&Conversation> for pb::Conversation {
     fn from(c: &Conversation) -> Self {
@@ -85,6 +85,21 @@ impl From<&Workspace> for pb::Workspace {
             id: w.id.clone(),
             name: w.name.clone(),
             created_at: Some(timestamp(w.created_at)),
+        }
+    }
+}
+
+impl From<&WorkspaceSettings> for pb::WorkspaceSettings {
+    fn from(s: &WorkspaceSettings) -> Self {
+        pb::WorkspaceSettings {
+            workspace_id: s.workspace_id.clone(),
+            agent_visibility: s.agent_visibility as i32,
+            agents_see_unassigned: s.agents_see_unassigned,
+            closing_note_policy: s.closing_note_policy as i32,
+            time_zone: s.time_zone.clone(),
+            language: s.language.clone(),
+            updated_at: (s.updated_at != 0).then(|| timestamp(s.updated_at)),
+            updated_by_user_id: s.updated_by.clone(),
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod conversation;
 pub mod member;
 pub mod message;
+pub mod settings;
 
 pub use conversation::{
     Assign, AssignReason, Assignee, AssigneeFilter, Assignment, Close, Closed, Closing,
@@ -17,6 +18,7 @@ pub use conversation::{
 };
 pub use member::{ApiToken, Member, NewMember, NewToken, NewWorkspace, Workspace};
 pub use message::{DeliveryUpdate, InboundMessage, Message, MessagesQuery, Reply, StatusTarget};
+pub use settings::{SettingsChange, WorkspaceSettings};
 
 /// Which page of a list, as the caller asked for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use telenet_store::{micros_of, timestamp};
 
 use super::{page_info, page_request, status};
-use crate::domain::{ApiToken, NewMember, NewToken, NewWorkspace};
+use crate::domain::{ApiToken, NewMember, NewToken, NewWorkspace, SettingsChange};
 use crate::members::{CreatedWorkspace, Members, TokenQuery};
 
 #[derive(Clone)]
@@ -146,6 +146,40 @@ impl MembersRpc for MembersApi {
             tokens: page.items.iter().map(api_token).collect(),
             page: page_info(page.next),
         }))
+    }
+
+    async fn get_workspace_settings(
+        &self,
+        request: Request<pb::GetWorkspaceSettingsRequest>,
+    ) -> Result<Response<pb::WorkspaceSettings>, Status> {
+        let settings = self
+            .members
+            .get_settings(&request.get_ref().workspace_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&settings).into()))
+    }
+
+    async fn update_workspace_settings(
+        &self,
+        request: Request<pb::UpdateWorkspaceSettingsRequest>,
+    ) -> Result<Response<pb::WorkspaceSettings>, Status> {
+        let r = request.into_inner();
+        let change = SettingsChange {
+            agent_visibility: pb::AgentVisibility::try_from(r.agent_visibility)
+                .unwrap_or(pb::AgentVisibility::Unspecified),
+            agents_see_unassigned: r.agents_see_unassigned,
+            closing_note_policy: pb::ClosingNotePolicy::try_from(r.closing_note_policy)
+                .unwrap_or(pb::ClosingNotePolicy::Unspecified),
+            time_zone: r.time_zone,
+            language: r.language,
+        };
+        let settings = self
+            .members
+            .update_settings(&r.workspace_id, &r.caller_user_id, &change)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&settings).into()))
     }
 
     async fn revoke_token(

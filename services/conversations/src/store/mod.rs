@@ -7,6 +7,7 @@
 pub(crate) mod conversations;
 pub(crate) mod members;
 pub(crate) mod messages;
+pub(crate) mod settings;
 
 /// A stored number read as one of the API's enums; a number the enum does
 /// not know reads as `unknown`.
