@@ -135,7 +135,7 @@ async fn settings_have_defaults_and_only_owners_change_them(backend: Backend) {
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("time_zone"), "{}", bad.message());
     assert_eq!(
-        w.get(&ws).await.unwrap(),
+        w.get(&ws).await.expect("settings"),
         fresh,
         "a refused change changes nothing"
     );
@@ -164,7 +164,7 @@ async fn settings_have_defaults_and_only_owners_change_them(backend: Backend) {
     assert_eq!(changed.language, "en");
     assert_eq!(changed.updated_by_user_id, owner);
     assert!(changed.updated_at.is_some());
-    assert_eq!(w.get(&ws).await.unwrap(), changed, "kept");
+    assert_eq!(w.get(&ws).await.expect("settings"), changed, "kept");
 
     let second = w
         .update(pb::UpdateWorkspaceSettingsRequest {

@@ -131,7 +131,7 @@ mod tests {
             time_zone: Some(" America/Bogota ".into()),
             ..Default::default()
         };
-        let next = d.changed(&change, "u", 7).unwrap();
+        let next = d.changed(&change, "u", 7).expect("valid");
         assert_eq!(
             next.closing_note_policy,
             ClosingNotePolicy::CategoryRequired
@@ -146,7 +146,7 @@ mod tests {
             language: Some("pt-BR".into()),
             ..Default::default()
         };
-        let next = next.changed(&off, "u", 8).unwrap();
+        let next = next.changed(&off, "u", 8).expect("valid");
         assert!(!next.agents_see_unassigned);
         assert_eq!(next.agent_visibility, AgentVisibility::All);
         assert_eq!(next.language, "pt-BR");
@@ -160,7 +160,7 @@ mod tests {
                 time_zone: Some(zone.into()),
                 ..Default::default()
             };
-            let e = d.changed(&change, "u", 1).unwrap_err().to_string();
+            let e = d.changed(&change, "u", 1).expect_err("invalid").to_string();
             assert!(e.contains("time_zone"), "{e}");
         }
         for language in ["", "e", "english", "en_US", "en--x", "en-abcdefghi"] {
@@ -168,7 +168,7 @@ mod tests {
                 language: Some(language.into()),
                 ..Default::default()
             };
-            let e = d.changed(&change, "u", 1).unwrap_err().to_string();
+            let e = d.changed(&change, "u", 1).expect_err("invalid").to_string();
             assert!(e.contains("language"), "{language}: {e}");
         }
     }
